@@ -1,0 +1,185 @@
+//! The HTTP API, mongosync's contract: `GET /api/v1/progress` and
+//! `POST /api/v1/{start,pause,resume,commit,reverse}`, answering `{"success":true}` or
+//! `{"success":false,"error":"<Name>","errorDescription":"..."}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::options::StartOptions;
+use super::{ApiError, Engine};
+
+/// A refusal rendered in mongosync's shape.
+pub struct Refusal {
+    status: StatusCode,
+    name: &'static str,
+    description: String,
+}
+
+impl Refusal {
+    fn new(status: u16, name: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            name,
+            description: description.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "success": false, "error": self.name, "errorDescription": self.description })),
+        )
+            .into_response()
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal::new(e.http_status(), e.name(), e.to_string())
+    }
+}
+
+fn ok() -> Response {
+    Json(json!({ "success": true })).into_response()
+}
+
+/// Parses a request body strictly: it must be a JSON object, with known fields of the right
+/// types. Each way of getting it wrong has its own error name.
+pub fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, Refusal> {
+    let example = if endpoint == "start" {
+        r#"'{"source":"cluster0","destination":"cluster1"}'"#
+    } else {
+        "'{}'"
+    };
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(Refusal::new(
+            400,
+            "InvalidRequestBody",
+            format!("/{endpoint} needs a JSON object as its body, e.g. --data {example}"),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            400,
+            "InvalidRequestBody",
+            format!("the body of /{endpoint} is not valid JSON ({e}); send e.g. --data {example}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(Refusal::new(
+            400,
+            "InvalidRequestBody",
+            format!("the body of /{endpoint} must be a JSON object, e.g. --data {example}"),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        let name = if msg.starts_with("unknown field") {
+            "UnknownField"
+        } else if msg.starts_with("missing field") {
+            "MissingField"
+        } else {
+            "InvalidFieldValue"
+        };
+        Refusal::new(400, name, format!("/{endpoint}: {msg}"))
+    })
+}
+
+/// Bodies of the endpoints that take no parameters: `{}` and nothing else.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/api/v1/progress", get(progress))
+        .route("/api/v1/start", post(start))
+        .route("/api/v1/pause", post(pause))
+        .route("/api/v1/resume", post(resume))
+        .route("/api/v1/commit", post(commit))
+        .route("/api/v1/reverse", post(reverse))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(engine)
+}
+
+async fn progress(AxState(engine): AxState<Arc<Engine>>) -> Response {
+    Json(engine.progress()).into_response()
+}
+
+async fn start(AxState(engine): AxState<Arc<Engine>>, body: Bytes) -> Result<Response, Refusal> {
+    let options: StartOptions = parse_body("start", &body)?;
+    engine.start(options).await?;
+    Ok(ok())
+}
+
+async fn pause(AxState(engine): AxState<Arc<Engine>>, body: Bytes) -> Result<Response, Refusal> {
+    parse_body::<Empty>("pause", &body)?;
+    engine.pause().await?;
+    Ok(ok())
+}
+
+async fn resume(AxState(engine): AxState<Arc<Engine>>, body: Bytes) -> Result<Response, Refusal> {
+    parse_body::<Empty>("resume", &body)?;
+    engine.resume().await?;
+    Ok(ok())
+}
+
+async fn commit(AxState(engine): AxState<Arc<Engine>>, body: Bytes) -> Result<Response, Refusal> {
+    parse_body::<Empty>("commit", &body)?;
+    engine.commit().await?;
+    Ok(ok())
+}
+
+async fn reverse(AxState(engine): AxState<Arc<Engine>>, body: Bytes) -> Result<Response, Refusal> {
+    parse_body::<Empty>("reverse", &body)?;
+    engine.reverse().await?;
+    Ok(ok())
+}
+
+async fn not_found(uri: Uri) -> Refusal {
+    Refusal::new(
+        404,
+        "NotFound",
+        format!(
+            "no endpoint at {}; the API is GET /api/v1/progress and POST /api/v1/start, pause, resume, commit, reverse",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(uri: Uri) -> Refusal {
+    let hint = if uri.path().ends_with("/progress") {
+        "use GET"
+    } else {
+        "use POST with a JSON body"
+    };
+    Refusal::new(405, "MethodNotAllowed", format!("{} does not accept this method; {hint}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_errors_are_named() {
+        let name = |r: Result<StartOptions, Refusal>| r.err().map(|r| r.name);
+        assert_eq!(name(parse_body("start", b"")), Some("InvalidRequestBody"));
+        assert_eq!(name(parse_body("start", b"{not json")), Some("InvalidRequestBody"));
+        assert_eq!(name(parse_body("start", b"[1]")), Some("InvalidRequestBody"));
+        assert_eq!(name(parse_body("start", br#"{"source":"cluster0"}"#)), Some("MissingField"));
+        assert_eq!(name(parse_body("start", br#"{"source":"cluster0","destination":"cluster1","x":1}"#)), Some("UnknownField"));
+        assert_eq!(name(parse_body("start", br#"{"source":1,"destination":"cluster1"}"#)), Some("InvalidFieldValue"));
+        assert!(parse_body::<Empty>("pause", b"{}").is_ok());
+        assert_eq!(parse_body::<Empty>("pause", br#"{"a":1}"#).err().map(|r| r.name), Some("UnknownField"));
+    }
+}

@@ -1,0 +1,355 @@
+//! Collections, views and indexes: reading them from the source, creating them on the
+//! destination in their sync-time form, and restoring their real form at commit.
+//!
+//! During the sync a destination index differs from its source in three ways, as in
+//! mongosync: unique indexes are built non-unique (change events are applied out of order and
+//! could collide transiently), TTL indexes expire nothing (`expireAfterSeconds` = `i32::MAX`,
+//! so the destination deletes nothing the source still has), and hidden indexes are visible.
+//! [`finalize_before_write`] and [`finalize_unique`] undo all three at commit.
+
+use bson::{doc, Binary, Bson, Document};
+use futures::TryStreamExt;
+use mongodb::Client;
+
+use super::filter::Scope;
+use super::mongo::{codes, error_code};
+use super::options::BuildIndexes;
+
+pub const TTL_DISABLED: i32 = i32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollKind {
+    Collection,
+    Timeseries,
+    View,
+}
+
+/// A source collection or view as `listCollections` describes it.
+#[derive(Debug, Clone)]
+pub struct CollSpec {
+    pub db: String,
+    pub name: String,
+    pub kind: CollKind,
+    pub options: Document,
+    pub uuid: Option<Binary>,
+}
+
+impl CollSpec {
+    pub fn ns(&self) -> String {
+        format!("{}.{}", self.db, self.name)
+    }
+    pub fn is_capped(&self) -> bool {
+        self.options.get_bool("capped").unwrap_or(false)
+    }
+
+    fn from_list_entry(db: &str, entry: &Document) -> Option<Self> {
+        let name = entry.get_str("name").ok()?.to_string();
+        let kind = match entry.get_str("type").unwrap_or("collection") {
+            "view" => CollKind::View,
+            "timeseries" => CollKind::Timeseries,
+            _ => CollKind::Collection,
+        };
+        let options = entry.get_document("options").cloned().unwrap_or_default();
+        let kind = if kind == CollKind::Collection && options.contains_key("timeseries") {
+            CollKind::Timeseries
+        } else {
+            kind
+        };
+        let uuid = entry
+            .get_document("info")
+            .ok()
+            .and_then(|i| i.get_binary_generic("uuid").ok().map(|b| b.to_vec()))
+            .map(|bytes| Binary {
+                subtype: bson::spec::BinarySubtype::Uuid,
+                bytes,
+            });
+        Some(Self {
+            db: db.to_string(),
+            name,
+            kind,
+            options,
+            uuid,
+        })
+    }
+
+    /// The `create` command that makes this collection or view on the destination.
+    pub fn create_command(&self) -> Document {
+        let mut cmd = doc! { "create": &self.name };
+        for (k, v) in &self.options {
+            match (k.as_str(), v) {
+                ("clusteredIndex", Bson::Document(ci)) => {
+                    let mut ci = ci.clone();
+                    ci.remove("v");
+                    cmd.insert(k, ci);
+                }
+                _ => {
+                    cmd.insert(k, v.clone());
+                }
+            }
+        }
+        cmd
+    }
+}
+
+/// `listCollections` of one database, in scope only.
+pub async fn list_db(client: &Client, db: &str, scope: &Scope) -> mongodb::error::Result<Vec<CollSpec>> {
+    let entries: Vec<Document> = client
+        .database(db)
+        .run_cursor_command(doc! { "listCollections": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| CollSpec::from_list_entry(db, e))
+        .filter(|s| scope.includes(&s.db, &s.name))
+        .collect())
+}
+
+/// One collection's current spec on `client`, if it exists.
+pub async fn find_spec(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<Option<CollSpec>> {
+    let entries: Vec<Document> = client
+        .database(db)
+        .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": coll } })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(entries.iter().find_map(|e| CollSpec::from_list_entry(db, e)))
+}
+
+/// Every collection and view in scope on `client`.
+pub async fn list_all(client: &Client, scope: &Scope) -> mongodb::error::Result<Vec<CollSpec>> {
+    let mut out = Vec::new();
+    for db in client.list_database_names().await? {
+        if scope.may_include_db(&db) {
+            out.extend(list_db(client, &db, scope).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Databases on `client` that hold user data (any non-system collection or view).
+pub async fn user_namespaces(client: &Client) -> mongodb::error::Result<Vec<String>> {
+    let everything = Scope::default();
+    let mut out = Vec::new();
+    for spec in list_all(client, &everything).await? {
+        out.push(spec.ns());
+    }
+    Ok(out)
+}
+
+/// Creates a collection or view; an existing one of the same name is left as it is, so that
+/// a replayed `create` (or a restarted catalog phase) is harmless.
+pub async fn create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
+    match client.database(&spec.db).run_command(spec.create_command()).await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_EXISTS) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn drop_collection(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<()> {
+    match client.database(db).run_command(doc! { "drop": coll }).await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `listIndexes`, or nothing when the collection does not exist (any more).
+pub async fn list_indexes(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<Vec<Document>> {
+    match client
+        .database(db)
+        .run_cursor_command(doc! { "listIndexes": coll })
+        .await
+    {
+        Ok(cursor) => cursor.try_collect().await,
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => Ok(vec![]),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_kind(spec: &Document, kind: &str) -> bool {
+    spec.get_document("key")
+        .map(|k| k.values().any(|v| v.as_str() == Some(kind)))
+        .unwrap_or(false)
+}
+
+/// The form in which a source index is built on the destination during the sync, or `None`
+/// when it is not built at all (the `_id` index, which every collection has; hashed indexes
+/// under `excludeHashed*`).
+pub fn sync_form(spec: &Document, mode: BuildIndexes) -> Option<Document> {
+    if spec.get_str("name") == Ok("_id_") || spec.get_bool("clustered").unwrap_or(false) {
+        return None;
+    }
+    if mode.skips_hashed() && is_kind(spec, "hashed") {
+        return None;
+    }
+    let mut out = Document::new();
+    for (k, v) in spec {
+        match k.as_str() {
+            "v" | "ns" | "background" | "unique" | "hidden" | "prepareUnique" => {}
+            "expireAfterSeconds" => {
+                out.insert(k, TTL_DISABLED);
+            }
+            _ => {
+                out.insert(k, v.clone());
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Makes the destination collection carry every source index (in sync form), restricted to
+/// `names` when given. Returns how many indexes were created.
+pub async fn build_indexes(
+    source: &Client,
+    destination: &Client,
+    db: &str,
+    coll: &str,
+    mode: BuildIndexes,
+    names: Option<&[String]>,
+) -> mongodb::error::Result<usize> {
+    if mode == BuildIndexes::Never {
+        return Ok(0);
+    }
+    let src = list_indexes(source, db, coll).await?;
+    let dst = list_indexes(destination, db, coll).await?;
+    let have: Vec<&str> = dst.iter().filter_map(|d| d.get_str("name").ok()).collect();
+    let missing: Vec<Document> = src
+        .iter()
+        .filter(|s| names.is_none_or(|n| s.get_str("name").is_ok_and(|x| n.iter().any(|m| m == x))))
+        .filter(|s| s.get_str("name").is_ok_and(|n| !have.contains(&n)))
+        .filter_map(|s| sync_form(s, mode))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let n = missing.len();
+    // One command per index: a single refused spec (say, a kind the destination lacks) must
+    // not keep the others from being built.
+    for spec in missing {
+        let name = spec.get_str("name").unwrap_or_default().to_string();
+        let cmd = doc! { "createIndexes": coll, "indexes": [spec.clone()] };
+        match destination.database(db).run_command(cmd.clone()).await {
+            Ok(_) => {}
+            Err(e) if matches!(error_code(&e), Some(codes::INDEX_OPTIONS_CONFLICT | codes::INDEX_KEY_SPECS_CONFLICT | codes::INDEX_ALREADY_EXISTS)) => {
+                // A same-named index with another spec: the source's current one wins.
+                drop_index(destination, db, coll, &name).await?;
+                destination.database(db).run_command(cmd).await?;
+            }
+            Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+pub async fn drop_index(client: &Client, db: &str, coll: &str, name: &str) -> mongodb::error::Result<()> {
+    match client
+        .database(db)
+        .run_command(doc! { "dropIndexes": coll, "index": name })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(error_code(&e), Some(codes::INDEX_NOT_FOUND | codes::NAMESPACE_NOT_FOUND)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn coll_mod_index(client: &Client, db: &str, coll: &str, index: Document) -> mongodb::error::Result<()> {
+    client
+        .database(db)
+        .run_command(doc! { "collMod": coll, "index": index })
+        .await
+        .map(|_| ())
+}
+
+/// First half of the commit-time restoration, before `canWrite`: TTL values, hidden flags,
+/// and `prepareUnique` on indexes that are unique on the source (so new writes already
+/// respect uniqueness).
+pub async fn finalize_before_write(source: &Client, destination: &Client, db: &str, coll: &str) -> mongodb::error::Result<()> {
+    let src = list_indexes(source, db, coll).await?;
+    let dst = list_indexes(destination, db, coll).await?;
+    for s in &src {
+        let Ok(name) = s.get_str("name") else { continue };
+        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else { continue };
+        if let Some(ttl) = s.get("expireAfterSeconds") {
+            if d.get("expireAfterSeconds") != Some(ttl) {
+                coll_mod_index(destination, db, coll, doc! { "name": name, "expireAfterSeconds": ttl.clone() }).await?;
+            }
+        }
+        let hidden = s.get_bool("hidden").unwrap_or(false);
+        if hidden != d.get_bool("hidden").unwrap_or(false) {
+            coll_mod_index(destination, db, coll, doc! { "name": name, "hidden": hidden }).await?;
+        }
+        if s.get_bool("unique").unwrap_or(false)
+            && !d.get_bool("unique").unwrap_or(false)
+            && !d.get_bool("prepareUnique").unwrap_or(false)
+            && name != "_id_"
+        {
+            coll_mod_index(destination, db, coll, doc! { "name": name, "prepareUnique": true }).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Second half, after `canWrite`: converts `prepareUnique` indexes to unique.
+pub async fn finalize_unique(source: &Client, destination: &Client, db: &str, coll: &str) -> mongodb::error::Result<()> {
+    let src = list_indexes(source, db, coll).await?;
+    let dst = list_indexes(destination, db, coll).await?;
+    for s in &src {
+        let Ok(name) = s.get_str("name") else { continue };
+        if !s.get_bool("unique").unwrap_or(false) || name == "_id_" {
+            continue;
+        }
+        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else { continue };
+        if d.get_bool("unique").unwrap_or(false) {
+            continue;
+        }
+        match coll_mod_index(destination, db, coll, doc! { "name": name, "unique": true }).await {
+            Ok(()) => {}
+            Err(e) if error_code(&e) == Some(codes::COMMAND_NOT_FOUND) => {
+                // A server without unique conversion: rebuild the index as unique.
+                drop_index(destination, db, coll, name).await?;
+                let mut spec = s.clone();
+                spec.remove("v");
+                spec.remove("ns");
+                destination
+                    .database(db)
+                    .run_command(doc! { "createIndexes": coll, "indexes": [spec] })
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // The server keeps `prepareUnique: false` visible after conversion on some versions;
+    // nothing to undo here.
+    Ok(())
+}
+
+/// The collection options `collMod` can change and a `modify` event may carry.
+pub const MODIFIABLE_OPTIONS: &[&str] = &[
+    "validator",
+    "validationLevel",
+    "validationAction",
+    "changeStreamPreAndPostImages",
+    "viewOn",
+    "pipeline",
+    "expireAfterSeconds",
+    "timeseries",
+];
+
+pub fn modification(desc: &Document) -> Document {
+    let mut out = Document::new();
+    for (k, v) in desc {
+        if MODIFIABLE_OPTIONS.contains(&k.as_str()) {
+            out.insert(k, v.clone());
+        }
+    }
+    out
+}
+
+pub fn uuid_key(uuid: &Binary) -> Bson {
+    Bson::Binary(uuid.clone())
+}

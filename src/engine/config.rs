@@ -1,0 +1,288 @@
+//! `clustersync engine` settings: mongosync's flags and YAML keys, merged and validated.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::uri::{ClusterUri, UriError};
+
+pub const DEFAULT_PORT: u16 = 27182;
+pub const DEFAULT_LOAD_LEVEL: u8 = 3;
+const DEFAULT_PARTITION_MB: u64 = 64;
+
+/// mongosync's `--verbosity` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "UPPERCASE")]
+#[clap(rename_all = "UPPERCASE")]
+pub enum Verbosity {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+    Panic,
+}
+
+impl Verbosity {
+    pub fn directive(self) -> &'static str {
+        match self {
+            Verbosity::Trace => "trace",
+            Verbosity::Debug => "debug",
+            Verbosity::Info => "info",
+            Verbosity::Warn => "warn",
+            Verbosity::Error | Verbosity::Fatal | Verbosity::Panic => "error",
+        }
+    }
+}
+
+/// The flags, exactly as mongosync spells them. Every flag but `--config` is also a key of the
+/// YAML file; a flag given on the command line wins over the file.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EngineArgs {
+    /// Connection string of the first cluster (source or destination, as /start decides).
+    #[arg(long = "cluster0", value_name = "URI")]
+    pub cluster0: Option<String>,
+    /// Connection string of the second cluster.
+    #[arg(long = "cluster1", value_name = "URI")]
+    pub cluster1: Option<String>,
+    /// Port of the HTTP API [default: 27182].
+    #[arg(long = "port")]
+    pub port: Option<u16>,
+    /// Address the HTTP API listens on [default: 127.0.0.1].
+    #[arg(long = "bind", value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// YAML file with the same keys as these flags (keeps passwords out of `ps`).
+    #[arg(long = "config", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory for the log file (clustersync.log); standard output when unset.
+    #[arg(long = "logPath", value_name = "DIR")]
+    pub log_path: Option<PathBuf>,
+    /// Log level [default: DEBUG].
+    #[arg(long = "verbosity", ignore_case = true)]
+    pub verbosity: Option<Verbosity>,
+    /// Load on the clusters, 1 (lightest) to 4 (heaviest) [default: 3].
+    #[arg(long = "loadLevel", value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub load_level: Option<u8>,
+    /// Instance identifier (the source shard id for one-instance-per-shard sync).
+    #[arg(long = "id")]
+    pub id: Option<String>,
+    /// Accepts the verification disclaimer without a prompt.
+    #[arg(long = "acceptDisclaimer")]
+    #[serde(default)]
+    pub accept_disclaimer: bool,
+    /// Accepted for mongosync compatibility; clustersync sends no telemetry.
+    #[arg(long = "disableTelemetry")]
+    #[serde(default)]
+    pub disable_telemetry: bool,
+    /// Accepted for mongosync compatibility.
+    #[arg(long = "disableVerification")]
+    #[serde(default)]
+    pub disable_verification: bool,
+    /// Accepted for mongosync compatibility.
+    #[arg(long = "disableMetricsLogging")]
+    #[serde(default)]
+    pub disable_metrics_logging: bool,
+    /// Accepted for mongosync compatibility.
+    #[arg(long = "enableCappedCollectionHandling")]
+    #[serde(default)]
+    pub enable_capped_collection_handling: bool,
+    /// Target size of one copy partition in MiB [default: 64].
+    #[arg(long = "partitionSizeMB", hide = true)]
+    pub partition_size_mb: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{flag} is required: pass {flag} URI or set {key} in the --config file")]
+    Missing { flag: &'static str, key: &'static str },
+    #[error(transparent)]
+    Uri(#[from] UriError),
+    #[error("--config {path}: cannot read the file: {reason}")]
+    Read { path: String, reason: String },
+    #[error("--config {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("--bind {0:?} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0")]
+    Bind(String),
+    #[error("--partitionSizeMB must be at least 1")]
+    PartitionSize,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub cluster0: ClusterUri,
+    pub cluster1: ClusterUri,
+    pub port: u16,
+    pub bind: std::net::IpAddr,
+    pub log_path: Option<PathBuf>,
+    pub verbosity: Verbosity,
+    pub load_level: u8,
+    pub id: Option<String>,
+    pub partition_bytes: u64,
+}
+
+impl EngineConfig {
+    pub fn engine_id(&self) -> &str {
+        self.id.as_deref().unwrap_or("coordinator")
+    }
+
+    pub fn from_args(args: EngineArgs) -> Result<Self, ConfigError> {
+        let merged = match &args.config {
+            Some(path) => merge(read_file(path)?, args),
+            None => args,
+        };
+        let from_file = merged.config.is_some();
+        let uri = |v: &Option<String>, flag: &'static str, key: &'static str| -> Result<ClusterUri, ConfigError> {
+            let raw = v.as_deref().ok_or(ConfigError::Missing { flag, key })?;
+            let label = if from_file { flag } else { flag };
+            Ok(ClusterUri::parse(label, raw)?)
+        };
+        let cluster0 = uri(&merged.cluster0, "--cluster0", "cluster0")?;
+        let cluster1 = uri(&merged.cluster1, "--cluster1", "cluster1")?;
+        let bind_s = merged.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let bind = bind_s.parse().map_err(|_| ConfigError::Bind(bind_s.clone()))?;
+        let mb = merged.partition_size_mb.unwrap_or(DEFAULT_PARTITION_MB);
+        if mb == 0 {
+            return Err(ConfigError::PartitionSize);
+        }
+        Ok(Self {
+            cluster0,
+            cluster1,
+            port: merged.port.unwrap_or(DEFAULT_PORT),
+            bind,
+            log_path: merged.log_path,
+            verbosity: merged.verbosity.unwrap_or(Verbosity::Debug),
+            load_level: merged.load_level.unwrap_or(DEFAULT_LOAD_LEVEL),
+            id: merged.id,
+            partition_bytes: mb * 1024 * 1024,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<EngineArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut parsed: EngineArgs = serde_norway::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        // The YAML error quotes no values for unknown keys or type errors, but it can for
+        // syntax errors: keep its location and kind only.
+        reason: yaml_reason(&e),
+    })?;
+    if let Some(l) = parsed.load_level {
+        if !(1..=4).contains(&l) {
+            return Err(ConfigError::Parse {
+                path: path.display().to_string(),
+                reason: format!("loadLevel must be between 1 and 4, not {l}"),
+            });
+        }
+    }
+    parsed.config = Some(path.to_path_buf());
+    Ok(parsed)
+}
+
+fn yaml_reason(e: &serde_norway::Error) -> String {
+    let msg = e.to_string();
+    // Drop any quoted scalar: it could be a connection string.
+    let mut out = String::new();
+    let mut in_quote = false;
+    for c in msg.chars() {
+        if c == '"' || c == '`' {
+            if !in_quote {
+                out.push_str("\"…");
+            }
+            in_quote = !in_quote;
+            if !in_quote {
+                out.push('"');
+            }
+            continue;
+        }
+        if !in_quote {
+            out.push(c);
+        }
+    }
+    if msg.contains("unknown field") {
+        // Unknown keys are safe to name and are the useful part.
+        return msg;
+    }
+    out
+}
+
+fn merge(file: EngineArgs, cli: EngineArgs) -> EngineArgs {
+    EngineArgs {
+        cluster0: cli.cluster0.or(file.cluster0),
+        cluster1: cli.cluster1.or(file.cluster1),
+        port: cli.port.or(file.port),
+        bind: cli.bind.or(file.bind),
+        config: file.config,
+        log_path: cli.log_path.or(file.log_path),
+        verbosity: cli.verbosity.or(file.verbosity),
+        load_level: cli.load_level.or(file.load_level),
+        id: cli.id.or(file.id),
+        accept_disclaimer: cli.accept_disclaimer || file.accept_disclaimer,
+        disable_telemetry: cli.disable_telemetry || file.disable_telemetry,
+        disable_verification: cli.disable_verification || file.disable_verification,
+        disable_metrics_logging: cli.disable_metrics_logging || file.disable_metrics_logging,
+        enable_capped_collection_handling: cli.enable_capped_collection_handling
+            || file.enable_capped_collection_handling,
+        partition_size_mb: cli.partition_size_mb.or(file.partition_size_mb),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(c0: &str, c1: &str) -> EngineArgs {
+        EngineArgs {
+            cluster0: Some(c0.into()),
+            cluster1: Some(c1.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_match_mongosync() {
+        let c = EngineConfig::from_args(args("mongodb://a:1", "mongodb+srv://u:p@x.example.net")).unwrap();
+        assert_eq!(c.port, 27182);
+        assert_eq!(c.load_level, 3);
+        assert_eq!(c.verbosity, Verbosity::Debug);
+        assert_eq!(c.bind.to_string(), "127.0.0.1");
+        assert_eq!(c.engine_id(), "coordinator");
+    }
+
+    #[test]
+    fn config_file_with_cli_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "cluster0: \"mongodb://u:pw@h0:1\"\ncluster1: \"mongodb://h1:2\"\nport: 9999\nverbosity: WARN\nloadLevel: 2\n").unwrap();
+        let cli = EngineArgs { config: Some(p.clone()), port: Some(7777), ..Default::default() };
+        let c = EngineConfig::from_args(cli).unwrap();
+        assert_eq!(c.port, 7777);
+        assert_eq!(c.load_level, 2);
+        assert_eq!(c.verbosity, Verbosity::Warn);
+        assert_eq!(c.cluster0.hosts(), "h0:1");
+
+        std::fs::write(&p, "cluster0: \"mongodb://u:pw@h0:1\"\nclusterZero: x\n").unwrap();
+        let e = EngineConfig::from_args(EngineArgs { config: Some(p.clone()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("clusterZero"), "{e}");
+        std::fs::write(&p, "cluster0: \"mongodb://u:pw@h0:1\"\nloadLevel: 9\n").unwrap();
+        let e = EngineConfig::from_args(EngineArgs { config: Some(p), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("loadLevel"), "{e}");
+    }
+
+    #[test]
+    fn missing_and_bad_values_name_the_flag() {
+        let e = EngineConfig::from_args(EngineArgs { cluster0: Some("mongodb://h".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("--cluster1 is required"), "{e}");
+        let e = EngineConfig::from_args(args("mongodb://h", "mongodb://u:topsecret@h/?w=2")).unwrap_err().to_string();
+        assert!(e.contains("--cluster1") && !e.contains("topsecret"), "{e}");
+        let mut a = args("mongodb://h", "mongodb://h2");
+        a.bind = Some("localhostx".into());
+        assert!(EngineConfig::from_args(a).unwrap_err().to_string().contains("--bind"));
+    }
+}

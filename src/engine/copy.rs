@@ -1,0 +1,291 @@
+//! The initial copy: collections split into `_id` ranges (resumable units), each copied as raw
+//! BSON in byte-bounded batches of unordered inserts, many units at a time.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
+use mongodb::{Client, Collection};
+use tokio::sync::mpsc;
+
+use super::catalog::{self, CollKind, CollSpec};
+use super::metadata::{CopyOrder, PartitionDoc};
+use super::mongo::{codes, error_code};
+
+/// Knobs for the copy; `loadLevel` picks the concurrency.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyTuning {
+    /// Target size of one partition (resumable unit).
+    pub partition_bytes: u64,
+    /// Bytes per insert batch.
+    pub batch_bytes: usize,
+    /// Documents per insert batch.
+    pub batch_docs: usize,
+    /// Partitions copied at the same time.
+    pub concurrency: usize,
+}
+
+impl CopyTuning {
+    pub fn for_load_level(level: u8, partition_bytes: u64) -> Self {
+        let concurrency = match level {
+            1 => 1,
+            2 => 2,
+            3 => 4,
+            _ => 8,
+        };
+        Self {
+            partition_bytes,
+            batch_bytes: 8 * 1024 * 1024,
+            batch_docs: 10_000,
+            concurrency,
+        }
+    }
+}
+
+pub fn partition_id(db: &str, coll: &str, index: usize) -> String {
+    format!("{db}.{coll}#{index:06}")
+}
+
+/// Estimated size of a collection, in bytes and documents.
+pub async fn collection_size(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<(i64, i64)> {
+    match client.database(db).run_command(doc! { "collStats": coll }).await {
+        Ok(r) => {
+            let num = |k: &str| match r.get(k) {
+                Some(Bson::Int32(v)) => *v as i64,
+                Some(Bson::Int64(v)) => *v,
+                Some(Bson::Double(v)) => *v as i64,
+                _ => 0,
+            };
+            Ok((num("size"), num("count")))
+        }
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => Ok((0, 0)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Splits one collection into partitions. Boundaries come from a server-side `$sample` of
+/// `_id`s, sorted by the server so that any mix of `_id` types is ordered as the index orders
+/// it; reads then use the `_id` index with `min`/`max`, which (unlike `$gte`/`$lt`) do not
+/// stop at type boundaries.
+pub async fn plan(
+    source: &Client,
+    spec: &CollSpec,
+    natural: bool,
+    tuning: &CopyTuning,
+) -> mongodb::error::Result<(Vec<PartitionDoc>, i64)> {
+    let (bytes, count) = collection_size(source, &spec.db, &spec.name).await?;
+    let single = |order: CopyOrder, recreate: bool| PartitionDoc {
+        id: partition_id(&spec.db, &spec.name, 0),
+        db: spec.db.clone(),
+        coll: spec.name.clone(),
+        index: 0,
+        lo: None,
+        hi: None,
+        order,
+        recreate,
+        done: false,
+        copied_bytes: 0,
+        copied_docs: 0,
+    };
+    match spec.kind {
+        CollKind::View => return Ok((vec![], 0)),
+        CollKind::Timeseries => return Ok((vec![single(CopyOrder::Natural, true)], bytes)),
+        CollKind::Collection => {}
+    }
+    // Capped collections keep their insertion order, which only a natural-order read keeps.
+    if spec.is_capped() || natural {
+        return Ok((vec![single(CopyOrder::Natural, false)], bytes));
+    }
+    let wanted = (bytes as u64).div_ceil(tuning.partition_bytes.max(1)).clamp(1, 10_000) as i64;
+    if wanted <= 1 || count < 2 {
+        return Ok((vec![single(CopyOrder::Id, false)], bytes));
+    }
+    let sample_size = (wanted * 16).min(count);
+    let ids: Vec<Document> = source
+        .database(&spec.db)
+        .collection::<Document>(&spec.name)
+        .aggregate(vec![
+            doc! { "$sample": { "size": sample_size } },
+            doc! { "$project": { "_id": 1 } },
+            doc! { "$sort": { "_id": 1 } },
+        ])
+        .allow_disk_use(true)
+        .await?
+        .try_collect()
+        .await?;
+    let ids: Vec<Bson> = ids.into_iter().filter_map(|mut d| d.remove("_id")).collect();
+    let mut bounds: Vec<Bson> = Vec::new();
+    for i in 1..wanted {
+        let pos = (i as usize * ids.len()) / wanted as usize;
+        if let Some(b) = ids.get(pos) {
+            if bounds.last() != Some(b) {
+                bounds.push(b.clone());
+            }
+        }
+    }
+    let mut parts = Vec::with_capacity(bounds.len() + 1);
+    let mut lo: Option<Bson> = None;
+    for (i, hi) in bounds.into_iter().map(Some).chain(std::iter::once(None)).enumerate() {
+        parts.push(PartitionDoc {
+            id: partition_id(&spec.db, &spec.name, i),
+            db: spec.db.clone(),
+            coll: spec.name.clone(),
+            index: i as i32,
+            lo: lo.clone(),
+            hi: hi.clone(),
+            order: CopyOrder::Id,
+            recreate: false,
+            done: false,
+            copied_bytes: 0,
+            copied_docs: 0,
+        });
+        lo = hi;
+    }
+    Ok((parts, bytes))
+}
+
+fn destination_collection(client: &Client, db: &str, coll: &str) -> Collection<RawDocumentBuf> {
+    client.database(db).collection_with_options(
+        coll,
+        mongodb::options::CollectionOptions::builder()
+            .write_concern(WriteConcern::builder().w(Acknowledgment::Majority).build())
+            .build(),
+    )
+}
+
+/// Inserts a batch; documents already there (a redone partition, or a change event that got
+/// there first) are left alone: the change events that follow the copy settle their content.
+async fn insert_batch(coll: &Collection<RawDocumentBuf>, batch: Vec<RawDocumentBuf>) -> mongodb::error::Result<()> {
+    match coll
+        .insert_many(batch)
+        .ordered(false)
+        .bypass_document_validation(true)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind.as_ref() {
+            mongodb::error::ErrorKind::InsertMany(im)
+                if im.write_concern_error.is_none()
+                    && im
+                        .write_errors
+                        .as_ref()
+                        .is_some_and(|w| w.iter().all(|w| w.code == codes::DUPLICATE_KEY)) =>
+            {
+                Ok(())
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+/// Copies one partition. `copied` is bumped as batches land so `/progress` moves smoothly.
+/// Returns the bytes and documents copied.
+#[tracing::instrument(skip_all, fields(partition = %part.id))]
+pub async fn copy_partition(
+    source: &Client,
+    destination: &Client,
+    part: &PartitionDoc,
+    tuning: &CopyTuning,
+    copied: &AtomicI64,
+) -> mongodb::error::Result<(i64, i64)> {
+    if part.recreate {
+        catalog::drop_collection(destination, &part.db, &part.coll).await?;
+        match catalog::find_spec(source, &part.db, &part.coll).await? {
+            Some(spec) => catalog::create(destination, &spec).await?,
+            None => return Ok((0, 0)),
+        }
+    }
+    let src: Collection<RawDocumentBuf> = source
+        .database(&part.db)
+        .collection_with_options(
+            &part.coll,
+            mongodb::options::CollectionOptions::builder()
+                .read_concern(ReadConcern::majority())
+                .build(),
+        );
+    let mut find = src.find(doc! {});
+    match part.order {
+        CopyOrder::Id => {
+            find = find.hint(mongodb::options::Hint::Keys(doc! { "_id": 1 }));
+            if let Some(lo) = &part.lo {
+                find = find.min(doc! { "_id": lo.clone() });
+            }
+            if let Some(hi) = &part.hi {
+                find = find.max(doc! { "_id": hi.clone() });
+            }
+        }
+        CopyOrder::Natural => find = find.sort(doc! { "$natural": 1 }),
+    }
+    let mut cursor = match find.await {
+        Ok(c) => c,
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let dst = destination_collection(destination, &part.db, &part.coll);
+    // One batch read ahead while the previous one is written: reads and writes overlap, and
+    // memory stays at about three batches per partition whatever the collection's size.
+    let (tx, mut rx) = mpsc::channel::<Vec<RawDocumentBuf>>(1);
+    let writer = async {
+        while let Some(batch) = rx.recv().await {
+            let bytes: usize = batch.iter().map(|d| d.as_bytes().len()).sum();
+            insert_batch(&dst, batch).await?;
+            copied.fetch_add(bytes as i64, Ordering::Relaxed);
+        }
+        Ok::<(), mongodb::error::Error>(())
+    };
+    let reader = async {
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        let (mut total_bytes, mut total_docs) = (0i64, 0i64);
+        while let Some(doc) = cursor.try_next().await? {
+            let len = doc.as_bytes().len();
+            if !batch.is_empty() && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs) {
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    break;
+                }
+                batch_bytes = 0;
+            }
+            batch_bytes += len;
+            total_bytes += len as i64;
+            total_docs += 1;
+            batch.push(doc);
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch).await;
+        }
+        drop(tx);
+        Ok::<(i64, i64), mongodb::error::Error>((total_bytes, total_docs))
+    };
+    let (read, written) = tokio::join!(reader, writer);
+    written?;
+    read
+}
+
+/// Copies `parts` with `tuning.concurrency` partitions in flight, recording each one as done
+/// through `done` as soon as it lands.
+pub async fn copy_all<F, Fut>(
+    source: &Client,
+    destination: &Client,
+    parts: Vec<PartitionDoc>,
+    tuning: CopyTuning,
+    copied: &AtomicI64,
+    done: F,
+) -> mongodb::error::Result<()>
+where
+    F: Fn(PartitionDoc, i64, i64) -> Fut,
+    Fut: std::future::Future<Output = mongodb::error::Result<()>>,
+{
+    let mut results = futures::stream::iter(parts.into_iter().map(|p| {
+        async move {
+            let r = copy_partition(source, destination, &p, &tuning, copied).await;
+            (p, r)
+        }
+    }))
+    .buffer_unordered(tuning.concurrency.max(1));
+    while let Some((part, result)) = results.next().await {
+        let (bytes, docs) = result?;
+        done(part, bytes, docs).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Namespace filters (`includeNamespaces` / `excludeNamespaces`) and the set of namespaces a
+//! sync never touches.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// Database holding the engine's own persisted state on the destination.
+pub const METADATA_DB: &str = "clustersync_reserved_for_internal_use";
+
+/// Databases never synced: the server's own, ours, and other tools' metadata.
+pub fn is_internal_db(db: &str) -> bool {
+    matches!(db, "admin" | "local" | "config" | METADATA_DB)
+        || db.starts_with("__mdb_internal")
+        || db.starts_with("mongosync_reserved_for")
+        || db.starts_with("mongosync_internal_")
+}
+
+/// Collections never synced (`system.*`, including `system.views`, which is how views are
+/// stored and is recreated from the view definitions instead).
+pub fn is_internal_collection(coll: &str) -> bool {
+    coll.starts_with("system.")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexSpec {
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub options: String,
+}
+
+/// One element of `includeNamespaces` or `excludeNamespaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_regex: Option<RegexSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections_regex: Option<RegexSpec>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("filter #{0} needs \"database\" or \"databaseRegex\"")]
+    NoDatabase(usize),
+    #[error("filter #{0} sets both \"database\" and \"databaseRegex\"; keep one")]
+    BothDatabase(usize),
+    #[error("filter #{index}: {what} names a system database or collection ({name}), which is never synced")]
+    System {
+        index: usize,
+        what: &'static str,
+        name: String,
+    },
+    #[error("filter #{index}: regex {pattern:?} is invalid: {reason}")]
+    BadRegex {
+        index: usize,
+        pattern: String,
+        reason: String,
+    },
+    #[error("filter #{index}: regex option {option:?} is not supported; use a combination of i, m, s, x")]
+    BadOption { index: usize, option: char },
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl Matcher {
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => e == s,
+            Matcher::Regex(r) => r.is_match(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Compiled {
+    db: Matcher,
+    colls: Option<Vec<String>>,
+    colls_regex: Option<Regex>,
+}
+
+impl Compiled {
+    fn matches_db(&self, db: &str) -> bool {
+        self.db.matches(db)
+    }
+    /// A filter without collection criteria covers the whole database.
+    fn whole_db(&self) -> bool {
+        self.colls.is_none() && self.colls_regex.is_none()
+    }
+    fn matches(&self, db: &str, coll: &str) -> bool {
+        if !self.db.matches(db) {
+            return false;
+        }
+        if self.whole_db() {
+            return true;
+        }
+        self.colls.as_ref().is_some_and(|c| c.iter().any(|n| n == coll))
+            || self.colls_regex.as_ref().is_some_and(|r| r.is_match(coll))
+    }
+}
+
+fn compile_regex(index: usize, spec: &RegexSpec) -> Result<Regex, FilterError> {
+    let mut flags = String::new();
+    for c in spec.options.chars() {
+        match c {
+            'i' | 'm' | 's' | 'x' => flags.push(c),
+            'u' => {}
+            other => return Err(FilterError::BadOption { index, option: other }),
+        }
+    }
+    let pattern = if flags.is_empty() {
+        spec.pattern.clone()
+    } else {
+        format!("(?{flags}){}", spec.pattern)
+    };
+    Regex::new(&pattern).map_err(|e| FilterError::BadRegex {
+        index,
+        pattern: spec.pattern.clone(),
+        reason: e.to_string(),
+    })
+}
+
+fn compile(index: usize, f: &NamespaceFilter) -> Result<Compiled, FilterError> {
+    let db = match (&f.database, &f.database_regex) {
+        (Some(_), Some(_)) => return Err(FilterError::BothDatabase(index)),
+        (None, None) => return Err(FilterError::NoDatabase(index)),
+        (Some(d), None) => {
+            if is_internal_db(d) {
+                return Err(FilterError::System {
+                    index,
+                    what: "database",
+                    name: d.clone(),
+                });
+            }
+            Matcher::Exact(d.clone())
+        }
+        (None, Some(r)) => Matcher::Regex(compile_regex(index, r)?),
+    };
+    if let Some(c) = f.collections.iter().flatten().find(|c| is_internal_collection(c)) {
+        return Err(FilterError::System {
+            index,
+            what: "collections",
+            name: c.clone(),
+        });
+    }
+    let colls_regex = f
+        .collections_regex
+        .as_ref()
+        .map(|r| compile_regex(index, r))
+        .transpose()?;
+    Ok(Compiled {
+        db,
+        colls: f.collections.clone(),
+        colls_regex,
+    })
+}
+
+/// Which namespaces a sync covers: include first (everything when empty), then exclude;
+/// internal databases and `system.*` collections never.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    include: Vec<Compiled>,
+    exclude: Vec<Compiled>,
+}
+
+impl Scope {
+    pub fn compile(
+        include: &[NamespaceFilter],
+        exclude: &[NamespaceFilter],
+    ) -> Result<Self, FilterError> {
+        Ok(Self {
+            include: include
+                .iter()
+                .enumerate()
+                .map(|(i, f)| compile(i, f))
+                .collect::<Result<_, _>>()?,
+            exclude: exclude
+                .iter()
+                .enumerate()
+                .map(|(i, f)| compile(i, f))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn is_filtered(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+
+    /// Whether any collection of `db` can be in scope (used to skip whole databases).
+    pub fn may_include_db(&self, db: &str) -> bool {
+        if is_internal_db(db) {
+            return false;
+        }
+        let included = self.include.is_empty() || self.include.iter().any(|f| f.matches_db(db));
+        included
+            && !self
+                .exclude
+                .iter()
+                .any(|f| f.matches_db(db) && f.whole_db())
+    }
+
+    /// Whether every collection of `db`, including ones created later, is in scope.
+    pub fn includes_whole_db(&self, db: &str) -> bool {
+        if is_internal_db(db) {
+            return false;
+        }
+        let included = self.include.is_empty()
+            || self.include.iter().any(|f| f.matches_db(db) && f.whole_db());
+        included && !self.exclude.iter().any(|f| f.matches_db(db))
+    }
+
+    pub fn includes(&self, db: &str, coll: &str) -> bool {
+        if is_internal_db(db) || is_internal_collection(coll) {
+            return false;
+        }
+        let included = self.include.is_empty() || self.include.iter().any(|f| f.matches(db, coll));
+        included && !self.exclude.iter().any(|f| f.matches(db, coll))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(json: &str) -> Vec<NamespaceFilter> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn no_filter_means_everything_but_internals() {
+        let s = Scope::compile(&[], &[]).unwrap();
+        assert!(s.includes("app", "users"));
+        assert!(!s.includes("admin", "x"));
+        assert!(!s.includes(METADATA_DB, "state"));
+        assert!(!s.includes("app", "system.views"));
+        assert!(!s.includes("__mdb_internal_mongosync", "x"));
+        assert!(!s.is_filtered());
+    }
+
+    #[test]
+    fn include_then_exclude() {
+        let inc = f(r#"[{"database":"sales"},{"database":"hr","collections":["staff","pay"]},
+                       {"databaseRegex":{"pattern":"^log_","options":"i"},"collectionsRegex":{"pattern":"^2026"}}]"#);
+        let exc = f(r#"[{"database":"sales","collections":["tmp"]},{"database":"LOG_old"}]"#);
+        let s = Scope::compile(&inc, &exc).unwrap();
+        assert!(s.includes("sales", "orders"));
+        assert!(!s.includes("sales", "tmp"));
+        assert!(s.includes("hr", "staff") && !s.includes("hr", "other"));
+        assert!(s.includes("Log_eu", "2026-01") && !s.includes("log_eu", "2025-01"));
+        assert!(!s.includes("LOG_old", "2026-01"));
+        assert!(!s.includes("other", "x"));
+        assert!(s.includes_whole_db("sales") == false); // sales.tmp is excluded
+        assert!(s.may_include_db("sales") && !s.may_include_db("LOG_old") && !s.may_include_db("other"));
+    }
+
+    #[test]
+    fn exclude_only() {
+        let s = Scope::compile(&[], &f(r#"[{"databaseRegex":{"pattern":"^tmp"}}]"#)).unwrap();
+        assert!(s.includes("app", "a") && !s.includes("tmp1", "a"));
+        assert!(s.includes_whole_db("app"));
+    }
+
+    #[test]
+    fn bad_filters_are_named() {
+        let e = Scope::compile(&f(r#"[{"database":"a"},{"databaseRegex":{"pattern":"("}}]"#), &[]).unwrap_err();
+        assert!(matches!(e, FilterError::BadRegex { index: 1, .. }), "{e}");
+        let e = Scope::compile(&f(r#"[{"database":"admin"}]"#), &[]).unwrap_err();
+        assert!(e.to_string().contains("system database"));
+        let e = Scope::compile(&f(r#"[{"databaseRegex":{"pattern":"a","options":"q"}}]"#), &[]).unwrap_err();
+        assert!(e.to_string().contains("'q'"), "{e}");
+        assert!(serde_json::from_str::<Vec<NamespaceFilter>>(r#"[{"database":"a","colls":["x"]}]"#).is_err());
+    }
+}

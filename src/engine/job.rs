@@ -1,0 +1,244 @@
+//! A sync job: runs the phases persisted on the destination, from wherever they stand, and
+//! restarts itself after errors that go away (a cluster down, an election).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::doc;
+use mongodb::Client;
+
+use super::catalog::{self, CollKind};
+use super::copy::{self, CopyTuning};
+use super::filter::Scope;
+use super::metadata::Store;
+use super::mongo;
+use super::options::{BuildIndexes, StartOptions};
+use super::state::{DurableState, Phase};
+use super::status::StatusCell;
+
+/// Everything a job needs; cheap to clone.
+#[derive(Clone)]
+pub struct Ctx {
+    pub source: Client,
+    pub destination: Client,
+    pub store: Store,
+    pub scope: Arc<Scope>,
+    pub options: StartOptions,
+    pub status: Arc<StatusCell>,
+    pub tuning: CopyTuning,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The sync cannot go on; the message says why and what to do.
+    #[error("{0}")]
+    Fatal(String),
+    #[error(transparent)]
+    Mongo(#[from] mongodb::error::Error),
+}
+
+impl JobError {
+    pub fn fatal(msg: impl Into<String>) -> Self {
+        JobError::Fatal(msg.into())
+    }
+}
+
+/// Runs the job until it is done, fails for good, or is aborted (pause).
+#[tracing::instrument(name = "sync_job", skip_all)]
+pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
+    let mut failures = 0u32;
+    loop {
+        match run(&ctx).await {
+            Ok(()) => {
+                ctx.status.clear_warning("sync");
+                return;
+            }
+            Err(JobError::Fatal(msg)) => {
+                tracing::error!(error = %msg, "sync stopped");
+                ctx.status.lock().fatal = Some(msg);
+                return;
+            }
+            Err(JobError::Mongo(e)) => {
+                let transient = mongo::is_transient(&e);
+                failures += 1;
+                let msg = scrub(&e.to_string());
+                if !transient && failures > 8 {
+                    let msg = format!("the sync failed repeatedly and stopped: {msg}");
+                    tracing::error!(error = %msg, "sync stopped");
+                    ctx.status.lock().fatal = Some(msg);
+                    return;
+                }
+                let wait = Duration::from_millis((500u64 << failures.min(6)).min(30_000));
+                tracing::warn!(error = %msg, retry_in_ms = wait.as_millis() as u64, "sync interrupted; retrying");
+                ctx.status.warn(
+                    "sync",
+                    format!("the sync was interrupted and is retrying: {msg}"),
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+async fn run(ctx: &Ctx) -> Result<(), JobError> {
+    loop {
+        let doc = ctx
+            .store
+            .load()
+            .await?
+            .ok_or_else(|| JobError::fatal("the migration document is missing from the destination's metadata database"))?;
+        {
+            let mut s = ctx.status.lock();
+            s.phase = Some(doc.phase);
+            s.total_bytes = doc.estimated_total_bytes;
+            s.copy_finished_ts = doc.copy_finished_ts;
+            s.commit_ts = doc.commit_ts;
+            s.can_write = doc.can_write;
+            if let Some(a) = doc.applied_ts {
+                drop(s);
+                ctx.status.applied_through(a);
+            }
+        }
+        match doc.phase {
+            Phase::Catalog => catalog_phase(ctx).await?,
+            Phase::Copy => copy_phase(ctx).await?,
+            Phase::IndexBuild => index_phase(ctx).await?,
+            Phase::ChangeEvents => {
+                super::cea::run(ctx).await?;
+                ctx.store.set_phase(Phase::Finalize, doc! {}).await?;
+            }
+            Phase::Finalize => finalize_phase(ctx).await?,
+            Phase::Done => return Ok(()),
+        }
+        ctx.status.clear_warning("sync");
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
+    let specs = catalog::list_all(&ctx.source, &ctx.scope).await?;
+    let before = ctx.options.build_indexes.before_copy() == Some(true);
+    // Collections first, then views (a view may sit on any of them).
+    for spec in specs.iter().filter(|s| s.kind != CollKind::View) {
+        catalog::create(&ctx.destination, spec).await?;
+        if before {
+            catalog::build_indexes(&ctx.source, &ctx.destination, &spec.db, &spec.name, ctx.options.build_indexes, None).await?;
+        }
+    }
+    if !ctx.options.pre_existing_destination_data {
+        for spec in specs.iter().filter(|s| s.kind == CollKind::View) {
+            catalog::create(&ctx.destination, spec).await?;
+        }
+    }
+    let mut parts = Vec::new();
+    let mut total = 0i64;
+    for spec in &specs {
+        let natural = ctx.options.copy_in_natural_order.iter().any(|e| {
+            e.database == spec.db && (e.collections.is_empty() || e.collections.contains(&spec.name))
+        });
+        let (p, bytes) = copy::plan(&ctx.source, spec, natural, &ctx.tuning).await?;
+        parts.extend(p);
+        total += bytes;
+    }
+    tracing::info!(collections = specs.len(), partitions = parts.len(), bytes = total, "copy planned");
+    ctx.store.replace_partitions(&parts).await?;
+    ctx.store.set_phase(Phase::Copy, doc! { "estimatedTotalBytes": total }).await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all)]
+async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
+    let parts = ctx.store.partitions().await?;
+    let done_bytes: i64 = parts.iter().filter(|p| p.done).map(|p| p.copied_bytes).sum();
+    ctx.status.counters.copied_bytes.store(done_bytes, Ordering::Relaxed);
+    let todo: Vec<_> = parts.into_iter().filter(|p| !p.done).collect();
+    tracing::info!(partitions = todo.len(), "copying");
+    let store = ctx.store.clone();
+    let result = copy::copy_all(&ctx.source, &ctx.destination, todo, ctx.tuning, &ctx.status.counters.copied_bytes, |p, bytes, docs| {
+        let store = store.clone();
+        async move { store.finish_partition(&p.id, bytes, docs).await }
+    })
+    .await;
+    result?;
+    let finished = mongo::cluster_time(&ctx.source).await?;
+    let next = match ctx.options.build_indexes.before_copy() {
+        Some(false) => Phase::IndexBuild,
+        _ => Phase::ChangeEvents,
+    };
+    // The copied-byte count of finished partitions is the truth after the copy.
+    let parts = ctx.store.partitions().await?;
+    let copied: i64 = parts.iter().map(|p| p.copied_bytes).sum();
+    ctx.status.counters.copied_bytes.store(copied, Ordering::Relaxed);
+    ctx.store
+        .set_phase(next, doc! { "copyFinishedTs": finished, "copiedBytes": copied })
+        .await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all)]
+async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
+    restore_copied_bytes(ctx).await?;
+    let specs = catalog::list_all(&ctx.destination, &ctx.scope).await?;
+    let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
+    let mut total = 0;
+    for spec in &colls {
+        total += catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
+            .await?
+            .iter()
+            .filter(|i| catalog::sync_form(i, ctx.options.build_indexes).is_some())
+            .count();
+    }
+    let mut built = 0;
+    ctx.status.lock().indexes = Some((0, total));
+    for spec in colls {
+        catalog::build_indexes(&ctx.source, &ctx.destination, &spec.db, &spec.name, ctx.options.build_indexes, None).await?;
+        built += catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
+            .await?
+            .iter()
+            .filter(|i| catalog::sync_form(i, ctx.options.build_indexes).is_some())
+            .count();
+        ctx.status.lock().indexes = Some((built.min(total), total));
+    }
+    ctx.store.set_phase(Phase::ChangeEvents, doc! {}).await?;
+    Ok(())
+}
+
+async fn restore_copied_bytes(ctx: &Ctx) -> Result<(), JobError> {
+    let parts = ctx.store.partitions().await?;
+    let copied: i64 = parts.iter().map(|p| p.copied_bytes).sum();
+    ctx.status.counters.copied_bytes.store(copied, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Commit: the final events are applied; restore what the sync changed on the destination,
+/// report `canWrite`, finish unique indexes, then COMMITTED.
+#[tracing::instrument(skip_all)]
+async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
+    restore_copied_bytes(ctx).await?;
+    let specs = catalog::list_all(&ctx.destination, &ctx.scope).await?;
+    let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
+    if ctx.options.build_indexes != BuildIndexes::Never {
+        for spec in &colls {
+            catalog::build_indexes(&ctx.source, &ctx.destination, &spec.db, &spec.name, ctx.options.build_indexes, None).await?;
+        }
+    }
+    for spec in &colls {
+        catalog::finalize_before_write(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
+    }
+    ctx.store.set(doc! { "canWrite": true }).await?;
+    ctx.status.lock().can_write = true;
+    for spec in &colls {
+        catalog::finalize_unique(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
+    }
+    ctx.store
+        .set_phase(Phase::Done, doc! { "state": bson::to_bson(&DurableState::Committed).expect("enum") })
+        .await?;
+    {
+        let mut s = ctx.status.lock();
+        s.state = super::state::State::Committed;
+        s.phase = Some(Phase::Done);
+    }
+    tracing::info!("commit completed");
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The engine's state persisted on the destination, in [`METADATA_DB`]: the migration
+//! document (phase, options, resume point) and one document per copy partition.
+
+use bson::{doc, Bson, Document, Timestamp};
+use futures::TryStreamExt;
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
+use mongodb::{Client, Collection};
+use serde::{Deserialize, Serialize};
+
+use super::filter::METADATA_DB;
+use super::options::StartOptions;
+use super::state::{DurableState, Phase};
+
+const MIGRATION_ID: &str = "migration";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Random, to tell two migrations apart in logs.
+    pub migration_id: String,
+    /// The `--id` the engine ran with.
+    pub engine_id: String,
+    /// Hosts (never credentials) of the clusters given as `--cluster0` and `--cluster1`.
+    pub cluster0_hosts: String,
+    pub cluster1_hosts: String,
+    pub options: StartOptions,
+    pub state: DurableState,
+    pub phase: Phase,
+    /// Source time at which the change stream was opened, before anything was read.
+    pub start_ts: Timestamp,
+    pub resume_token: Option<ResumeToken>,
+    /// Cluster time of the last change event applied (or covered by an empty read).
+    pub applied_ts: Option<Timestamp>,
+    /// Source time when the copy finished: events up to here are the copy's backlog.
+    pub copy_finished_ts: Option<Timestamp>,
+    pub commit_ts: Option<Timestamp>,
+    #[serde(default)]
+    pub can_write: bool,
+    #[serde(default)]
+    pub estimated_total_bytes: i64,
+}
+
+/// How a partition's documents are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CopyOrder {
+    /// `_id` index order between `lo` (inclusive) and `hi` (exclusive), across BSON types.
+    Id,
+    /// Natural order, whole collection (capped, time series, natural-order requests).
+    Natural,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub db: String,
+    pub coll: String,
+    pub index: i32,
+    pub lo: Option<Bson>,
+    pub hi: Option<Bson>,
+    pub order: CopyOrder,
+    /// Time series collections have no unique `_id`: a redo starts from an empty collection.
+    #[serde(default)]
+    pub recreate: bool,
+    pub done: bool,
+    #[serde(default)]
+    pub copied_bytes: i64,
+    #[serde(default)]
+    pub copied_docs: i64,
+}
+
+/// A change-event document whose source lookup found nothing because its collection had
+/// been renamed (or dropped) meanwhile; settled when the rename or drop is applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingLookup {
+    #[serde(rename = "_id")]
+    pub id: Document,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    migration: Collection<MigrationDoc>,
+    raw_migration: Collection<Document>,
+    partitions: Collection<PartitionDoc>,
+    pending: Collection<Document>,
+}
+
+impl Store {
+    pub fn new(destination: &Client) -> Self {
+        let db = destination.database_with_options(
+            METADATA_DB,
+            mongodb::options::DatabaseOptions::builder()
+                .write_concern(
+                    WriteConcern::builder()
+                        .w(Acknowledgment::Majority)
+                        .journal(true)
+                        .build(),
+                )
+                .read_concern(ReadConcern::majority())
+                .build(),
+        );
+        Self {
+            migration: db.collection("migration"),
+            raw_migration: db.collection("migration"),
+            partitions: db.collection("partitions"),
+            pending: db.collection("pendingLookups"),
+        }
+    }
+
+    pub async fn load(&self) -> mongodb::error::Result<Option<MigrationDoc>> {
+        self.migration.find_one(doc! { "_id": MIGRATION_ID }).await
+    }
+
+    /// Whether the metadata database exists at all (possibly from an aborted start).
+    pub async fn exists(client: &Client) -> mongodb::error::Result<bool> {
+        let names = client.list_database_names().await?;
+        Ok(names.iter().any(|n| n == METADATA_DB))
+    }
+
+    pub fn new_migration_doc(
+        engine_id: &str,
+        hosts: [&str; 2],
+        options: StartOptions,
+        start_ts: Timestamp,
+        resume_token: Option<ResumeToken>,
+    ) -> MigrationDoc {
+        MigrationDoc {
+            id: MIGRATION_ID.into(),
+            migration_id: uuid::Uuid::new_v4().to_string(),
+            engine_id: engine_id.into(),
+            cluster0_hosts: hosts[0].into(),
+            cluster1_hosts: hosts[1].into(),
+            options,
+            state: DurableState::Running,
+            phase: Phase::Catalog,
+            start_ts,
+            resume_token,
+            applied_ts: None,
+            copy_finished_ts: None,
+            commit_ts: None,
+            can_write: false,
+            estimated_total_bytes: 0,
+        }
+    }
+
+    pub async fn create(&self, doc: &MigrationDoc) -> mongodb::error::Result<()> {
+        self.migration.insert_one(doc).await.map(|_| ())
+    }
+
+    /// Sets fields of the migration document.
+    pub async fn set(&self, fields: Document) -> mongodb::error::Result<()> {
+        self.raw_migration
+            .update_one(doc! { "_id": MIGRATION_ID }, doc! { "$set": fields })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn set_state(&self, state: DurableState) -> mongodb::error::Result<()> {
+        self.set(doc! { "state": bson::to_bson(&state).expect("enum serializes") })
+            .await
+    }
+
+    pub async fn set_phase(&self, phase: Phase, extra: Document) -> mongodb::error::Result<()> {
+        let mut fields = extra;
+        fields.insert("phase", bson::to_bson(&phase).expect("enum serializes"));
+        self.set(fields).await
+    }
+
+    pub async fn checkpoint(
+        &self,
+        token: Option<&ResumeToken>,
+        applied: Timestamp,
+    ) -> mongodb::error::Result<()> {
+        let mut fields = doc! { "appliedTs": applied };
+        if let Some(t) = token {
+            fields.insert("resumeToken", bson::to_bson(t).map_err(mongodb::error::Error::custom)?);
+        }
+        self.set(fields).await
+    }
+
+    pub async fn replace_partitions(&self, parts: &[PartitionDoc]) -> mongodb::error::Result<()> {
+        self.partitions.delete_many(doc! {}).await?;
+        if !parts.is_empty() {
+            for chunk in parts.chunks(1000) {
+                self.partitions.insert_many(chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn partitions(&self) -> mongodb::error::Result<Vec<PartitionDoc>> {
+        self.partitions.find(doc! {}).await?.try_collect().await
+    }
+
+    pub async fn finish_partition(&self, id: &str, bytes: i64, docs: i64) -> mongodb::error::Result<()> {
+        self.partitions
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "done": true, "copiedBytes": bytes, "copiedDocs": docs } },
+            )
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn add_pending(&self, key: Document) -> mongodb::error::Result<()> {
+        self.pending
+            .update_one(doc! { "_id": &key }, doc! { "$setOnInsert": { "_id": &key } })
+            .upsert(true)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn take_pending(&self, uuid: &bson::Binary) -> mongodb::error::Result<Vec<Bson>> {
+        let docs: Vec<Document> = self
+            .pending
+            .find(doc! { "_id.uuid": uuid.clone() })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_document("_id").ok().and_then(|k| k.get("id").cloned()))
+            .collect())
+    }
+
+    pub async fn remove_pending(&self, uuid: &bson::Binary, id: &Bson) -> mongodb::error::Result<()> {
+        self.pending
+            .delete_one(doc! { "_id": { "uuid": uuid.clone(), "id": id.clone() } })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn clear_pending_uuid(&self, uuid: &bson::Binary) -> mongodb::error::Result<()> {
+        self.pending
+            .delete_many(doc! { "_id.uuid": uuid.clone() })
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,560 @@
+//! The sync engine behind `clustersync engine`: a drop-in for mongosync.
+//!
+//! Kubernetes never appears here; the operator drives the engine through its HTTP API.
+
+pub mod api;
+pub mod catalog;
+pub mod cea;
+pub mod config;
+pub mod copy;
+pub mod filter;
+pub mod job;
+pub mod metadata;
+pub mod mongo;
+pub mod options;
+pub mod state;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::uri::ClusterUri;
+use config::EngineConfig;
+use copy::CopyTuning;
+use filter::{Scope, METADATA_DB};
+use job::Ctx;
+use metadata::{MigrationDoc, Store};
+use options::{ClusterLabel, StartOptions};
+use state::{DurableState, State, Verb, WrongState};
+use status::StatusCell;
+
+/// An API call that was refused, with mongosync's response shape in mind.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    WrongState(#[from] WrongState),
+    #[error("{0}")]
+    InvalidStart(#[from] options::InvalidStart),
+    #[error("cannot commit yet: {0}; poll /api/v1/progress until canCommit is true")]
+    NotReadyToCommit(String),
+    #[error("{0}")]
+    DestinationNotEmpty(String),
+    #[error("{0}")]
+    NamespaceConflict(String),
+    #[error("{0}")]
+    ClusterUnavailable(String),
+    #[error("{0}")]
+    UnsupportedTopology(String),
+    #[error("this sync was not started with reversible: true, so it cannot be reversed; a new sync in the other direction is needed")]
+    NotReversible,
+    #[error("reverse sync is not available in this version of clustersync; the destination is committed and writable")]
+    ReverseNotImplemented,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The `error` name in the response body.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApiError::WrongState(_) => "InvalidState",
+            ApiError::InvalidStart(_) => "InvalidStartOptions",
+            ApiError::NotReadyToCommit(_) => "NotReadyToCommit",
+            ApiError::DestinationNotEmpty(_) => "DestinationNotEmpty",
+            ApiError::NamespaceConflict(_) => "NamespaceConflict",
+            ApiError::ClusterUnavailable(_) => "ClusterUnavailable",
+            ApiError::UnsupportedTopology(_) => "UnsupportedTopology",
+            ApiError::NotReversible => "NotReversible",
+            ApiError::ReverseNotImplemented => "ReverseNotSupported",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ApiError::InvalidStart(_) => 400,
+            ApiError::WrongState(_)
+            | ApiError::NotReadyToCommit(_)
+            | ApiError::DestinationNotEmpty(_)
+            | ApiError::NamespaceConflict(_)
+            | ApiError::NotReversible
+            | ApiError::UnsupportedTopology(_) => 409,
+            ApiError::ClusterUnavailable(_) => 503,
+            ApiError::ReverseNotImplemented => 501,
+            ApiError::Internal(_) => 500,
+        }
+    }
+}
+
+/// Why the engine refuses to run at all (exits non-zero).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    clients: [Client; 2],
+    status: Arc<StatusCell>,
+    /// Serializes state-changing API calls; holds the running job.
+    control: Mutex<Option<JoinHandle<()>>>,
+    tuning: CopyTuning,
+}
+
+impl Engine {
+    /// Builds the engine and its clients. Nothing is contacted yet: SRV lookups and
+    /// connections happen in [`Engine::initialize`], which retries while a cluster is down.
+    pub async fn new(config: EngineConfig) -> Arc<Self> {
+        let clients = [
+            build_client("--cluster0", &config.cluster0).await,
+            build_client("--cluster1", &config.cluster1).await,
+        ];
+        let tuning = CopyTuning::for_load_level(config.load_level, config.partition_bytes);
+        Arc::new(Self {
+            config,
+            clients,
+            status: StatusCell::new(),
+            control: Mutex::new(None),
+            tuning,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn uri(&self, label: ClusterLabel) -> &ClusterUri {
+        match label {
+            ClusterLabel::Cluster0 => &self.config.cluster0,
+            ClusterLabel::Cluster1 => &self.config.cluster1,
+        }
+    }
+
+    fn hosts(&self) -> [&str; 2] {
+        [self.config.cluster0.hosts(), self.config.cluster1.hosts()]
+    }
+
+    /// Removes both connection strings' secrets from a message.
+    pub fn scrub(&self, text: &str) -> String {
+        self.config.cluster1.scrub(&self.config.cluster0.scrub(text))
+    }
+
+    fn client(&self, label: ClusterLabel) -> &Client {
+        &self.clients[label.index()]
+    }
+
+    pub fn progress(&self) -> serde_json::Value {
+        status::progress_json(
+            &self.status.snapshot(),
+            &self.status.counters,
+            self.hosts(),
+            self.config.engine_id(),
+        )
+    }
+
+    /// INITIALIZING: connects to both clusters (retrying with backoff while either is down),
+    /// then either restores a persisted sync or becomes IDLE.
+    #[tracing::instrument(skip_all)]
+    pub async fn initialize(self: &Arc<Self>) -> Result<(), StartupError> {
+        let mut attempt = 0u32;
+        let found = loop {
+            match self.find_persisted().await {
+                Ok(found) => break found,
+                Err(InitError::Refused(msg)) => return Err(StartupError::Refused(msg)),
+                Err(InitError::Unreachable(label, msg)) => {
+                    attempt += 1;
+                    let msg = format!(
+                        "cannot reach {} ({}): {}; retrying",
+                        label.as_str(),
+                        self.uri(label).hosts(),
+                        msg
+                    );
+                    tracing::warn!("{msg}");
+                    self.status.warn(&format!("reach-{}", label.as_str()), msg);
+                    tokio::time::sleep(Duration::from_millis((250u64 << attempt.min(5)).min(5_000))).await;
+                }
+            }
+        };
+        self.status.clear_warning("reach-cluster0");
+        self.status.clear_warning("reach-cluster1");
+        self.spawn_monitor();
+        let mut control = self.control.lock().await;
+        match found {
+            None => {
+                self.status.lock().state = State::Idle;
+                tracing::info!("ready; waiting for /api/v1/start");
+            }
+            Some(doc) => {
+                let state: State = doc.state.into();
+                tracing::info!(state = state.as_str(), phase = ?doc.phase, migration = %doc.migration_id, "resuming persisted sync");
+                {
+                    let mut s = self.status.lock();
+                    s.state = state;
+                    s.phase = Some(doc.phase);
+                    s.options = Some(doc.options.clone());
+                    s.can_write = doc.can_write;
+                    s.commit_ts = doc.commit_ts;
+                    s.copy_finished_ts = doc.copy_finished_ts;
+                    s.total_bytes = doc.estimated_total_bytes;
+                }
+                if let Some(a) = doc.applied_ts {
+                    self.status.applied_through(a);
+                }
+                if matches!(doc.state, DurableState::Running | DurableState::Committing)
+                    || (doc.state == DurableState::Committed && doc.phase != state::Phase::Done)
+                {
+                    *control = Some(self.spawn_job(&doc.options));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_persisted(&self) -> Result<Option<MigrationDoc>, InitError> {
+        let mut found = Vec::new();
+        for label in [ClusterLabel::Cluster0, ClusterLabel::Cluster1] {
+            let client = self.client(label);
+            client
+                .database("admin")
+                .run_command(doc! { "ping": 1 })
+                .await
+                .map_err(|e| InitError::Unreachable(label, self.scrub(&e.to_string())))?;
+            let store = Store::new(client);
+            let doc = store
+                .load()
+                .await
+                .map_err(|e| InitError::Unreachable(label, self.scrub(&e.to_string())))?;
+            if let Some(doc) = doc {
+                found.push((label, doc));
+            }
+        }
+        let Some((label, doc)) = found.pop() else {
+            return Ok(None);
+        };
+        if let Some((other, _)) = found.pop() {
+            return Err(InitError::Refused(format!(
+                "both clusters hold clustersync metadata (database {METADATA_DB}), on {} and {}; drop it from the cluster that is not this sync's destination and start again",
+                other.as_str(), label.as_str()
+            )));
+        }
+        if doc.options.destination != label {
+            return Err(InitError::Refused(format!(
+                "{} holds clustersync metadata that names {} as the destination: --cluster0 and --cluster1 appear to be swapped; start with the same arguments as before",
+                label.as_str(), doc.options.destination.as_str()
+            )));
+        }
+        let hosts = self.hosts();
+        if doc.cluster0_hosts != hosts[0] || doc.cluster1_hosts != hosts[1] {
+            return Err(InitError::Refused(format!(
+                "this sync was started with --cluster0 {} and --cluster1 {}, but the engine now has --cluster0 {} and --cluster1 {}; restart with the original clusters, or drop the database {METADATA_DB} on the destination to start over",
+                doc.cluster0_hosts, doc.cluster1_hosts, hosts[0], hosts[1]
+            )));
+        }
+        if doc.engine_id != self.config.engine_id() {
+            return Err(InitError::Refused(format!(
+                "this sync was started with --id {:?}, but the engine now has --id {:?}; restart with the original --id",
+                doc.engine_id, self.config.engine_id()
+            )));
+        }
+        Ok(Some(doc))
+    }
+
+    fn ctx(&self, options: &StartOptions) -> Ctx {
+        let scope = Scope::compile(&options.include_namespaces, &options.exclude_namespaces)
+            .unwrap_or_default();
+        let destination = self.client(options.destination).clone();
+        Ctx {
+            source: self.client(options.source).clone(),
+            store: Store::new(&destination),
+            destination,
+            scope: Arc::new(scope),
+            options: options.clone(),
+            status: self.status.clone(),
+            tuning: self.tuning,
+        }
+    }
+
+    fn spawn_job(self: &Arc<Self>, options: &StartOptions) -> JoinHandle<()> {
+        let ctx = self.ctx(options);
+        let me = self.clone();
+        tokio::spawn(async move { job::supervise(ctx, move |t| me.scrub(t)).await })
+    }
+
+    /// Pings both clusters every few seconds for `/progress` latencies, and refreshes the
+    /// source's latest time for lag.
+    fn spawn_monitor(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(engine) = me.upgrade() else { return };
+                for label in [ClusterLabel::Cluster0, ClusterLabel::Cluster1] {
+                    let started = Instant::now();
+                    let r = engine.client(label).database("admin").run_command(doc! { "ping": 1 }).await;
+                    let key = format!("reach-{}", label.as_str());
+                    match r {
+                        Ok(_) => {
+                            engine.status.lock().ping_ms[label.index()] = Some(started.elapsed().as_millis() as i64);
+                            engine.status.clear_warning(&key);
+                        }
+                        Err(e) => {
+                            engine.status.lock().ping_ms[label.index()] = Some(-1);
+                            engine.status.warn(&key, format!(
+                                "cannot reach {} ({}): {}; retrying",
+                                label.as_str(), engine.uri(label).hosts(), engine.scrub(&e.to_string())
+                            ));
+                        }
+                    }
+                }
+                let source = engine.status.lock().options.as_ref().map(|o| o.source);
+                if let Some(src) = source {
+                    if let Ok(ts) = mongo::cluster_time(engine.client(src)).await {
+                        engine.status.saw_source_time(ts);
+                    }
+                }
+                drop(engine);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    }
+
+    fn current_state(&self) -> State {
+        self.status.lock().state
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn start(self: &Arc<Self>, options: StartOptions) -> Result<(), ApiError> {
+        let mut control = self.control.lock().await;
+        Verb::Start.check(self.current_state())?;
+        options.validate()?;
+        let source = self.client(options.source);
+        let destination = self.client(options.destination);
+        let scope = Scope::compile(&options.include_namespaces, &options.exclude_namespaces)
+            .map_err(|e| options::InvalidStart::Filter(e.to_string()))?;
+        let unavailable = |label: ClusterLabel, e: mongodb::error::Error| {
+            ApiError::ClusterUnavailable(format!(
+                "cannot reach {} ({}): {}; check that it is up and reachable, then call /start again",
+                label.as_str(),
+                self.uri(label).hosts(),
+                self.scrub(&e.to_string())
+            ))
+        };
+        // The source must offer change streams.
+        let hello = source
+            .database("admin")
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(|e| unavailable(options.source, e))?;
+        if hello.get_str("setName").is_err() && hello.get_str("msg") != Ok("isdbgrid") {
+            return Err(ApiError::UnsupportedTopology(format!(
+                "the source ({}) is a standalone server, which has no change streams; convert it to a replica set (a single-node one is enough) and call /start again",
+                self.uri(options.source).hosts()
+            )));
+        }
+        let store = Store::new(destination);
+        if Store::exists(destination).await.map_err(|e| unavailable(options.destination, e))? {
+            match store.load().await.map_err(|e| unavailable(options.destination, e))? {
+                // Left by a /start that failed half-way: nothing in it is worth keeping.
+                None => destination
+                    .database(METADATA_DB)
+                    .drop()
+                    .await
+                    .map_err(|e| unavailable(options.destination, e))?,
+                Some(_) => {
+                    return Err(ApiError::DestinationNotEmpty(format!(
+                        "the destination already holds another sync's metadata (database {METADATA_DB}); drop it to start over"
+                    )))
+                }
+            }
+        }
+        let existing = catalog::user_namespaces(destination)
+            .await
+            .map_err(|e| unavailable(options.destination, e))?;
+        if !existing.is_empty() {
+            if !options.pre_existing_destination_data {
+                let shown: Vec<_> = existing.iter().take(5).cloned().collect();
+                return Err(ApiError::DestinationNotEmpty(format!(
+                    "the destination ({}) already holds user data ({}{}); empty it, or set preExistingDestinationData: true with a namespace filter that keeps the synced namespaces apart",
+                    self.uri(options.destination).hosts(),
+                    shown.join(", "),
+                    if existing.len() > 5 { format!(" and {} more", existing.len() - 5) } else { String::new() }
+                )));
+            }
+            let source_ns = catalog::list_all(source, &scope)
+                .await
+                .map_err(|e| unavailable(options.source, e))?;
+            let clashes: Vec<_> = source_ns
+                .iter()
+                .map(|s| s.ns())
+                .filter(|ns| existing.contains(ns))
+                .take(5)
+                .collect();
+            if !clashes.is_empty() {
+                return Err(ApiError::NamespaceConflict(format!(
+                    "namespaces to sync already exist on the destination: {}; exclude them with excludeNamespaces or drop them from the destination",
+                    clashes.join(", ")
+                )));
+            }
+        }
+        // Open the change stream before anything is read, and keep its starting point.
+        let start_ts = mongo::cluster_time(source)
+            .await
+            .map_err(|e| unavailable(options.source, e))?;
+        let stream = source
+            .watch()
+            .show_expanded_events(true)
+            .start_at_operation_time(start_ts)
+            .await
+            .map_err(|e| unavailable(options.source, e))?;
+        let token = stream.resume_token();
+        drop(stream);
+        let doc = Store::new_migration_doc(self.config.engine_id(), self.hosts(), options.clone(), start_ts, token);
+        store
+            .create(&doc)
+            .await
+            .map_err(|e| unavailable(options.destination, e))?;
+        tracing::info!(
+            migration = %doc.migration_id,
+            source = %self.uri(options.source).hosts(),
+            destination = %self.uri(options.destination).hosts(),
+            "sync started"
+        );
+        {
+            let mut s = self.status.lock();
+            s.state = State::Running;
+            s.phase = Some(state::Phase::Catalog);
+            s.options = Some(options.clone());
+            s.fatal = None;
+        }
+        *control = Some(self.spawn_job(&options));
+        Ok(())
+    }
+
+    async fn stop_job(control: &mut Option<JoinHandle<()>>) {
+        if let Some(job) = control.take() {
+            job.abort();
+            let _ = job.await;
+        }
+    }
+
+    fn persisted_store(&self) -> Result<Store, ApiError> {
+        let dest = self
+            .status
+            .lock()
+            .options
+            .as_ref()
+            .map(|o| o.destination)
+            .ok_or_else(|| ApiError::Internal("no sync options in memory".into()))?;
+        Ok(Store::new(self.client(dest)))
+    }
+
+    fn store_error(&self, e: mongodb::error::Error) -> ApiError {
+        ApiError::ClusterUnavailable(format!(
+            "could not record the change on the destination: {}; try again",
+            self.scrub(&e.to_string())
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn pause(self: &Arc<Self>) -> Result<(), ApiError> {
+        let mut control = self.control.lock().await;
+        Verb::Pause.check(self.current_state())?;
+        let store = self.persisted_store()?;
+        Self::stop_job(&mut control).await;
+        if let Err(e) = store.set_state(DurableState::Paused).await {
+            // Not recorded: keep running so memory and the destination agree.
+            let options = self.status.lock().options.clone().expect("running sync has options");
+            *control = Some(self.spawn_job(&options));
+            return Err(self.store_error(e));
+        }
+        self.status.lock().state = State::Paused;
+        tracing::info!("sync paused");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn resume(self: &Arc<Self>) -> Result<(), ApiError> {
+        let mut control = self.control.lock().await;
+        Verb::Resume.check(self.current_state())?;
+        let store = self.persisted_store()?;
+        store.set_state(DurableState::Running).await.map_err(|e| self.store_error(e))?;
+        let options = {
+            let mut s = self.status.lock();
+            s.state = State::Running;
+            s.options.clone().expect("paused sync has options")
+        };
+        *control = Some(self.spawn_job(&options));
+        tracing::info!("sync resumed");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn commit(self: &Arc<Self>) -> Result<(), ApiError> {
+        let _control = self.control.lock().await;
+        Verb::Commit.check(self.current_state())?;
+        if let Some(why) = self.status.snapshot().commit_blocker() {
+            return Err(ApiError::NotReadyToCommit(why));
+        }
+        let options = self.status.lock().options.clone().expect("running sync has options");
+        let commit_ts = mongo::cluster_time(self.client(options.source)).await.map_err(|e| {
+            ApiError::ClusterUnavailable(format!(
+                "cannot read the source's latest time: {}; try again",
+                self.scrub(&e.to_string())
+            ))
+        })?;
+        let store = self.persisted_store()?;
+        store
+            .set(doc! { "state": bson::to_bson(&DurableState::Committing).expect("enum"), "commitTs": commit_ts })
+            .await
+            .map_err(|e| self.store_error(e))?;
+        {
+            let mut s = self.status.lock();
+            s.state = State::Committing;
+            s.commit_ts = Some(commit_ts);
+        }
+        tracing::info!(commit_ts = ?commit_ts, "commit requested");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn reverse(self: &Arc<Self>) -> Result<(), ApiError> {
+        let _control = self.control.lock().await;
+        Verb::Reverse.check(self.current_state())?;
+        let reversible = self.status.lock().options.as_ref().is_some_and(|o| o.reversible);
+        if !reversible {
+            return Err(ApiError::NotReversible);
+        }
+        Err(ApiError::ReverseNotImplemented)
+    }
+}
+
+enum InitError {
+    Unreachable(ClusterLabel, String),
+    Refused(String),
+}
+
+/// Builds a client without contacting the cluster, except for the DNS lookup of an SRV
+/// connection string, which is retried until it answers.
+async fn build_client(flag: &str, uri: &ClusterUri) -> Client {
+    let mut attempt = 0u32;
+    let mut opts = loop {
+        let cs = mongodb::options::ConnectionString::parse(uri.expose()).expect("validated at startup");
+        match ClientOptions::parse(cs).await {
+            Ok(o) => break o,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(flag, hosts = uri.hosts(), error = %uri.scrub(&e.to_string()), "cannot resolve the connection string; retrying");
+                tokio::time::sleep(Duration::from_millis((500u64 << attempt.min(5)).min(10_000))).await;
+            }
+        }
+    };
+    opts.app_name.get_or_insert_with(|| "clustersync".to_string());
+    opts.server_selection_timeout = opts.server_selection_timeout.or(Some(Duration::from_secs(10)));
+    Client::with_options(opts).expect("client options are valid")
+}

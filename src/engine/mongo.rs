@@ -1,0 +1,123 @@
+//! Small helpers over the driver: error classification, server time, raw commands.
+
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
+use mongodb::error::{Error as MongoError, ErrorKind};
+use mongodb::Client;
+
+/// Server error codes the engine reacts to.
+pub mod codes {
+    pub const NAMESPACE_NOT_FOUND: i32 = 26;
+    pub const INDEX_NOT_FOUND: i32 = 27;
+    pub const NAMESPACE_EXISTS: i32 = 48;
+    pub const INDEX_OPTIONS_CONFLICT: i32 = 85;
+    pub const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+    pub const COMMAND_NOT_FOUND: i32 = 59;
+    pub const DUPLICATE_KEY: i32 = 11000;
+    pub const INDEX_ALREADY_EXISTS: i32 = 68;
+    pub const CHANGE_STREAM_HISTORY_LOST: i32 = 286;
+}
+
+/// The server's error code, wherever the driver put it.
+pub fn error_code(e: &MongoError) -> Option<i32> {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::InsertMany(im) => im
+            .write_errors
+            .as_ref()
+            .and_then(|w| w.first())
+            .map(|w| w.code),
+        _ => None,
+    }
+}
+
+/// Errors that go away by themselves: the network, an election, a server restarting.
+pub fn is_transient(e: &MongoError) -> bool {
+    const TRANSIENT_CODES: &[i32] = &[
+        6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 63, 150, 134, 133,
+    ];
+    if e.contains_label("RetryableWriteError")
+        || e.contains_label("TransientTransactionError")
+        || e.contains_label("ResumableChangeStreamError")
+    {
+        return true;
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } => true,
+        _ => error_code(e).is_some_and(|c| TRANSIENT_CODES.contains(&c)),
+    }
+}
+
+/// The cluster's latest majority-committed time, used for lag and as the commit point.
+pub async fn cluster_time(client: &Client) -> mongodb::error::Result<Timestamp> {
+    let reply = client.database("admin").run_command(doc! { "hello": 1 }).await?;
+    let from_last_write = reply
+        .get_document("lastWrite")
+        .ok()
+        .and_then(|lw| lw.get_document("majorityOpTime").ok())
+        .and_then(|op| op.get_timestamp("ts").ok());
+    let ts = from_last_write
+        .or_else(|| reply.get_timestamp("operationTime").ok())
+        .or_else(|| {
+            reply
+                .get_document("$clusterTime")
+                .ok()
+                .and_then(|c| c.get_timestamp("clusterTime").ok())
+        });
+    match ts {
+        Some(ts) => Ok(ts),
+        None => {
+            // A standalone server reports no cluster time; a no-op read gives us one if
+            // anything does, otherwise fall back to the wall clock.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs() as u32;
+            Ok(Timestamp {
+                time: now,
+                increment: 0,
+            })
+        }
+    }
+}
+
+/// Runs a command built from raw parts and returns the reply, failing on `ok: 0` (the driver
+/// already does) and on write errors inside an `ok: 1` reply.
+pub async fn run_write(
+    client: &Client,
+    db: &str,
+    cmd: RawDocumentBuf,
+    tolerate: &[i32],
+) -> mongodb::error::Result<Document> {
+    let reply = client.database(db).run_raw_command(cmd).await?;
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for e in errors {
+            if let Bson::Document(e) = e {
+                let code = e.get_i32("code").unwrap_or_default();
+                if !tolerate.contains(&code) {
+                    let msg = e.get_str("errmsg").unwrap_or("write error").to_string();
+                    return Err(mongodb::error::Error::custom(WriteRejected { code, msg }));
+                }
+            }
+        }
+    }
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        let msg = wce.get_str("errmsg").unwrap_or("write concern error").to_string();
+        return Err(mongodb::error::Error::custom(WriteRejected {
+            code: wce.get_i32("code").unwrap_or_default(),
+            msg,
+        }));
+    }
+    Ok(reply)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("server refused a write (code {code}): {msg}")]
+pub struct WriteRejected {
+    pub code: i32,
+    pub msg: String,
+}
+
+pub fn ts_seconds(ts: Timestamp) -> i64 {
+    ts.time as i64
+}

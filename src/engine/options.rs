@@ -1,0 +1,218 @@
+//! The `/api/v1/start` request body: mongosync's fields, parsed strictly.
+
+use serde::{Deserialize, Serialize};
+
+use super::filter::NamespaceFilter;
+
+/// One of the two clusters named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub enum ClusterLabel {
+    #[serde(rename = "cluster0")]
+    Cluster0,
+    #[serde(rename = "cluster1")]
+    Cluster1,
+}
+
+impl ClusterLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterLabel::Cluster0 => "cluster0",
+            ClusterLabel::Cluster1 => "cluster1",
+        }
+    }
+    pub fn index(self) -> usize {
+        match self {
+            ClusterLabel::Cluster0 => 0,
+            ClusterLabel::Cluster1 => 1,
+        }
+    }
+    pub fn other(self) -> Self {
+        match self {
+            ClusterLabel::Cluster0 => ClusterLabel::Cluster1,
+            ClusterLabel::Cluster1 => ClusterLabel::Cluster0,
+        }
+    }
+}
+
+/// When the destination's indexes are built (`buildIndexes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum BuildIndexes {
+    #[default]
+    AfterDataCopy,
+    BeforeDataCopy,
+    ExcludeHashed,
+    ExcludeHashedAfterCopy,
+    Never,
+}
+
+impl BuildIndexes {
+    /// Whether user indexes are built before the copy (`true`) or after it (`false`);
+    /// `None` for `never`.
+    pub fn before_copy(self) -> Option<bool> {
+        match self {
+            BuildIndexes::BeforeDataCopy | BuildIndexes::ExcludeHashed => Some(true),
+            BuildIndexes::AfterDataCopy | BuildIndexes::ExcludeHashedAfterCopy => Some(false),
+            BuildIndexes::Never => None,
+        }
+    }
+    pub fn skips_hashed(self) -> bool {
+        matches!(
+            self,
+            BuildIndexes::ExcludeHashed | BuildIndexes::ExcludeHashedAfterCopy
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Verification {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NaturalOrderEntry {
+    pub database: String,
+    #[serde(default)]
+    pub collections: Vec<String>,
+}
+
+/// The body of `POST /api/v1/start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartOptions {
+    pub source: ClusterLabel,
+    pub destination: ClusterLabel,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_namespaces: Vec<NamespaceFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_namespaces: Vec<NamespaceFilter>,
+    #[serde(default)]
+    pub build_indexes: BuildIndexes,
+    #[serde(default)]
+    pub reversible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    #[serde(default)]
+    pub pre_existing_destination_data: bool,
+    #[serde(default = "yes")]
+    pub detect_random_id: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_in_natural_order: Vec<NaturalOrderEntry>,
+    #[serde(default)]
+    pub skip_disk_space_check: bool,
+    /// Accepted only to answer with a precise error: replica-set to sharded sync needs a
+    /// sharded destination.
+    #[serde(default, skip_serializing)]
+    pub sharding: Option<serde_json::Value>,
+    /// Removed from mongosync in 1.20; accepted only to answer with a precise error.
+    #[serde(default, skip_serializing)]
+    pub enable_user_write_blocking: Option<serde_json::Value>,
+}
+
+/// A `/start` body that parsed but asks for something impossible.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidStart {
+    #[error("source and destination are both {0}; set one to cluster0 and the other to cluster1")]
+    SameCluster(&'static str),
+    #[error("buildIndexes \"never\" cannot be combined with reversible: true; choose another buildIndexes value or drop reversible")]
+    ReversibleWithoutIndexes,
+    #[error("reversible sync cannot be combined with includeNamespaces/excludeNamespaces; remove the filters or reversible")]
+    ReversibleWithFilter,
+    #[error("reversible sync cannot be combined with preExistingDestinationData; remove one of them")]
+    ReversibleWithPreExisting,
+    #[error("preExistingDestinationData requires includeNamespaces or excludeNamespaces, so that synced namespaces cannot collide with the destination's own")]
+    PreExistingWithoutFilter,
+    #[error("invalid namespace filter: {0}")]
+    Filter(String),
+    #[error("the sharding option is only for a sharded destination, and the destination is not sharded; remove \"sharding\"")]
+    ShardingOnUnsharded,
+    #[error("enableUserWriteBlocking was removed in mongosync 1.20 and is not accepted; remove it from the request")]
+    WriteBlockingParameter,
+}
+
+impl StartOptions {
+    /// Checks the combinations mongosync rejects; the filters are compiled here too so that a
+    /// bad regex is refused before anything moves.
+    pub fn validate(&self) -> Result<(), InvalidStart> {
+        if self.source == self.destination {
+            return Err(InvalidStart::SameCluster(self.source.as_str()));
+        }
+        if self.reversible && self.build_indexes == BuildIndexes::Never {
+            return Err(InvalidStart::ReversibleWithoutIndexes);
+        }
+        let filtered = !self.include_namespaces.is_empty() || !self.exclude_namespaces.is_empty();
+        if self.reversible && filtered {
+            return Err(InvalidStart::ReversibleWithFilter);
+        }
+        if self.reversible && self.pre_existing_destination_data {
+            return Err(InvalidStart::ReversibleWithPreExisting);
+        }
+        if self.pre_existing_destination_data && !filtered {
+            return Err(InvalidStart::PreExistingWithoutFilter);
+        }
+        if self.enable_user_write_blocking.is_some() {
+            return Err(InvalidStart::WriteBlockingParameter);
+        }
+        if self.sharding.is_some() {
+            return Err(InvalidStart::ShardingOnUnsharded);
+        }
+        super::filter::Scope::compile(&self.include_namespaces, &self.exclude_namespaces)
+            .map_err(|e| InvalidStart::Filter(e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn verification_enabled(&self) -> bool {
+        self.verification.as_ref().is_none_or(|v| v.enabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<StartOptions, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    #[test]
+    fn minimal_body_takes_mongosync_defaults() {
+        let o = parse(r#"{"source":"cluster0","destination":"cluster1"}"#).unwrap();
+        assert_eq!(o.build_indexes, BuildIndexes::AfterDataCopy);
+        assert!(!o.reversible && !o.pre_existing_destination_data);
+        assert!(o.verification_enabled());
+        o.validate().unwrap();
+    }
+
+    #[test]
+    fn strict_parsing() {
+        assert!(parse(r#"{"source":"cluster0"}"#).unwrap_err().to_string().contains("missing field `destination`"));
+        assert!(parse(r#"{"source":"cluster0","destination":"cluster1","bogus":1}"#).unwrap_err().to_string().contains("unknown field `bogus`"));
+        assert!(parse(r#"{"source":"cluster0","destination":"cluster1","reversible":"yes"}"#).unwrap_err().to_string().contains("invalid type"));
+        assert!(parse(r#"{"source":"cluster2","destination":"cluster1"}"#).unwrap_err().to_string().contains("unknown variant"));
+        assert!(parse(r#"{"source":"cluster0","destination":"cluster1","buildIndexes":"sometimes"}"#).is_err());
+    }
+
+    #[test]
+    fn rejected_combinations() {
+        let bad = [
+            (r#"{"source":"cluster0","destination":"cluster0"}"#, "both cluster0"),
+            (r#"{"source":"cluster0","destination":"cluster1","reversible":true,"buildIndexes":"never"}"#, "never"),
+            (r#"{"source":"cluster0","destination":"cluster1","reversible":true,"includeNamespaces":[{"database":"a"}]}"#, "filters"),
+            (r#"{"source":"cluster0","destination":"cluster1","preExistingDestinationData":true}"#, "requires includeNamespaces"),
+            (r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":"none"}"#, "removed"),
+            (r#"{"source":"cluster0","destination":"cluster1","sharding":{"shardingEntries":[]}}"#, "sharded"),
+            (r#"{"source":"cluster0","destination":"cluster1","includeNamespaces":[{"collections":["a"]}]}"#, "database"),
+        ];
+        for (body, want) in bad {
+            let e = parse(body).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The engine's states (mongosync's, as `/progress` reports them) and the sync phases
+//! underneath RUNNING.
+
+use serde::{Deserialize, Serialize};
+
+/// What `/progress` calls `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Initializing,
+    Idle,
+    Running,
+    Paused,
+    Committing,
+    Committed,
+    Reversing,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initializing => "INITIALIZING",
+            State::Idle => "IDLE",
+            State::Running => "RUNNING",
+            State::Paused => "PAUSED",
+            State::Committing => "COMMITTING",
+            State::Committed => "COMMITTED",
+            State::Reversing => "REVERSING",
+        }
+    }
+}
+
+/// The state that is persisted on the destination once a sync has started: INITIALIZING and
+/// IDLE exist only in memory, so they cannot be written by mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DurableState {
+    Running,
+    Paused,
+    Committing,
+    Committed,
+}
+
+impl From<DurableState> for State {
+    fn from(s: DurableState) -> Self {
+        match s {
+            DurableState::Running => State::Running,
+            DurableState::Paused => State::Paused,
+            DurableState::Committing => State::Committing,
+            DurableState::Committed => State::Committed,
+        }
+    }
+}
+
+/// Where a sync job is in its work, persisted so that a restart continues from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Creating collections and views on the destination and planning copy partitions.
+    Catalog,
+    /// Copying partitions.
+    Copy,
+    /// Building indexes after the copy (`afterDataCopy`, `excludeHashedAfterCopy`).
+    IndexBuild,
+    /// Applying change events (also during COMMITTING).
+    ChangeEvents,
+    /// Restoring index and collection properties at commit (after the final events).
+    Finalize,
+    /// Nothing left to do.
+    Done,
+}
+
+impl Phase {
+    /// mongosync's `info` string for the phase.
+    pub fn info(self) -> &'static str {
+        match self {
+            Phase::Catalog | Phase::Copy | Phase::IndexBuild => "collection copy",
+            Phase::ChangeEvents => "change event application",
+            Phase::Finalize => "waiting for commit to complete",
+            Phase::Done => "commit completed",
+        }
+    }
+}
+
+/// An API call that the current state does not allow.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{action} is not allowed in state {state}: {hint}")]
+pub struct WrongState {
+    pub action: &'static str,
+    pub state: &'static str,
+    pub hint: &'static str,
+}
+
+/// The API verbs that change state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Start,
+    Pause,
+    Resume,
+    Commit,
+    Reverse,
+}
+
+impl Verb {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Start => "/start",
+            Verb::Pause => "/pause",
+            Verb::Resume => "/resume",
+            Verb::Commit => "/commit",
+            Verb::Reverse => "/reverse",
+        }
+    }
+
+    /// The state a verb requires, as mongosync's state table gives it.
+    pub fn check(self, state: State) -> Result<(), WrongState> {
+        let (ok, hint) = match self {
+            Verb::Start => (
+                state == State::Idle,
+                "/start is accepted only in IDLE; a sync has already been started (or the engine is still initializing)",
+            ),
+            Verb::Pause => (state == State::Running, "/pause is accepted only in RUNNING"),
+            Verb::Resume => (state == State::Paused, "/resume is accepted only in PAUSED"),
+            Verb::Commit => (
+                state == State::Running,
+                "/commit is accepted only in RUNNING with canCommit true",
+            ),
+            Verb::Reverse => (
+                state == State::Committed,
+                "/reverse is accepted only in COMMITTED, for a sync started with reversible: true",
+            ),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(WrongState {
+                action: self.name(),
+                state: state.as_str(),
+                hint,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_follow_the_state_table() {
+        use State::*;
+        let all = [Initializing, Idle, Running, Paused, Committing, Committed, Reversing];
+        let allowed = |v: Verb| all.iter().filter(|s| v.check(**s).is_ok()).copied().collect::<Vec<_>>();
+        assert_eq!(allowed(Verb::Start), vec![Idle]);
+        assert_eq!(allowed(Verb::Pause), vec![Running]);
+        assert_eq!(allowed(Verb::Resume), vec![Paused]);
+        assert_eq!(allowed(Verb::Commit), vec![Running]);
+        assert_eq!(allowed(Verb::Reverse), vec![Committed]);
+        let e = Verb::Start.check(Initializing).unwrap_err().to_string();
+        assert!(e.contains("/start") && e.contains("INITIALIZING"), "{e}");
+    }
+}

@@ -1,0 +1,324 @@
+//! What the engine knows about itself right now, shared between the sync job, the monitor and
+//! the HTTP API, and rendered as mongosync's `/progress` document.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bson::Timestamp;
+use serde_json::{json, Value};
+
+use super::options::StartOptions;
+use super::state::{Phase, State};
+
+/// `canCommit` needs lag at or under this, as in mongosync 1.21+.
+pub const COMMIT_LAG_LIMIT_SECS: i64 = 30;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub copied_bytes: AtomicI64,
+    pub events_applied: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: State,
+    pub phase: Option<Phase>,
+    pub options: Option<StartOptions>,
+    pub can_write: bool,
+    pub total_bytes: i64,
+    /// Latest source time seen.
+    pub source_now: Option<Timestamp>,
+    /// Everything on the source up to this time has been applied.
+    pub applied_ts: Option<Timestamp>,
+    pub crud_ts: Option<Timestamp>,
+    pub ddl_ts: Option<Timestamp>,
+    pub copy_finished_ts: Option<Timestamp>,
+    pub commit_ts: Option<Timestamp>,
+    pub indexes: Option<(usize, usize)>,
+    /// By cluster label index: `None` not measured, `Some(-1)` failed.
+    pub ping_ms: [Option<i64>; 2],
+    pub warnings: BTreeMap<String, String>,
+    pub fatal: Option<String>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self {
+            state: State::Initializing,
+            phase: None,
+            options: None,
+            can_write: false,
+            total_bytes: 0,
+            source_now: None,
+            applied_ts: None,
+            crud_ts: None,
+            ddl_ts: None,
+            copy_finished_ts: None,
+            commit_ts: None,
+            indexes: None,
+            ping_ms: [None, None],
+            warnings: BTreeMap::new(),
+            fatal: None,
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn lag_secs(&self) -> Option<i64> {
+        let applied = self.applied_ts?;
+        let now = self.source_now.unwrap_or(applied);
+        Some((now.time as i64 - applied.time as i64).max(0))
+    }
+
+    /// Why `/commit` would be refused now, or `None` if it would be accepted.
+    pub fn commit_blocker(&self) -> Option<String> {
+        if self.state != State::Running {
+            return Some(format!("the state is {}", self.state.as_str()));
+        }
+        if let Some(f) = &self.fatal {
+            return Some(format!("the sync stopped on an error: {f}"));
+        }
+        match self.phase {
+            Some(Phase::ChangeEvents) => {}
+            Some(Phase::IndexBuild) => return Some("indexes are still being built".into()),
+            _ => return Some("the initial collection copy is not finished".into()),
+        }
+        match self.lag_secs() {
+            None => Some("no change event has been applied yet".into()),
+            Some(l) if l > COMMIT_LAG_LIMIT_SECS => Some(format!(
+                "lag is {l} s; it must be at most {COMMIT_LAG_LIMIT_SECS} s"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The shared cell. Locks are held only to copy or change a few fields.
+#[derive(Debug, Default)]
+pub struct StatusCell {
+    inner: Mutex<Snapshot>,
+    pub counters: Counters,
+}
+
+impl StatusCell {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Snapshot> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().clone()
+    }
+
+    pub fn warn(&self, key: &str, message: impl Into<String>) {
+        self.lock().warnings.insert(key.to_string(), message.into());
+    }
+
+    pub fn clear_warning(&self, key: &str) {
+        self.lock().warnings.remove(key);
+    }
+
+    /// Records that everything up to `ts` is applied (never moves backwards).
+    pub fn applied_through(&self, ts: Timestamp) {
+        let mut s = self.lock();
+        if s.applied_ts.is_none_or(|a| ts > a) {
+            s.applied_ts = Some(ts);
+        }
+        if s.source_now.is_none_or(|n| ts > n) {
+            s.source_now = Some(ts);
+        }
+    }
+
+    pub fn saw_source_time(&self, ts: Timestamp) {
+        let mut s = self.lock();
+        if s.source_now.is_none_or(|n| ts > n) {
+            s.source_now = Some(ts);
+        }
+    }
+}
+
+/// Renders `/progress` following mongosync's rules: in IDLE (and INITIALIZING) every field
+/// but `state` and `canCommit` is null; in PAUSED `lag` and `lagTimeSeconds` are null.
+pub fn progress_json(
+    snap: &Snapshot,
+    counters: &Counters,
+    hosts: [&str; 2],
+    engine_id: &str,
+) -> Value {
+    let null_all = matches!(snap.state, State::Idle | State::Initializing);
+    let can_commit = snap.commit_blocker().is_none();
+    let mut warnings: Vec<&String> = snap.warnings.values().collect();
+    if let Some(f) = &snap.fatal {
+        warnings.insert(0, f);
+    }
+    let mut p = serde_json::Map::new();
+    p.insert("state".into(), json!(snap.state.as_str()));
+    p.insert("canCommit".into(), json!(can_commit));
+    if null_all {
+        for k in [
+            "canWrite",
+            "info",
+            "lag",
+            "lagTimeSeconds",
+            "totalEventsApplied",
+            "collectionCopy",
+            "directionMapping",
+            "mongosyncID",
+            "coordinatorID",
+            "source",
+            "destination",
+        ] {
+            p.insert(k.into(), Value::Null);
+        }
+        if !warnings.is_empty() {
+            p.insert("warnings".into(), json!(warnings));
+        }
+        return json!({ "progress": p, "success": true });
+    }
+    let paused = snap.state == State::Paused;
+    let lag = snap.lag_secs();
+    let in_cea = snap.phase == Some(Phase::ChangeEvents);
+    let info = match snap.state {
+        State::Committed => "commit completed",
+        State::Committing => "waiting for commit to complete",
+        _ => snap.phase.map(|p| p.info()).unwrap_or("collection copy"),
+    };
+    p.insert("canWrite".into(), json!(snap.can_write));
+    p.insert("info".into(), json!(info));
+    if in_cea && !paused {
+        let drain = match (snap.applied_ts, snap.copy_finished_ts) {
+            (Some(a), Some(c)) => a < c,
+            _ => true,
+        };
+        p.insert(
+            "ceaStage".into(),
+            json!(if drain { "collection copy drain" } else { "steady state" }),
+        );
+    }
+    let sub = |t: Option<Timestamp>| -> Value {
+        match (t, snap.source_now) {
+            (Some(t), Some(now)) => json!((now.time as i64 - t.time as i64).max(0)),
+            (Some(_), None) => json!(0),
+            _ => Value::Null,
+        }
+    };
+    if paused || lag.is_none() {
+        p.insert("lag".into(), Value::Null);
+        p.insert("lagTimeSeconds".into(), Value::Null);
+    } else {
+        p.insert(
+            "lag".into(),
+            json!({
+                "overallLagSeconds": lag,
+                "crudLagSeconds": sub(snap.crud_ts.or(snap.applied_ts)),
+                "ddlLagSeconds": sub(snap.ddl_ts),
+            }),
+        );
+        p.insert("lagTimeSeconds".into(), json!(lag));
+    }
+    p.insert(
+        "totalEventsApplied".into(),
+        json!(counters.events_applied.load(Ordering::Relaxed)),
+    );
+    let copied = counters.copied_bytes.load(Ordering::Relaxed);
+    let (total, copied) = match snap.phase {
+        Some(Phase::Catalog) | None => (1, 0),
+        Some(Phase::Copy) => (snap.total_bytes.max(copied).max(1), copied),
+        // After the copy the estimate is what was copied, as in mongosync 1.21+.
+        _ => (copied, copied),
+    };
+    p.insert(
+        "collectionCopy".into(),
+        json!({ "estimatedTotalBytes": total, "estimatedCopiedBytes": copied }),
+    );
+    if let Some((built, total)) = snap.indexes {
+        if in_cea || snap.phase == Some(Phase::IndexBuild) {
+            p.insert(
+                "indexBuilding".into(),
+                json!({ "indexesBuilt": built, "totalIndexesToBuild": total }),
+            );
+        }
+    }
+    if let Some(o) = &snap.options {
+        let s = o.source;
+        let d = o.destination;
+        p.insert(
+            "directionMapping".into(),
+            json!({
+                "Source": format!("{}: {}", s.as_str(), hosts[s.index()]),
+                "Destination": format!("{}: {}", d.as_str(), hosts[d.index()]),
+            }),
+        );
+        let ping = |i: usize| match snap.ping_ms[i] {
+            Some(ms) if ms >= 1 || ms == -1 => json!({ "pingLatencyMs": ms }),
+            _ => json!({}),
+        };
+        p.insert("source".into(), ping(s.index()));
+        p.insert("destination".into(), ping(d.index()));
+    }
+    p.insert("mongosyncID".into(), json!(engine_id));
+    p.insert("coordinatorID".into(), json!(engine_id));
+    if !warnings.is_empty() {
+        p.insert("warnings".into(), json!(warnings));
+    }
+    json!({ "progress": p, "success": true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::options::{ClusterLabel, StartOptions};
+
+    fn opts() -> StartOptions {
+        serde_json::from_str(r#"{"source":"cluster1","destination":"cluster0"}"#).unwrap()
+    }
+
+    #[test]
+    fn idle_is_all_null_but_state_and_can_commit() {
+        let s = Snapshot {
+            state: State::Idle,
+            ..Default::default()
+        };
+        let v = progress_json(&s, &Counters::default(), ["a:1", "b:2"], "coordinator");
+        let p = &v["progress"];
+        assert_eq!(p["state"], "IDLE");
+        assert_eq!(p["canCommit"], false);
+        for k in ["canWrite", "info", "lag", "lagTimeSeconds", "collectionCopy", "directionMapping"] {
+            assert!(p[k].is_null(), "{k}");
+        }
+    }
+
+    #[test]
+    fn running_in_cea_can_commit_and_paused_hides_lag() {
+        let ts = |t| Some(Timestamp { time: t, increment: 1 });
+        let mut s = Snapshot {
+            state: State::Running,
+            phase: Some(Phase::ChangeEvents),
+            options: Some(opts()),
+            applied_ts: ts(100),
+            source_now: ts(105),
+            copy_finished_ts: ts(90),
+            ..Default::default()
+        };
+        let c = Counters::default();
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        let p = &v["progress"];
+        assert_eq!(p["canCommit"], true);
+        assert_eq!(p["lag"]["overallLagSeconds"], 5);
+        assert_eq!(p["ceaStage"], "steady state");
+        assert_eq!(p["directionMapping"]["Source"], "cluster1: h1:2");
+        assert_eq!(p["directionMapping"]["Destination"], "cluster0: h0:1");
+        assert_eq!(ClusterLabel::Cluster1.index(), 1);
+        s.source_now = ts(200);
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert_eq!(v["progress"]["canCommit"], false);
+        s.state = State::Paused;
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert!(v["progress"]["lag"].is_null() && v["progress"]["lagTimeSeconds"].is_null());
+        assert_eq!(v["progress"]["canCommit"], false);
+    }
+}

@@ -1,0 +1,262 @@
+//! A throwaway SecantusDB server (MongoDB-wire-compatible stand-in for mongod).
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mongodb::bson::doc;
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use tempfile::TempDir;
+
+/// How long `start`/`restart` wait for the server to answer `ping`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of the `secantusd-py` launcher: `$SECANTUSD`, else `<repo>/.venv/bin/secantusd-py`.
+pub fn secantusd_path() -> PathBuf {
+    let path = match std::env::var_os("SECANTUSD") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/secantusd-py"),
+    };
+    if !path.exists() {
+        panic!(
+            "SecantusDB server binary not found at {}: run `scripts/testbed.sh install` \
+             (or set SECANTUSD to the secantusd-py path)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (as free as the kernel says it is right now).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}
+
+/// `mongodb://127.0.0.1:PORT/?directConnection=true`
+pub fn uri_for_port(port: u16) -> String {
+    format!("mongodb://127.0.0.1:{port}/?directConnection=true")
+}
+
+/// Send SIGTERM to `pid` (std only offers SIGKILL).
+pub(crate) fn sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Last `n` lines of a file (empty string if unreadable).
+pub(crate) fn tail_file(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One SecantusDB server with its storage in a private temp dir, so it can be
+/// killed and restarted with its data. Dropping it kills the process.
+pub struct Server {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+    /// How many times the process was (re)started; each start gets its own log file.
+    generation: u32,
+}
+
+impl Server {
+    /// Start a fresh server on a free loopback port and wait until it answers `ping`.
+    pub async fn start() -> Server {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Like [`Server::start`], with extra `secantusd-py` flags (e.g. `--auth`).
+    /// The flags are reused on `restart`.
+    pub async fn start_with_args(extra: &[&str]) -> Server {
+        // A port grabbed by someone else between free_port() and bind: retry.
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("secantus-")
+                .tempdir()
+                .expect("create temp dir for server");
+            std::fs::write(dir.path().join("extra_args"), extra.join("\n")).unwrap();
+            let mut server = Server {
+                port: free_port(),
+                dir,
+                child: None,
+                generation: 0,
+            };
+            match server.launch_and_wait().await {
+                Ok(()) => return server,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("SecantusDB server failed to start 3 times: {last_err}");
+    }
+
+    pub fn uri(&self) -> String {
+        uri_for_port(self.port)
+    }
+
+    /// A new driver client connected directly to this server
+    /// (server selection timeout 10 s so a dead server fails fast).
+    pub async fn client(&self) -> Client {
+        client_for(&self.uri()).await
+    }
+
+    /// The storage directory passed as `--storage-path`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The log file of the current (or last) process.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("server.{}.log", self.generation))
+    }
+
+    /// Contents of the current log file.
+    pub fn log_contents(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILL the server (no shutdown; data written so far stays on disk).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Graceful stop: SIGTERM, wait up to 10 s, then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            sigterm(child.id());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop (gracefully) if running, then start again on the same port with the same storage.
+    pub async fn restart(&mut self) {
+        self.stop();
+        // The port may linger briefly; retry a few times.
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            match self.launch_and_wait().await {
+                Ok(()) => return,
+                Err(e) => {
+                    last_err = e;
+                    self.kill();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        panic!(
+            "SecantusDB server on port {} failed to restart: {last_err}",
+            self.port
+        );
+    }
+
+    fn extra_args(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("extra_args"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    async fn launch_and_wait(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "server already running");
+        self.generation += 1;
+        let log_path = self.log_path();
+        let log = File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(secantusd_path())
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--storage-path")
+            .arg(self.data_dir())
+            .args(self.extra_args())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("spawn secantusd-py: {e}"))?;
+        self.child = Some(child);
+
+        let client = client_for(&self.uri()).await;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if !self.is_running() {
+                return Err(format!(
+                    "server on port {} exited during startup; log tail:\n{}",
+                    self.port,
+                    tail_file(&log_path, 20)
+                ));
+            }
+            let ping = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.database("admin").run_command(doc! {"ping": 1}),
+            )
+            .await;
+            if let Ok(Ok(_)) = ping {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "server on port {} did not answer ping within {:?}; log tail:\n{}",
+                    self.port,
+                    START_TIMEOUT,
+                    tail_file(&log_path, 20)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A driver client for `uri` with a 10 s server-selection timeout.
+pub async fn client_for(uri: &str) -> Client {
+    let mut opts = ClientOptions::parse(uri)
+        .await
+        .unwrap_or_else(|e| panic!("bad mongodb uri {uri}: {e}"));
+    opts.server_selection_timeout = Some(Duration::from_secs(10));
+    opts.connect_timeout = Some(Duration::from_secs(5));
+    Client::with_options(opts).unwrap_or_else(|e| panic!("client for {uri}: {e}"))
+}
