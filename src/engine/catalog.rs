@@ -1,11 +1,13 @@
 //! Collections, views and indexes: reading them from the source, creating them on the
 //! destination in their sync-time form, and restoring their real form at commit.
 //!
-//! During the sync a destination index differs from its source in three ways, as in
-//! mongosync: unique indexes are built non-unique (change events are applied out of order and
-//! could collide transiently), TTL indexes expire nothing (`expireAfterSeconds` = `i32::MAX`,
-//! so the destination deletes nothing the source still has), and hidden indexes are visible.
-//! [`finalize_before_write`] and [`finalize_unique`] undo all three at commit.
+//! During the sync a destination index differs from its source in two ways, as in mongosync:
+//! unique indexes are built non-unique (change events are applied out of order and could
+//! collide transiently), and TTL indexes expire nothing (`expireAfterSeconds` = `i32::MAX`, so
+//! the destination deletes nothing the source still has). Unlike mongosync, hidden indexes stay
+//! hidden: the engine never queries the destination by a secondary index, so nothing is gained
+//! by showing them, and a commit has one fewer change to make. [`finalize_before_write`] and
+//! [`finalize_unique`] restore the rest at commit.
 
 use bson::{doc, Binary, Bson, Document};
 use futures::TryStreamExt;
@@ -55,14 +57,10 @@ impl CollSpec {
         } else {
             kind
         };
-        let uuid = entry
-            .get_document("info")
-            .ok()
-            .and_then(|i| i.get_binary_generic("uuid").ok().map(|b| b.to_vec()))
-            .map(|bytes| Binary {
-                subtype: bson::spec::BinarySubtype::Uuid,
-                bytes,
-            });
+        let uuid = match entry.get_document("info").ok().and_then(|i| i.get("uuid")) {
+            Some(Bson::Binary(b)) => Some(b.clone()),
+            _ => None,
+        };
         Some(Self {
             db: db.to_string(),
             name,
@@ -188,7 +186,7 @@ pub fn sync_form(spec: &Document, mode: BuildIndexes) -> Option<Document> {
     let mut out = Document::new();
     for (k, v) in spec {
         match k.as_str() {
-            "v" | "ns" | "background" | "unique" | "hidden" | "prepareUnique" => {}
+            "v" | "ns" | "background" | "unique" | "prepareUnique" => {}
             "expireAfterSeconds" => {
                 out.insert(k, TTL_DISABLED);
             }
