@@ -138,6 +138,7 @@ impl<'a> Applier<'a> {
 
     async fn run(&mut self) -> Result<(), JobError> {
         let mut stream = self.open_stream().await?;
+        let (mut last_token, mut last_applied) = (None, None);
         loop {
             if self.commit_point_reached() {
                 return Ok(());
@@ -192,7 +193,12 @@ impl<'a> Applier<'a> {
                 self.ctx.status.applied_through(probe);
             }
             let applied = self.ctx.status.lock().applied_ts.unwrap_or(probe);
-            self.ctx.store.checkpoint(stream.resume_token().as_ref(), applied).await?;
+            let token = stream.resume_token();
+            if token != last_token || Some(applied) != last_applied {
+                self.ctx.store.checkpoint(token.as_ref(), applied).await?;
+                last_token = token;
+                last_applied = Some(applied);
+            }
         }
     }
 
@@ -257,7 +263,18 @@ impl<'a> Applier<'a> {
         let mut prepared = Vec::new();
         for ((db, coll), nsb) in batch.by_ns {
             let current_uuid = self.source_uuid(&db, &coll).await?;
-            let kind = self.dest_kind(&db, &coll).await?;
+            let mut kind = self.dest_kind(&db, &coll).await?;
+            if kind.is_none() && nsb.uuid.is_some() && nsb.uuid == current_uuid {
+                // The destination lacks a collection the source has (its copy was overtaken
+                // by a rename or drop); create it with its options rather than let an upsert
+                // create a bare one.
+                if let Some(spec) = catalog::find_spec(&self.ctx.source, &db, &coll).await? {
+                    catalog::create(&self.ctx.destination, &spec).await?;
+                    catalog::build_indexes(&self.ctx.source, &self.ctx.destination, &db, &coll, self.ctx.options.build_indexes, None).await?;
+                    kind = Some(spec.kind);
+                    self.kinds.insert((db.clone(), coll.clone()), kind);
+                }
+            }
             prepared.push((db, coll, nsb, current_uuid, kind));
         }
         let ctx = self.ctx;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Quick start on a fresh machine: installs the testbed, starts two local servers, seeds sample
+# data, runs `clustersync engine`, syncs with a live write during the sync, commits, and prints
+# the comparison of the two clusters. Everything it starts is stopped on exit.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DIR="$ROOT/.testbed/quickstart"
+PORT="${PORT:-27182}"
+PY="$ROOT/.venv/bin/python"
+api() { curl -sS "http://127.0.0.1:$PORT/api/v1/$1" "${@:2}"; }
+field() { "$PY" -c "import json,sys; p=json.load(sys.stdin)['progress']; print(p.get('$1'))"; }
+
+scripts/testbed.sh install
+cargo build --quiet --bin clustersync
+scripts/testbed.sh stop "$DIR" >/dev/null 2>&1 || true
+rm -rf "$DIR"
+mapfile -t URIS < <(scripts/testbed.sh start 2 "$DIR")
+ENGINE_PID=""
+cleanup() {
+    [[ -n "$ENGINE_PID" ]] && kill "$ENGINE_PID" 2>/dev/null || true
+    scripts/testbed.sh stop "$DIR" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+echo "cluster0 (source):      ${URIS[0]}"
+echo "cluster1 (destination): ${URIS[1]}"
+"$PY" scripts/sample_data.py "${URIS[0]}" "${DOCS:-20000}"
+
+target/debug/clustersync engine --cluster0 "${URIS[0]}" --cluster1 "${URIS[1]}" --port "$PORT" \
+    --logPath "$DIR/logs" --verbosity INFO &
+ENGINE_PID=$!
+until api progress >/dev/null 2>&1; do sleep 0.2; done
+until [[ "$(api progress | field state)" == "IDLE" ]]; do sleep 0.2; done
+echo "POST /start: $(api start -XPOST --data '{"source":"cluster0","destination":"cluster1"}')"
+"$PY" - "${URIS[0]}" <<'PY'
+import sys
+from pymongo import MongoClient
+db = MongoClient(sys.argv[1]).shop
+db.customers.update_many({"_id": {"$lt": 100}}, {"$set": {"vip": True}})
+db.orders.delete_many({"customer": 1})
+db.customers.insert_one({"_id": -1, "name": "written during the sync", "email": "live@example.com"})
+print("live writes applied on the source during the sync")
+PY
+until [[ "$(api progress | field canCommit)" == "True" ]]; do sleep 0.5; done
+echo "progress: $(api progress)"
+echo "POST /commit: $(api commit -XPOST --data '{}')"
+until [[ "$(api progress | field state)" == "COMMITTED" ]]; do sleep 0.5; done
+echo "progress: $(api progress)"
+"$PY" scripts/compare.py "${URIS[0]}" "${URIS[1]}"
