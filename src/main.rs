@@ -6,7 +6,12 @@ use clustersync::engine::{api, Engine};
 
 /// MongoDB cluster-to-cluster sync.
 #[derive(Parser)]
-#[command(name = "clustersync", version, disable_version_flag = true, propagate_version = true)]
+#[command(
+    name = "clustersync",
+    version,
+    disable_version_flag = true,
+    propagate_version = true
+)]
 struct Cli {
     /// Print the version.
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version, global = true)]
@@ -36,14 +41,20 @@ fn run_engine(args: EngineArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _guard = match clustersync::logging::init(config.verbosity.directive(), config.log_path.as_deref()) {
+    let _guard = match clustersync::logging::init(
+        config.verbosity.directive(),
+        config.log_path.as_deref(),
+    ) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -71,7 +71,10 @@ impl ClusterUri {
                 ))
             }
             HostInfo::HostIdentifiers(h) => (
-                h.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+                h.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 false,
             ),
             HostInfo::DnsRecord(name) => (name.clone(), true),
@@ -206,10 +209,18 @@ mod tests {
 
     #[test]
     fn accepts_standard_and_srv() {
-        let u = ClusterUri::parse("--cluster0", "mongodb://u:p%40ss@h1:27017,h2:27018/?replicaSet=rs0&tls=true&authSource=admin").unwrap();
+        let u = ClusterUri::parse(
+            "--cluster0",
+            "mongodb://u:p%40ss@h1:27017,h2:27018/?replicaSet=rs0&tls=true&authSource=admin",
+        )
+        .unwrap();
         assert_eq!(u.hosts(), "h1:27017,h2:27018");
         assert!(!u.is_srv());
-        let s = ClusterUri::parse("--cluster1", "mongodb+srv://u:secret@cluster0.example.net/?retryWrites=true").unwrap();
+        let s = ClusterUri::parse(
+            "--cluster1",
+            "mongodb+srv://u:secret@cluster0.example.net/?retryWrites=true",
+        )
+        .unwrap();
         assert_eq!(s.hosts(), "cluster0.example.net");
         assert!(s.is_srv());
         assert!(!format!("{s:?}").contains("secret"));
@@ -220,15 +231,26 @@ mod tests {
         let cases = [
             ("", "empty"),
             ("http://h", "must start with"),
-            ("mongodb://u:hunter2@h/?readConcernLevel=local", "read concern"),
+            (
+                "mongodb://u:hunter2@h/?readConcernLevel=local",
+                "read concern",
+            ),
             ("mongodb://u:hunter2@h/?w=1", "write concern"),
-            ("mongodb://u:hunter2@h/?readPreference=secondary", "read preference"),
-            ("mongodb://u:hunter2@h/?socketTimeoutMS=10", "socketTimeoutMS"),
+            (
+                "mongodb://u:hunter2@h/?readPreference=secondary",
+                "read preference",
+            ),
+            (
+                "mongodb://u:hunter2@h/?socketTimeoutMS=10",
+                "socketTimeoutMS",
+            ),
             ("mongodb://u:hunter2@h/?tls=maybe", "invalid"),
             ("mongodb://u:hunter2@/", "invalid"),
         ];
         for (uri, want) in cases {
-            let e = ClusterUri::parse("--cluster1", uri).unwrap_err().to_string();
+            let e = ClusterUri::parse("--cluster1", uri)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("--cluster1: "), "{e}");
             assert!(e.contains(want), "{uri}: {e}");
             assert!(!e.contains("hunter2"), "{e}");
@@ -237,8 +259,17 @@ mod tests {
 
     #[test]
     fn redaction() {
-        assert_eq!(redact("mongodb://a:b@h:1/x?y=z"), "mongodb://a:****@h:1/x?y=z");
+        assert_eq!(
+            redact("mongodb://a:b@h:1/x?y=z"),
+            "mongodb://a:****@h:1/x?y=z"
+        );
         assert_eq!(redact("mongodb://h:1"), "mongodb://h:1");
-        assert_eq!(scrub("bad uri mongodb://a:s3cr%21t@h and s3cr!t", "mongodb://a:s3cr%21t@h"), "bad uri mongodb://a:****@h and ****");
+        assert_eq!(
+            scrub(
+                "bad uri mongodb://a:s3cr%21t@h and s3cr!t",
+                "mongodb://a:s3cr%21t@h"
+            ),
+            "bad uri mongodb://a:****@h and ****"
+        );
     }
 }

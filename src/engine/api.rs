@@ -54,7 +54,10 @@ fn ok() -> Response {
 
 /// Parses a request body strictly: it must be a JSON object, with known fields of the right
 /// types. Each way of getting it wrong has its own error name.
-pub fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, Refusal> {
+pub fn parse_body<T: serde::de::DeserializeOwned>(
+    endpoint: &str,
+    body: &[u8],
+) -> Result<T, Refusal> {
     let example = if endpoint == "start" {
         r#"'{"source":"cluster0","destination":"cluster1"}'"#
     } else {
@@ -163,7 +166,11 @@ async fn method_not_allowed(uri: Uri) -> Refusal {
     } else {
         "use POST with a JSON body"
     };
-    Refusal::new(405, "MethodNotAllowed", format!("{} does not accept this method; {hint}", uri.path()))
+    Refusal::new(
+        405,
+        "MethodNotAllowed",
+        format!("{} does not accept this method; {hint}", uri.path()),
+    )
 }
 
 #[cfg(test)]
@@ -174,12 +181,38 @@ mod tests {
     fn body_errors_are_named() {
         let name = |r: Result<StartOptions, Refusal>| r.err().map(|r| r.name);
         assert_eq!(name(parse_body("start", b"")), Some("InvalidRequestBody"));
-        assert_eq!(name(parse_body("start", b"{not json")), Some("InvalidRequestBody"));
-        assert_eq!(name(parse_body("start", b"[1]")), Some("InvalidRequestBody"));
-        assert_eq!(name(parse_body("start", br#"{"source":"cluster0"}"#)), Some("MissingField"));
-        assert_eq!(name(parse_body("start", br#"{"source":"cluster0","destination":"cluster1","x":1}"#)), Some("UnknownField"));
-        assert_eq!(name(parse_body("start", br#"{"source":1,"destination":"cluster1"}"#)), Some("InvalidFieldValue"));
+        assert_eq!(
+            name(parse_body("start", b"{not json")),
+            Some("InvalidRequestBody")
+        );
+        assert_eq!(
+            name(parse_body("start", b"[1]")),
+            Some("InvalidRequestBody")
+        );
+        assert_eq!(
+            name(parse_body("start", br#"{"source":"cluster0"}"#)),
+            Some("MissingField")
+        );
+        assert_eq!(
+            name(parse_body(
+                "start",
+                br#"{"source":"cluster0","destination":"cluster1","x":1}"#
+            )),
+            Some("UnknownField")
+        );
+        assert_eq!(
+            name(parse_body(
+                "start",
+                br#"{"source":1,"destination":"cluster1"}"#
+            )),
+            Some("InvalidFieldValue")
+        );
         assert!(parse_body::<Empty>("pause", b"{}").is_ok());
-        assert_eq!(parse_body::<Empty>("pause", br#"{"a":1}"#).err().map(|r| r.name), Some("UnknownField"));
+        assert_eq!(
+            parse_body::<Empty>("pause", br#"{"a":1}"#)
+                .err()
+                .map(|r| r.name),
+            Some("UnknownField")
+        );
     }
 }

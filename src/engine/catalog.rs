@@ -90,7 +90,11 @@ impl CollSpec {
 }
 
 /// `listCollections` of one database, in scope only.
-pub async fn list_db(client: &Client, db: &str, scope: &Scope) -> mongodb::error::Result<Vec<CollSpec>> {
+pub async fn list_db(
+    client: &Client,
+    db: &str,
+    scope: &Scope,
+) -> mongodb::error::Result<Vec<CollSpec>> {
     let entries: Vec<Document> = client
         .database(db)
         .run_cursor_command(doc! { "listCollections": 1 })
@@ -105,14 +109,20 @@ pub async fn list_db(client: &Client, db: &str, scope: &Scope) -> mongodb::error
 }
 
 /// One collection's current spec on `client`, if it exists.
-pub async fn find_spec(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<Option<CollSpec>> {
+pub async fn find_spec(
+    client: &Client,
+    db: &str,
+    coll: &str,
+) -> mongodb::error::Result<Option<CollSpec>> {
     let entries: Vec<Document> = client
         .database(db)
         .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": coll } })
         .await?
         .try_collect()
         .await?;
-    Ok(entries.iter().find_map(|e| CollSpec::from_list_entry(db, e)))
+    Ok(entries
+        .iter()
+        .find_map(|e| CollSpec::from_list_entry(db, e)))
 }
 
 /// Every collection and view in scope on `client`.
@@ -139,7 +149,11 @@ pub async fn user_namespaces(client: &Client) -> mongodb::error::Result<Vec<Stri
 /// Creates a collection or view; an existing one of the same name is left as it is, so that
 /// a replayed `create` (or a restarted catalog phase) is harmless.
 pub async fn create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
-    match client.database(&spec.db).run_command(spec.create_command()).await {
+    match client
+        .database(&spec.db)
+        .run_command(spec.create_command())
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some(codes::NAMESPACE_EXISTS) => Ok(()),
         Err(e) => Err(e),
@@ -155,7 +169,11 @@ pub async fn drop_collection(client: &Client, db: &str, coll: &str) -> mongodb::
 }
 
 /// `listIndexes`, or nothing when the collection does not exist (any more).
-pub async fn list_indexes(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<Vec<Document>> {
+pub async fn list_indexes(
+    client: &Client,
+    db: &str,
+    coll: &str,
+) -> mongodb::error::Result<Vec<Document>> {
     match client
         .database(db)
         .run_cursor_command(doc! { "listIndexes": coll })
@@ -231,7 +249,16 @@ pub async fn build_indexes(
         let cmd = doc! { "createIndexes": coll, "indexes": [spec.clone()] };
         match destination.database(db).run_command(cmd.clone()).await {
             Ok(_) => {}
-            Err(e) if matches!(error_code(&e), Some(codes::INDEX_OPTIONS_CONFLICT | codes::INDEX_KEY_SPECS_CONFLICT | codes::INDEX_ALREADY_EXISTS)) => {
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some(
+                        codes::INDEX_OPTIONS_CONFLICT
+                            | codes::INDEX_KEY_SPECS_CONFLICT
+                            | codes::INDEX_ALREADY_EXISTS
+                    )
+                ) =>
+            {
                 // A same-named index with another spec: the source's current one wins.
                 drop_index(destination, db, coll, &name).await?;
                 destination.database(db).run_command(cmd).await?;
@@ -243,19 +270,36 @@ pub async fn build_indexes(
     Ok(n)
 }
 
-pub async fn drop_index(client: &Client, db: &str, coll: &str, name: &str) -> mongodb::error::Result<()> {
+pub async fn drop_index(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    name: &str,
+) -> mongodb::error::Result<()> {
     match client
         .database(db)
         .run_command(doc! { "dropIndexes": coll, "index": name })
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if matches!(error_code(&e), Some(codes::INDEX_NOT_FOUND | codes::NAMESPACE_NOT_FOUND)) => Ok(()),
+        Err(e)
+            if matches!(
+                error_code(&e),
+                Some(codes::INDEX_NOT_FOUND | codes::NAMESPACE_NOT_FOUND)
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
 
-async fn coll_mod_index(client: &Client, db: &str, coll: &str, index: Document) -> mongodb::error::Result<()> {
+async fn coll_mod_index(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    index: Document,
+) -> mongodb::error::Result<()> {
     client
         .database(db)
         .run_command(doc! { "collMod": coll, "index": index })
@@ -266,42 +310,78 @@ async fn coll_mod_index(client: &Client, db: &str, coll: &str, index: Document) 
 /// First half of the commit-time restoration, before `canWrite`: TTL values, hidden flags,
 /// and `prepareUnique` on indexes that are unique on the source (so new writes already
 /// respect uniqueness).
-pub async fn finalize_before_write(source: &Client, destination: &Client, db: &str, coll: &str) -> mongodb::error::Result<()> {
+pub async fn finalize_before_write(
+    source: &Client,
+    destination: &Client,
+    db: &str,
+    coll: &str,
+) -> mongodb::error::Result<()> {
     let src = list_indexes(source, db, coll).await?;
     let dst = list_indexes(destination, db, coll).await?;
     for s in &src {
-        let Ok(name) = s.get_str("name") else { continue };
-        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else { continue };
+        let Ok(name) = s.get_str("name") else {
+            continue;
+        };
+        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else {
+            continue;
+        };
         if let Some(ttl) = s.get("expireAfterSeconds") {
             if d.get("expireAfterSeconds") != Some(ttl) {
-                coll_mod_index(destination, db, coll, doc! { "name": name, "expireAfterSeconds": ttl.clone() }).await?;
+                coll_mod_index(
+                    destination,
+                    db,
+                    coll,
+                    doc! { "name": name, "expireAfterSeconds": ttl.clone() },
+                )
+                .await?;
             }
         }
         let hidden = s.get_bool("hidden").unwrap_or(false);
         if hidden != d.get_bool("hidden").unwrap_or(false) {
-            coll_mod_index(destination, db, coll, doc! { "name": name, "hidden": hidden }).await?;
+            coll_mod_index(
+                destination,
+                db,
+                coll,
+                doc! { "name": name, "hidden": hidden },
+            )
+            .await?;
         }
         if s.get_bool("unique").unwrap_or(false)
             && !d.get_bool("unique").unwrap_or(false)
             && !d.get_bool("prepareUnique").unwrap_or(false)
             && name != "_id_"
         {
-            coll_mod_index(destination, db, coll, doc! { "name": name, "prepareUnique": true }).await?;
+            coll_mod_index(
+                destination,
+                db,
+                coll,
+                doc! { "name": name, "prepareUnique": true },
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
 /// Second half, after `canWrite`: converts `prepareUnique` indexes to unique.
-pub async fn finalize_unique(source: &Client, destination: &Client, db: &str, coll: &str) -> mongodb::error::Result<()> {
+pub async fn finalize_unique(
+    source: &Client,
+    destination: &Client,
+    db: &str,
+    coll: &str,
+) -> mongodb::error::Result<()> {
     let src = list_indexes(source, db, coll).await?;
     let dst = list_indexes(destination, db, coll).await?;
     for s in &src {
-        let Ok(name) = s.get_str("name") else { continue };
+        let Ok(name) = s.get_str("name") else {
+            continue;
+        };
         if !s.get_bool("unique").unwrap_or(false) || name == "_id_" {
             continue;
         }
-        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else { continue };
+        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else {
+            continue;
+        };
         if d.get_bool("unique").unwrap_or(false) {
             continue;
         }

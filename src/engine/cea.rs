@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bson::{doc, Binary, Bson, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
+use bson::{
+    doc, Binary, Bson, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf,
+    Timestamp,
+};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::ReadConcern;
 use mongodb::{Client, Collection};
@@ -79,7 +82,10 @@ impl Batch {
 
 fn ns_of(ev: &RawDocument, key: &str) -> Option<(String, String)> {
     let ns = ev.get_document(key).ok()?;
-    Some((ns.get_str("db").ok()?.to_string(), ns.get_str("coll").ok()?.to_string()))
+    Some((
+        ns.get_str("db").ok()?.to_string(),
+        ns.get_str("coll").ok()?.to_string(),
+    ))
 }
 
 fn uuid_of(ev: &RawDocument) -> Option<Binary> {
@@ -115,8 +121,12 @@ impl<'a> Applier<'a> {
         }
     }
 
-    async fn open_stream(&self) -> Result<mongodb::change_stream::ChangeStream<RawDocumentBuf>, JobError> {
-        let doc = self.ctx.store.load().await?.ok_or_else(|| JobError::fatal("the migration document disappeared from the destination"))?;
+    async fn open_stream(
+        &self,
+    ) -> Result<mongodb::change_stream::ChangeStream<RawDocumentBuf>, JobError> {
+        let doc = self.ctx.store.load().await?.ok_or_else(|| {
+            JobError::fatal("the migration document disappeared from the destination")
+        })?;
         let mut watch = self
             .ctx
             .source
@@ -151,7 +161,9 @@ impl<'a> Applier<'a> {
             loop {
                 let next = match stream.next_if_any().await {
                     Ok(n) => n,
-                    Err(e) if history_lost(&e) => return Err(JobError::fatal(history_lost_message())),
+                    Err(e) if history_lost(&e) => {
+                        return Err(JobError::fatal(history_lost_message()))
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 let Some(ev) = next else {
@@ -173,7 +185,11 @@ impl<'a> Applier<'a> {
                 let n = batch.events;
                 let last = batch.last_ts;
                 self.apply_batch(batch).await?;
-                self.ctx.status.counters.events_applied.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                self.ctx
+                    .status
+                    .counters
+                    .events_applied
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 if let Some(ts) = last {
                     self.ctx.status.lock().crud_ts = Some(ts);
                     self.ctx.status.applied_through(ts);
@@ -182,7 +198,11 @@ impl<'a> Applier<'a> {
             if let Some(ev) = ddl {
                 let ts = ev.get_timestamp("clusterTime").ok();
                 self.apply_ddl(&ev).await?;
-                self.ctx.status.counters.events_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.ctx
+                    .status
+                    .counters
+                    .events_applied
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(ts) = ts {
                     self.ctx.status.lock().ddl_ts = Some(ts);
                     self.ctx.status.applied_through(ts);
@@ -216,7 +236,10 @@ impl<'a> Applier<'a> {
         if !self.ctx.scope.includes(&ns.0, &ns.1) {
             return;
         }
-        let Ok(Some(id)) = ev.get_document("documentKey").map(|k| k.get("_id").ok().flatten()) else {
+        let Ok(Some(id)) = ev
+            .get_document("documentKey")
+            .map(|k| k.get("_id").ok().flatten())
+        else {
             return;
         };
         let id = DocId::new(id);
@@ -243,7 +266,9 @@ impl<'a> Applier<'a> {
         if let Some(u) = self.source_uuids.get(&key) {
             return Ok(u.clone());
         }
-        let u = catalog::find_spec(&self.ctx.source, db, coll).await?.and_then(|s| s.uuid);
+        let u = catalog::find_spec(&self.ctx.source, db, coll)
+            .await?
+            .and_then(|s| s.uuid);
         self.source_uuids.insert(key, u.clone());
         Ok(u)
     }
@@ -253,7 +278,9 @@ impl<'a> Applier<'a> {
         if let Some(k) = self.kinds.get(&key) {
             return Ok(*k);
         }
-        let k = catalog::find_spec(&self.ctx.destination, db, coll).await?.map(|s| s.kind);
+        let k = catalog::find_spec(&self.ctx.destination, db, coll)
+            .await?
+            .map(|s| s.kind);
         self.kinds.insert(key, k);
         Ok(k)
     }
@@ -270,7 +297,15 @@ impl<'a> Applier<'a> {
                 // create a bare one.
                 if let Some(spec) = catalog::find_spec(&self.ctx.source, &db, &coll).await? {
                     catalog::create(&self.ctx.destination, &spec).await?;
-                    catalog::build_indexes(&self.ctx.source, &self.ctx.destination, &db, &coll, self.ctx.options.build_indexes, None).await?;
+                    catalog::build_indexes(
+                        &self.ctx.source,
+                        &self.ctx.destination,
+                        &db,
+                        &coll,
+                        self.ctx.options.build_indexes,
+                        None,
+                    )
+                    .await?;
                     kind = Some(spec.kind);
                     self.kinds.insert((db.clone(), coll.clone()), kind);
                 }
@@ -278,9 +313,11 @@ impl<'a> Applier<'a> {
             prepared.push((db, coll, nsb, current_uuid, kind));
         }
         let ctx = self.ctx;
-        futures::stream::iter(prepared.into_iter().map(|(db, coll, nsb, current_uuid, kind)| async move {
-            apply_ns(ctx, &db, &coll, nsb, current_uuid, kind).await
-        }))
+        futures::stream::iter(prepared.into_iter().map(
+            |(db, coll, nsb, current_uuid, kind)| async move {
+                apply_ns(ctx, &db, &coll, nsb, current_uuid, kind).await
+            },
+        ))
         .buffer_unordered(8)
         .try_collect::<Vec<()>>()
         .await?;
@@ -294,7 +331,10 @@ impl<'a> Applier<'a> {
         let op = ev.get_str("operationType").unwrap_or("");
         let ctx = self.ctx;
         let Some((db, coll)) = ns_of(ev, "ns").or_else(|| {
-            ev.get_document("ns").ok().and_then(|n| n.get_str("db").ok()).map(|d| (d.to_string(), String::new()))
+            ev.get_document("ns")
+                .ok()
+                .and_then(|n| n.get_str("db").ok())
+                .map(|d| (d.to_string(), String::new()))
         }) else {
             return Ok(());
         };
@@ -321,7 +361,13 @@ impl<'a> Applier<'a> {
                         options.insert("pipeline", p);
                     }
                 }
-                let spec = CollSpec { db: db.clone(), name: coll.clone(), kind, options, uuid, };
+                let spec = CollSpec {
+                    db: db.clone(),
+                    name: coll.clone(),
+                    kind,
+                    options,
+                    uuid,
+                };
                 catalog::create(&ctx.destination, &spec).await?;
             }
             "drop" if in_scope => {
@@ -337,9 +383,16 @@ impl<'a> Applier<'a> {
             }
             "rename" => {
                 let to = ns_of(ev, "to").or_else(|| {
-                    desc.get_document("to").ok().and_then(|t| Some((t.get_str("db").ok()?.to_string(), t.get_str("coll").ok()?.to_string())))
+                    desc.get_document("to").ok().and_then(|t| {
+                        Some((
+                            t.get_str("db").ok()?.to_string(),
+                            t.get_str("coll").ok()?.to_string(),
+                        ))
+                    })
                 });
-                let Some((to_db, to_coll)) = to else { return Ok(()) };
+                let Some((to_db, to_coll)) = to else {
+                    return Ok(());
+                };
                 let to_in = ctx.scope.includes(&to_db, &to_coll);
                 match (in_scope, to_in) {
                     (true, true) => {
@@ -361,10 +414,20 @@ impl<'a> Applier<'a> {
                         )));
                     }
                     (false, true) => {
-                        if let Some(spec) = catalog::find_spec(&ctx.source, &to_db, &to_coll).await? {
+                        if let Some(spec) =
+                            catalog::find_spec(&ctx.source, &to_db, &to_coll).await?
+                        {
                             catalog::create(&ctx.destination, &spec).await?;
                             resync_collection(ctx, &to_db, &to_coll, uuid.as_ref()).await?;
-                            catalog::build_indexes(&ctx.source, &ctx.destination, &to_db, &to_coll, ctx.options.build_indexes, None).await?;
+                            catalog::build_indexes(
+                                &ctx.source,
+                                &ctx.destination,
+                                &to_db,
+                                &to_coll,
+                                ctx.options.build_indexes,
+                                None,
+                            )
+                            .await?;
                         }
                     }
                     (false, false) => {}
@@ -373,15 +436,30 @@ impl<'a> Applier<'a> {
             "createIndexes" if in_scope => {
                 let names: Vec<String> = desc
                     .get_array("indexes")
-                    .map(|a| a.iter().filter_map(|i| i.as_document()?.get_str("name").ok().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|i| i.as_document()?.get_str("name").ok().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if ctx.options.build_indexes != BuildIndexes::Never {
-                    catalog::build_indexes(&ctx.source, &ctx.destination, &db, &coll, ctx.options.build_indexes, Some(&names)).await?;
+                    catalog::build_indexes(
+                        &ctx.source,
+                        &ctx.destination,
+                        &db,
+                        &coll,
+                        ctx.options.build_indexes,
+                        Some(&names),
+                    )
+                    .await?;
                 }
             }
             "dropIndexes" if in_scope => {
                 if let Ok(indexes) = desc.get_array("indexes") {
-                    for name in indexes.iter().filter_map(|i| i.as_document()?.get_str("name").ok()) {
+                    for name in indexes
+                        .iter()
+                        .filter_map(|i| i.as_document()?.get_str("name").ok())
+                    {
                         catalog::drop_index(&ctx.destination, &db, &coll, name).await?;
                     }
                 }
@@ -404,7 +482,9 @@ impl<'a> Applier<'a> {
                 )));
             }
             "invalidate" => {
-                return Err(JobError::fatal("the source change stream was invalidated; restart the migration from scratch"));
+                return Err(JobError::fatal(
+                    "the source change stream was invalidated; restart the migration from scratch",
+                ));
             }
             _ => tracing::debug!(op, "event not applicable; skipped"),
         }
@@ -412,7 +492,13 @@ impl<'a> Applier<'a> {
     }
 }
 
-async fn rename(client: &Client, db: &str, coll: &str, to_db: &str, to_coll: &str) -> Result<(), JobError> {
+async fn rename(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    to_db: &str,
+    to_coll: &str,
+) -> Result<(), JobError> {
     let cmd = doc! { "renameCollection": format!("{db}.{coll}"), "to": format!("{to_db}.{to_coll}"), "dropTarget": true };
     match client.database("admin").run_command(cmd).await {
         Ok(_) => Ok(()),
@@ -423,7 +509,9 @@ async fn rename(client: &Client, db: &str, coll: &str, to_db: &str, to_coll: &st
 }
 
 fn history_lost(e: &mongodb::error::Error) -> bool {
-    error_code(e) == Some(codes::CHANGE_STREAM_HISTORY_LOST) || e.contains_label("NonResumableChangeStreamError") && error_code(e) == Some(codes::CHANGE_STREAM_HISTORY_LOST)
+    error_code(e) == Some(codes::CHANGE_STREAM_HISTORY_LOST)
+        || e.contains_label("NonResumableChangeStreamError")
+            && error_code(e) == Some(codes::CHANGE_STREAM_HISTORY_LOST)
 }
 
 fn history_lost_message() -> String {
@@ -431,10 +519,17 @@ fn history_lost_message() -> String {
 }
 
 /// Reads the current state of `ids` from the source, keyed by `_id` bytes.
-async fn lookup(ctx: &Ctx, db: &str, coll: &str, ids: &[DocId]) -> Result<HashMap<Vec<u8>, RawDocumentBuf>, JobError> {
+async fn lookup(
+    ctx: &Ctx,
+    db: &str,
+    coll: &str,
+    ids: &[DocId],
+) -> Result<HashMap<Vec<u8>, RawDocumentBuf>, JobError> {
     let src: Collection<RawDocumentBuf> = ctx.source.database(db).collection_with_options(
         coll,
-        mongodb::options::CollectionOptions::builder().read_concern(ReadConcern::majority()).build(),
+        mongodb::options::CollectionOptions::builder()
+            .read_concern(ReadConcern::majority())
+            .build(),
     );
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(WRITE_CHUNK_OPS) {
@@ -469,14 +564,20 @@ async fn apply_ns(
     }
     if !lookups.is_empty() {
         let same_collection = nsb.uuid.is_none() || nsb.uuid == current_uuid;
-        let found = if same_collection { lookup(ctx, db, coll, &lookups).await? } else { HashMap::new() };
+        let found = if same_collection {
+            lookup(ctx, db, coll, &lookups).await?
+        } else {
+            HashMap::new()
+        };
         for id in lookups {
             match found.get(&id.key) {
                 Some(d) => upserts.push((id, d.clone())),
                 None if !same_collection => {
                     // Renamed or dropped since: the rename settles it; a drop forgets it.
                     if let Some(u) = &nsb.uuid {
-                        ctx.store.add_pending(doc! { "uuid": u.clone(), "id": id.bson() }).await?;
+                        ctx.store
+                            .add_pending(doc! { "uuid": u.clone(), "id": id.bson() })
+                            .await?;
                     }
                 }
                 // Deleted since the update: its delete event follows.
@@ -498,7 +599,12 @@ fn majority() -> RawDocumentBuf {
     wc
 }
 
-async fn write_deletes(client: &Client, db: &str, coll: &str, ids: &[DocId]) -> Result<(), JobError> {
+async fn write_deletes(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    ids: &[DocId],
+) -> Result<(), JobError> {
     for chunk in ids.chunks(WRITE_CHUNK_OPS) {
         let mut stmts = RawArrayBuf::new();
         for id in chunk {
@@ -520,13 +626,22 @@ async fn write_deletes(client: &Client, db: &str, coll: &str, ids: &[DocId]) -> 
 }
 
 /// Replaces (or inserts) whole documents by `_id`, as raw bytes, in byte-bounded commands.
-async fn write_upserts(client: &Client, db: &str, coll: &str, docs: Vec<(DocId, RawDocumentBuf)>) -> Result<(), JobError> {
+async fn write_upserts(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    docs: Vec<(DocId, RawDocumentBuf)>,
+) -> Result<(), JobError> {
     let mut i = 0;
     while i < docs.len() {
         let mut stmts = RawArrayBuf::new();
         let mut bytes = 0;
         let start = i;
-        while i < docs.len() && (i == start || (bytes + docs[i].1.as_bytes().len() < WRITE_CHUNK_BYTES && i - start < WRITE_CHUNK_OPS)) {
+        while i < docs.len()
+            && (i == start
+                || (bytes + docs[i].1.as_bytes().len() < WRITE_CHUNK_BYTES
+                    && i - start < WRITE_CHUNK_OPS))
+        {
             let (id, d) = &docs[i];
             let mut q = RawDocumentBuf::new();
             q.append("_id", id.value.clone());
@@ -550,30 +665,53 @@ async fn write_upserts(client: &Client, db: &str, coll: &str, docs: Vec<(DocId, 
 }
 
 /// Time series collections have no unique `_id`: insert only what is not there yet.
-async fn insert_missing(client: &Client, db: &str, coll: &str, docs: Vec<(DocId, RawDocumentBuf)>) -> Result<(), JobError> {
+async fn insert_missing(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    docs: Vec<(DocId, RawDocumentBuf)>,
+) -> Result<(), JobError> {
     if docs.is_empty() {
         return Ok(());
     }
     let target: Collection<RawDocumentBuf> = client.database(db).collection(coll);
     let values: Vec<Bson> = docs.iter().map(|(i, _)| i.bson()).collect();
     let mut present = std::collections::HashSet::new();
-    let mut cursor = target.find(doc! { "_id": { "$in": values } }).projection(doc! { "_id": 1 }).await?;
+    let mut cursor = target
+        .find(doc! { "_id": { "$in": values } })
+        .projection(doc! { "_id": 1 })
+        .await?;
     while let Some(d) = cursor.try_next().await? {
         if let Ok(Some(id)) = d.get("_id") {
             present.insert(DocId::new(id).key);
         }
     }
-    let missing: Vec<RawDocumentBuf> = docs.into_iter().filter(|(i, _)| !present.contains(&i.key)).map(|(_, d)| d).collect();
+    let missing: Vec<RawDocumentBuf> = docs
+        .into_iter()
+        .filter(|(i, _)| !present.contains(&i.key))
+        .map(|(_, d)| d)
+        .collect();
     if !missing.is_empty() {
-        target.insert_many(missing).ordered(false).bypass_document_validation(true).await?;
+        target
+            .insert_many(missing)
+            .ordered(false)
+            .bypass_document_validation(true)
+            .await?;
     }
     Ok(())
 }
 
 /// Copies a whole collection again by upsert (after a rename overtook its copy).
-async fn resync_collection(ctx: &Ctx, db: &str, coll: &str, uuid: Option<&Binary>) -> Result<(), JobError> {
+async fn resync_collection(
+    ctx: &Ctx,
+    db: &str,
+    coll: &str,
+    uuid: Option<&Binary>,
+) -> Result<(), JobError> {
     if let Some(u) = uuid {
-        let current = catalog::find_spec(&ctx.source, db, coll).await?.and_then(|s| s.uuid);
+        let current = catalog::find_spec(&ctx.source, db, coll)
+            .await?
+            .and_then(|s| s.uuid);
         if current.as_ref() != Some(u) {
             // Renamed again or dropped since: the later event handles it.
             return Ok(());
@@ -605,7 +743,9 @@ async fn settle_pending(ctx: &Ctx, db: &str, coll: &str, uuid: &Binary) -> Resul
     if ids.is_empty() {
         return Ok(());
     }
-    let current = catalog::find_spec(&ctx.source, db, coll).await?.and_then(|s| s.uuid);
+    let current = catalog::find_spec(&ctx.source, db, coll)
+        .await?
+        .and_then(|s| s.uuid);
     if current.as_ref() != Some(uuid) {
         return Ok(());
     }

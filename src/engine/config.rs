@@ -97,7 +97,10 @@ pub struct EngineArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{flag} is required: pass {flag} URI or set {key} in the --config file")]
-    Missing { flag: &'static str, key: &'static str },
+    Missing {
+        flag: &'static str,
+        key: &'static str,
+    },
     #[error(transparent)]
     Uri(#[from] UriError),
     #[error("--config {path}: cannot read the file: {reason}")]
@@ -135,7 +138,10 @@ impl EngineConfig {
             None => args,
         };
         let from_file = merged.config.is_some();
-        let uri = |v: &Option<String>, flag: &'static str, key: &'static str| -> Result<ClusterUri, ConfigError> {
+        let uri = |v: &Option<String>,
+                   flag: &'static str,
+                   key: &'static str|
+         -> Result<ClusterUri, ConfigError> {
             let raw = v.as_deref().ok_or(ConfigError::Missing { flag, key })?;
             let label = if from_file { flag } else { flag };
             Ok(ClusterUri::parse(label, raw)?)
@@ -143,7 +149,9 @@ impl EngineConfig {
         let cluster0 = uri(&merged.cluster0, "--cluster0", "cluster0")?;
         let cluster1 = uri(&merged.cluster1, "--cluster1", "cluster1")?;
         let bind_s = merged.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
-        let bind = bind_s.parse().map_err(|_| ConfigError::Bind(bind_s.clone()))?;
+        let bind = bind_s
+            .parse()
+            .map_err(|_| ConfigError::Bind(bind_s.clone()))?;
         let mb = merged.partition_size_mb.unwrap_or(DEFAULT_PARTITION_MB);
         if mb == 0 {
             return Err(ConfigError::PartitionSize);
@@ -247,7 +255,8 @@ mod tests {
 
     #[test]
     fn defaults_match_mongosync() {
-        let c = EngineConfig::from_args(args("mongodb://a:1", "mongodb+srv://u:p@x.example.net")).unwrap();
+        let c = EngineConfig::from_args(args("mongodb://a:1", "mongodb+srv://u:p@x.example.net"))
+            .unwrap();
         assert_eq!(c.port, 27182);
         assert_eq!(c.load_level, 3);
         assert_eq!(c.verbosity, Verbosity::Debug);
@@ -260,7 +269,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
         std::fs::write(&p, "cluster0: \"mongodb://u:pw@h0:1\"\ncluster1: \"mongodb://h1:2\"\nport: 9999\nverbosity: WARN\nloadLevel: 2\n").unwrap();
-        let cli = EngineArgs { config: Some(p.clone()), port: Some(7777), ..Default::default() };
+        let cli = EngineArgs {
+            config: Some(p.clone()),
+            port: Some(7777),
+            ..Default::default()
+        };
         let c = EngineConfig::from_args(cli).unwrap();
         assert_eq!(c.port, 7777);
         assert_eq!(c.load_level, 2);
@@ -268,21 +281,41 @@ mod tests {
         assert_eq!(c.cluster0.hosts(), "h0:1");
 
         std::fs::write(&p, "cluster0: \"mongodb://u:pw@h0:1\"\nclusterZero: x\n").unwrap();
-        let e = EngineConfig::from_args(EngineArgs { config: Some(p.clone()), ..Default::default() }).unwrap_err().to_string();
+        let e = EngineConfig::from_args(EngineArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("clusterZero"), "{e}");
         std::fs::write(&p, "cluster0: \"mongodb://u:pw@h0:1\"\nloadLevel: 9\n").unwrap();
-        let e = EngineConfig::from_args(EngineArgs { config: Some(p), ..Default::default() }).unwrap_err().to_string();
+        let e = EngineConfig::from_args(EngineArgs {
+            config: Some(p),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("loadLevel"), "{e}");
     }
 
     #[test]
     fn missing_and_bad_values_name_the_flag() {
-        let e = EngineConfig::from_args(EngineArgs { cluster0: Some("mongodb://h".into()), ..Default::default() }).unwrap_err().to_string();
+        let e = EngineConfig::from_args(EngineArgs {
+            cluster0: Some("mongodb://h".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--cluster1 is required"), "{e}");
-        let e = EngineConfig::from_args(args("mongodb://h", "mongodb://u:topsecret@h/?w=2")).unwrap_err().to_string();
+        let e = EngineConfig::from_args(args("mongodb://h", "mongodb://u:topsecret@h/?w=2"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--cluster1") && !e.contains("topsecret"), "{e}");
         let mut a = args("mongodb://h", "mongodb://h2");
         a.bind = Some("localhostx".into());
-        assert!(EngineConfig::from_args(a).unwrap_err().to_string().contains("--bind"));
+        assert!(EngineConfig::from_args(a)
+            .unwrap_err()
+            .to_string()
+            .contains("--bind"));
     }
 }

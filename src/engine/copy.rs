@@ -48,8 +48,16 @@ pub fn partition_id(db: &str, coll: &str, index: usize) -> String {
 }
 
 /// Estimated size of a collection, in bytes and documents.
-pub async fn collection_size(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<(i64, i64)> {
-    match client.database(db).run_command(doc! { "collStats": coll }).await {
+pub async fn collection_size(
+    client: &Client,
+    db: &str,
+    coll: &str,
+) -> mongodb::error::Result<(i64, i64)> {
+    match client
+        .database(db)
+        .run_command(doc! { "collStats": coll })
+        .await
+    {
         Ok(r) => {
             let num = |k: &str| match r.get(k) {
                 Some(Bson::Int32(v)) => *v as i64,
@@ -97,7 +105,9 @@ pub async fn plan(
     if spec.is_capped() || natural {
         return Ok((vec![single(CopyOrder::Natural, false)], bytes));
     }
-    let wanted = (bytes as u64).div_ceil(tuning.partition_bytes.max(1)).clamp(1, 10_000) as i64;
+    let wanted = (bytes as u64)
+        .div_ceil(tuning.partition_bytes.max(1))
+        .clamp(1, 10_000) as i64;
     if wanted <= 1 || count < 2 {
         return Ok((vec![single(CopyOrder::Id, false)], bytes));
     }
@@ -114,7 +124,10 @@ pub async fn plan(
         .await?
         .try_collect()
         .await?;
-    let ids: Vec<Bson> = ids.into_iter().filter_map(|mut d| d.remove("_id")).collect();
+    let ids: Vec<Bson> = ids
+        .into_iter()
+        .filter_map(|mut d| d.remove("_id"))
+        .collect();
     let mut bounds: Vec<Bson> = Vec::new();
     for i in 1..wanted {
         let pos = (i as usize * ids.len()) / wanted as usize;
@@ -126,7 +139,12 @@ pub async fn plan(
     }
     let mut parts = Vec::with_capacity(bounds.len() + 1);
     let mut lo: Option<Bson> = None;
-    for (i, hi) in bounds.into_iter().map(Some).chain(std::iter::once(None)).enumerate() {
+    for (i, hi) in bounds
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .enumerate()
+    {
         parts.push(PartitionDoc {
             id: partition_id(&spec.db, &spec.name, i),
             db: spec.db.clone(),
@@ -156,7 +174,10 @@ fn destination_collection(client: &Client, db: &str, coll: &str) -> Collection<R
 
 /// Inserts a batch; documents already there (a redone partition, or a change event that got
 /// there first) are left alone: the change events that follow the copy settle their content.
-async fn insert_batch(coll: &Collection<RawDocumentBuf>, batch: Vec<RawDocumentBuf>) -> mongodb::error::Result<()> {
+async fn insert_batch(
+    coll: &Collection<RawDocumentBuf>,
+    batch: Vec<RawDocumentBuf>,
+) -> mongodb::error::Result<()> {
     match coll
         .insert_many(batch)
         .ordered(false)
@@ -196,14 +217,12 @@ pub async fn copy_partition(
             None => return Ok((0, 0)),
         }
     }
-    let src: Collection<RawDocumentBuf> = source
-        .database(&part.db)
-        .collection_with_options(
-            &part.coll,
-            mongodb::options::CollectionOptions::builder()
-                .read_concern(ReadConcern::majority())
-                .build(),
-        );
+    let src: Collection<RawDocumentBuf> = source.database(&part.db).collection_with_options(
+        &part.coll,
+        mongodb::options::CollectionOptions::builder()
+            .read_concern(ReadConcern::majority())
+            .build(),
+    );
     let mut find = src.find(doc! {});
     match part.order {
         CopyOrder::Id => {
@@ -240,7 +259,9 @@ pub async fn copy_partition(
         let (mut total_bytes, mut total_docs) = (0i64, 0i64);
         while let Some(doc) = cursor.try_next().await? {
             let len = doc.as_bytes().len();
-            if !batch.is_empty() && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs) {
+            if !batch.is_empty()
+                && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs)
+            {
                 if tx.send(std::mem::take(&mut batch)).await.is_err() {
                     break;
                 }
@@ -276,11 +297,9 @@ where
     F: Fn(PartitionDoc, i64, i64) -> Fut,
     Fut: std::future::Future<Output = mongodb::error::Result<()>>,
 {
-    let mut results = futures::stream::iter(parts.into_iter().map(|p| {
-        async move {
-            let r = copy_partition(source, destination, &p, &tuning, copied).await;
-            (p, r)
-        }
+    let mut results = futures::stream::iter(parts.into_iter().map(|p| async move {
+        let r = copy_partition(source, destination, &p, &tuning, copied).await;
+        (p, r)
     }))
     .buffer_unordered(tuning.concurrency.max(1));
     while let Some((part, result)) = results.next().await {

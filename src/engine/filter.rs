@@ -102,7 +102,9 @@ impl Compiled {
         if self.whole_db() {
             return true;
         }
-        self.colls.as_ref().is_some_and(|c| c.iter().any(|n| n == coll))
+        self.colls
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|n| n == coll))
             || self.colls_regex.as_ref().is_some_and(|r| r.is_match(coll))
     }
 }
@@ -113,7 +115,12 @@ fn compile_regex(index: usize, spec: &RegexSpec) -> Result<Regex, FilterError> {
         match c {
             'i' | 'm' | 's' | 'x' => flags.push(c),
             'u' => {}
-            other => return Err(FilterError::BadOption { index, option: other }),
+            other => {
+                return Err(FilterError::BadOption {
+                    index,
+                    option: other,
+                })
+            }
         }
     }
     let pattern = if flags.is_empty() {
@@ -144,7 +151,12 @@ fn compile(index: usize, f: &NamespaceFilter) -> Result<Compiled, FilterError> {
         }
         (None, Some(r)) => Matcher::Regex(compile_regex(index, r)?),
     };
-    if let Some(c) = f.collections.iter().flatten().find(|c| is_internal_collection(c)) {
+    if let Some(c) = f
+        .collections
+        .iter()
+        .flatten()
+        .find(|c| is_internal_collection(c))
+    {
         return Err(FilterError::System {
             index,
             what: "collections",
@@ -213,7 +225,10 @@ impl Scope {
             return false;
         }
         let included = self.include.is_empty()
-            || self.include.iter().any(|f| f.matches_db(db) && f.whole_db());
+            || self
+                .include
+                .iter()
+                .any(|f| f.matches_db(db) && f.whole_db());
         included && !self.exclude.iter().any(|f| f.matches_db(db))
     }
 
@@ -247,8 +262,10 @@ mod tests {
 
     #[test]
     fn include_then_exclude() {
-        let inc = f(r#"[{"database":"sales"},{"database":"hr","collections":["staff","pay"]},
-                       {"databaseRegex":{"pattern":"^log_","options":"i"},"collectionsRegex":{"pattern":"^2026"}}]"#);
+        let inc = f(
+            r#"[{"database":"sales"},{"database":"hr","collections":["staff","pay"]},
+                       {"databaseRegex":{"pattern":"^log_","options":"i"},"collectionsRegex":{"pattern":"^2026"}}]"#,
+        );
         let exc = f(r#"[{"database":"sales","collections":["tmp"]},{"database":"LOG_old"}]"#);
         let s = Scope::compile(&inc, &exc).unwrap();
         assert!(s.includes("sales", "orders"));
@@ -258,7 +275,9 @@ mod tests {
         assert!(!s.includes("LOG_old", "2026-01"));
         assert!(!s.includes("other", "x"));
         assert!(s.includes_whole_db("sales") == false); // sales.tmp is excluded
-        assert!(s.may_include_db("sales") && !s.may_include_db("LOG_old") && !s.may_include_db("other"));
+        assert!(
+            s.may_include_db("sales") && !s.may_include_db("LOG_old") && !s.may_include_db("other")
+        );
     }
 
     #[test]
@@ -270,12 +289,23 @@ mod tests {
 
     #[test]
     fn bad_filters_are_named() {
-        let e = Scope::compile(&f(r#"[{"database":"a"},{"databaseRegex":{"pattern":"("}}]"#), &[]).unwrap_err();
+        let e = Scope::compile(
+            &f(r#"[{"database":"a"},{"databaseRegex":{"pattern":"("}}]"#),
+            &[],
+        )
+        .unwrap_err();
         assert!(matches!(e, FilterError::BadRegex { index: 1, .. }), "{e}");
         let e = Scope::compile(&f(r#"[{"database":"admin"}]"#), &[]).unwrap_err();
         assert!(e.to_string().contains("system database"));
-        let e = Scope::compile(&f(r#"[{"databaseRegex":{"pattern":"a","options":"q"}}]"#), &[]).unwrap_err();
+        let e = Scope::compile(
+            &f(r#"[{"databaseRegex":{"pattern":"a","options":"q"}}]"#),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("'q'"), "{e}");
-        assert!(serde_json::from_str::<Vec<NamespaceFilter>>(r#"[{"database":"a","colls":["x"]}]"#).is_err());
+        assert!(serde_json::from_str::<Vec<NamespaceFilter>>(
+            r#"[{"database":"a","colls":["x"]}]"#
+        )
+        .is_err());
     }
 }

@@ -83,11 +83,11 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
 
 async fn run(ctx: &Ctx) -> Result<(), JobError> {
     loop {
-        let doc = ctx
-            .store
-            .load()
-            .await?
-            .ok_or_else(|| JobError::fatal("the migration document is missing from the destination's metadata database"))?;
+        let doc = ctx.store.load().await?.ok_or_else(|| {
+            JobError::fatal(
+                "the migration document is missing from the destination's metadata database",
+            )
+        })?;
         {
             let mut s = ctx.status.lock();
             s.phase = Some(doc.phase);
@@ -123,7 +123,15 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     for spec in specs.iter().filter(|s| s.kind != CollKind::View) {
         catalog::create(&ctx.destination, spec).await?;
         if before {
-            catalog::build_indexes(&ctx.source, &ctx.destination, &spec.db, &spec.name, ctx.options.build_indexes, None).await?;
+            catalog::build_indexes(
+                &ctx.source,
+                &ctx.destination,
+                &spec.db,
+                &spec.name,
+                ctx.options.build_indexes,
+                None,
+            )
+            .await?;
         }
     }
     if !ctx.options.pre_existing_destination_data {
@@ -135,30 +143,52 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     let mut total = 0i64;
     for spec in &specs {
         let natural = ctx.options.copy_in_natural_order.iter().any(|e| {
-            e.database == spec.db && (e.collections.is_empty() || e.collections.contains(&spec.name))
+            e.database == spec.db
+                && (e.collections.is_empty() || e.collections.contains(&spec.name))
         });
         let (p, bytes) = copy::plan(&ctx.source, spec, natural, &ctx.tuning).await?;
         parts.extend(p);
         total += bytes;
     }
-    tracing::info!(collections = specs.len(), partitions = parts.len(), bytes = total, "copy planned");
+    tracing::info!(
+        collections = specs.len(),
+        partitions = parts.len(),
+        bytes = total,
+        "copy planned"
+    );
     ctx.store.replace_partitions(&parts).await?;
-    ctx.store.set_phase(Phase::Copy, doc! { "estimatedTotalBytes": total }).await?;
+    ctx.store
+        .set_phase(Phase::Copy, doc! { "estimatedTotalBytes": total })
+        .await?;
     Ok(())
 }
 
 #[tracing::instrument(skip_all)]
 async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
     let parts = ctx.store.partitions().await?;
-    let done_bytes: i64 = parts.iter().filter(|p| p.done).map(|p| p.copied_bytes).sum();
-    ctx.status.counters.copied_bytes.store(done_bytes, Ordering::Relaxed);
+    let done_bytes: i64 = parts
+        .iter()
+        .filter(|p| p.done)
+        .map(|p| p.copied_bytes)
+        .sum();
+    ctx.status
+        .counters
+        .copied_bytes
+        .store(done_bytes, Ordering::Relaxed);
     let todo: Vec<_> = parts.into_iter().filter(|p| !p.done).collect();
     tracing::info!(partitions = todo.len(), "copying");
     let store = ctx.store.clone();
-    let result = copy::copy_all(&ctx.source, &ctx.destination, todo, ctx.tuning, &ctx.status.counters.copied_bytes, |p, bytes, docs| {
-        let store = store.clone();
-        async move { store.finish_partition(&p.id, bytes, docs).await }
-    })
+    let result = copy::copy_all(
+        &ctx.source,
+        &ctx.destination,
+        todo,
+        ctx.tuning,
+        &ctx.status.counters.copied_bytes,
+        |p, bytes, docs| {
+            let store = store.clone();
+            async move { store.finish_partition(&p.id, bytes, docs).await }
+        },
+    )
     .await;
     result?;
     let finished = mongo::cluster_time(&ctx.source).await?;
@@ -169,9 +199,15 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
     // The copied-byte count of finished partitions is the truth after the copy.
     let parts = ctx.store.partitions().await?;
     let copied: i64 = parts.iter().map(|p| p.copied_bytes).sum();
-    ctx.status.counters.copied_bytes.store(copied, Ordering::Relaxed);
+    ctx.status
+        .counters
+        .copied_bytes
+        .store(copied, Ordering::Relaxed);
     ctx.store
-        .set_phase(next, doc! { "copyFinishedTs": finished, "copiedBytes": copied })
+        .set_phase(
+            next,
+            doc! { "copyFinishedTs": finished, "copiedBytes": copied },
+        )
         .await?;
     Ok(())
 }
@@ -192,7 +228,15 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     let mut built = 0;
     ctx.status.lock().indexes = Some((0, total));
     for spec in colls {
-        catalog::build_indexes(&ctx.source, &ctx.destination, &spec.db, &spec.name, ctx.options.build_indexes, None).await?;
+        catalog::build_indexes(
+            &ctx.source,
+            &ctx.destination,
+            &spec.db,
+            &spec.name,
+            ctx.options.build_indexes,
+            None,
+        )
+        .await?;
         built += catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
             .await?
             .iter()
@@ -207,7 +251,10 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
 async fn restore_copied_bytes(ctx: &Ctx) -> Result<(), JobError> {
     let parts = ctx.store.partitions().await?;
     let copied: i64 = parts.iter().map(|p| p.copied_bytes).sum();
-    ctx.status.counters.copied_bytes.store(copied, Ordering::Relaxed);
+    ctx.status
+        .counters
+        .copied_bytes
+        .store(copied, Ordering::Relaxed);
     Ok(())
 }
 
@@ -220,7 +267,15 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
     if ctx.options.build_indexes != BuildIndexes::Never {
         for spec in &colls {
-            catalog::build_indexes(&ctx.source, &ctx.destination, &spec.db, &spec.name, ctx.options.build_indexes, None).await?;
+            catalog::build_indexes(
+                &ctx.source,
+                &ctx.destination,
+                &spec.db,
+                &spec.name,
+                ctx.options.build_indexes,
+                None,
+            )
+            .await?;
         }
     }
     for spec in &colls {
@@ -232,7 +287,10 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
         catalog::finalize_unique(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
     }
     ctx.store
-        .set_phase(Phase::Done, doc! { "state": bson::to_bson(&DurableState::Committed).expect("enum") })
+        .set_phase(
+            Phase::Done,
+            doc! { "state": bson::to_bson(&DurableState::Committed).expect("enum") },
+        )
         .await?;
     {
         let mut s = ctx.status.lock();

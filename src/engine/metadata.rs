@@ -179,7 +179,10 @@ impl Store {
     ) -> mongodb::error::Result<()> {
         let mut fields = doc! { "appliedTs": applied };
         if let Some(t) = token {
-            fields.insert("resumeToken", bson::to_bson(t).map_err(mongodb::error::Error::custom)?);
+            fields.insert(
+                "resumeToken",
+                bson::to_bson(t).map_err(mongodb::error::Error::custom)?,
+            );
         }
         self.set(fields).await
     }
@@ -198,7 +201,12 @@ impl Store {
         self.partitions.find(doc! {}).await?.try_collect().await
     }
 
-    pub async fn finish_partition(&self, id: &str, bytes: i64, docs: i64) -> mongodb::error::Result<()> {
+    pub async fn finish_partition(
+        &self,
+        id: &str,
+        bytes: i64,
+        docs: i64,
+    ) -> mongodb::error::Result<()> {
         self.partitions
             .update_one(
                 doc! { "_id": id },
@@ -210,7 +218,10 @@ impl Store {
 
     pub async fn add_pending(&self, key: Document) -> mongodb::error::Result<()> {
         self.pending
-            .update_one(doc! { "_id": &key }, doc! { "$setOnInsert": { "_id": &key } })
+            .update_one(
+                doc! { "_id": &key },
+                doc! { "$setOnInsert": { "_id": &key } },
+            )
             .upsert(true)
             .await
             .map(|_| ())
@@ -225,11 +236,19 @@ impl Store {
             .await?;
         Ok(docs
             .iter()
-            .filter_map(|d| d.get_document("_id").ok().and_then(|k| k.get("id").cloned()))
+            .filter_map(|d| {
+                d.get_document("_id")
+                    .ok()
+                    .and_then(|k| k.get("id").cloned())
+            })
             .collect())
     }
 
-    pub async fn remove_pending(&self, uuid: &bson::Binary, id: &Bson) -> mongodb::error::Result<()> {
+    pub async fn remove_pending(
+        &self,
+        uuid: &bson::Binary,
+        id: &Bson,
+    ) -> mongodb::error::Result<()> {
         self.pending
             .delete_one(doc! { "_id": { "uuid": uuid.clone(), "id": id.clone() } })
             .await

@@ -143,7 +143,9 @@ impl Engine {
 
     /// Removes both connection strings' secrets from a message.
     pub fn scrub(&self, text: &str) -> String {
-        self.config.cluster1.scrub(&self.config.cluster0.scrub(text))
+        self.config
+            .cluster1
+            .scrub(&self.config.cluster0.scrub(text))
     }
 
     fn client(&self, label: ClusterLabel) -> &Client {
@@ -178,7 +180,10 @@ impl Engine {
                     );
                     tracing::warn!("{msg}");
                     self.status.warn(&format!("reach-{}", label.as_str()), msg);
-                    tokio::time::sleep(Duration::from_millis((250u64 << attempt.min(5)).min(5_000))).await;
+                    tokio::time::sleep(Duration::from_millis(
+                        (250u64 << attempt.min(5)).min(5_000),
+                    ))
+                    .await;
                 }
             }
         };
@@ -296,19 +301,29 @@ impl Engine {
                 let Some(engine) = me.upgrade() else { return };
                 for label in [ClusterLabel::Cluster0, ClusterLabel::Cluster1] {
                     let started = Instant::now();
-                    let r = engine.client(label).database("admin").run_command(doc! { "ping": 1 }).await;
+                    let r = engine
+                        .client(label)
+                        .database("admin")
+                        .run_command(doc! { "ping": 1 })
+                        .await;
                     let key = format!("reach-{}", label.as_str());
                     match r {
                         Ok(_) => {
-                            engine.status.lock().ping_ms[label.index()] = Some(started.elapsed().as_millis() as i64);
+                            engine.status.lock().ping_ms[label.index()] =
+                                Some(started.elapsed().as_millis() as i64);
                             engine.status.clear_warning(&key);
                         }
                         Err(e) => {
                             engine.status.lock().ping_ms[label.index()] = Some(-1);
-                            engine.status.warn(&key, format!(
-                                "cannot reach {} ({}): {}; retrying",
-                                label.as_str(), engine.uri(label).hosts(), engine.scrub(&e.to_string())
-                            ));
+                            engine.status.warn(
+                                &key,
+                                format!(
+                                    "cannot reach {} ({}): {}; retrying",
+                                    label.as_str(),
+                                    engine.uri(label).hosts(),
+                                    engine.scrub(&e.to_string())
+                                ),
+                            );
                         }
                     }
                 }
@@ -358,7 +373,10 @@ impl Engine {
             )));
         }
         let store = Store::new(destination);
-        if Store::exists(destination).await.map_err(|e| unavailable(options.destination, e))? {
+        if Store::exists(destination)
+            .await
+            .map_err(|e| unavailable(options.destination, e))?
+        {
             match store.load().await.map_err(|e| unavailable(options.destination, e))? {
                 // Left by a /start that failed half-way: nothing in it is worth keeping.
                 None => destination
@@ -414,7 +432,13 @@ impl Engine {
             .map_err(|e| unavailable(options.source, e))?;
         let token = stream.resume_token();
         drop(stream);
-        let doc = Store::new_migration_doc(self.config.engine_id(), self.hosts(), options.clone(), start_ts, token);
+        let doc = Store::new_migration_doc(
+            self.config.engine_id(),
+            self.hosts(),
+            options.clone(),
+            start_ts,
+            token,
+        );
         store
             .create(&doc)
             .await
@@ -469,7 +493,12 @@ impl Engine {
         Self::stop_job(&mut control).await;
         if let Err(e) = store.set_state(DurableState::Paused).await {
             // Not recorded: keep running so memory and the destination agree.
-            let options = self.status.lock().options.clone().expect("running sync has options");
+            let options = self
+                .status
+                .lock()
+                .options
+                .clone()
+                .expect("running sync has options");
             *control = Some(self.spawn_job(&options));
             return Err(self.store_error(e));
         }
@@ -483,7 +512,10 @@ impl Engine {
         let mut control = self.control.lock().await;
         Verb::Resume.check(self.current_state())?;
         let store = self.persisted_store()?;
-        store.set_state(DurableState::Running).await.map_err(|e| self.store_error(e))?;
+        store
+            .set_state(DurableState::Running)
+            .await
+            .map_err(|e| self.store_error(e))?;
         let options = {
             let mut s = self.status.lock();
             s.state = State::Running;
@@ -501,13 +533,20 @@ impl Engine {
         if let Some(why) = self.status.snapshot().commit_blocker() {
             return Err(ApiError::NotReadyToCommit(why));
         }
-        let options = self.status.lock().options.clone().expect("running sync has options");
-        let commit_ts = mongo::cluster_time(self.client(options.source)).await.map_err(|e| {
-            ApiError::ClusterUnavailable(format!(
-                "cannot read the source's latest time: {}; try again",
-                self.scrub(&e.to_string())
-            ))
-        })?;
+        let options = self
+            .status
+            .lock()
+            .options
+            .clone()
+            .expect("running sync has options");
+        let commit_ts = mongo::cluster_time(self.client(options.source))
+            .await
+            .map_err(|e| {
+                ApiError::ClusterUnavailable(format!(
+                    "cannot read the source's latest time: {}; try again",
+                    self.scrub(&e.to_string())
+                ))
+            })?;
         let store = self.persisted_store()?;
         store
             .set(doc! { "state": bson::to_bson(&DurableState::Committing).expect("enum"), "commitTs": commit_ts })
@@ -526,7 +565,12 @@ impl Engine {
     pub async fn reverse(self: &Arc<Self>) -> Result<(), ApiError> {
         let _control = self.control.lock().await;
         Verb::Reverse.check(self.current_state())?;
-        let reversible = self.status.lock().options.as_ref().is_some_and(|o| o.reversible);
+        let reversible = self
+            .status
+            .lock()
+            .options
+            .as_ref()
+            .is_some_and(|o| o.reversible);
         if !reversible {
             return Err(ApiError::NotReversible);
         }
@@ -544,17 +588,24 @@ enum InitError {
 async fn build_client(flag: &str, uri: &ClusterUri) -> Client {
     let mut attempt = 0u32;
     let mut opts = loop {
-        let cs = mongodb::options::ConnectionString::parse(uri.expose()).expect("validated at startup");
+        let cs =
+            mongodb::options::ConnectionString::parse(uri.expose()).expect("validated at startup");
         match ClientOptions::parse(cs).await {
             Ok(o) => break o,
             Err(e) => {
                 attempt += 1;
                 tracing::warn!(flag, hosts = uri.hosts(), error = %uri.scrub(&e.to_string()), "cannot resolve the connection string; retrying");
-                tokio::time::sleep(Duration::from_millis((500u64 << attempt.min(5)).min(10_000))).await;
+                tokio::time::sleep(Duration::from_millis(
+                    (500u64 << attempt.min(5)).min(10_000),
+                ))
+                .await;
             }
         }
     };
-    opts.app_name.get_or_insert_with(|| "clustersync".to_string());
-    opts.server_selection_timeout = opts.server_selection_timeout.or(Some(Duration::from_secs(10)));
+    opts.app_name
+        .get_or_insert_with(|| "clustersync".to_string());
+    opts.server_selection_timeout = opts
+        .server_selection_timeout
+        .or(Some(Duration::from_secs(10)));
     Client::with_options(opts).expect("client options are valid")
 }

@@ -43,14 +43,19 @@ pub fn is_transient(e: &MongoError) -> bool {
         return true;
     }
     match e.kind.as_ref() {
-        ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } => true,
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. } => true,
         _ => error_code(e).is_some_and(|c| TRANSIENT_CODES.contains(&c)),
     }
 }
 
 /// The cluster's latest majority-committed time, used for lag and as the commit point.
 pub async fn cluster_time(client: &Client) -> mongodb::error::Result<Timestamp> {
-    let reply = client.database("admin").run_command(doc! { "hello": 1 }).await?;
+    let reply = client
+        .database("admin")
+        .run_command(doc! { "hello": 1 })
+        .await?;
     let from_last_write = reply
         .get_document("lastWrite")
         .ok()
@@ -102,7 +107,10 @@ pub async fn run_write(
         }
     }
     if let Ok(wce) = reply.get_document("writeConcernError") {
-        let msg = wce.get_str("errmsg").unwrap_or("write concern error").to_string();
+        let msg = wce
+            .get_str("errmsg")
+            .unwrap_or("write concern error")
+            .to_string();
         return Err(mongodb::error::Error::custom(WriteRejected {
             code: wce.get_i32("code").unwrap_or_default(),
             msg,

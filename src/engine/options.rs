@@ -125,7 +125,9 @@ pub enum InvalidStart {
     ReversibleWithoutIndexes,
     #[error("reversible sync cannot be combined with includeNamespaces/excludeNamespaces; remove the filters or reversible")]
     ReversibleWithFilter,
-    #[error("reversible sync cannot be combined with preExistingDestinationData; remove one of them")]
+    #[error(
+        "reversible sync cannot be combined with preExistingDestinationData; remove one of them"
+    )]
     ReversibleWithPreExisting,
     #[error("preExistingDestinationData requires includeNamespaces or excludeNamespaces, so that synced namespaces cannot collide with the destination's own")]
     PreExistingWithoutFilter,
@@ -192,23 +194,63 @@ mod tests {
 
     #[test]
     fn strict_parsing() {
-        assert!(parse(r#"{"source":"cluster0"}"#).unwrap_err().to_string().contains("missing field `destination`"));
-        assert!(parse(r#"{"source":"cluster0","destination":"cluster1","bogus":1}"#).unwrap_err().to_string().contains("unknown field `bogus`"));
-        assert!(parse(r#"{"source":"cluster0","destination":"cluster1","reversible":"yes"}"#).unwrap_err().to_string().contains("invalid type"));
-        assert!(parse(r#"{"source":"cluster2","destination":"cluster1"}"#).unwrap_err().to_string().contains("unknown variant"));
-        assert!(parse(r#"{"source":"cluster0","destination":"cluster1","buildIndexes":"sometimes"}"#).is_err());
+        assert!(parse(r#"{"source":"cluster0"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("missing field `destination`"));
+        assert!(
+            parse(r#"{"source":"cluster0","destination":"cluster1","bogus":1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `bogus`")
+        );
+        assert!(
+            parse(r#"{"source":"cluster0","destination":"cluster1","reversible":"yes"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid type")
+        );
+        assert!(parse(r#"{"source":"cluster2","destination":"cluster1"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown variant"));
+        assert!(parse(
+            r#"{"source":"cluster0","destination":"cluster1","buildIndexes":"sometimes"}"#
+        )
+        .is_err());
     }
 
     #[test]
     fn rejected_combinations() {
         let bad = [
-            (r#"{"source":"cluster0","destination":"cluster0"}"#, "both cluster0"),
-            (r#"{"source":"cluster0","destination":"cluster1","reversible":true,"buildIndexes":"never"}"#, "never"),
-            (r#"{"source":"cluster0","destination":"cluster1","reversible":true,"includeNamespaces":[{"database":"a"}]}"#, "filters"),
-            (r#"{"source":"cluster0","destination":"cluster1","preExistingDestinationData":true}"#, "requires includeNamespaces"),
-            (r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":"none"}"#, "removed"),
-            (r#"{"source":"cluster0","destination":"cluster1","sharding":{"shardingEntries":[]}}"#, "sharded"),
-            (r#"{"source":"cluster0","destination":"cluster1","includeNamespaces":[{"collections":["a"]}]}"#, "database"),
+            (
+                r#"{"source":"cluster0","destination":"cluster0"}"#,
+                "both cluster0",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","reversible":true,"buildIndexes":"never"}"#,
+                "never",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","reversible":true,"includeNamespaces":[{"database":"a"}]}"#,
+                "filters",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","preExistingDestinationData":true}"#,
+                "requires includeNamespaces",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":"none"}"#,
+                "removed",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","sharding":{"shardingEntries":[]}}"#,
+                "sharded",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","includeNamespaces":[{"collections":["a"]}]}"#,
+                "database",
+            ),
         ];
         for (body, want) in bad {
             let e = parse(body).unwrap().validate().unwrap_err().to_string();

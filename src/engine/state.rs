@@ -149,8 +149,21 @@ mod tests {
     #[test]
     fn transitions_follow_the_state_table() {
         use State::*;
-        let all = [Initializing, Idle, Running, Paused, Committing, Committed, Reversing];
-        let allowed = |v: Verb| all.iter().filter(|s| v.check(**s).is_ok()).copied().collect::<Vec<_>>();
+        let all = [
+            Initializing,
+            Idle,
+            Running,
+            Paused,
+            Committing,
+            Committed,
+            Reversing,
+        ];
+        let allowed = |v: Verb| {
+            all.iter()
+                .filter(|s| v.check(**s).is_ok())
+                .copied()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(allowed(Verb::Start), vec![Idle]);
         assert_eq!(allowed(Verb::Pause), vec![Running]);
         assert_eq!(allowed(Verb::Resume), vec![Paused]);

@@ -196,14 +196,19 @@ pub fn progress_json(
         };
         p.insert(
             "ceaStage".into(),
-            json!(if drain { "collection copy drain" } else { "steady state" }),
+            json!(if drain {
+                "collection copy drain"
+            } else {
+                "steady state"
+            }),
         );
     }
-    let sub = |t: Option<Timestamp>| -> Value {
-        match (t, snap.source_now) {
-            (Some(t), Some(now)) => json!((now.time as i64 - t.time as i64).max(0)),
-            (Some(_), None) => json!(0),
-            _ => Value::Null,
+    // CRUD and DDL events come through one stream and are applied in order, so each kind's
+    // lag is the overall lag once an event of that kind has been applied.
+    let kind_lag = |seen: Option<Timestamp>| -> Value {
+        match seen {
+            Some(_) => json!(lag),
+            None => Value::Null,
         }
     };
     if paused || lag.is_none() {
@@ -214,8 +219,8 @@ pub fn progress_json(
             "lag".into(),
             json!({
                 "overallLagSeconds": lag,
-                "crudLagSeconds": sub(snap.crud_ts.or(snap.applied_ts)),
-                "ddlLagSeconds": sub(snap.ddl_ts),
+                "crudLagSeconds": kind_lag(snap.crud_ts.or(snap.applied_ts)),
+                "ddlLagSeconds": kind_lag(snap.ddl_ts),
             }),
         );
         p.insert("lagTimeSeconds".into(), json!(lag));
@@ -287,14 +292,26 @@ mod tests {
         let p = &v["progress"];
         assert_eq!(p["state"], "IDLE");
         assert_eq!(p["canCommit"], false);
-        for k in ["canWrite", "info", "lag", "lagTimeSeconds", "collectionCopy", "directionMapping"] {
+        for k in [
+            "canWrite",
+            "info",
+            "lag",
+            "lagTimeSeconds",
+            "collectionCopy",
+            "directionMapping",
+        ] {
             assert!(p[k].is_null(), "{k}");
         }
     }
 
     #[test]
     fn running_in_cea_can_commit_and_paused_hides_lag() {
-        let ts = |t| Some(Timestamp { time: t, increment: 1 });
+        let ts = |t| {
+            Some(Timestamp {
+                time: t,
+                increment: 1,
+            })
+        };
         let mut s = Snapshot {
             state: State::Running,
             phase: Some(Phase::ChangeEvents),

@@ -1,0 +1,552 @@
+//! The engine's command line and HTTP API against real servers: flags, bad URIs, every API
+//! error path, the state machine (pause/resume), filters and destination checks.
+
+mod common;
+
+use std::time::Duration;
+
+use bson::doc;
+use common::{state_of, Engine, Server};
+use serde_json::{json, Value};
+
+const SECRET: &str = "s3cr3t-Pa55";
+
+fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_clustersync"))
+        .args(args)
+        .output()
+        .expect("run clustersync")
+}
+
+#[test]
+fn version_and_help() {
+    for flag in ["--version", "-v"] {
+        let out = run_cli(&[flag]);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    }
+    let out = run_cli(&["engine", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--cluster0",
+        "--cluster1",
+        "--port",
+        "--config",
+        "--logPath",
+        "--verbosity",
+        "--loadLevel",
+        "--id",
+        "--acceptDisclaimer",
+        "--bind",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_uris_exit_non_zero_naming_the_flag_without_the_password() {
+    let good = "mongodb://127.0.0.1:1/?directConnection=true";
+    let bad_uris = [
+        format!("mongodb://admin:{SECRET}@"),
+        format!("mongodb://admin:{SECRET}@h:27017/?w=1"),
+        format!("mongodb://admin:{SECRET}@h:27017/?tls=perhaps"),
+        format!("postgres://admin:{SECRET}@h:5432"),
+        format!("mongodb://admin:{SECRET}@h:27017/?readPreference=secondary"),
+        String::new(),
+    ];
+    for bad in &bad_uris {
+        for (flag, args) in [
+            (
+                "--cluster0",
+                vec!["engine", "--cluster0", bad.as_str(), "--cluster1", good],
+            ),
+            (
+                "--cluster1",
+                vec!["engine", "--cluster0", good, "--cluster1", bad.as_str()],
+            ),
+        ] {
+            let out = run_cli(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+            assert!(stderr.contains(flag), "{bad}: {stderr}");
+            assert!(
+                !stderr.contains(SECRET) && !stdout.contains(SECRET),
+                "{bad}: password leaked: {stderr}"
+            );
+        }
+    }
+    let out = run_cli(&["engine", "--cluster0", good]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster1 is required"));
+    let out = run_cli(&[
+        "engine",
+        "--cluster0",
+        good,
+        "--cluster1",
+        good,
+        "--loadLevel",
+        "7",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loadLevel"));
+}
+
+async fn two_servers() -> (Server, Server) {
+    tokio::join!(Server::start(), Server::start())
+}
+
+fn progress(v: &Value) -> &Value {
+    &v["progress"]
+}
+
+async fn expect_error(engine: &Engine, path: &str, body: &str, status: u16, name: &str) -> Value {
+    let (code, v) = engine.post_raw(path, body).await;
+    assert_eq!(v["success"], false, "{path} {body}: {v}");
+    assert_eq!(v["error"], name, "{path} {body}: {v}");
+    assert_eq!(code, status, "{path} {body}: {v}");
+    let desc = v["errorDescription"].as_str().unwrap_or_default();
+    assert!(desc.len() > 20, "error description too thin: {v}");
+    assert!(!desc.contains(SECRET), "{v}");
+    // The engine keeps serving after every refusal.
+    let p = engine.progress().await;
+    assert!(state_of(&p).is_some());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_error_paths_and_config_file() {
+    let (a, b) = two_servers().await;
+    // Credentials in the URI (the servers run without auth and ignore them unless asked to
+    // authenticate, so use authMechanism-free options that the driver accepts without a user).
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("engine.yaml");
+    let port = common::free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster0: \"{}\"\ncluster1: \"{}\"\nport: {port}\nverbosity: INFO\nloadLevel: 2\n",
+            a.uri(),
+            b.uri()
+        ),
+    )
+    .unwrap();
+    let engine = Engine::spawn(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ]);
+    let idle = engine.wait_ready().await;
+    let p = progress(&idle);
+    assert_eq!(p["state"], "IDLE");
+    assert_eq!(p["canCommit"], false);
+    for k in [
+        "canWrite",
+        "info",
+        "lag",
+        "lagTimeSeconds",
+        "collectionCopy",
+        "directionMapping",
+        "totalEventsApplied",
+    ] {
+        assert!(p[k].is_null(), "IDLE must null {k}: {p}");
+    }
+
+    // Bodies.
+    expect_error(&engine, "start", "", 400, "InvalidRequestBody").await;
+    expect_error(&engine, "start", "{\"source\": ", 400, "InvalidRequestBody").await;
+    expect_error(&engine, "start", "[]", 400, "InvalidRequestBody").await;
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster0"}"#,
+        400,
+        "MissingField",
+    )
+    .await;
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster0","destination":"cluster1","turbo":true}"#,
+        400,
+        "UnknownField",
+    )
+    .await;
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster0","destination":"cluster1","reversible":"yes"}"#,
+        400,
+        "InvalidFieldValue",
+    )
+    .await;
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster9","destination":"cluster1"}"#,
+        400,
+        "InvalidFieldValue",
+    )
+    .await;
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster0","destination":"cluster1","buildIndexes":"later"}"#,
+        400,
+        "InvalidFieldValue",
+    )
+    .await;
+    // Options that parse but cannot be honoured.
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster1","destination":"cluster1"}"#,
+        400,
+        "InvalidStartOptions",
+    )
+    .await;
+    expect_error(&engine, "start", r#"{"source":"cluster0","destination":"cluster1","reversible":true,"buildIndexes":"never"}"#, 400, "InvalidStartOptions").await;
+    expect_error(&engine, "start", r#"{"source":"cluster0","destination":"cluster1","includeNamespaces":[{"databaseRegex":{"pattern":"(unclosed"}}]}"#, 400, "InvalidStartOptions").await;
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster0","destination":"cluster1","preExistingDestinationData":true}"#,
+        400,
+        "InvalidStartOptions",
+    )
+    .await;
+    // Calls that do not fit IDLE.
+    for verb in ["pause", "resume", "commit", "reverse"] {
+        expect_error(&engine, verb, "{}", 409, "InvalidState").await;
+    }
+    expect_error(&engine, "pause", "{\"now\":1}", 400, "UnknownField").await;
+    expect_error(&engine, "pause", "", 400, "InvalidRequestBody").await;
+    // Paths and methods.
+    let (code, v) = engine.get("start").await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{v}"
+    );
+    let (code, v) = engine.post_raw("progress", "{}").await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{v}"
+    );
+    let (code, v) = engine.post_raw("teleport", "{}").await;
+    assert_eq!((code, v["error"].as_str()), (404, Some("NotFound")), "{v}");
+
+    // A destination holding user data refuses to start, and nothing is left behind.
+    let bc = b.client().await;
+    bc.database("mine")
+        .collection("keep")
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
+    let v = expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster0","destination":"cluster1"}"#,
+        409,
+        "DestinationNotEmpty",
+    )
+    .await;
+    assert!(
+        v["errorDescription"]
+            .as_str()
+            .unwrap()
+            .contains("mine.keep"),
+        "{v}"
+    );
+    assert!(!bc
+        .list_database_names()
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| d.starts_with("clustersync")));
+    assert_eq!(state_of(&engine.progress().await), Some("IDLE"));
+
+    // With preExistingDestinationData and a filter it may, unless namespaces collide.
+    let ac = a.client().await;
+    ac.database("mine")
+        .collection("keep")
+        .insert_one(doc! { "y": 2 })
+        .await
+        .unwrap();
+    ac.database("app")
+        .collection("users")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .unwrap();
+    let v = expect_error(&engine, "start", r#"{"source":"cluster0","destination":"cluster1","preExistingDestinationData":true,"excludeNamespaces":[{"database":"other"}]}"#, 409, "NamespaceConflict").await;
+    assert!(
+        v["errorDescription"]
+            .as_str()
+            .unwrap()
+            .contains("mine.keep"),
+        "{v}"
+    );
+    let (code, v) = engine
+        .post("start", json!({"source":"cluster0","destination":"cluster1","preExistingDestinationData":true,"includeNamespaces":[{"database":"app"}]}))
+        .await;
+    assert_eq!((code, &v["success"]), (200, &json!(true)), "{v}");
+    expect_error(
+        &engine,
+        "start",
+        r#"{"source":"cluster0","destination":"cluster1"}"#,
+        409,
+        "InvalidState",
+    )
+    .await;
+    expect_error(&engine, "resume", "{}", 409, "InvalidState").await;
+    expect_error(&engine, "reverse", "{}", 409, "InvalidState").await;
+    let p = engine
+        .wait_until(
+            |p| p["progress"]["canCommit"] == true,
+            Duration::from_secs(60),
+        )
+        .await;
+    let p = progress(&p);
+    assert_eq!(
+        p["directionMapping"]["Source"],
+        format!("cluster0: 127.0.0.1:{}", a.port)
+    );
+    assert_eq!(
+        p["directionMapping"]["Destination"],
+        format!("cluster1: 127.0.0.1:{}", b.port)
+    );
+    assert_eq!(p["mongosyncID"], "coordinator");
+
+    // Pause: lag goes null, writes wait; resume applies them.
+    let (code, v) = engine.post("pause", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let p = engine.wait_state("PAUSED", Duration::from_secs(10)).await;
+    assert!(
+        p["progress"]["lag"].is_null() && p["progress"]["lagTimeSeconds"].is_null(),
+        "{p}"
+    );
+    assert_eq!(p["progress"]["canCommit"], false);
+    expect_error(&engine, "commit", "{}", 409, "InvalidState").await;
+    expect_error(&engine, "pause", "{}", 409, "InvalidState").await;
+    ac.database("app")
+        .collection("users")
+        .insert_one(doc! { "_id": 2, "during": "pause" })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let users = bc.database("app").collection::<bson::Document>("users");
+    assert!(
+        users.find_one(doc! { "_id": 2 }).await.unwrap().is_none(),
+        "paused engine applied a write"
+    );
+    let (code, _) = engine.post("resume", json!({})).await;
+    assert_eq!(code, 200);
+    engine
+        .wait_until(
+            |p| p["progress"]["canCommit"] == true,
+            Duration::from_secs(60),
+        )
+        .await;
+    let mut applied = false;
+    for _ in 0..50 {
+        if users.find_one(doc! { "_id": 2 }).await.unwrap().is_some() {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        applied,
+        "write made while paused was not applied after resume"
+    );
+
+    let (code, v) = engine.post("commit", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let done = engine
+        .wait_state("COMMITTED", Duration::from_secs(60))
+        .await;
+    assert_eq!(done["progress"]["canWrite"], true);
+    assert_eq!(done["progress"]["info"], "commit completed");
+    expect_error(&engine, "reverse", "{}", 409, "NotReversible").await;
+    expect_error(&engine, "commit", "{}", 409, "InvalidState").await;
+    // Filtered: only app.* moved; the destination's own data is untouched.
+    assert!(bc
+        .database("mine")
+        .collection::<bson::Document>("keep")
+        .find_one(doc! { "x": 1 })
+        .await
+        .unwrap()
+        .is_some());
+    assert!(bc
+        .database("mine")
+        .collection::<bson::Document>("keep")
+        .find_one(doc! { "y": 2 })
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(users.count_documents(doc! {}).await.unwrap(), 2);
+    let log = engine.log_contents();
+    assert!(!log.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reverse_direction_filters_and_reverse_endpoint() {
+    let (a, b) = two_servers().await;
+    // cluster1 is the source here.
+    let src = b.client().await;
+    for (db, coll) in [
+        ("keep", "a"),
+        ("keep", "b"),
+        ("keep", "tmp_x"),
+        ("skip", "a"),
+        ("logs_2026", "x"),
+        ("logs_2025", "x"),
+    ] {
+        src.database(db)
+            .collection(coll)
+            .insert_one(doc! { "_id": 1, "ns": format!("{db}.{coll}") })
+            .await
+            .unwrap();
+    }
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    engine.wait_ready().await;
+    let (code, v) = engine
+        .post(
+            "start",
+            json!({
+                "source": "cluster1", "destination": "cluster0", "reversible": false,
+                "includeNamespaces": [{"database": "keep"}, {"databaseRegex": {"pattern": "^LOGS_", "options": "i"}}],
+                "excludeNamespaces": [{"database": "keep", "collectionsRegex": {"pattern": "^tmp_"}}, {"database": "logs_2025"}]
+            }),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let p = engine
+        .wait_until(
+            |p| p["progress"]["canCommit"] == true,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        p["progress"]["directionMapping"]["Source"],
+        format!("cluster1: 127.0.0.1:{}", b.port)
+    );
+    // Live changes in and out of the filter.
+    src.database("keep")
+        .collection("c")
+        .insert_one(doc! { "_id": 9 })
+        .await
+        .unwrap();
+    src.database("keep")
+        .collection("tmp_y")
+        .insert_one(doc! { "_id": 9 })
+        .await
+        .unwrap();
+    src.database("skip")
+        .collection("a")
+        .insert_one(doc! { "_id": 9 })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    engine
+        .wait_until(
+            |p| p["progress"]["canCommit"] == true,
+            Duration::from_secs(60),
+        )
+        .await;
+    engine.post("commit", json!({})).await;
+    engine
+        .wait_state("COMMITTED", Duration::from_secs(60))
+        .await;
+    let dst = a.client().await;
+    let mut got = Vec::new();
+    for db in dst.list_database_names().await.unwrap() {
+        if [
+            "admin",
+            "local",
+            "config",
+            "clustersync_reserved_for_internal_use",
+        ]
+        .contains(&db.as_str())
+        {
+            continue;
+        }
+        for c in dst.database(&db).list_collection_names().await.unwrap() {
+            got.push(format!("{db}.{c}"));
+        }
+    }
+    got.sort();
+    assert_eq!(got, vec!["keep.a", "keep.b", "keep.c", "logs_2026.x"]);
+    // Reverse: refused clearly (reverse sync comes later); the engine stays COMMITTED.
+    let (code, v) = engine.post("reverse", json!({})).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("NotReversible")),
+        "{v}"
+    );
+    assert_eq!(state_of(&engine.progress().await), Some("COMMITTED"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reverse_answers_not_supported_for_a_reversible_sync() {
+    let (a, b) = two_servers().await;
+    a.client()
+        .await
+        .database("d")
+        .collection("c")
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    engine.wait_ready().await;
+    let (code, v) = engine
+        .post(
+            "start",
+            json!({"source":"cluster0","destination":"cluster1","reversible":true}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    engine
+        .wait_until(
+            |p| p["progress"]["canCommit"] == true,
+            Duration::from_secs(60),
+        )
+        .await;
+    engine.post("commit", json!({})).await;
+    engine
+        .wait_state("COMMITTED", Duration::from_secs(60))
+        .await;
+    let (code, v) = engine.post("reverse", json!({})).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (501, Some("ReverseNotSupported")),
+        "{v}"
+    );
+    assert_eq!(state_of(&engine.progress().await), Some("COMMITTED"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standalone_source_is_refused() {
+    let (a, b) = tokio::join!(Server::start_with_args(&["--standalone"]), Server::start());
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    engine.wait_ready().await;
+    let (code, v) = engine
+        .post(
+            "start",
+            json!({"source":"cluster0","destination":"cluster1"}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("UnsupportedTopology")),
+        "{v}"
+    );
+    assert!(v["errorDescription"]
+        .as_str()
+        .unwrap()
+        .contains("replica set"));
+    assert_eq!(state_of(&engine.progress().await), Some("IDLE"));
+}
