@@ -47,6 +47,25 @@ pub fn partition_id(db: &str, coll: &str, index: usize) -> String {
     format!("{db}.{coll}#{index:06}")
 }
 
+/// One partition covering a whole collection (used to copy a collection again).
+pub fn whole_collection(spec: &CollSpec) -> PartitionDoc {
+    let natural = spec.kind == CollKind::Timeseries || spec.is_capped();
+    PartitionDoc {
+        id: partition_id(&spec.db, &spec.name, 0),
+        db: spec.db.clone(),
+        coll: spec.name.clone(),
+        index: 0,
+        lo: None,
+        hi: None,
+        order: if natural { CopyOrder::Natural } else { CopyOrder::Id },
+        uuid: spec.uuid.clone(),
+        recreate: false,
+        done: false,
+        copied_bytes: 0,
+        copied_docs: 0,
+    }
+}
+
 /// Estimated size of a collection, in bytes and documents.
 pub async fn collection_size(
     client: &Client,
@@ -91,6 +110,7 @@ pub async fn plan(
         lo: None,
         hi: None,
         order,
+        uuid: spec.uuid.clone(),
         recreate,
         done: false,
         copied_bytes: 0,
@@ -153,6 +173,7 @@ pub async fn plan(
             lo: lo.clone(),
             hi: hi.clone(),
             order: CopyOrder::Id,
+            uuid: spec.uuid.clone(),
             recreate: false,
             done: false,
             copied_bytes: 0,
@@ -210,12 +231,14 @@ pub async fn copy_partition(
     tuning: &CopyTuning,
     copied: &AtomicI64,
 ) -> mongodb::error::Result<(i64, i64)> {
+    let current = catalog::find_spec(source, &part.db, &part.coll).await?;
+    let Some(current) = current.filter(|c| part.uuid.is_none() || c.uuid == part.uuid) else {
+        tracing::debug!("collection renamed or dropped since the copy was planned; change events carry it");
+        return Ok((0, 0));
+    };
     if part.recreate {
         catalog::drop_collection(destination, &part.db, &part.coll).await?;
-        match catalog::find_spec(source, &part.db, &part.coll).await? {
-            Some(spec) => catalog::create(destination, &spec).await?,
-            None => return Ok((0, 0)),
-        }
+        catalog::create(destination, &current).await?;
     }
     let src: Collection<RawDocumentBuf> = source.database(&part.db).collection_with_options(
         &part.coll,

@@ -258,11 +258,38 @@ async fn restore_copied_bytes(ctx: &Ctx) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Some servers create a collection without a change event (an update that matches nothing
+/// in a missing collection, on some test servers): make sure every source collection and view
+/// in scope exists on the destination before it is handed over.
+async fn create_unannounced(ctx: &Ctx) -> Result<(), JobError> {
+    let dest: std::collections::HashSet<String> = catalog::list_all(&ctx.destination, &ctx.scope)
+        .await?
+        .iter()
+        .map(|s| s.ns())
+        .collect();
+    let mut missing = catalog::list_all(&ctx.source, &ctx.scope).await?;
+    missing.retain(|s| !dest.contains(&s.ns()));
+    missing.sort_by_key(|s| s.kind == CollKind::View);
+    for spec in missing {
+        if ctx.options.pre_existing_destination_data && spec.kind == CollKind::View {
+            continue;
+        }
+        tracing::info!(ns = %spec.ns(), "creating a collection the change stream never announced");
+        catalog::create(&ctx.destination, &spec).await?;
+        if spec.kind != CollKind::View {
+            let part = copy::whole_collection(&spec);
+            copy::copy_partition(&ctx.source, &ctx.destination, &part, &ctx.tuning, &std::sync::atomic::AtomicI64::new(0)).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Commit: the final events are applied; restore what the sync changed on the destination,
 /// report `canWrite`, finish unique indexes, then COMMITTED.
 #[tracing::instrument(skip_all)]
 async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     restore_copied_bytes(ctx).await?;
+    create_unannounced(ctx).await?;
     let specs = catalog::list_all(&ctx.destination, &ctx.scope).await?;
     let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
     if ctx.options.build_indexes != BuildIndexes::Never {

@@ -64,6 +64,11 @@ pub struct PartitionDoc {
     pub lo: Option<Bson>,
     pub hi: Option<Bson>,
     pub order: CopyOrder,
+    /// The source collection's UUID when the copy was planned. A collection found under the
+    /// same name with another UUID is another collection (the planned one was renamed or
+    /// dropped): its documents reach the destination through change events instead.
+    #[serde(default)]
+    pub uuid: Option<bson::Binary>,
     /// Time series collections have no unique `_id`: a redo starts from an empty collection.
     #[serde(default)]
     pub recreate: bool,
@@ -74,21 +79,12 @@ pub struct PartitionDoc {
     pub copied_docs: i64,
 }
 
-/// A change-event document whose source lookup found nothing because its collection had
-/// been renamed (or dropped) meanwhile; settled when the rename or drop is applied.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingLookup {
-    #[serde(rename = "_id")]
-    pub id: Document,
-}
-
 #[derive(Clone)]
 pub struct Store {
     migration: Collection<MigrationDoc>,
     raw_migration: Collection<Document>,
     partitions: Collection<PartitionDoc>,
-    pending: Collection<Document>,
+    recopy: Collection<Document>,
 }
 
 impl Store {
@@ -109,7 +105,7 @@ impl Store {
             migration: db.collection("migration"),
             raw_migration: db.collection("migration"),
             partitions: db.collection("partitions"),
-            pending: db.collection("pendingLookups"),
+            recopy: db.collection("recopy"),
         }
     }
 
@@ -216,48 +212,29 @@ impl Store {
             .map(|_| ())
     }
 
-    pub async fn add_pending(&self, key: Document) -> mongodb::error::Result<()> {
-        self.pending
-            .update_one(
-                doc! { "_id": &key },
-                doc! { "$setOnInsert": { "_id": &key } },
-            )
+    /// Marks a destination namespace whose content must be copied again from the source
+    /// (its collection was renamed while the copy was running).
+    pub async fn mark_recopy(&self, ns: &str) -> mongodb::error::Result<()> {
+        self.recopy
+            .update_one(doc! { "_id": ns }, doc! { "$setOnInsert": { "_id": ns } })
             .upsert(true)
             .await
             .map(|_| ())
     }
 
-    pub async fn take_pending(&self, uuid: &bson::Binary) -> mongodb::error::Result<Vec<Bson>> {
-        let docs: Vec<Document> = self
-            .pending
-            .find(doc! { "_id.uuid": uuid.clone() })
-            .await?
-            .try_collect()
-            .await?;
-        Ok(docs
-            .iter()
-            .filter_map(|d| {
-                d.get_document("_id")
-                    .ok()
-                    .and_then(|k| k.get("id").cloned())
-            })
-            .collect())
+    pub async fn has_recopy(&self, ns: &str) -> mongodb::error::Result<bool> {
+        Ok(self.recopy.find_one(doc! { "_id": ns }).await?.is_some())
     }
 
-    pub async fn remove_pending(
-        &self,
-        uuid: &bson::Binary,
-        id: &Bson,
-    ) -> mongodb::error::Result<()> {
-        self.pending
-            .delete_one(doc! { "_id": { "uuid": uuid.clone(), "id": id.clone() } })
-            .await
-            .map(|_| ())
+    /// Removes a mark; tells whether there was one.
+    pub async fn take_recopy(&self, ns: &str) -> mongodb::error::Result<bool> {
+        Ok(self.recopy.delete_one(doc! { "_id": ns }).await?.deleted_count > 0)
     }
 
-    pub async fn clear_pending_uuid(&self, uuid: &bson::Binary) -> mongodb::error::Result<()> {
-        self.pending
-            .delete_many(doc! { "_id.uuid": uuid.clone() })
+    pub async fn clear_recopy_db(&self, db: &str) -> mongodb::error::Result<()> {
+        let prefix = format!("^{}\\.", regex::escape(db));
+        self.recopy
+            .delete_many(doc! { "_id": { "$regex": prefix } })
             .await
             .map(|_| ())
     }

@@ -1,0 +1,450 @@
+//! CRUD events, batched.
+//!
+//! Per document only what matters survives: an insert, replace or delete sets the whole
+//! document (so it cancels whatever came before it), and the updates after it are kept in order
+//! as deltas (`updateDescription`: `$set` of the updated fields, raw; `$unset` of the removed
+//! ones; `$push`/`$slice` for truncated arrays). Deltas need no read of the source, so they work
+//! whatever happened to the collection since. A delta that cannot be expressed (ambiguous
+//! paths) or that the destination refuses (a document copied in a later state than the event
+//! saw) is settled by reading the document from the source, when the source namespace provably
+//! still holds the same collection.
+
+use std::collections::HashMap;
+
+use bson::{doc, Binary, Bson, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::options::ReadConcern;
+use mongodb::{Client, Collection};
+
+use super::super::catalog::{self, CollKind};
+use super::super::filter::Scope;
+use super::super::job::{Ctx, JobError};
+use super::super::mongo;
+use super::{lineage, Applier};
+
+const WRITE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+const WRITE_CHUNK_OPS: usize = 1_000;
+
+/// The `_id` of a document, with its encoded bytes as the key.
+#[derive(Clone)]
+pub(crate) struct DocId {
+    key: Vec<u8>,
+    value: RawBson,
+}
+
+impl DocId {
+    pub(crate) fn new(value: RawBsonRef<'_>) -> Self {
+        let value = value.to_raw_bson();
+        let mut d = RawDocumentBuf::new();
+        d.append("_id", value.clone());
+        Self {
+            key: d.into_bytes(),
+            value,
+        }
+    }
+    fn bson(&self) -> Bson {
+        Bson::try_from(self.value.clone()).unwrap_or(Bson::Null)
+    }
+    fn filter(&self) -> RawDocumentBuf {
+        let mut q = RawDocumentBuf::new();
+        q.append("_id", self.value.clone());
+        q
+    }
+}
+
+enum Base {
+    Upsert(RawDocumentBuf),
+    Delete,
+}
+
+struct DocOps {
+    id: DocId,
+    base: Option<Base>,
+    /// Update documents, in event order, applied after `base`.
+    deltas: Vec<RawDocumentBuf>,
+    /// Settle by reading the source instead.
+    fetch: bool,
+}
+
+#[derive(Default)]
+struct NsOps {
+    uuid: Option<Binary>,
+    docs: HashMap<Vec<u8>, DocOps>,
+}
+
+#[derive(Default)]
+pub(crate) struct Batch {
+    by_ns: HashMap<(String, String), NsOps>,
+    pub events: usize,
+    pub bytes: usize,
+    pub last_ts: Option<Timestamp>,
+    /// The stream's resume token once the batch was read: the point its settling reads are
+    /// checked against.
+    pub last_token: Option<ResumeToken>,
+}
+
+fn ns_of(ev: &RawDocument) -> Option<(String, String)> {
+    let ns = ev.get_document("ns").ok()?;
+    Some((ns.get_str("db").ok()?.to_string(), ns.get_str("coll").ok()?.to_string()))
+}
+
+/// The update documents that replay an `updateDescription`, or `None` when it cannot be
+/// replayed exactly.
+fn deltas(desc: &RawDocument) -> Option<Vec<RawDocumentBuf>> {
+    if let Ok(paths) = desc.get_document("disambiguatedPaths") {
+        if !paths.is_empty() {
+            return None;
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(truncated) = desc.get_array("truncatedArrays") {
+        let mut push = RawDocumentBuf::new();
+        for t in truncated {
+            let t = t.ok()?.as_document()?;
+            let field = t.get_str("field").ok()?;
+            let size = match t.get("newSize").ok()?? {
+                RawBsonRef::Int32(v) => v as i64,
+                RawBsonRef::Int64(v) => v,
+                RawBsonRef::Double(v) => v as i64,
+                _ => return None,
+            };
+            let mut spec = RawDocumentBuf::new();
+            spec.append("$each", RawArrayBuf::new());
+            spec.append("$slice", size);
+            push.append(field, spec);
+        }
+        if !push.is_empty() {
+            let mut u = RawDocumentBuf::new();
+            u.append("$push", push);
+            out.push(u);
+        }
+    }
+    let mut u = RawDocumentBuf::new();
+    if let Ok(set) = desc.get_document("updatedFields") {
+        if !set.is_empty() {
+            u.append("$set", set.to_raw_document_buf());
+        }
+    }
+    if let Ok(removed) = desc.get_array("removedFields") {
+        let mut unset = RawDocumentBuf::new();
+        for r in removed {
+            unset.append(r.ok()?.as_str()?, "");
+        }
+        if !unset.is_empty() {
+            u.append("$unset", unset);
+        }
+    }
+    if !u.is_empty() {
+        out.push(u);
+    }
+    Some(out)
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    pub fn add(&mut self, scope: &Scope, ev: &RawDocument, op: &str) {
+        if let Ok(ts) = ev.get_timestamp("clusterTime") {
+            self.last_ts = Some(ts);
+        }
+        self.events += 1;
+        let Some(ns) = ns_of(ev) else { return };
+        if !scope.includes(&ns.0, &ns.1) {
+            return;
+        }
+        let Ok(Some(id)) = ev.get_document("documentKey").map(|k| k.get("_id").ok().flatten()) else {
+            return;
+        };
+        let id = DocId::new(id);
+        let nso = self.by_ns.entry(ns).or_default();
+        if nso.uuid.is_none() {
+            nso.uuid = ev.get_binary("collectionUUID").ok().map(|b| Binary {
+                subtype: b.subtype,
+                bytes: b.bytes.to_vec(),
+            });
+        }
+        let entry = nso.docs.entry(id.key.clone()).or_insert_with(|| DocOps {
+            id,
+            base: None,
+            deltas: Vec::new(),
+            fetch: false,
+        });
+        match op {
+            "insert" | "replace" => match ev.get_document("fullDocument") {
+                Ok(d) => {
+                    self.bytes += d.as_bytes().len();
+                    entry.base = Some(Base::Upsert(d.to_raw_document_buf()));
+                    entry.deltas.clear();
+                    entry.fetch = false;
+                }
+                Err(_) => entry.fetch = true,
+            },
+            "delete" => {
+                entry.base = Some(Base::Delete);
+                entry.deltas.clear();
+                entry.fetch = false;
+            }
+            _ => {
+                if entry.fetch {
+                    return;
+                }
+                match ev.get_document("updateDescription").ok().and_then(deltas) {
+                    Some(d) => {
+                        self.bytes += d.iter().map(|u| u.as_bytes().len()).sum::<usize>();
+                        entry.deltas.extend(d);
+                    }
+                    None => {
+                        entry.fetch = true;
+                        entry.deltas.clear();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Applier<'_> {
+    async fn dest_kind(&mut self, db: &str, coll: &str) -> Result<Option<CollKind>, JobError> {
+        let key = (db.to_string(), coll.to_string());
+        if let Some(k) = self.kinds.get(&key) {
+            return Ok(*k);
+        }
+        let k = catalog::find_spec(&self.ctx.destination, db, coll)
+            .await?
+            .map(|s| s.kind);
+        self.kinds.insert(key, k);
+        Ok(k)
+    }
+
+    pub(crate) async fn apply_batch(&mut self, batch: Batch) -> Result<(), JobError> {
+        let mut prepared = Vec::new();
+        let token = batch.last_token.clone();
+        for ((db, coll), nso) in batch.by_ns {
+            let mut kind = self.dest_kind(&db, &coll).await?;
+            if kind.is_none() && nso.uuid.is_some() {
+                // The destination lacks a collection the source has (its copy was overtaken
+                // by a rename or drop): create it with its options rather than let an upsert
+                // create a bare one.
+                if let Some(spec) = catalog::find_spec(&self.ctx.source, &db, &coll).await? {
+                    if spec.uuid == nso.uuid {
+                        catalog::create(&self.ctx.destination, &spec).await?;
+                        catalog::build_indexes(&self.ctx.source, &self.ctx.destination, &db, &coll, self.ctx.options.build_indexes, None).await?;
+                        kind = Some(spec.kind);
+                        self.kinds.insert((db.clone(), coll.clone()), kind);
+                    }
+                }
+            }
+            prepared.push((db, coll, nso, kind));
+        }
+        let ctx = self.ctx;
+        let token = &token;
+        // Collections are independent of each other: write them concurrently.
+        futures::stream::iter(prepared.into_iter().map(|(db, coll, nso, kind)| async move {
+            apply_ns(ctx, &db, &coll, nso, kind, token.as_ref()).await
+        }))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
+    }
+}
+
+fn majority() -> RawDocumentBuf {
+    let mut wc = RawDocumentBuf::new();
+    wc.append("w", "majority");
+    wc
+}
+
+async fn apply_ns(
+    ctx: &Ctx,
+    db: &str,
+    coll: &str,
+    nso: NsOps,
+    kind: Option<CollKind>,
+    token: Option<&ResumeToken>,
+) -> Result<(), JobError> {
+    let mut deletes = Vec::new();
+    let mut statements: Vec<(usize, RawDocumentBuf)> = Vec::new();
+    let mut docs: Vec<DocOps> = nso.docs.into_values().collect();
+    let mut fetch: Vec<usize> = Vec::new();
+    let mut inserts_ts = Vec::new();
+    for (i, d) in docs.iter_mut().enumerate() {
+        if d.fetch {
+            fetch.push(i);
+            continue;
+        }
+        match d.base.take() {
+            Some(Base::Delete) => deletes.push(d.id.clone()),
+            Some(Base::Upsert(doc)) if kind == Some(CollKind::Timeseries) => inserts_ts.push((d.id.clone(), doc)),
+            Some(Base::Upsert(doc)) => statements.push((i, stmt(&d.id, doc, true))),
+            None => {}
+        }
+        for u in d.deltas.drain(..) {
+            statements.push((i, stmt(&d.id, u, false)));
+        }
+    }
+    tracing::debug!(ns = %format!("{db}.{coll}"), deletes = deletes.len(), writes = statements.len(), fetch = fetch.len(), "applying batch");
+    write_deletes(&ctx.destination, db, coll, &deletes).await?;
+    if !inserts_ts.is_empty() {
+        insert_missing(&ctx.destination, db, coll, inserts_ts).await?;
+    }
+    let refused = write_statements(&ctx.destination, db, coll, statements).await?;
+    fetch.extend(refused);
+    if !fetch.is_empty() {
+        let ids: Vec<DocId> = fetch.iter().map(|&i| docs[i].id.clone()).collect();
+        settle_from_source(ctx, db, coll, &ids, token).await?;
+    }
+    Ok(())
+}
+
+fn stmt(id: &DocId, u: RawDocumentBuf, upsert: bool) -> RawDocumentBuf {
+    let mut s = RawDocumentBuf::new();
+    s.append("q", id.filter());
+    s.append("u", u);
+    if upsert {
+        s.append("upsert", true);
+    }
+    s
+}
+
+async fn write_deletes(client: &Client, db: &str, coll: &str, ids: &[DocId]) -> Result<(), JobError> {
+    for chunk in ids.chunks(WRITE_CHUNK_OPS) {
+        let mut stmts = RawArrayBuf::new();
+        for id in chunk {
+            let mut s = RawDocumentBuf::new();
+            s.append("q", id.filter());
+            s.append("limit", 1i32);
+            stmts.push(s);
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("delete", coll);
+        cmd.append("deletes", stmts);
+        cmd.append("ordered", false);
+        cmd.append("writeConcern", majority());
+        mongo::run_write(client, db, cmd, &[]).await?;
+    }
+    Ok(())
+}
+
+/// Runs update statements in order (a document's deltas must follow its upsert), in
+/// byte-bounded commands. A statement the server refuses marks its document for settling
+/// from the source, and that document's later statements are skipped; the others go on.
+/// Returns the refused documents.
+async fn write_statements(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    statements: Vec<(usize, RawDocumentBuf)>,
+) -> Result<Vec<usize>, JobError> {
+    let mut refused: Vec<usize> = Vec::new();
+    let mut next = 0;
+    while next < statements.len() {
+        let mut stmts = RawArrayBuf::new();
+        let mut sent: Vec<usize> = Vec::new();
+        let mut bytes = 0;
+        while next < statements.len() {
+            let (owner, s) = &statements[next];
+            let len = s.as_bytes().len();
+            if !sent.is_empty() && (bytes + len > WRITE_CHUNK_BYTES || sent.len() >= WRITE_CHUNK_OPS) {
+                break;
+            }
+            if !refused.contains(owner) {
+                bytes += len;
+                stmts.push(s.clone());
+                sent.push(next);
+            }
+            next += 1;
+        }
+        if sent.is_empty() {
+            continue;
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("update", coll);
+        cmd.append("updates", stmts);
+        cmd.append("ordered", true);
+        cmd.append("bypassDocumentValidation", true);
+        cmd.append("writeConcern", majority());
+        let reply = client.database(db).run_raw_command(cmd).await?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(JobError::Mongo(mongodb::error::Error::custom(mongo::WriteRejected {
+                code: wce.get_i32("code").unwrap_or_default(),
+                msg: wce.get_str("errmsg").unwrap_or("write concern error").to_string(),
+            })));
+        }
+        // Ordered: at most one error, and nothing after it in this command ran.
+        if let Some(Bson::Document(e)) = reply.get_array("writeErrors").ok().and_then(|a| a.first()) {
+            let at = (e.get_i32("index").unwrap_or(0).max(0) as usize).min(sent.len() - 1);
+            let position = sent[at];
+            tracing::debug!(code = e.get_i32("code").unwrap_or_default(), "a delta was refused by the destination; settling the document from the source");
+            refused.push(statements[position].0);
+            next = position + 1;
+        }
+    }
+    Ok(refused)
+}
+
+/// Time series collections have no unique `_id`: insert only what is not there yet.
+async fn insert_missing(client: &Client, db: &str, coll: &str, docs: Vec<(DocId, RawDocumentBuf)>) -> Result<(), JobError> {
+    let target: Collection<RawDocumentBuf> = client.database(db).collection(coll);
+    let values: Vec<Bson> = docs.iter().map(|(i, _)| i.bson()).collect();
+    let mut present = std::collections::HashSet::new();
+    let mut cursor = target.find(doc! { "_id": { "$in": values } }).projection(doc! { "_id": 1 }).await?;
+    while let Some(d) = cursor.try_next().await? {
+        if let Ok(Some(id)) = d.get("_id") {
+            present.insert(DocId::new(id).key);
+        }
+    }
+    let missing: Vec<RawDocumentBuf> = docs.into_iter().filter(|(i, _)| !present.contains(&i.key)).map(|(_, d)| d).collect();
+    if !missing.is_empty() {
+        target.insert_many(missing).ordered(false).bypass_document_validation(true).await?;
+    }
+    Ok(())
+}
+
+/// Replaces documents with their current state on the source, provided the source namespace
+/// still holds the collection the events came from (otherwise the read could answer for
+/// another collection; the later DDL event that changed the namespace settles it instead).
+async fn settle_from_source(ctx: &Ctx, db: &str, coll: &str, ids: &[DocId], token: Option<&ResumeToken>) -> Result<(), JobError> {
+    let stable = match token {
+        Some(t) => lineage::unchanged_since(&ctx.source, t, db, coll).await?,
+        None => true,
+    };
+    if !stable {
+        tracing::warn!(ns = %format!("{db}.{coll}"), documents = ids.len(), "documents could not be re-read: the collection was renamed or dropped since; the later DDL event settles them");
+        return Ok(());
+    }
+    let src: Collection<RawDocumentBuf> = ctx.source.database(db).collection_with_options(
+        coll,
+        mongodb::options::CollectionOptions::builder().read_concern(ReadConcern::majority()).build(),
+    );
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(WRITE_CHUNK_OPS) {
+        let values: Vec<Bson> = chunk.iter().map(|i| i.bson()).collect();
+        let mut cursor = src.find(doc! { "_id": { "$in": values } }).await?;
+        while let Some(d) = cursor.try_next().await? {
+            if let Ok(Some(id)) = d.get("_id") {
+                found.insert(DocId::new(id).key, d);
+            }
+        }
+    }
+    let mut statements = Vec::new();
+    let mut gone = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        match found.remove(&id.key) {
+            Some(d) => statements.push((n, stmt(id, d, true))),
+            None => gone.push(id.clone()),
+        }
+    }
+    write_deletes(&ctx.destination, db, coll, &gone).await?;
+    let refused = write_statements(&ctx.destination, db, coll, statements).await?;
+    if !refused.is_empty() {
+        return Err(JobError::fatal(format!(
+            "the destination refused {} whole-document replacements in {db}.{coll}; check the destination's logs",
+            refused.len()
+        )));
+    }
+    Ok(())
+}

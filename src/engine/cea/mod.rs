@@ -1,0 +1,162 @@
+//! Change event application: one change stream over the whole source, applied to the
+//! destination idempotently so that it converges although the events overlap the copy.
+//!
+//! CRUD events are batched ([`batch`]); DDL events are barriers applied alone ([`ddl`]). The
+//! resume token is checkpointed on the destination only after everything before it has been
+//! applied, so a restart replays at most one batch, which is harmless: every operation is
+//! idempotent.
+
+mod batch;
+mod ddl;
+mod lineage;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bson::{doc, RawDocumentBuf};
+use mongodb::change_stream::ChangeStream;
+
+use super::catalog::CollKind;
+use super::filter::METADATA_DB;
+use super::job::{Ctx, JobError};
+use super::mongo::{self, codes, error_code};
+
+const MAX_BATCH_EVENTS: usize = 5_000;
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+pub async fn run(ctx: &Ctx) -> Result<(), JobError> {
+    Applier {
+        ctx,
+        kinds: HashMap::new(),
+    }
+    .run()
+    .await
+}
+
+pub(crate) struct Applier<'a> {
+    ctx: &'a Ctx,
+    /// Destination collection kinds by namespace. Only this applier changes the destination,
+    /// so the cache is exact between DDL events, which clear it.
+    kinds: HashMap<(String, String), Option<CollKind>>,
+}
+
+fn history_lost(e: &mongodb::error::Error) -> bool {
+    error_code(e) == Some(codes::CHANGE_STREAM_HISTORY_LOST)
+}
+
+fn history_lost_error() -> JobError {
+    JobError::fatal(
+        "the source's oplog no longer holds the change stream's resume point (events were lost); enlarge the source oplog and restart the migration from scratch",
+    )
+}
+
+fn is_crud(op: &str) -> bool {
+    matches!(op, "insert" | "update" | "replace" | "delete")
+}
+
+impl<'a> Applier<'a> {
+    async fn open_stream(&self) -> Result<ChangeStream<RawDocumentBuf>, JobError> {
+        let doc = self.ctx.store.load().await?.ok_or_else(|| {
+            JobError::fatal("the migration document disappeared from the destination")
+        })?;
+        let mut watch = self
+            .ctx
+            .source
+            .watch()
+            .pipeline(vec![doc! { "$match": { "ns.db": { "$nin": ["admin", "config", "local", METADATA_DB] } } }])
+            .show_expanded_events(true)
+            .max_await_time(Duration::from_millis(500))
+            .batch_size(1000);
+        match doc.resume_token {
+            Some(t) => watch = watch.resume_after(t),
+            None => watch = watch.start_at_operation_time(doc.start_ts),
+        }
+        match watch.await {
+            Ok(s) => Ok(s.with_type::<RawDocumentBuf>()),
+            Err(e) if history_lost(&e) => Err(history_lost_error()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), JobError> {
+        let mut stream = self.open_stream().await?;
+        let (mut last_token, mut last_applied) = (None, None);
+        loop {
+            if self.commit_point_reached() {
+                return Ok(());
+            }
+            let probe = mongo::cluster_time(&self.ctx.source).await?;
+            self.ctx.status.saw_source_time(probe);
+            let mut pending = batch::Batch::default();
+            let mut idle = false;
+            let mut ddl_event: Option<RawDocumentBuf> = None;
+            loop {
+                let next = match stream.next_if_any().await {
+                    Ok(n) => n,
+                    Err(e) if history_lost(&e) => return Err(history_lost_error()),
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(ev) = next else {
+                    idle = true;
+                    break;
+                };
+                let op = ev.get_str("operationType").unwrap_or("").to_string();
+                if is_crud(&op) {
+                    pending.add(&self.ctx.scope, &ev, &op);
+                    if pending.events >= MAX_BATCH_EVENTS || pending.bytes >= MAX_BATCH_BYTES {
+                        break;
+                    }
+                } else {
+                    ddl_event = Some(ev);
+                    break;
+                }
+            }
+            if !pending.is_empty() {
+                let n = pending.events;
+                let last = pending.last_ts;
+                pending.last_token = stream.resume_token();
+                self.apply_batch(pending).await?;
+                self.ctx
+                    .status
+                    .counters
+                    .events_applied
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                if let Some(ts) = last {
+                    self.ctx.status.lock().crud_ts = Some(ts);
+                    self.ctx.status.applied_through(ts);
+                }
+            }
+            if let Some(ev) = ddl_event {
+                let ts = ev.get_timestamp("clusterTime").ok();
+                self.kinds.clear();
+                ddl::apply(self.ctx, &ev).await?;
+                self.ctx
+                    .status
+                    .counters
+                    .events_applied
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(ts) = ts {
+                    self.ctx.status.lock().ddl_ts = Some(ts);
+                    self.ctx.status.applied_through(ts);
+                }
+            }
+            if idle {
+                // The server had nothing after `probe`: everything up to it is applied.
+                self.ctx.status.applied_through(probe);
+            }
+            let applied = self.ctx.status.lock().applied_ts.unwrap_or(probe);
+            let token = stream.resume_token();
+            if token != last_token || Some(applied) != last_applied {
+                self.ctx.store.checkpoint(token.as_ref(), applied).await?;
+                last_token = token;
+                last_applied = Some(applied);
+            }
+        }
+    }
+
+    fn commit_point_reached(&self) -> bool {
+        let s = self.ctx.status.lock();
+        matches!((s.commit_ts, s.applied_ts), (Some(c), Some(a)) if a >= c)
+    }
+}

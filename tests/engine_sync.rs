@@ -1,0 +1,298 @@
+//! End-to-end syncs against real servers: the full seed dataset, a live random workload with
+//! the engine SIGKILLed during the copy and during change event application, servers going
+//! away, restarts and refusals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use common::{assert_clusters_equal, compare_clusters, state_of, Engine, Server, Workload};
+use futures::TryStreamExt;
+use serde_json::{json, Value};
+
+const META: &str = "clustersync_reserved_for_internal_use";
+const LONG: Duration = Duration::from_secs(180);
+
+async fn start_sync(engine: &Engine, body: Value) {
+    engine.wait_ready().await;
+    let (code, v) = engine.post("start", body).await;
+    assert_eq!(code, 200, "start refused: {v}");
+}
+
+async fn commit_and_wait(engine: &Engine) -> Value {
+    engine.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    let (code, v) = engine.post("commit", json!({})).await;
+    assert_eq!(code, 200, "commit refused: {v}");
+    let p = engine.wait_state("COMMITTED", LONG).await;
+    assert_eq!(p["progress"]["canWrite"], true, "{p}");
+    p
+}
+
+fn c0c1() -> Value {
+    json!({"source": "cluster0", "destination": "cluster1"})
+}
+
+async fn partitions(dest: &mongodb::Client) -> Vec<Document> {
+    dest.database(META)
+        .collection::<Document>("partitions")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Bulk documents of about 1 KB, enough that a copy at load level 1 takes seconds.
+async fn seed_bulk(client: &mongodb::Client, docs: i32) {
+    let coll = client.database("bulk").collection::<Document>("docs");
+    let pad = "p".repeat(900);
+    for start in (0..docs).step_by(5000) {
+        let batch: Vec<Document> = (start..(start + 5000).min(docs))
+            .map(|i| doc! { "_id": i, "n": i, "pad": &pad, "nested": { "k": i % 7, "arr": [i, i + 1] } })
+            .collect();
+        coll.insert_many(batch).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_dataset_is_copied_exactly_and_committed() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    common::seed_full_dataset(&src).await.expect("seed");
+    let refused = common::try_create_unsupported_indexes(&src).await.unwrap();
+    for r in &refused {
+        eprintln!("NOT EXERCISED (the test server refuses this index kind): {r}");
+    }
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &["--partitionSizeMB", "1", "--loadLevel", "4", "--verbosity", "INFO"]);
+    start_sync(&engine, c0c1()).await;
+    let p = engine.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    let pr = &p["progress"];
+    assert_eq!(pr["info"], "change event application", "{p}");
+    let copied = pr["collectionCopy"]["estimatedCopiedBytes"].as_i64().unwrap();
+    assert!(copied > 32_000_000, "two ~16 MB documents at least: {p}");
+    assert_eq!(pr["collectionCopy"]["estimatedTotalBytes"], pr["collectionCopy"]["estimatedCopiedBytes"]);
+    assert!(pr["lag"]["overallLagSeconds"].as_i64().unwrap() <= 30);
+    // Large collections were split into several resumable units.
+    let dest = b.client().await;
+    let parts = partitions(&dest).await;
+    let big_parts = parts.iter().filter(|p| p.get_str("db") == Ok("seed_a") && p.get_str("coll") == Ok("big")).count();
+    assert!(big_parts >= 2, "seed_a.big should span several partitions: {parts:?}");
+    assert!(parts.iter().all(|p| p.get_bool("done") == Ok(true)));
+    commit_and_wait(&engine).await;
+    assert_clusters_equal(&src, &dest).await;
+    assert!(!engine.log_contents().contains("password"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    let dest = b.client().await;
+    seed_bulk(&src, 40_000).await;
+    common::seed_full_dataset(&src).await.expect("seed");
+    let workload = Workload::start(a.uri(), 42);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let args = ["--partitionSizeMB", "1", "--loadLevel", "1", "--verbosity", "DEBUG"];
+    let port = common::free_port().to_string();
+    let spawn = || {
+        let mut all = vec!["--cluster0", a.uri().leak() as &str, "--cluster1", b.uri().leak() as &str, "--port", port.as_str()];
+        all.extend_from_slice(&args);
+        Engine::spawn(&all)
+    };
+    let e1 = spawn();
+    start_sync(&e1, c0c1()).await;
+
+    // SIGKILL in the middle of the copy, once some partitions are recorded as done.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let parts = partitions(&dest).await;
+        let done = parts.iter().filter(|p| p.get_bool("done") == Ok(true)).count();
+        if done >= 3 && done + 3 < parts.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "copy never reached the middle; progress {}", e1.progress().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e1.kill();
+    keep_log(&e1, "e1");
+    drop(e1);
+    let parts = partitions(&dest).await;
+    let done_before: Vec<(String, i64)> = parts
+        .iter()
+        .filter(|p| p.get_bool("done") == Ok(true))
+        .map(|p| (p.get_str("_id").unwrap().to_string(), p.get_i64("copiedBytes").unwrap_or_default()))
+        .collect();
+    let remaining = parts.len() - done_before.len();
+    assert!(remaining > 0 && !done_before.is_empty());
+
+    let e2 = spawn();
+    let p = e2.wait_ready().await;
+    assert_eq!(state_of(&p), Some("RUNNING"), "restart must return to RUNNING: {p}");
+    // Only unfinished partitions are copied again; finished ones are untouched.
+    e2.wait_until(|p| p["progress"]["info"] == "change event application", LONG).await;
+    let log = e2.log_contents();
+    assert!(
+        log.contains(&format!("\"partitions\":{remaining}")),
+        "restart should copy exactly the {remaining} unfinished partitions; log:\n{}",
+        e2.log_tail(40)
+    );
+    let after = partitions(&dest).await;
+    for (id, bytes) in &done_before {
+        let p = after.iter().find(|p| p.get_str("_id") == Ok(id.as_str())).unwrap();
+        assert_eq!(p.get_i64("copiedBytes").unwrap_or_default(), *bytes, "partition {id} was redone");
+    }
+
+    // SIGKILL again while change events are being applied under the live workload.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let applied_before = e2.progress().await["progress"]["totalEventsApplied"].as_u64().unwrap_or(0);
+    e2.kill();
+    keep_log(&e2, "e2");
+    drop(e2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let e3 = spawn();
+    let p = e3.wait_ready().await;
+    assert_eq!(state_of(&p), Some("RUNNING"), "{p}");
+    e3.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = workload.stop().await;
+    eprintln!("workload: {stats:?}; events applied before the second kill: {applied_before}");
+    assert!(stats.inserts() > 100 && stats.updates() > 100 && stats.deletes() > 10 && stats.ddl() > 3, "workload too small: {stats:?}");
+    commit_and_wait(&e3).await;
+    keep_log(&e3, "e3");
+    assert_clusters_equal(&src, &dest).await;
+}
+
+/// Keeps a killed engine's log next to the test's temp files, for a failure's post-mortem.
+fn keep_log(engine: &Engine, name: &str) {
+    let path = std::env::temp_dir().join(format!("clustersync-sigkill-test-{name}.log"));
+    let _ = std::fs::write(&path, engine.log_contents());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clusters_down_at_start_and_mid_sync() {
+    let (mut a, mut b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    seed_bulk(&src, 3_000).await;
+    // The destination is down when the engine starts: INITIALIZING with a warning, then IDLE.
+    b.stop();
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    let p = engine
+        .wait_until(|p| p["progress"]["warnings"].as_array().is_some_and(|w| w.iter().any(|w| w.as_str().unwrap_or("").contains("cluster1"))), Duration::from_secs(60))
+        .await;
+    assert_eq!(state_of(&p), Some("INITIALIZING"), "{p}");
+    let (code, v) = engine.post("start", c0c1()).await;
+    assert_eq!((code, v["error"].as_str()), (409, Some("InvalidState")), "{v}");
+    b.restart().await;
+    let p = engine.wait_ready().await;
+    assert_eq!(state_of(&p), Some("IDLE"), "{p}");
+    start_sync(&engine, c0c1()).await;
+    engine.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+
+    // The destination goes away mid-sync while the source keeps taking writes.
+    b.kill();
+    let docs = src.database("bulk").collection::<Document>("docs");
+    docs.insert_one(doc! { "_id": "while-destination-down" }).await.unwrap();
+    docs.update_many(doc! { "_id": { "$lt": 100 } }, doc! { "$set": { "touched": 1 } }).await.unwrap();
+    engine
+        .wait_until(|p| p["progress"]["warnings"].as_array().is_some_and(|w| !w.is_empty()), Duration::from_secs(60))
+        .await;
+    assert!(engine.is_running(), "the engine must survive a lost destination");
+    b.restart().await;
+    // The source restarts too: the change stream resumes from the persisted token.
+    a.restart().await;
+    let src = a.client().await;
+    let docs = src.database("bulk").collection::<Document>("docs");
+    docs.delete_many(doc! { "_id": { "$gte": 2_900 } }).await.unwrap();
+    docs.insert_one(doc! { "_id": "after-source-restart" }).await.unwrap();
+    engine
+        .wait_until(|p| p["progress"]["warnings"].is_null() && p["progress"]["canCommit"] == true, LONG)
+        .await;
+    commit_and_wait(&engine).await;
+    let dest = b.client().await;
+    assert_clusters_equal(&src, &dest).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_return_to_the_persisted_state_and_refuse_other_clusters() {
+    let (a, b, c) = tokio::join!(Server::start(), Server::start(), Server::start());
+    let src = a.client().await;
+    seed_bulk(&src, 2_000).await;
+    let port = common::free_port().to_string();
+    let same = |extra: &[&str]| {
+        let mut args = vec!["--cluster0".to_string(), a.uri(), "--cluster1".into(), b.uri(), "--port".into(), port.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let spawn = |args: Vec<String>| Engine::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let e1 = spawn(same(&[]));
+    start_sync(&e1, c0c1()).await;
+    e1.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    e1.post("pause", json!({})).await;
+    e1.wait_state("PAUSED", Duration::from_secs(10)).await;
+    e1.kill();
+    drop(e1);
+    src.database("bulk").collection::<Document>("docs").insert_one(doc! { "_id": "while-stopped" }).await.unwrap();
+
+    // Other clusters, swapped clusters, another --id: refused, non-zero exit, clear message.
+    let refusals: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--cluster0".into(), b.uri(), "--cluster1".into(), a.uri(), "--port".into(), port.clone()], "swapped"),
+        (vec!["--cluster0".into(), c.uri(), "--cluster1".into(), b.uri(), "--port".into(), port.clone()], "was started with --cluster0"),
+        (same(&["--id", "shard7"]), "--id"),
+    ];
+    for (args, want) in refusals {
+        let e = spawn(args);
+        let status = e.wait_exit(Duration::from_secs(60)).await.expect("engine should exit");
+        assert!(!status.success());
+        let log = e.log_contents();
+        assert!(log.contains(want), "expected {want:?} in:\n{log}");
+    }
+    // The metadata survived the refusals untouched.
+    let e2 = spawn(same(&[]));
+    let p = e2.wait_ready().await;
+    assert_eq!(state_of(&p), Some("PAUSED"), "a paused sync stays paused after a restart: {p}");
+    e2.post("resume", json!({})).await;
+    commit_and_wait(&e2).await;
+    e2.kill();
+    drop(e2);
+    let e3 = spawn(same(&[]));
+    let p = e3.wait_ready().await;
+    assert_eq!(state_of(&p), Some("COMMITTED"), "{p}");
+    assert_eq!(p["progress"]["canWrite"], true);
+    let dest = b.client().await;
+    assert_clusters_equal(&src, &dest).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_indexes_modes() {
+    let (a, b, c) = tokio::join!(Server::start(), Server::start(), Server::start());
+    let src = a.client().await;
+    let coll = src.database("app").collection::<Document>("items");
+    coll.insert_many((0..500).map(|i| doc! { "_id": i, "sku": format!("s{i}"), "t": bson::DateTime::now() })).await.unwrap();
+    src.database("app").run_command(doc! { "createIndexes": "items", "indexes": [
+        { "key": { "sku": 1 }, "name": "sku_1", "unique": true },
+        { "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60 },
+    ] }).await.unwrap();
+    let never = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    let before = Engine::spawn_between(&a.uri(), &c.uri(), &[]);
+    start_sync(&never, json!({"source":"cluster0","destination":"cluster1","buildIndexes":"never"})).await;
+    start_sync(&before, json!({"source":"cluster0","destination":"cluster1","buildIndexes":"beforeDataCopy"})).await;
+    // During the sync the destination's unique index is not unique and its TTL expires nothing.
+    before.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    let cc = c.client().await;
+    let specs: Vec<Document> = cc.database("app").collection::<Document>("items").list_indexes().await.unwrap()
+        .try_collect::<Vec<_>>().await.unwrap().into_iter().map(|m| bson::to_document(&m).unwrap()).collect();
+    let sku = specs.iter().find(|s| s.get_str("name") == Ok("sku_1")).expect("sku_1 built before commit");
+    assert!(!sku.get_bool("unique").unwrap_or(false), "{sku}");
+    let ttl = specs.iter().find(|s| s.get_str("name") == Ok("t_1")).unwrap();
+    assert_eq!(ttl.get_i32("expireAfterSeconds").unwrap_or_default(), i32::MAX, "{ttl}");
+    commit_and_wait(&before).await;
+    assert_clusters_equal(&src, &cc).await;
+    commit_and_wait(&never).await;
+    let diffs = compare_clusters(&src, &b.client().await).await.unwrap();
+    assert!(!diffs.is_empty() && diffs.iter().all(|d| d.contains("index")), "only indexes may differ with buildIndexes never: {diffs:?}");
+    let names: Vec<String> = b.client().await.database("app").collection::<Document>("items").list_index_names().await.unwrap();
+    assert_eq!(names, vec!["_id_".to_string()]);
+}
