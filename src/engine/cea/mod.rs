@@ -145,6 +145,8 @@ impl<'a> Applier<'a> {
                 // The server had nothing after `probe`: everything up to it is applied.
                 self.ctx.status.applied_through(probe);
             }
+            // Events are flowing again: an earlier interruption is over.
+            self.ctx.status.clear_warning("sync");
             let applied = self.ctx.status.lock().applied_ts.unwrap_or(probe);
             let token = stream.resume_token();
             if token != last_token || Some(applied) != last_applied {
