@@ -21,7 +21,9 @@ async fn start_sync(engine: &Engine, body: Value) {
 }
 
 async fn commit_and_wait(engine: &Engine) -> Value {
-    engine.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
     let (code, v) = engine.post("commit", json!({})).await;
     assert_eq!(code, 200, "commit refused: {v}");
     let p = engine.wait_state("COMMITTED", LONG).await;
@@ -65,20 +67,44 @@ async fn full_dataset_is_copied_exactly_and_committed() {
     for r in &refused {
         eprintln!("NOT EXERCISED (the test server refuses this index kind): {r}");
     }
-    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &["--partitionSizeMB", "1", "--loadLevel", "4", "--verbosity", "INFO"]);
+    let engine = Engine::spawn_between(
+        &a.uri(),
+        &b.uri(),
+        &[
+            "--partitionSizeMB",
+            "1",
+            "--loadLevel",
+            "4",
+            "--verbosity",
+            "INFO",
+        ],
+    );
     start_sync(&engine, c0c1()).await;
-    let p = engine.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    let p = engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
     let pr = &p["progress"];
     assert_eq!(pr["info"], "change event application", "{p}");
-    let copied = pr["collectionCopy"]["estimatedCopiedBytes"].as_i64().unwrap();
+    let copied = pr["collectionCopy"]["estimatedCopiedBytes"]
+        .as_i64()
+        .unwrap();
     assert!(copied > 32_000_000, "two ~16 MB documents at least: {p}");
-    assert_eq!(pr["collectionCopy"]["estimatedTotalBytes"], pr["collectionCopy"]["estimatedCopiedBytes"]);
+    assert_eq!(
+        pr["collectionCopy"]["estimatedTotalBytes"],
+        pr["collectionCopy"]["estimatedCopiedBytes"]
+    );
     assert!(pr["lag"]["overallLagSeconds"].as_i64().unwrap() <= 30);
     // Large collections were split into several resumable units.
     let dest = b.client().await;
     let parts = partitions(&dest).await;
-    let big_parts = parts.iter().filter(|p| p.get_str("db") == Ok("seed_a") && p.get_str("coll") == Ok("big")).count();
-    assert!(big_parts >= 2, "seed_a.big should span several partitions: {parts:?}");
+    let big_parts = parts
+        .iter()
+        .filter(|p| p.get_str("db") == Ok("seed_a") && p.get_str("coll") == Ok("big"))
+        .count();
+    assert!(
+        big_parts >= 2,
+        "seed_a.big should span several partitions: {parts:?}"
+    );
     assert!(parts.iter().all(|p| p.get_bool("done") == Ok(true)));
     commit_and_wait(&engine).await;
     assert_clusters_equal(&src, &dest).await;
@@ -94,10 +120,24 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
     common::seed_full_dataset(&src).await.expect("seed");
     let workload = Workload::start(a.uri(), 42);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let args = ["--partitionSizeMB", "1", "--loadLevel", "1", "--verbosity", "DEBUG"];
+    let args = [
+        "--partitionSizeMB",
+        "1",
+        "--loadLevel",
+        "1",
+        "--verbosity",
+        "DEBUG",
+    ];
     let port = common::free_port().to_string();
     let spawn = || {
-        let mut all = vec!["--cluster0", a.uri().leak() as &str, "--cluster1", b.uri().leak() as &str, "--port", port.as_str()];
+        let mut all = vec![
+            "--cluster0",
+            a.uri().leak() as &str,
+            "--cluster1",
+            b.uri().leak() as &str,
+            "--port",
+            port.as_str(),
+        ];
         all.extend_from_slice(&args);
         Engine::spawn(&all)
     };
@@ -108,11 +148,18 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
     let deadline = Instant::now() + LONG;
     loop {
         let parts = partitions(&dest).await;
-        let done = parts.iter().filter(|p| p.get_bool("done") == Ok(true)).count();
+        let done = parts
+            .iter()
+            .filter(|p| p.get_bool("done") == Ok(true))
+            .count();
         if done >= 3 && done + 3 < parts.len() {
             break;
         }
-        assert!(Instant::now() < deadline, "copy never reached the middle; progress {}", e1.progress().await);
+        assert!(
+            Instant::now() < deadline,
+            "copy never reached the middle; progress {}",
+            e1.progress().await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     e1.kill();
@@ -122,16 +169,29 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
     let done_before: Vec<(String, i64)> = parts
         .iter()
         .filter(|p| p.get_bool("done") == Ok(true))
-        .map(|p| (p.get_str("_id").unwrap().to_string(), p.get_i64("copiedBytes").unwrap_or_default()))
+        .map(|p| {
+            (
+                p.get_str("_id").unwrap().to_string(),
+                p.get_i64("copiedBytes").unwrap_or_default(),
+            )
+        })
         .collect();
     let remaining = parts.len() - done_before.len();
     assert!(remaining > 0 && !done_before.is_empty());
 
     let e2 = spawn();
     let p = e2.wait_ready().await;
-    assert_eq!(state_of(&p), Some("RUNNING"), "restart must return to RUNNING: {p}");
+    assert_eq!(
+        state_of(&p),
+        Some("RUNNING"),
+        "restart must return to RUNNING: {p}"
+    );
     // Only unfinished partitions are copied again; finished ones are untouched.
-    e2.wait_until(|p| p["progress"]["info"] == "change event application", LONG).await;
+    e2.wait_until(
+        |p| p["progress"]["info"] == "change event application",
+        LONG,
+    )
+    .await;
     let log = e2.log_contents();
     assert!(
         log.contains(&format!("\"partitions\":{remaining}")),
@@ -140,13 +200,22 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
     );
     let after = partitions(&dest).await;
     for (id, bytes) in &done_before {
-        let p = after.iter().find(|p| p.get_str("_id") == Ok(id.as_str())).unwrap();
-        assert_eq!(p.get_i64("copiedBytes").unwrap_or_default(), *bytes, "partition {id} was redone");
+        let p = after
+            .iter()
+            .find(|p| p.get_str("_id") == Ok(id.as_str()))
+            .unwrap();
+        assert_eq!(
+            p.get_i64("copiedBytes").unwrap_or_default(),
+            *bytes,
+            "partition {id} was redone"
+        );
     }
 
     // SIGKILL again while change events are being applied under the live workload.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let applied_before = e2.progress().await["progress"]["totalEventsApplied"].as_u64().unwrap_or(0);
+    let applied_before = e2.progress().await["progress"]["totalEventsApplied"]
+        .as_u64()
+        .unwrap_or(0);
     e2.kill();
     keep_log(&e2, "e2");
     drop(e2);
@@ -154,11 +223,15 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
     let e3 = spawn();
     let p = e3.wait_ready().await;
     assert_eq!(state_of(&p), Some("RUNNING"), "{p}");
-    e3.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    e3.wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stats = workload.stop().await;
     eprintln!("workload: {stats:?}; events applied before the second kill: {applied_before}");
-    assert!(stats.inserts() > 100 && stats.updates() > 100 && stats.deletes() > 10 && stats.ddl() > 3, "workload too small: {stats:?}");
+    assert!(
+        stats.inserts() > 100 && stats.updates() > 100 && stats.deletes() > 10 && stats.ddl() > 3,
+        "workload too small: {stats:?}"
+    );
     commit_and_wait(&e3).await;
     keep_log(&e3, "e3");
     assert_clusters_equal(&src, &dest).await;
@@ -179,35 +252,73 @@ async fn clusters_down_at_start_and_mid_sync() {
     b.stop();
     let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
     let p = engine
-        .wait_until(|p| p["progress"]["warnings"].as_array().is_some_and(|w| w.iter().any(|w| w.as_str().unwrap_or("").contains("cluster1"))), Duration::from_secs(60))
+        .wait_until(
+            |p| {
+                p["progress"]["warnings"].as_array().is_some_and(|w| {
+                    w.iter()
+                        .any(|w| w.as_str().unwrap_or("").contains("cluster1"))
+                })
+            },
+            Duration::from_secs(60),
+        )
         .await;
     assert_eq!(state_of(&p), Some("INITIALIZING"), "{p}");
     let (code, v) = engine.post("start", c0c1()).await;
-    assert_eq!((code, v["error"].as_str()), (409, Some("InvalidState")), "{v}");
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("InvalidState")),
+        "{v}"
+    );
     b.restart().await;
     let p = engine.wait_ready().await;
     assert_eq!(state_of(&p), Some("IDLE"), "{p}");
     start_sync(&engine, c0c1()).await;
-    engine.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
 
     // The destination goes away mid-sync while the source keeps taking writes.
     b.kill();
     let docs = src.database("bulk").collection::<Document>("docs");
-    docs.insert_one(doc! { "_id": "while-destination-down" }).await.unwrap();
-    docs.update_many(doc! { "_id": { "$lt": 100 } }, doc! { "$set": { "touched": 1 } }).await.unwrap();
+    docs.insert_one(doc! { "_id": "while-destination-down" })
+        .await
+        .unwrap();
+    docs.update_many(
+        doc! { "_id": { "$lt": 100 } },
+        doc! { "$set": { "touched": 1 } },
+    )
+    .await
+    .unwrap();
     engine
-        .wait_until(|p| p["progress"]["warnings"].as_array().is_some_and(|w| !w.is_empty()), Duration::from_secs(60))
+        .wait_until(
+            |p| {
+                p["progress"]["warnings"]
+                    .as_array()
+                    .is_some_and(|w| !w.is_empty())
+            },
+            Duration::from_secs(60),
+        )
         .await;
-    assert!(engine.is_running(), "the engine must survive a lost destination");
+    assert!(
+        engine.is_running(),
+        "the engine must survive a lost destination"
+    );
     b.restart().await;
     // The source restarts too: the change stream resumes from the persisted token.
     a.restart().await;
     let src = a.client().await;
     let docs = src.database("bulk").collection::<Document>("docs");
-    docs.delete_many(doc! { "_id": { "$gte": 2_900 } }).await.unwrap();
-    docs.insert_one(doc! { "_id": "after-source-restart" }).await.unwrap();
+    docs.delete_many(doc! { "_id": { "$gte": 2_900 } })
+        .await
+        .unwrap();
+    docs.insert_one(doc! { "_id": "after-source-restart" })
+        .await
+        .unwrap();
     engine
-        .wait_until(|p| p["progress"]["warnings"].is_null() && p["progress"]["canCommit"] == true, LONG)
+        .wait_until(
+            |p| p["progress"]["warnings"].is_null() && p["progress"]["canCommit"] == true,
+            LONG,
+        )
         .await;
     commit_and_wait(&engine).await;
     let dest = b.client().await;
@@ -221,30 +332,66 @@ async fn restarts_return_to_the_persisted_state_and_refuse_other_clusters() {
     seed_bulk(&src, 2_000).await;
     let port = common::free_port().to_string();
     let same = |extra: &[&str]| {
-        let mut args = vec!["--cluster0".to_string(), a.uri(), "--cluster1".into(), b.uri(), "--port".into(), port.clone()];
+        let mut args = vec![
+            "--cluster0".to_string(),
+            a.uri(),
+            "--cluster1".into(),
+            b.uri(),
+            "--port".into(),
+            port.clone(),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
-    let spawn = |args: Vec<String>| Engine::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let spawn =
+        |args: Vec<String>| Engine::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
 
     let e1 = spawn(same(&[]));
     start_sync(&e1, c0c1()).await;
-    e1.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    e1.wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
     e1.post("pause", json!({})).await;
     e1.wait_state("PAUSED", Duration::from_secs(10)).await;
     e1.kill();
     drop(e1);
-    src.database("bulk").collection::<Document>("docs").insert_one(doc! { "_id": "while-stopped" }).await.unwrap();
+    src.database("bulk")
+        .collection::<Document>("docs")
+        .insert_one(doc! { "_id": "while-stopped" })
+        .await
+        .unwrap();
 
     // Other clusters, swapped clusters, another --id: refused, non-zero exit, clear message.
     let refusals: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--cluster0".into(), b.uri(), "--cluster1".into(), a.uri(), "--port".into(), port.clone()], "swapped"),
-        (vec!["--cluster0".into(), c.uri(), "--cluster1".into(), b.uri(), "--port".into(), port.clone()], "was started with --cluster0"),
+        (
+            vec![
+                "--cluster0".into(),
+                b.uri(),
+                "--cluster1".into(),
+                a.uri(),
+                "--port".into(),
+                port.clone(),
+            ],
+            "swapped",
+        ),
+        (
+            vec![
+                "--cluster0".into(),
+                c.uri(),
+                "--cluster1".into(),
+                b.uri(),
+                "--port".into(),
+                port.clone(),
+            ],
+            "was started with --cluster0",
+        ),
         (same(&["--id", "shard7"]), "--id"),
     ];
     for (args, want) in refusals {
         let e = spawn(args);
-        let status = e.wait_exit(Duration::from_secs(60)).await.expect("engine should exit");
+        let status = e
+            .wait_exit(Duration::from_secs(60))
+            .await
+            .expect("engine should exit");
         assert!(!status.success());
         let log = e.log_contents();
         assert!(log.contains(want), "expected {want:?} in:\n{log}");
@@ -252,7 +399,11 @@ async fn restarts_return_to_the_persisted_state_and_refuse_other_clusters() {
     // The metadata survived the refusals untouched.
     let e2 = spawn(same(&[]));
     let p = e2.wait_ready().await;
-    assert_eq!(state_of(&p), Some("PAUSED"), "a paused sync stays paused after a restart: {p}");
+    assert_eq!(
+        state_of(&p),
+        Some("PAUSED"),
+        "a paused sync stays paused after a restart: {p}"
+    );
     e2.post("resume", json!({})).await;
     commit_and_wait(&e2).await;
     e2.kill();
@@ -270,29 +421,76 @@ async fn build_indexes_modes() {
     let (a, b, c) = tokio::join!(Server::start(), Server::start(), Server::start());
     let src = a.client().await;
     let coll = src.database("app").collection::<Document>("items");
-    coll.insert_many((0..500).map(|i| doc! { "_id": i, "sku": format!("s{i}"), "t": bson::DateTime::now() })).await.unwrap();
-    src.database("app").run_command(doc! { "createIndexes": "items", "indexes": [
-        { "key": { "sku": 1 }, "name": "sku_1", "unique": true },
-        { "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60 },
-    ] }).await.unwrap();
+    coll.insert_many(
+        (0..500).map(|i| doc! { "_id": i, "sku": format!("s{i}"), "t": bson::DateTime::now() }),
+    )
+    .await
+    .unwrap();
+    src.database("app")
+        .run_command(doc! { "createIndexes": "items", "indexes": [
+            { "key": { "sku": 1 }, "name": "sku_1", "unique": true },
+            { "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60 },
+        ] })
+        .await
+        .unwrap();
     let never = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
     let before = Engine::spawn_between(&a.uri(), &c.uri(), &[]);
-    start_sync(&never, json!({"source":"cluster0","destination":"cluster1","buildIndexes":"never"})).await;
-    start_sync(&before, json!({"source":"cluster0","destination":"cluster1","buildIndexes":"beforeDataCopy"})).await;
+    start_sync(
+        &never,
+        json!({"source":"cluster0","destination":"cluster1","buildIndexes":"never"}),
+    )
+    .await;
+    start_sync(
+        &before,
+        json!({"source":"cluster0","destination":"cluster1","buildIndexes":"beforeDataCopy"}),
+    )
+    .await;
     // During the sync the destination's unique index is not unique and its TTL expires nothing.
-    before.wait_until(|p| p["progress"]["canCommit"] == true, LONG).await;
+    before
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
     let cc = c.client().await;
-    let specs: Vec<Document> = cc.database("app").collection::<Document>("items").list_indexes().await.unwrap()
-        .try_collect::<Vec<_>>().await.unwrap().into_iter().map(|m| bson::to_document(&m).unwrap()).collect();
-    let sku = specs.iter().find(|s| s.get_str("name") == Ok("sku_1")).expect("sku_1 built before commit");
+    let specs: Vec<Document> = cc
+        .database("app")
+        .collection::<Document>("items")
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| bson::to_document(&m).unwrap())
+        .collect();
+    let sku = specs
+        .iter()
+        .find(|s| s.get_str("name") == Ok("sku_1"))
+        .expect("sku_1 built before commit");
     assert!(!sku.get_bool("unique").unwrap_or(false), "{sku}");
-    let ttl = specs.iter().find(|s| s.get_str("name") == Ok("t_1")).unwrap();
-    assert_eq!(ttl.get_i32("expireAfterSeconds").unwrap_or_default(), i32::MAX, "{ttl}");
+    let ttl = specs
+        .iter()
+        .find(|s| s.get_str("name") == Ok("t_1"))
+        .unwrap();
+    assert_eq!(
+        ttl.get_i32("expireAfterSeconds").unwrap_or_default(),
+        i32::MAX,
+        "{ttl}"
+    );
     commit_and_wait(&before).await;
     assert_clusters_equal(&src, &cc).await;
     commit_and_wait(&never).await;
     let diffs = compare_clusters(&src, &b.client().await).await.unwrap();
-    assert!(!diffs.is_empty() && diffs.iter().all(|d| d.contains("index")), "only indexes may differ with buildIndexes never: {diffs:?}");
-    let names: Vec<String> = b.client().await.database("app").collection::<Document>("items").list_index_names().await.unwrap();
+    assert!(
+        !diffs.is_empty() && diffs.iter().all(|d| d.contains("index")),
+        "only indexes may differ with buildIndexes never: {diffs:?}"
+    );
+    let names: Vec<String> = b
+        .client()
+        .await
+        .database("app")
+        .collection::<Document>("items")
+        .list_index_names()
+        .await
+        .unwrap();
     assert_eq!(names, vec!["_id_".to_string()]);
 }

@@ -137,14 +137,12 @@ impl EngineConfig {
             Some(path) => merge(read_file(path)?, args),
             None => args,
         };
-        let from_file = merged.config.is_some();
         let uri = |v: &Option<String>,
                    flag: &'static str,
                    key: &'static str|
          -> Result<ClusterUri, ConfigError> {
             let raw = v.as_deref().ok_or(ConfigError::Missing { flag, key })?;
-            let label = if from_file { flag } else { flag };
-            Ok(ClusterUri::parse(label, raw)?)
+            Ok(ClusterUri::parse(flag, raw)?)
         };
         let cluster0 = uri(&merged.cluster0, "--cluster0", "cluster0")?;
         let cluster1 = uri(&merged.cluster1, "--cluster1", "cluster1")?;

@@ -57,7 +57,11 @@ pub fn whole_collection(spec: &CollSpec) -> PartitionDoc {
         index: 0,
         lo: None,
         hi: None,
-        order: if natural { CopyOrder::Natural } else { CopyOrder::Id },
+        order: if natural {
+            CopyOrder::Natural
+        } else {
+            CopyOrder::Id
+        },
         uuid: spec.uuid.clone(),
         recreate: false,
         done: false,
@@ -233,7 +237,9 @@ pub async fn copy_partition(
 ) -> mongodb::error::Result<(i64, i64)> {
     let current = catalog::find_spec(source, &part.db, &part.coll).await?;
     let Some(current) = current.filter(|c| part.uuid.is_none() || c.uuid == part.uuid) else {
-        tracing::debug!("collection renamed or dropped since the copy was planned; change events carry it");
+        tracing::debug!(
+            "collection renamed or dropped since the copy was planned; change events carry it"
+        );
         return Ok((0, 0));
     };
     if part.recreate {

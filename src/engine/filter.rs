@@ -274,7 +274,7 @@ mod tests {
         assert!(s.includes("Log_eu", "2026-01") && !s.includes("log_eu", "2025-01"));
         assert!(!s.includes("LOG_old", "2026-01"));
         assert!(!s.includes("other", "x"));
-        assert!(s.includes_whole_db("sales") == false); // sales.tmp is excluded
+        assert!(!s.includes_whole_db("sales")); // sales.tmp is excluded
         assert!(
             s.may_include_db("sales") && !s.may_include_db("LOG_old") && !s.may_include_db("other")
         );

@@ -278,7 +278,14 @@ async fn create_unannounced(ctx: &Ctx) -> Result<(), JobError> {
         catalog::create(&ctx.destination, &spec).await?;
         if spec.kind != CollKind::View {
             let part = copy::whole_collection(&spec);
-            copy::copy_partition(&ctx.source, &ctx.destination, &part, &ctx.tuning, &std::sync::atomic::AtomicI64::new(0)).await?;
+            copy::copy_partition(
+                &ctx.source,
+                &ctx.destination,
+                &part,
+                &ctx.tuning,
+                &std::sync::atomic::AtomicI64::new(0),
+            )
+            .await?;
         }
     }
     Ok(())

@@ -228,7 +228,12 @@ impl Store {
 
     /// Removes a mark; tells whether there was one.
     pub async fn take_recopy(&self, ns: &str) -> mongodb::error::Result<bool> {
-        Ok(self.recopy.delete_one(doc! { "_id": ns }).await?.deleted_count > 0)
+        Ok(self
+            .recopy
+            .delete_one(doc! { "_id": ns })
+            .await?
+            .deleted_count
+            > 0)
     }
 
     pub async fn clear_recopy_db(&self, db: &str) -> mongodb::error::Result<()> {

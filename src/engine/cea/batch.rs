@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 
-use bson::{doc, Binary, Bson, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
+use bson::{
+    doc, Binary, Bson, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp,
+};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::options::ReadConcern;
@@ -86,7 +88,10 @@ pub(crate) struct Batch {
 
 fn ns_of(ev: &RawDocument) -> Option<(String, String)> {
     let ns = ev.get_document("ns").ok()?;
-    Some((ns.get_str("db").ok()?.to_string(), ns.get_str("coll").ok()?.to_string()))
+    Some((
+        ns.get_str("db").ok()?.to_string(),
+        ns.get_str("coll").ok()?.to_string(),
+    ))
 }
 
 /// The update documents that replay an `updateDescription`, or `None` when it cannot be
@@ -155,7 +160,10 @@ impl Batch {
         if !scope.includes(&ns.0, &ns.1) {
             return;
         }
-        let Ok(Some(id)) = ev.get_document("documentKey").map(|k| k.get("_id").ok().flatten()) else {
+        let Ok(Some(id)) = ev
+            .get_document("documentKey")
+            .map(|k| k.get("_id").ok().flatten())
+        else {
             return;
         };
         let id = DocId::new(id);
@@ -231,7 +239,15 @@ impl Applier<'_> {
                 if let Some(spec) = catalog::find_spec(&self.ctx.source, &db, &coll).await? {
                     if spec.uuid == nso.uuid {
                         catalog::create(&self.ctx.destination, &spec).await?;
-                        catalog::build_indexes(&self.ctx.source, &self.ctx.destination, &db, &coll, self.ctx.options.build_indexes, None).await?;
+                        catalog::build_indexes(
+                            &self.ctx.source,
+                            &self.ctx.destination,
+                            &db,
+                            &coll,
+                            self.ctx.options.build_indexes,
+                            None,
+                        )
+                        .await?;
                         kind = Some(spec.kind);
                         self.kinds.insert((db.clone(), coll.clone()), kind);
                     }
@@ -242,9 +258,13 @@ impl Applier<'_> {
         let ctx = self.ctx;
         let token = &token;
         // Collections are independent of each other: write them concurrently.
-        futures::stream::iter(prepared.into_iter().map(|(db, coll, nso, kind)| async move {
-            apply_ns(ctx, &db, &coll, nso, kind, token.as_ref()).await
-        }))
+        futures::stream::iter(
+            prepared
+                .into_iter()
+                .map(|(db, coll, nso, kind)| async move {
+                    apply_ns(ctx, &db, &coll, nso, kind, token.as_ref()).await
+                }),
+        )
         .buffer_unordered(8)
         .try_collect::<Vec<()>>()
         .await?;
@@ -278,7 +298,9 @@ async fn apply_ns(
         }
         match d.base.take() {
             Some(Base::Delete) => deletes.push(d.id.clone()),
-            Some(Base::Upsert(doc)) if kind == Some(CollKind::Timeseries) => inserts_ts.push((d.id.clone(), doc)),
+            Some(Base::Upsert(doc)) if kind == Some(CollKind::Timeseries) => {
+                inserts_ts.push((d.id.clone(), doc))
+            }
             Some(Base::Upsert(doc)) => statements.push((i, stmt(&d.id, doc, true))),
             None => {}
         }
@@ -310,7 +332,12 @@ fn stmt(id: &DocId, u: RawDocumentBuf, upsert: bool) -> RawDocumentBuf {
     s
 }
 
-async fn write_deletes(client: &Client, db: &str, coll: &str, ids: &[DocId]) -> Result<(), JobError> {
+async fn write_deletes(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    ids: &[DocId],
+) -> Result<(), JobError> {
     for chunk in ids.chunks(WRITE_CHUNK_OPS) {
         let mut stmts = RawArrayBuf::new();
         for id in chunk {
@@ -348,7 +375,9 @@ async fn write_statements(
         while next < statements.len() {
             let (owner, s) = &statements[next];
             let len = s.as_bytes().len();
-            if !sent.is_empty() && (bytes + len > WRITE_CHUNK_BYTES || sent.len() >= WRITE_CHUNK_OPS) {
+            if !sent.is_empty()
+                && (bytes + len > WRITE_CHUNK_BYTES || sent.len() >= WRITE_CHUNK_OPS)
+            {
                 break;
             }
             if !refused.contains(owner) {
@@ -369,16 +398,25 @@ async fn write_statements(
         cmd.append("writeConcern", majority());
         let reply = client.database(db).run_raw_command(cmd).await?;
         if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(JobError::Mongo(mongodb::error::Error::custom(mongo::WriteRejected {
-                code: wce.get_i32("code").unwrap_or_default(),
-                msg: wce.get_str("errmsg").unwrap_or("write concern error").to_string(),
-            })));
+            return Err(JobError::Mongo(mongodb::error::Error::custom(
+                mongo::WriteRejected {
+                    code: wce.get_i32("code").unwrap_or_default(),
+                    msg: wce
+                        .get_str("errmsg")
+                        .unwrap_or("write concern error")
+                        .to_string(),
+                },
+            )));
         }
         // Ordered: at most one error, and nothing after it in this command ran.
-        if let Some(Bson::Document(e)) = reply.get_array("writeErrors").ok().and_then(|a| a.first()) {
+        if let Some(Bson::Document(e)) = reply.get_array("writeErrors").ok().and_then(|a| a.first())
+        {
             let at = (e.get_i32("index").unwrap_or(0).max(0) as usize).min(sent.len() - 1);
             let position = sent[at];
-            tracing::debug!(code = e.get_i32("code").unwrap_or_default(), "a delta was refused by the destination; settling the document from the source");
+            tracing::debug!(
+                code = e.get_i32("code").unwrap_or_default(),
+                "a delta was refused by the destination; settling the document from the source"
+            );
             refused.push(statements[position].0);
             next = position + 1;
         }
@@ -387,19 +425,35 @@ async fn write_statements(
 }
 
 /// Time series collections have no unique `_id`: insert only what is not there yet.
-async fn insert_missing(client: &Client, db: &str, coll: &str, docs: Vec<(DocId, RawDocumentBuf)>) -> Result<(), JobError> {
+async fn insert_missing(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    docs: Vec<(DocId, RawDocumentBuf)>,
+) -> Result<(), JobError> {
     let target: Collection<RawDocumentBuf> = client.database(db).collection(coll);
     let values: Vec<Bson> = docs.iter().map(|(i, _)| i.bson()).collect();
     let mut present = std::collections::HashSet::new();
-    let mut cursor = target.find(doc! { "_id": { "$in": values } }).projection(doc! { "_id": 1 }).await?;
+    let mut cursor = target
+        .find(doc! { "_id": { "$in": values } })
+        .projection(doc! { "_id": 1 })
+        .await?;
     while let Some(d) = cursor.try_next().await? {
         if let Ok(Some(id)) = d.get("_id") {
             present.insert(DocId::new(id).key);
         }
     }
-    let missing: Vec<RawDocumentBuf> = docs.into_iter().filter(|(i, _)| !present.contains(&i.key)).map(|(_, d)| d).collect();
+    let missing: Vec<RawDocumentBuf> = docs
+        .into_iter()
+        .filter(|(i, _)| !present.contains(&i.key))
+        .map(|(_, d)| d)
+        .collect();
     if !missing.is_empty() {
-        target.insert_many(missing).ordered(false).bypass_document_validation(true).await?;
+        target
+            .insert_many(missing)
+            .ordered(false)
+            .bypass_document_validation(true)
+            .await?;
     }
     Ok(())
 }
@@ -407,7 +461,13 @@ async fn insert_missing(client: &Client, db: &str, coll: &str, docs: Vec<(DocId,
 /// Replaces documents with their current state on the source, provided the source namespace
 /// still holds the collection the events came from (otherwise the read could answer for
 /// another collection; the later DDL event that changed the namespace settles it instead).
-async fn settle_from_source(ctx: &Ctx, db: &str, coll: &str, ids: &[DocId], token: Option<&ResumeToken>) -> Result<(), JobError> {
+async fn settle_from_source(
+    ctx: &Ctx,
+    db: &str,
+    coll: &str,
+    ids: &[DocId],
+    token: Option<&ResumeToken>,
+) -> Result<(), JobError> {
     let stable = match token {
         Some(t) => lineage::unchanged_since(&ctx.source, t, db, coll).await?,
         None => true,
@@ -418,7 +478,9 @@ async fn settle_from_source(ctx: &Ctx, db: &str, coll: &str, ids: &[DocId], toke
     }
     let src: Collection<RawDocumentBuf> = ctx.source.database(db).collection_with_options(
         coll,
-        mongodb::options::CollectionOptions::builder().read_concern(ReadConcern::majority()).build(),
+        mongodb::options::CollectionOptions::builder()
+            .read_concern(ReadConcern::majority())
+            .build(),
     );
     let mut found = HashMap::new();
     for chunk in ids.chunks(WRITE_CHUNK_OPS) {

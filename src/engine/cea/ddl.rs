@@ -22,7 +22,10 @@ use super::lineage;
 
 fn ns_at(ev: &RawDocument, key: &str) -> Option<(String, String)> {
     let ns = ev.get_document(key).ok()?;
-    Some((ns.get_str("db").ok()?.to_string(), ns.get_str("coll").ok()?.to_string()))
+    Some((
+        ns.get_str("db").ok()?.to_string(),
+        ns.get_str("coll").ok()?.to_string(),
+    ))
 }
 
 fn token_of(ev: &RawDocument) -> Option<ResumeToken> {
@@ -34,7 +37,11 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
     let op = ev.get_str("operationType").unwrap_or("");
     let (db, coll) = match ns_at(ev, "ns") {
         Some(ns) => ns,
-        None => match ev.get_document("ns").ok().and_then(|n| n.get_str("db").ok()) {
+        None => match ev
+            .get_document("ns")
+            .ok()
+            .and_then(|n| n.get_str("db").ok())
+        {
             Some(db) => (db.to_string(), String::new()),
             None => return Ok(()),
         },
@@ -48,7 +55,10 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
     let ts = ev.get_timestamp("clusterTime").ok();
     let to = ns_at(ev, "to").or_else(|| {
         let t = desc.get_document("to").ok()?;
-        Some((t.get_str("db").ok()?.to_string(), t.get_str("coll").ok()?.to_string()))
+        Some((
+            t.get_str("db").ok()?.to_string(),
+            t.get_str("coll").ok()?.to_string(),
+        ))
     });
     tracing::debug!(ns = %format!("{db}.{coll}"), to = ?to, ts = ?ts, "applying DDL event");
     match op {
@@ -63,7 +73,13 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
             if let Some(p) = options.remove("viewPipeline") {
                 options.insert("pipeline", p);
             }
-            let spec = CollSpec { db, name: coll, kind, options, uuid: None };
+            let spec = CollSpec {
+                db,
+                name: coll,
+                kind,
+                options,
+                uuid: None,
+            };
             catalog::create(&ctx.destination, &spec).await?;
         }
         "drop" if in_scope => {
@@ -77,7 +93,9 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
             ctx.store.clear_recopy_db(&db).await?;
         }
         "rename" => {
-            let Some((to_db, to_coll)) = to else { return Ok(()) };
+            let Some((to_db, to_coll)) = to else {
+                return Ok(());
+            };
             let to_in = ctx.scope.includes(&to_db, &to_coll);
             let token = token_of(ev);
             match (in_scope, to_in) {
@@ -115,15 +133,30 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
         "createIndexes" if in_scope => {
             let names: Vec<String> = desc
                 .get_array("indexes")
-                .map(|a| a.iter().filter_map(|i| i.as_document()?.get_str("name").ok().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i.as_document()?.get_str("name").ok().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             if ctx.options.build_indexes != BuildIndexes::Never {
-                catalog::build_indexes(&ctx.source, &ctx.destination, &db, &coll, ctx.options.build_indexes, Some(&names)).await?;
+                catalog::build_indexes(
+                    &ctx.source,
+                    &ctx.destination,
+                    &db,
+                    &coll,
+                    ctx.options.build_indexes,
+                    Some(&names),
+                )
+                .await?;
             }
         }
         "dropIndexes" if in_scope => {
             if let Ok(indexes) = desc.get_array("indexes") {
-                for name in indexes.iter().filter_map(|i| i.as_document()?.get_str("name").ok()) {
+                for name in indexes
+                    .iter()
+                    .filter_map(|i| i.as_document()?.get_str("name").ok())
+                {
                     catalog::drop_index(&ctx.destination, &db, &coll, name).await?;
                 }
             }
@@ -155,7 +188,13 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
     Ok(())
 }
 
-async fn rename(client: &Client, db: &str, coll: &str, to_db: &str, to_coll: &str) -> Result<(), JobError> {
+async fn rename(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    to_db: &str,
+    to_coll: &str,
+) -> Result<(), JobError> {
     let cmd = doc! {
         "renameCollection": format!("{db}.{coll}"),
         "to": format!("{to_db}.{to_coll}"),
@@ -172,7 +211,12 @@ async fn rename(client: &Client, db: &str, coll: &str, to_db: &str, to_coll: &st
 /// Copies a marked collection again from the source, provided the source name still holds the
 /// collection the event was about, then clears the mark; otherwise leaves the mark for the
 /// later drop or rename that the stream holds.
-async fn recopy(ctx: &Ctx, db: &str, coll: &str, token: Option<&ResumeToken>) -> Result<(), JobError> {
+async fn recopy(
+    ctx: &Ctx,
+    db: &str,
+    coll: &str,
+    token: Option<&ResumeToken>,
+) -> Result<(), JobError> {
     let ns = format!("{db}.{coll}");
     if !unchanged(ctx, token, db, coll).await? {
         // A later drop or rename in the stream will deal with it; the mark stays.
@@ -186,9 +230,24 @@ async fn recopy(ctx: &Ctx, db: &str, coll: &str, token: Option<&ResumeToken>) ->
     catalog::create(&ctx.destination, &spec).await?;
     if spec.kind != CollKind::View {
         let part = copy::whole_collection(&spec);
-        copy::copy_partition(&ctx.source, &ctx.destination, &part, &ctx.tuning, &AtomicI64::new(0)).await?;
+        copy::copy_partition(
+            &ctx.source,
+            &ctx.destination,
+            &part,
+            &ctx.tuning,
+            &AtomicI64::new(0),
+        )
+        .await?;
         if ctx.options.build_indexes != BuildIndexes::Never {
-            catalog::build_indexes(&ctx.source, &ctx.destination, db, coll, ctx.options.build_indexes, None).await?;
+            catalog::build_indexes(
+                &ctx.source,
+                &ctx.destination,
+                db,
+                coll,
+                ctx.options.build_indexes,
+                None,
+            )
+            .await?;
         }
     }
     if unchanged(ctx, token, db, coll).await? {
@@ -198,7 +257,12 @@ async fn recopy(ctx: &Ctx, db: &str, coll: &str, token: Option<&ResumeToken>) ->
     Ok(())
 }
 
-async fn unchanged(ctx: &Ctx, token: Option<&ResumeToken>, db: &str, coll: &str) -> mongodb::error::Result<bool> {
+async fn unchanged(
+    ctx: &Ctx,
+    token: Option<&ResumeToken>,
+    db: &str,
+    coll: &str,
+) -> mongodb::error::Result<bool> {
     match token {
         Some(t) => lineage::unchanged_since(&ctx.source, t, db, coll).await,
         None => Ok(false),
