@@ -494,3 +494,87 @@ async fn build_indexes_modes() {
         .unwrap();
     assert_eq!(names, vec!["_id_".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn special_collections_and_ddl_during_sync() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    common::seed_full_dataset(&src).await.expect("seed");
+    src.database("scratch")
+        .collection::<Document>("x")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .unwrap();
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &["--verbosity", "INFO"]);
+    start_sync(&engine, c0c1()).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+
+    let sb = src.database("seed_b");
+    let run = |cmd: Document| {
+        let sb = sb.clone();
+        async move {
+            sb.run_command(cmd.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+        }
+    };
+    // Time series, capped and clustered collections take writes.
+    sb.collection::<Document>("timeseries")
+        .insert_many((0..20).map(|i| doc! { "t": bson::DateTime::from_millis(1_700_000_000_000 + i * 60_000), "m": { "sensor": "late" }, "v": i }))
+        .await
+        .unwrap();
+    sb.collection::<Document>("capped")
+        .insert_many((0..10).map(|i| doc! { "late": i }))
+        .await
+        .unwrap();
+    sb.collection::<Document>("clustered")
+        .insert_one(doc! { "_id": 100_000, "late": true })
+        .await
+        .unwrap();
+    // Validators: the destination takes what the source took.
+    sb.collection::<Document>("validated_warn")
+        .insert_one(doc! { "_id": "late-invalid", "name": 12 })
+        .await
+        .unwrap();
+    run(doc! { "collMod": "validated_strict", "validationLevel": "moderate" }).await;
+    // Views: new, modified, dropped.
+    run(
+        doc! { "create": "late_view", "viewOn": "indexed", "pipeline": [{ "$match": { "k": 1 } }] },
+    )
+    .await;
+    run(doc! { "collMod": "late_view", "viewOn": "indexed", "pipeline": [{ "$match": { "k": 2 } }] }).await;
+    run(doc! { "drop": "view_pipeline" }).await;
+    // A new collection with options and indexes, some dropped again.
+    run(doc! { "create": "late_coll", "validator": { "n": { "$type": "int" } }, "collation": { "locale": "fr", "strength": 2 } }).await;
+    sb.collection::<Document>("late_coll")
+        .insert_many((0..50).map(|i| doc! { "_id": i, "n": i, "s": format!("v{i}") }))
+        .await
+        .unwrap();
+    run(doc! { "createIndexes": "late_coll", "indexes": [
+        { "key": { "s": 1 }, "name": "s_unique", "unique": true },
+        { "key": { "n": 1 }, "name": "n_ttl", "expireAfterSeconds": 3600 },
+        { "key": { "s": 1, "n": -1 }, "name": "s_n", "hidden": true },
+    ] })
+    .await;
+    run(doc! { "dropIndexes": "indexed", "index": "nick_1" }).await;
+    // Drops of a collection and of a whole database; a rename within a database.
+    run(doc! { "drop": "prepost" }).await;
+    src.database("scratch").drop().await.unwrap();
+    src.database("admin")
+        .run_command(
+            doc! { "renameCollection": "seed_b.collated", "to": "seed_b.collated_renamed" },
+        )
+        .await
+        .unwrap();
+    sb.collection::<Document>("collated_renamed")
+        .insert_one(doc! { "_id": "after-rename" })
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    commit_and_wait(&engine).await;
+    let dest = b.client().await;
+    assert_clusters_equal(&src, &dest).await;
+}
