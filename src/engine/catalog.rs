@@ -316,15 +316,8 @@ pub async fn finalize_before_write(
     db: &str,
     coll: &str,
 ) -> mongodb::error::Result<()> {
-    let src = list_indexes(source, db, coll).await?;
-    let dst = list_indexes(destination, db, coll).await?;
-    for s in &src {
-        let Ok(name) = s.get_str("name") else {
-            continue;
-        };
-        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else {
-            continue;
-        };
+    for (s, d) in index_pairs(source, destination, db, coll).await? {
+        let name = s.get_str("name").unwrap_or_default();
         if let Some(ttl) = s.get("expireAfterSeconds") {
             if d.get("expireAfterSeconds") != Some(ttl) {
                 coll_mod_index(
@@ -370,19 +363,12 @@ pub async fn finalize_unique(
     db: &str,
     coll: &str,
 ) -> mongodb::error::Result<()> {
-    let src = list_indexes(source, db, coll).await?;
-    let dst = list_indexes(destination, db, coll).await?;
-    for s in &src {
-        let Ok(name) = s.get_str("name") else {
-            continue;
-        };
-        if !s.get_bool("unique").unwrap_or(false) || name == "_id_" {
-            continue;
-        }
-        let Some(d) = dst.iter().find(|d| d.get_str("name") == Ok(name)) else {
-            continue;
-        };
-        if d.get_bool("unique").unwrap_or(false) {
+    for (s, d) in index_pairs(source, destination, db, coll).await? {
+        let name = s.get_str("name").unwrap_or_default();
+        if !s.get_bool("unique").unwrap_or(false)
+            || name == "_id_"
+            || d.get_bool("unique").unwrap_or(false)
+        {
             continue;
         }
         match coll_mod_index(destination, db, coll, doc! { "name": name, "unique": true }).await {
@@ -401,9 +387,27 @@ pub async fn finalize_unique(
             Err(e) => return Err(e),
         }
     }
-    // The server keeps `prepareUnique: false` visible after conversion on some versions;
-    // nothing to undo here.
     Ok(())
+}
+
+/// Each source index with the destination index of the same name, where there is one.
+async fn index_pairs(
+    source: &Client,
+    destination: &Client,
+    db: &str,
+    coll: &str,
+) -> mongodb::error::Result<Vec<(Document, Document)>> {
+    let src = list_indexes(source, db, coll).await?;
+    let mut dst = list_indexes(destination, db, coll).await?;
+    Ok(src
+        .into_iter()
+        .filter_map(|s| {
+            let name = s.get_str("name").ok()?;
+            let at = dst.iter().position(|d| d.get_str("name") == Ok(name))?;
+            let d = dst.swap_remove(at);
+            Some((s, d))
+        })
+        .collect())
 }
 
 /// The collection options `collMod` can change and a `modify` event may carry.

@@ -50,6 +50,18 @@ pub fn partition_id(db: &str, coll: &str, index: usize) -> String {
 /// One partition covering a whole collection (used to copy a collection again).
 pub fn whole_collection(spec: &CollSpec) -> PartitionDoc {
     let natural = spec.kind == CollKind::Timeseries || spec.is_capped();
+    single_partition(
+        spec,
+        if natural {
+            CopyOrder::Natural
+        } else {
+            CopyOrder::Id
+        },
+        false,
+    )
+}
+
+fn single_partition(spec: &CollSpec, order: CopyOrder, recreate: bool) -> PartitionDoc {
     PartitionDoc {
         id: partition_id(&spec.db, &spec.name, 0),
         db: spec.db.clone(),
@@ -57,13 +69,9 @@ pub fn whole_collection(spec: &CollSpec) -> PartitionDoc {
         index: 0,
         lo: None,
         hi: None,
-        order: if natural {
-            CopyOrder::Natural
-        } else {
-            CopyOrder::Id
-        },
+        order,
         uuid: spec.uuid.clone(),
-        recreate: false,
+        recreate,
         done: false,
         copied_bytes: 0,
         copied_docs: 0,
@@ -106,20 +114,7 @@ pub async fn plan(
     tuning: &CopyTuning,
 ) -> mongodb::error::Result<(Vec<PartitionDoc>, i64)> {
     let (bytes, count) = collection_size(source, &spec.db, &spec.name).await?;
-    let single = |order: CopyOrder, recreate: bool| PartitionDoc {
-        id: partition_id(&spec.db, &spec.name, 0),
-        db: spec.db.clone(),
-        coll: spec.name.clone(),
-        index: 0,
-        lo: None,
-        hi: None,
-        order,
-        uuid: spec.uuid.clone(),
-        recreate,
-        done: false,
-        copied_bytes: 0,
-        copied_docs: 0,
-    };
+    let single = |order, recreate| single_partition(spec, order, recreate);
     match spec.kind {
         CollKind::View => return Ok((vec![], 0)),
         CollKind::Timeseries => return Ok((vec![single(CopyOrder::Natural, true)], bytes)),

@@ -29,6 +29,44 @@ pub struct Ctx {
     pub tuning: CopyTuning,
 }
 
+impl Ctx {
+    /// Builds the source's indexes of `db.coll` (those in `names`, or all) on the destination,
+    /// in sync form, per `buildIndexes`.
+    pub async fn build_indexes(
+        &self,
+        db: &str,
+        coll: &str,
+        names: Option<&[String]>,
+    ) -> mongodb::error::Result<usize> {
+        catalog::build_indexes(
+            &self.source,
+            &self.destination,
+            db,
+            coll,
+            self.options.build_indexes,
+            names,
+        )
+        .await
+    }
+
+    /// Copies a whole collection that already exists (empty or partial) on the destination.
+    pub async fn copy_whole(&self, spec: &catalog::CollSpec) -> mongodb::error::Result<()> {
+        if spec.kind == CollKind::View {
+            return Ok(());
+        }
+        let part = copy::whole_collection(spec);
+        copy::copy_partition(
+            &self.source,
+            &self.destination,
+            &part,
+            &self.tuning,
+            &std::sync::atomic::AtomicI64::new(0),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// The sync cannot go on; the message says why and what to do.
@@ -123,15 +161,7 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     for spec in specs.iter().filter(|s| s.kind != CollKind::View) {
         catalog::create(&ctx.destination, spec).await?;
         if before {
-            catalog::build_indexes(
-                &ctx.source,
-                &ctx.destination,
-                &spec.db,
-                &spec.name,
-                ctx.options.build_indexes,
-                None,
-            )
-            .await?;
+            ctx.build_indexes(&spec.db, &spec.name, None).await?;
         }
     }
     if !ctx.options.pre_existing_destination_data {
@@ -197,12 +227,7 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         _ => Phase::ChangeEvents,
     };
     // The copied-byte count of finished partitions is the truth after the copy.
-    let parts = ctx.store.partitions().await?;
-    let copied: i64 = parts.iter().map(|p| p.copied_bytes).sum();
-    ctx.status
-        .counters
-        .copied_bytes
-        .store(copied, Ordering::Relaxed);
+    let copied = restore_copied_bytes(ctx).await?;
     ctx.store
         .set_phase(
             next,
@@ -228,15 +253,7 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     let mut built = 0;
     ctx.status.lock().indexes = Some((0, total));
     for spec in colls {
-        catalog::build_indexes(
-            &ctx.source,
-            &ctx.destination,
-            &spec.db,
-            &spec.name,
-            ctx.options.build_indexes,
-            None,
-        )
-        .await?;
+        ctx.build_indexes(&spec.db, &spec.name, None).await?;
         built += catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
             .await?
             .iter()
@@ -248,14 +265,15 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     Ok(())
 }
 
-async fn restore_copied_bytes(ctx: &Ctx) -> Result<(), JobError> {
+/// Sets the copied-byte counter from the finished partitions, and returns it.
+async fn restore_copied_bytes(ctx: &Ctx) -> Result<i64, JobError> {
     let parts = ctx.store.partitions().await?;
     let copied: i64 = parts.iter().map(|p| p.copied_bytes).sum();
     ctx.status
         .counters
         .copied_bytes
         .store(copied, Ordering::Relaxed);
-    Ok(())
+    Ok(copied)
 }
 
 /// Some servers create a collection without a change event (an update that matches nothing
@@ -276,17 +294,7 @@ async fn create_unannounced(ctx: &Ctx) -> Result<(), JobError> {
         }
         tracing::info!(ns = %spec.ns(), "creating a collection the change stream never announced");
         catalog::create(&ctx.destination, &spec).await?;
-        if spec.kind != CollKind::View {
-            let part = copy::whole_collection(&spec);
-            copy::copy_partition(
-                &ctx.source,
-                &ctx.destination,
-                &part,
-                &ctx.tuning,
-                &std::sync::atomic::AtomicI64::new(0),
-            )
-            .await?;
-        }
+        ctx.copy_whole(&spec).await?;
     }
     Ok(())
 }
@@ -301,15 +309,7 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
     if ctx.options.build_indexes != BuildIndexes::Never {
         for spec in &colls {
-            catalog::build_indexes(
-                &ctx.source,
-                &ctx.destination,
-                &spec.db,
-                &spec.name,
-                ctx.options.build_indexes,
-                None,
-            )
-            .await?;
+            ctx.build_indexes(&spec.db, &spec.name, None).await?;
         }
     }
     for spec in &colls {

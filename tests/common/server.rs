@@ -68,6 +68,8 @@ pub struct Server {
     child: Option<Child>,
     /// How many times the process was (re)started; each start gets its own log file.
     generation: u32,
+    /// URI used to wait for `ping` after a (re)start; `None` = [`Server::uri`].
+    ready_uri: Option<String>,
 }
 
 impl Server {
@@ -92,6 +94,7 @@ impl Server {
                 dir,
                 child: None,
                 generation: 0,
+                ready_uri: None,
             };
             match server.launch_and_wait().await {
                 Ok(()) => return server,
@@ -184,6 +187,17 @@ impl Server {
         );
     }
 
+    /// Stop (gracefully), then start again on the same port and storage with `extra`
+    /// flags instead of the previous ones (kept for later restarts), e.g. to turn on
+    /// `--auth` or TLS once users exist. Readiness is checked by pinging through
+    /// `ready_uri` (e.g. a `tls=true&tlsCAFile=…` URI), or [`Server::uri`] when `None`.
+    pub async fn restart_with_args(&mut self, extra: &[&str], ready_uri: Option<String>) {
+        self.stop();
+        std::fs::write(self.dir.path().join("extra_args"), extra.join("\n")).unwrap();
+        self.ready_uri = ready_uri;
+        self.restart().await;
+    }
+
     fn extra_args(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("extra_args"))
             .unwrap_or_default()
@@ -214,7 +228,8 @@ impl Server {
             .map_err(|e| format!("spawn secantusd-py: {e}"))?;
         self.child = Some(child);
 
-        let client = client_for(&self.uri()).await;
+        let ready_uri = self.ready_uri.clone().unwrap_or_else(|| self.uri());
+        let client = client_for(&ready_uri).await;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if !self.is_running() {

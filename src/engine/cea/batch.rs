@@ -239,15 +239,7 @@ impl Applier<'_> {
                 if let Some(spec) = catalog::find_spec(&self.ctx.source, &db, &coll).await? {
                     if spec.uuid == nso.uuid {
                         catalog::create(&self.ctx.destination, &spec).await?;
-                        catalog::build_indexes(
-                            &self.ctx.source,
-                            &self.ctx.destination,
-                            &db,
-                            &coll,
-                            self.ctx.options.build_indexes,
-                            None,
-                        )
-                        .await?;
+                        self.ctx.build_indexes(&db, &coll, None).await?;
                         kind = Some(spec.kind);
                         self.kinds.insert((db.clone(), coll.clone()), kind);
                     }

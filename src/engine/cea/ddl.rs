@@ -7,14 +7,11 @@
 //! name still holds that collection; until then the namespace carries a persisted mark that
 //! follows later renames.
 
-use std::sync::atomic::AtomicI64;
-
 use bson::{doc, Document, RawDocument};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::Client;
 
 use super::super::catalog::{self, CollKind, CollSpec};
-use super::super::copy;
 use super::super::job::{Ctx, JobError};
 use super::super::mongo::{codes, error_code};
 use super::super::options::BuildIndexes;
@@ -140,15 +137,7 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
                 })
                 .unwrap_or_default();
             if ctx.options.build_indexes != BuildIndexes::Never {
-                catalog::build_indexes(
-                    &ctx.source,
-                    &ctx.destination,
-                    &db,
-                    &coll,
-                    ctx.options.build_indexes,
-                    Some(&names),
-                )
-                .await?;
+                ctx.build_indexes(&db, &coll, Some(&names)).await?;
             }
         }
         "dropIndexes" if in_scope => {
@@ -228,27 +217,9 @@ async fn recopy(
     tracing::info!(ns = %ns, "copying a collection again: it was renamed while the initial copy ran");
     catalog::drop_collection(&ctx.destination, db, coll).await?;
     catalog::create(&ctx.destination, &spec).await?;
-    if spec.kind != CollKind::View {
-        let part = copy::whole_collection(&spec);
-        copy::copy_partition(
-            &ctx.source,
-            &ctx.destination,
-            &part,
-            &ctx.tuning,
-            &AtomicI64::new(0),
-        )
-        .await?;
-        if ctx.options.build_indexes != BuildIndexes::Never {
-            catalog::build_indexes(
-                &ctx.source,
-                &ctx.destination,
-                db,
-                coll,
-                ctx.options.build_indexes,
-                None,
-            )
-            .await?;
-        }
+    ctx.copy_whole(&spec).await?;
+    if spec.kind != CollKind::View && ctx.options.build_indexes != BuildIndexes::Never {
+        ctx.build_indexes(db, coll, None).await?;
     }
     if unchanged(ctx, token, db, coll).await? {
         ctx.store.take_recopy(&ns).await?;
