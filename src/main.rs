@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use clustersync::engine::config::{EngineArgs, EngineConfig};
-use clustersync::engine::{api, Engine};
+use clustersync::engine::{api, Engine, StartupError};
 
 /// MongoDB cluster-to-cluster sync.
 #[derive(Parser)]
@@ -66,7 +66,10 @@ fn run_engine(args: EngineArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "engine stopped");
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<StartupError>() {
+                Some(StartupError::Config(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -83,13 +86,13 @@ async fn serve(config: EngineConfig) -> anyhow::Result<()> {
         cluster1 = config.cluster1.hosts(),
         "clustersync engine starting"
     );
-    let engine = Engine::new(config).await;
+    let engine = Engine::new(config).await?;
     let server = axum::serve(listener, api::router(engine.clone()))
         .with_graceful_shutdown(shutdown_signal());
     let init = engine.initialize();
     tokio::select! {
         r = server => r.map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"))?,
-        r = async { init.await?; std::future::pending::<Result<(), clustersync::engine::StartupError>>().await } => {
+        r = async { init.await?; std::future::pending::<Result<(), StartupError>>().await } => {
             r?;
         }
     }

@@ -118,7 +118,12 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
     let dest = b.client().await;
     seed_bulk(&src, 40_000).await;
     common::seed_full_dataset(&src).await.expect("seed");
-    let workload = Workload::start(a.uri(), 42);
+    // CLUSTERSYNC_TEST_SEED replays another workload (the default is what CI runs).
+    let seed = std::env::var("CLUSTERSYNC_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42);
+    let workload = Workload::start(a.uri(), seed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let args = [
         "--partitionSizeMB",

@@ -100,7 +100,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
             Err(JobError::Mongo(e)) => {
                 let transient = mongo::is_transient(&e);
                 failures += 1;
-                let msg = scrub(&e.to_string());
+                let msg = scrub(&mongo::describe(&e));
                 if !transient && failures > 8 {
                     let msg = format!("the sync failed repeatedly and stopped: {msg}");
                     tracing::error!(error = %msg, "sync stopped");

@@ -95,8 +95,12 @@ impl ApiError {
 /// Why the engine refuses to run at all (exits non-zero).
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// Persisted state that belongs to another sync (exit code 1).
     #[error("{0}")]
     Refused(String),
+    /// A setting that cannot work (exit code 2, like a bad flag).
+    #[error("{0}")]
+    Config(String),
 }
 
 pub struct Engine {
@@ -111,19 +115,19 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine and its clients. Nothing is contacted yet: SRV lookups and
     /// connections happen in [`Engine::initialize`], which retries while a cluster is down.
-    pub async fn new(config: EngineConfig) -> Arc<Self> {
+    pub async fn new(config: EngineConfig) -> Result<Arc<Self>, StartupError> {
         let clients = [
-            build_client("--cluster0", &config.cluster0).await,
-            build_client("--cluster1", &config.cluster1).await,
+            build_client("--cluster0", &config.cluster0).await?,
+            build_client("--cluster1", &config.cluster1).await?,
         ];
         let tuning = CopyTuning::for_load_level(config.load_level, config.partition_bytes);
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             config,
             clients,
             status: StatusCell::new(),
             control: Mutex::new(None),
             tuning,
-        })
+        }))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -230,12 +234,12 @@ impl Engine {
                 .database("admin")
                 .run_command(doc! { "ping": 1 })
                 .await
-                .map_err(|e| InitError::Unreachable(label, self.scrub(&e.to_string())))?;
+                .map_err(|e| InitError::Unreachable(label, self.scrub(&mongo::describe(&e))))?;
             let store = Store::new(client);
             let doc = store
                 .load()
                 .await
-                .map_err(|e| InitError::Unreachable(label, self.scrub(&e.to_string())))?;
+                .map_err(|e| InitError::Unreachable(label, self.scrub(&mongo::describe(&e))))?;
             if let Some(doc) = doc {
                 found.push((label, doc));
             }
@@ -321,7 +325,7 @@ impl Engine {
                                     "cannot reach {} ({}): {}; retrying",
                                     label.as_str(),
                                     engine.uri(label).hosts(),
-                                    engine.scrub(&e.to_string())
+                                    engine.scrub(&mongo::describe(&e))
                                 ),
                             );
                         }
@@ -357,7 +361,7 @@ impl Engine {
                 "cannot reach {} ({}): {}; check that it is up and reachable, then call /start again",
                 label.as_str(),
                 self.uri(label).hosts(),
-                self.scrub(&e.to_string())
+                self.scrub(&mongo::describe(&e))
             ))
         };
         // The source must offer change streams.
@@ -481,7 +485,7 @@ impl Engine {
     fn store_error(&self, e: mongodb::error::Error) -> ApiError {
         ApiError::ClusterUnavailable(format!(
             "could not record the change on the destination: {}; try again",
-            self.scrub(&e.to_string())
+            self.scrub(&mongo::describe(&e))
         ))
     }
 
@@ -544,7 +548,7 @@ impl Engine {
             .map_err(|e| {
                 ApiError::ClusterUnavailable(format!(
                     "cannot read the source's latest time: {}; try again",
-                    self.scrub(&e.to_string())
+                    self.scrub(&mongo::describe(&e))
                 ))
             })?;
         let store = self.persisted_store()?;
@@ -584,22 +588,36 @@ enum InitError {
 }
 
 /// Builds a client without contacting the cluster, except for the DNS lookup of an SRV
-/// connection string, which is retried until it answers.
-async fn build_client(flag: &str, uri: &ClusterUri) -> Client {
+/// connection string, which is retried until it answers. Settings that can never work (a TLS
+/// file that cannot be read, say) are refused with the flag named.
+async fn build_client(flag: &str, uri: &ClusterUri) -> Result<Client, StartupError> {
+    let refuse = |e: mongodb::error::Error| {
+        StartupError::Config(format!(
+            "{flag}: the connection string cannot be used: {}; check its options (a tlsCAFile or tlsCertificateKeyFile must name a readable PEM file)",
+            uri.scrub(&mongo::describe(&e))
+        ))
+    };
     let mut attempt = 0u32;
     let mut opts = loop {
-        let cs =
-            mongodb::options::ConnectionString::parse(uri.expose()).expect("validated at startup");
+        let cs = mongodb::options::ConnectionString::parse(uri.expose()).map_err(refuse)?;
         match ClientOptions::parse(cs).await {
             Ok(o) => break o,
-            Err(e) => {
+            Err(e)
+                if uri.is_srv()
+                    && matches!(
+                        e.kind.as_ref(),
+                        mongodb::error::ErrorKind::DnsResolve { .. }
+                            | mongodb::error::ErrorKind::Io(_)
+                    ) =>
+            {
                 attempt += 1;
-                tracing::warn!(flag, hosts = uri.hosts(), error = %uri.scrub(&e.to_string()), "cannot resolve the connection string; retrying");
+                tracing::warn!(flag, hosts = uri.hosts(), error = %uri.scrub(&mongo::describe(&e)), "cannot resolve the connection string; retrying");
                 tokio::time::sleep(Duration::from_millis(
                     (500u64 << attempt.min(5)).min(10_000),
                 ))
                 .await;
             }
+            Err(e) => return Err(refuse(e)),
         }
     };
     opts.app_name
@@ -607,5 +625,5 @@ async fn build_client(flag: &str, uri: &ClusterUri) -> Client {
     opts.server_selection_timeout = opts
         .server_selection_timeout
         .or(Some(Duration::from_secs(10)));
-    Client::with_options(opts).expect("client options are valid")
+    Client::with_options(opts).map_err(refuse)
 }

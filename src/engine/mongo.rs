@@ -126,6 +126,40 @@ pub struct WriteRejected {
     pub msg: String,
 }
 
-pub fn ts_seconds(ts: Timestamp) -> i64 {
-    ts.time as i64
+/// A short, readable account of a driver error (the driver's own `Display` dumps whole
+/// topologies). Callers still scrub it: it may quote a host or a user, never on purpose a
+/// password.
+pub fn describe(e: &MongoError) -> String {
+    let text = match e.kind.as_ref() {
+        ErrorKind::Authentication { message, .. } => format!(
+            "authentication failed ({message}); check the user name, password and authSource in the connection string"
+        ),
+        ErrorKind::Command(c) => format!("{} ({}): {}", c.code_name, c.code, c.message),
+        ErrorKind::Io(io) => format!("I/O error: {io}"),
+        ErrorKind::DnsResolve { message, .. } => format!("DNS lookup failed: {message}"),
+        ErrorKind::InvalidTlsConfig { message, .. } => format!("invalid TLS settings: {message}"),
+        ErrorKind::InvalidArgument { message, .. } => format!("invalid setting: {message}"),
+        ErrorKind::ServerSelection { message, .. } => {
+            // The message embeds the topology; the first server error in it is the news.
+            let cause = message
+                .split("Error: Kind: ")
+                .nth(1)
+                .map(|rest| rest.split(", labels").next().unwrap_or(rest).to_string());
+            match cause {
+                Some(c) => format!("no server available: {c}"),
+                None => "no server available (server selection timed out)".to_string(),
+            }
+        }
+        _ => e.to_string(),
+    };
+    const MAX: usize = 400;
+    if text.len() > MAX {
+        let mut cut = MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &text[..cut])
+    } else {
+        text
+    }
 }
