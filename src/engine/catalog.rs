@@ -431,7 +431,3 @@ pub fn modification(desc: &Document) -> Document {
     }
     out
 }
-
-pub fn uuid_key(uuid: &Binary) -> Bson {
-    Bson::Binary(uuid.clone())
-}

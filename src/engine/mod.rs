@@ -424,14 +424,16 @@ impl Engine {
                 )));
             }
         }
-        // Open the change stream before anything is read, and keep its starting point.
+        // Open the change stream before anything is read, and keep its starting point: the
+        // opening's resume token, or, from a server that gives none, the time read just before
+        // (opening "now" rather than at a time spares servers that scan their oplog to find
+        // a start time).
         let start_ts = mongo::cluster_time(source)
             .await
             .map_err(|e| unavailable(options.source, e))?;
         let stream = source
             .watch()
             .show_expanded_events(true)
-            .start_at_operation_time(start_ts)
             .await
             .map_err(|e| unavailable(options.source, e))?;
         let token = stream.resume_token();
