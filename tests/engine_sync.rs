@@ -63,6 +63,38 @@ async fn full_dataset_is_copied_exactly_and_committed() {
     let (a, b) = tokio::join!(Server::start(), Server::start());
     let src = a.client().await;
     common::seed_full_dataset(&src).await.expect("seed");
+    // A collection of ~6 MB whose `_id`s mix eleven BSON types, so that partitions (1 MB
+    // here) have boundaries of different types.
+    let mixed = src.database("seed_a").collection::<Document>("mixed_bulk");
+    let pad = "m".repeat(2000);
+    let ids: Vec<bson::Bson> = (0..3000i64)
+        .map(|i| match i % 11 {
+            0 => bson::Bson::Int32(i as i32),
+            1 => bson::Bson::Int64(i),
+            2 => bson::Bson::Double(i as f64 + 0.5),
+            3 => bson::Bson::String(format!("s{i:05}")),
+            4 => bson::Bson::ObjectId(bson::oid::ObjectId::new()),
+            5 => bson::Bson::Document(doc! { "k": i }),
+            6 => bson::Bson::Binary(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: i.to_be_bytes().to_vec(),
+            }),
+            7 => bson::Bson::DateTime(bson::DateTime::from_millis(i * 1000)),
+            8 => bson::Bson::Decimal128(format!("{i}.25").parse().unwrap()),
+            9 => bson::Bson::Timestamp(bson::Timestamp {
+                time: i as u32,
+                increment: 1,
+            }),
+            _ => bson::Bson::RegularExpression(bson::Regex {
+                pattern: format!("^r{i}"),
+                options: "i".into(),
+            }),
+        })
+        .collect();
+    mixed
+        .insert_many(ids.into_iter().map(|id| doc! { "_id": id, "pad": &pad }))
+        .await
+        .unwrap();
     let refused = common::try_create_unsupported_indexes(&src).await.unwrap();
     for r in &refused {
         eprintln!("NOT EXERCISED (the test server refuses this index kind): {r}");
@@ -148,6 +180,16 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
     };
     let e1 = spawn();
     start_sync(&e1, c0c1()).await;
+    let (code, v) = e1.post("commit", json!({})).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("NotReadyToCommit")),
+        "{v}"
+    );
+    assert!(
+        v["errorDescription"].as_str().unwrap().contains("copy"),
+        "{v}"
+    );
 
     // SIGKILL in the middle of the copy, once some partitions are recorded as done.
     let deadline = Instant::now() + LONG;
@@ -277,6 +319,21 @@ async fn clusters_down_at_start_and_mid_sync() {
     b.restart().await;
     let p = engine.wait_ready().await;
     assert_eq!(state_of(&p), Some("IDLE"), "{p}");
+    // The source goes away between IDLE and /start: refused, nothing recorded, retry works.
+    a.stop();
+    let (code, v) = engine.post("start", c0c1()).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (503, Some("ClusterUnavailable")),
+        "{v}"
+    );
+    assert!(
+        v["errorDescription"].as_str().unwrap().contains("cluster0"),
+        "{v}"
+    );
+    assert_eq!(state_of(&engine.progress().await), Some("IDLE"));
+    a.restart().await;
+    let src = a.client().await;
     start_sync(&engine, c0c1()).await;
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)

@@ -34,6 +34,9 @@ use options::{ClusterLabel, StartOptions};
 use state::{DurableState, State, Verb, WrongState};
 use status::StatusCell;
 
+/// How long `/start` waits for each cluster to answer before refusing.
+const START_REACH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// An API call that was refused, with mongosync's response shape in mind.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -364,12 +367,26 @@ impl Engine {
                 self.scrub(&mongo::describe(&e))
             ))
         };
+        // Both clusters must answer promptly: /start answers within seconds, not after the
+        // driver's full server-selection wait.
+        let mut hellos = Vec::with_capacity(2);
+        for label in [options.source, options.destination] {
+            let admin = self.client(label).database("admin");
+            match tokio::time::timeout(START_REACH_TIMEOUT, admin.run_command(doc! { "hello": 1 })).await {
+                Ok(Ok(reply)) => hellos.push(reply),
+                Ok(Err(e)) => return Err(unavailable(label, e)),
+                Err(_) => {
+                    return Err(ApiError::ClusterUnavailable(format!(
+                        "{} ({}) did not answer within {} s; check that it is up and reachable, then call /start again",
+                        label.as_str(),
+                        self.uri(label).hosts(),
+                        START_REACH_TIMEOUT.as_secs()
+                    )))
+                }
+            }
+        }
         // The source must offer change streams.
-        let hello = source
-            .database("admin")
-            .run_command(doc! { "hello": 1 })
-            .await
-            .map_err(|e| unavailable(options.source, e))?;
+        let hello = &hellos[0];
         if hello.get_str("setName").is_err() && hello.get_str("msg") != Ok("isdbgrid") {
             return Err(ApiError::UnsupportedTopology(format!(
                 "the source ({}) is a standalone server, which has no change streams; convert it to a replica set (a single-node one is enough) and call /start again",
