@@ -145,6 +145,20 @@ impl ClusterUri {
     }
 }
 
+/// Whether two host lists (as [`ClusterUri::hosts`] gives them) name the same servers, in
+/// any order and case.
+pub fn same_hosts(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let mut v: Vec<String> = s
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        v.sort();
+        v
+    };
+    norm(a) == norm(b)
+}
+
 /// Replaces the password in a `mongodb://user:pass@hosts/...` string with `****`.
 pub fn redact(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
@@ -255,6 +269,13 @@ mod tests {
             assert!(e.contains(want), "{uri}: {e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
+    }
+
+    #[test]
+    fn host_lists_compare_as_sets() {
+        assert!(same_hosts("a:1,B:2", "b:2,a:1"));
+        assert!(!same_hosts("a:1,b:2", "a:1"));
+        assert!(!same_hosts("a:1", "a:2"));
     }
 
     #[test]

@@ -263,7 +263,9 @@ impl Engine {
             )));
         }
         let hosts = self.hosts();
-        if doc.cluster0_hosts != hosts[0] || doc.cluster1_hosts != hosts[1] {
+        if !crate::uri::same_hosts(&doc.cluster0_hosts, hosts[0])
+            || !crate::uri::same_hosts(&doc.cluster1_hosts, hosts[1])
+        {
             return Err(InitError::Refused(format!(
                 "this sync was started with --cluster0 {} and --cluster1 {}, but the engine now has --cluster0 {} and --cluster1 {}; restart with the original clusters, or drop the database {METADATA_DB} on the destination to start over",
                 doc.cluster0_hosts, doc.cluster1_hosts, hosts[0], hosts[1]
