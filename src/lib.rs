@@ -5,4 +5,5 @@
 
 pub mod engine;
 pub mod logging;
+pub mod preflight;
 pub mod uri;

@@ -24,12 +24,56 @@ struct Cli {
 enum Command {
     /// Run the sync engine: a drop-in for mongosync (same flags, same HTTP API).
     Engine(EngineArgs),
+    /// Run every preflight check without starting a sync: reachability, versions, topology,
+    /// the connection users' roles, an empty destination, the source's oplog window.
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Connection string of the first cluster.
+    #[arg(long = "cluster0", value_name = "URI")]
+    cluster0: Option<String>,
+    /// Connection string of the second cluster.
+    #[arg(long = "cluster1", value_name = "URI")]
+    cluster1: Option<String>,
+    /// YAML file with cluster0 and cluster1 (the engine's --config file works).
+    #[arg(long = "config", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Which cluster is the source.
+    #[arg(long = "source", value_enum, default_value = "cluster0")]
+    source: Label,
+    /// Check for a reversible sync (more roles on both sides).
+    #[arg(long = "reversible")]
+    reversible: bool,
+    /// Check for a sync that blocks writes on the source at commit.
+    #[arg(long = "dualWriteBlocking")]
+    dual_write_blocking: bool,
+    /// The destination may already hold other data.
+    #[arg(long = "preExistingDestinationData")]
+    pre_existing_destination_data: bool,
+    /// Report format.
+    #[arg(long = "output", value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Label {
+    Cluster0,
+    Cluster1,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Engine(args) => run_engine(args),
+        Command::Check(args) => run_check(args),
     }
 }
 
@@ -113,4 +157,74 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.ok();
+}
+
+fn run_check(args: CheckArgs) -> ExitCode {
+    use clustersync::preflight::{self, report, Intent, SyncKind};
+    let config = match EngineConfig::from_args(EngineArgs {
+        cluster0: args.cluster0,
+        cluster1: args.cluster1,
+        config: args.config,
+        ..Default::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let c0 = clustersync::engine::build_client("--cluster0", &config.cluster0).await?;
+        let c1 = clustersync::engine::build_client("--cluster1", &config.cluster1).await?;
+        let kind = if args.reversible {
+            SyncKind::Reversing
+        } else if args.dual_write_blocking {
+            SyncKind::DualWriteBlocking
+        } else {
+            SyncKind::Default
+        };
+        let intent = Intent {
+            kind,
+            pre_existing_destination_data: args.pre_existing_destination_data,
+            copy_rate: preflight::checks::DEFAULT_COPY_RATE,
+        };
+        let scrub = |t: &str| config.cluster1.scrub(&config.cluster0.scrub(t));
+        let a = (&c0, "cluster0", config.cluster0.hosts());
+        let b = (&c1, "cluster1", config.cluster1.hosts());
+        let (source, destination) = if args.source == Label::Cluster0 {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        Ok::<_, clustersync::engine::StartupError>(
+            preflight::run(source, destination, intent, &scrub).await,
+        )
+    });
+    match result {
+        Ok(r) => {
+            match args.output {
+                Output::Text => print!("{}", report::text(&r)),
+                Output::Json => println!("{}", report::json(&r)),
+            }
+            if r.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

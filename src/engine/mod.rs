@@ -611,7 +611,7 @@ enum InitError {
 /// Builds a client without contacting the cluster, except for the DNS lookup of an SRV
 /// connection string, which is retried until it answers. Settings that can never work (a TLS
 /// file that cannot be read, say) are refused with the flag named.
-async fn build_client(flag: &str, uri: &ClusterUri) -> Result<Client, StartupError> {
+pub async fn build_client(flag: &str, uri: &ClusterUri) -> Result<Client, StartupError> {
     let refuse = |e: mongodb::error::Error| {
         StartupError::Config(format!(
             "{flag}: the connection string cannot be used: {}; check its options (a tlsCAFile or tlsCertificateKeyFile must name a readable PEM file)",
