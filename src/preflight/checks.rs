@@ -228,6 +228,31 @@ pub struct Intent {
     pub copy_rate: u64,
 }
 
+/// Why a sync cannot start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProblemKind {
+    Unreachable,
+    Version,
+    Roles,
+    Topology,
+    SameCluster,
+    DestinationNotEmpty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The whole preflight result.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -236,7 +261,7 @@ pub struct Report {
     pub source: ClusterVerdict,
     pub destination: ClusterVerdict,
     /// Problems that block the sync, each naming what to do.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// Risks that do not block it.
     pub warnings: Vec<String>,
 }
@@ -244,6 +269,10 @@ pub struct Report {
 impl Report {
     pub fn passed(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    pub fn problems_of(&self, kind: ProblemKind) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(move |p| p.kind == kind)
     }
 }
 
@@ -277,21 +306,24 @@ pub fn judge(source: ClusterFacts, destination: ClusterFacts, intent: Intent) ->
         let f = &v.facts;
         let who = format!("{} ({}, the {})", f.label, f.hosts, v.side);
         if let Some(why) = &f.unreachable {
-            problems.push(format!("{who} cannot be examined: {why}; check that it is up, reachable and that the credentials are right"));
+            problems.push(problem(ProblemKind::Unreachable, format!("{who} cannot be examined: {why}; check that it is up, reachable and that the credentials are right")));
             continue;
         }
         if let Some(ver) = &f.version {
             if version_tuple(ver).is_some_and(|t| t < MIN_VERSION) {
-                problems.push(format!(
+                problems.push(problem(
+                    ProblemKind::Version,
+                    format!(
                     "{who} runs MongoDB {ver}; clustersync needs {}.{} or later: upgrade it first",
                     MIN_VERSION.0, MIN_VERSION.1
+                ),
                 ));
             } else if let (Some(fcv), Some(t)) = (&f.fcv, version_tuple(ver)) {
                 if version_tuple(fcv).is_some_and(|c| c != t) {
-                    problems.push(format!(
+                    problems.push(problem(ProblemKind::Version, format!(
                         "{who} runs MongoDB {ver} with featureCompatibilityVersion {fcv}; finish the upgrade (setFeatureCompatibilityVersion: \"{}.{}\") before syncing",
                         t.0, t.1
-                    ));
+                    )));
                 }
             }
         }
@@ -311,23 +343,26 @@ pub fn judge(source: ClusterFacts, destination: ClusterFacts, intent: Intent) ->
                     v.missing_actions.join(", ")
                 ));
             }
-            problems.push(format!(
-                "{who}: user \"{user}\" lacks {} needed for a {} sync{}",
-                what.join(" and "),
-                intent.kind,
-                v.grant_command
-                    .as_ref()
-                    .map(|g| format!("; grant them with: {g}"))
-                    .unwrap_or_default()
+            problems.push(problem(
+                ProblemKind::Roles,
+                format!(
+                    "{who}: user \"{user}\" lacks {} needed for a {} sync{}",
+                    what.join(" and "),
+                    intent.kind,
+                    v.grant_command
+                        .as_ref()
+                        .map(|g| format!("; grant them with: {g}"))
+                        .unwrap_or_default()
+                ),
             ));
         }
     }
     let both_seen = src.facts.unreachable.is_none() && dst.facts.unreachable.is_none();
     if src.facts.unreachable.is_none() && src.facts.topology == Some(Topology::Standalone) {
-        problems.push(format!(
+        problems.push(problem(ProblemKind::Topology, format!(
             "the source ({}) is a standalone server, which has no change streams; convert it to a replica set (a single-node one is enough)",
             src.facts.hosts
-        ));
+        )));
     }
     if both_seen {
         let same_id = matches!((&src.facts.replica_set_id, &dst.facts.replica_set_id), (Some(a), Some(b)) if a == b);
@@ -338,17 +373,17 @@ pub fn judge(source: ClusterFacts, destination: ClusterFacts, intent: Intent) ->
             .filter(|m| dst.facts.members.contains(m))
             .collect();
         if same_id || !shared.is_empty() {
-            problems.push(format!(
+            problems.push(problem(ProblemKind::SameCluster, format!(
                 "source and destination are the same cluster ({}); point --cluster0 and --cluster1 at different clusters",
                 shared.first().map(|s| s.as_str()).unwrap_or(&src.facts.hosts)
-            ));
+            )));
         }
         if !intent.pre_existing_destination_data && !dst.facts.user_namespaces.is_empty() {
-            problems.push(format!(
+            problems.push(problem(ProblemKind::DestinationNotEmpty, format!(
                 "the destination ({}) already holds user data ({}); empty it, or set preExistingDestinationData with a namespace filter",
                 dst.facts.hosts,
                 dst.facts.user_namespaces.join(", ")
-            ));
+            )));
         }
     }
     if let Some(w) = oplog_warning(&src.facts, intent.copy_rate) {
@@ -361,6 +396,10 @@ pub fn judge(source: ClusterFacts, destination: ClusterFacts, intent: Intent) ->
         problems,
         warnings,
     }
+}
+
+fn problem(kind: ProblemKind, message: String) -> Problem {
+    Problem { kind, message }
 }
 
 /// Warns when the source's oplog covers less time than the copy is expected to take.
@@ -449,7 +488,13 @@ mod tests {
             actions: vec![],
         });
         let r = judge(s, d, intent());
-        let all = r.problems.join("\n");
+        let all = r
+            .problems
+            .iter()
+            .map(|p| p.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(r.problems_of(ProblemKind::Roles).count(), 1);
         for want in [
             "standalone",
             "5.0.3",
@@ -464,7 +509,11 @@ mod tests {
         let mut u = facts("cluster1", "b:1");
         u.unreachable = Some("no answer".into());
         let r = judge(facts("cluster0", "a:1"), u, intent());
-        assert!(r.problems[0].contains("cluster1") && r.problems[0].contains("no answer"));
+        assert!(
+            r.problems[0].message.contains("cluster1")
+                && r.problems[0].message.contains("no answer")
+        );
+        assert_eq!(r.problems[0].kind, ProblemKind::Unreachable);
     }
 
     #[test]
