@@ -198,6 +198,25 @@ async fn api_error_paths_and_config_file() {
         "InvalidFieldValue",
     )
     .await;
+    // Write blocking asked for explicitly, on a server without setUserWriteBlockMode: refused,
+    // naming the cluster, never quietly dropped.
+    for mode in ["\"sourceAndDestination\"", "\"destinationOnly\"", "true"] {
+        let v = expect_error(
+            &engine,
+            "start",
+            &format!(r#"{{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":{mode}}}"#),
+            409,
+            "WriteBlockingUnsupported",
+        )
+        .await;
+        assert!(
+            v["errorDescription"]
+                .as_str()
+                .unwrap()
+                .contains("cluster1 does not support setUserWriteBlockMode"),
+            "{v}"
+        );
+    }
     // Options that parse but cannot be honoured.
     expect_error(
         &engine,
@@ -509,12 +528,19 @@ async fn reverse_answers_not_supported_for_a_reversible_sync() {
         )
         .await;
     assert_eq!(code, 200, "{v}");
-    engine
+    let p = engine
         .wait_until(
             |p| p["progress"]["canCommit"] == true,
             Duration::from_secs(60),
         )
         .await;
+    // The default (dual) write blocking could not be used on these servers: said, not silent.
+    let warnings = p["progress"]["warnings"].to_string();
+    assert!(
+        warnings.contains("write blocking is not in force")
+            && warnings.contains("does not support setUserWriteBlockMode"),
+        "{p}"
+    );
     engine.post("commit", json!({})).await;
     engine
         .wait_state("COMMITTED", Duration::from_secs(60))

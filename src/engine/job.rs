@@ -8,6 +8,7 @@ use std::time::Duration;
 use bson::doc;
 use mongodb::Client;
 
+use super::blocking::{Blocker, Controller, Mode};
 use super::catalog::{self, CollKind};
 use super::copy::{self, CopyTuning};
 use super::filter::Scope;
@@ -27,9 +28,20 @@ pub struct Ctx {
     pub options: StartOptions,
     pub status: Arc<StatusCell>,
     pub tuning: CopyTuning,
+    pub blocker: Arc<dyn Blocker>,
+    pub write_blocking: Mode,
 }
 
 impl Ctx {
+    pub fn blocking(&self) -> Controller<'_> {
+        Controller {
+            blocker: self.blocker.as_ref(),
+            mode: self.write_blocking,
+            source: self.options.source,
+            destination: self.options.destination,
+        }
+    }
+
     /// Builds the source's indexes of `db.coll` (those in `names`, or all) on the destination,
     /// in sync form, per `buildIndexes`.
     pub async fn build_indexes(
@@ -95,6 +107,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
             Err(JobError::Fatal(msg)) => {
                 tracing::error!(error = %msg, "sync stopped");
                 ctx.status.lock().fatal = Some(msg);
+                release_blocks(&ctx).await;
                 return;
             }
             Err(JobError::Mongo(e)) => {
@@ -105,6 +118,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                     let msg = format!("the sync failed repeatedly and stopped: {msg}");
                     tracing::error!(error = %msg, "sync stopped");
                     ctx.status.lock().fatal = Some(msg);
+                    release_blocks(&ctx).await;
                     return;
                 }
                 let wait = Duration::from_millis((500u64 << failures.min(6)).min(30_000));
@@ -115,6 +129,20 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                 );
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+/// A sync that cannot go on must not leave an application's cluster read-only.
+async fn release_blocks(ctx: &Ctx) {
+    match ctx.blocking().release_all().await {
+        Ok(()) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "could not release write blocking");
+            ctx.status.warn(
+                "write-blocking-release",
+                format!("could not release write blocking after the failure: {e}; run db.adminCommand({{setUserWriteBlockMode: 1, global: false}}) on the blocked cluster"),
+            );
         }
     }
 }
@@ -315,6 +343,11 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     for spec in &colls {
         catalog::finalize_before_write(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
     }
+    ctx.blocking().on_can_write().await.map_err(|e| {
+        JobError::fatal(format!(
+            "cannot release the destination's write blocking: {e}"
+        ))
+    })?;
     ctx.store.set(doc! { "canWrite": true }).await?;
     ctx.status.lock().can_write = true;
     for spec in &colls {

@@ -41,6 +41,16 @@ pub struct MigrationDoc {
     pub can_write: bool,
     #[serde(default)]
     pub estimated_total_bytes: i64,
+    /// The write blocking in force (the request, or the default the servers allowed).
+    #[serde(default = "no_blocking")]
+    pub write_blocking: super::blocking::Mode,
+    /// Why the default write blocking could not be used, shown in `/progress` `warnings`.
+    #[serde(default)]
+    pub write_blocking_note: Option<String>,
+}
+
+fn no_blocking() -> super::blocking::Mode {
+    super::blocking::Mode::None
 }
 
 /// How a partition's documents are read.
@@ -142,6 +152,8 @@ impl Store {
             commit_ts: None,
             can_write: false,
             estimated_total_bytes: 0,
+            write_blocking: super::blocking::Mode::None,
+            write_blocking_note: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Kubernetes never appears here; the operator drives the engine through its HTTP API.
 
 pub mod api;
+pub mod blocking;
 pub mod catalog;
 pub mod cea;
 pub mod config;
@@ -24,6 +25,7 @@ use mongodb::Client;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::preflight;
 use crate::uri::ClusterUri;
 use config::EngineConfig;
 use copy::CopyTuning;
@@ -59,6 +61,14 @@ pub enum ApiError {
     #[error("reverse sync is not available in this version of clustersync; the destination is committed and writable")]
     ReverseNotImplemented,
     #[error("{0}")]
+    InsufficientPermissions(String),
+    #[error("{0}")]
+    PreflightFailed(String),
+    #[error("{0}")]
+    WriteBlockingUnsupported(String),
+    #[error("write blocking failed: {0}")]
+    WriteBlockingFailed(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -75,6 +85,10 @@ impl ApiError {
             ApiError::UnsupportedTopology(_) => "UnsupportedTopology",
             ApiError::NotReversible => "NotReversible",
             ApiError::ReverseNotImplemented => "ReverseNotSupported",
+            ApiError::InsufficientPermissions(_) => "InsufficientPermissions",
+            ApiError::PreflightFailed(_) => "PreflightFailed",
+            ApiError::WriteBlockingUnsupported(_) => "WriteBlockingUnsupported",
+            ApiError::WriteBlockingFailed(_) => "WriteBlockingFailed",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -88,7 +102,9 @@ impl ApiError {
             | ApiError::NamespaceConflict(_)
             | ApiError::NotReversible
             | ApiError::UnsupportedTopology(_) => 409,
-            ApiError::ClusterUnavailable(_) => 503,
+            ApiError::ClusterUnavailable(_) | ApiError::WriteBlockingFailed(_) => 503,
+            ApiError::InsufficientPermissions(_) => 403,
+            ApiError::PreflightFailed(_) | ApiError::WriteBlockingUnsupported(_) => 409,
             ApiError::ReverseNotImplemented => 501,
             ApiError::Internal(_) => 500,
         }
@@ -113,6 +129,7 @@ pub struct Engine {
     /// Serializes state-changing API calls; holds the running job.
     control: Mutex<Option<JoinHandle<()>>>,
     tuning: CopyTuning,
+    blocker: Arc<dyn blocking::Blocker>,
 }
 
 impl Engine {
@@ -124,7 +141,17 @@ impl Engine {
             build_client("--cluster1", &config.cluster1).await?,
         ];
         let tuning = CopyTuning::for_load_level(config.load_level, config.partition_bytes);
+        let scrubber = {
+            let (c0, c1) = (config.cluster0.clone(), config.cluster1.clone());
+            Arc::new(move |t: &str| c1.scrub(&c0.scrub(t)))
+                as Arc<dyn Fn(&str) -> String + Send + Sync>
+        };
+        let blocker = Arc::new(blocking::ServerBlocker {
+            clients: clients.clone(),
+            scrub: scrubber,
+        });
         Ok(Arc::new(Self {
+            blocker,
             config,
             clients,
             status: StatusCell::new(),
@@ -157,6 +184,15 @@ impl Engine {
 
     fn client(&self, label: ClusterLabel) -> &Client {
         &self.clients[label.index()]
+    }
+
+    fn blocking(&self, options: &StartOptions, mode: blocking::Mode) -> blocking::Controller<'_> {
+        blocking::Controller {
+            blocker: self.blocker.as_ref(),
+            mode,
+            source: options.source,
+            destination: options.destination,
+        }
     }
 
     pub fn progress(&self) -> serde_json::Value {
@@ -215,6 +251,40 @@ impl Engine {
                     s.commit_ts = doc.commit_ts;
                     s.copy_finished_ts = doc.copy_finished_ts;
                     s.total_bytes = doc.estimated_total_bytes;
+                    s.write_blocking = doc.write_blocking;
+                    if let Some(note) = &doc.write_blocking_note {
+                        s.warnings.insert("write-blocking".into(), note.clone());
+                    }
+                    if doc.write_blocking.blocks_source()
+                        && matches!(
+                            doc.state,
+                            DurableState::Committing | DurableState::Committed
+                        )
+                    {
+                        s.warnings.insert(
+                            "source-blocked".into(),
+                            source_blocked_warning(
+                                doc.options.source,
+                                self.uri(doc.options.source).hosts(),
+                            ),
+                        );
+                    }
+                }
+                if doc.state != DurableState::Committed {
+                    // Re-assert the blocks this state implies; a failure is reported, and the
+                    // sync goes on (its data is safe either way).
+                    let committing = doc.state == DurableState::Committing;
+                    if let Err(e) = self
+                        .blocking(&doc.options, doc.write_blocking)
+                        .on_restart(committing, doc.can_write)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not restore write blocking");
+                        self.status.warn(
+                            "write-blocking",
+                            format!("could not restore write blocking after the restart: {e}"),
+                        );
+                    }
                 }
                 if let Some(a) = doc.applied_ts {
                     self.status.applied_through(a);
@@ -292,6 +362,8 @@ impl Engine {
             options: options.clone(),
             status: self.status.clone(),
             tuning: self.tuning,
+            blocker: self.blocker.clone(),
+            write_blocking: self.status.lock().write_blocking,
         }
     }
 
@@ -395,6 +467,67 @@ impl Engine {
                 self.uri(options.source).hosts()
             )));
         }
+        // Write blocking: the request must be honoured or refused, never quietly dropped; the
+        // default is used where the servers allow it and reported where they do not.
+        let (mut mode, explicit) = options.write_blocking();
+        let mut blocking_note = None;
+        match self.blocking(&options, mode).probe().await {
+            Ok(()) => {}
+            Err(blocking::BlockError::Unsupported { cluster }) if !explicit => {
+                let note = format!(
+                    "write blocking is not in force: {cluster} does not support setUserWriteBlockMode, so neither cluster's application writes are blocked; stop writes to the source yourself before /commit, and do not write to the destination before canWrite"
+                );
+                tracing::warn!("{note}");
+                blocking_note = Some(note);
+                mode = blocking::Mode::None;
+            }
+            Err(e @ blocking::BlockError::Unsupported { .. }) => {
+                return Err(ApiError::WriteBlockingUnsupported(format!(
+                    "{e}; start without enableUserWriteBlocking, or with \"none\""
+                )))
+            }
+            Err(e) => return Err(ApiError::WriteBlockingFailed(e.to_string())),
+        }
+        // Roles, versions and identity: everything else the preflight knows.
+        let kind = if options.reversible {
+            preflight::SyncKind::Reversing
+        } else if mode.blocks_source() {
+            preflight::SyncKind::DualWriteBlocking
+        } else {
+            preflight::SyncKind::Default
+        };
+        let scrub = |t: &str| self.scrub(t);
+        let report = preflight::run(
+            (
+                source,
+                options.source.as_str(),
+                self.uri(options.source).hosts(),
+            ),
+            (
+                destination,
+                options.destination.as_str(),
+                self.uri(options.destination).hosts(),
+            ),
+            preflight::Intent {
+                kind,
+                // The destination's content is judged below, with the namespace filter.
+                pre_existing_destination_data: true,
+                copy_rate: preflight::checks::DEFAULT_COPY_RATE,
+            },
+            &scrub,
+        )
+        .await;
+        let roles: Vec<String> = report
+            .problems_of(preflight::checks::ProblemKind::Roles)
+            .map(|p| p.message.clone())
+            .collect();
+        if !roles.is_empty() {
+            return Err(ApiError::InsufficientPermissions(roles.join("; ")));
+        }
+        if !report.passed() {
+            let all: Vec<String> = report.problems.iter().map(|p| p.message.clone()).collect();
+            return Err(ApiError::PreflightFailed(all.join("; ")));
+        }
         let store = Store::new(destination);
         if Store::exists(destination)
             .await
@@ -457,17 +590,26 @@ impl Engine {
             .map_err(|e| unavailable(options.source, e))?;
         let token = stream.resume_token();
         drop(stream);
-        let doc = Store::new_migration_doc(
+        let mut doc = Store::new_migration_doc(
             self.config.engine_id(),
             self.hosts(),
             options.clone(),
             start_ts,
             token,
         );
-        store
-            .create(&doc)
+        doc.write_blocking = mode;
+        doc.write_blocking_note = blocking_note.clone();
+        let ctl = self.blocking(&options, mode);
+        ctl.on_start()
             .await
-            .map_err(|e| unavailable(options.destination, e))?;
+            .map_err(|e| ApiError::WriteBlockingFailed(e.to_string()))?;
+        if let Err(e) = store.create(&doc).await {
+            // Nothing was recorded: nothing may stay blocked either.
+            if let Err(release) = ctl.release_all().await {
+                tracing::error!(error = %release, "could not release write blocking after a failed /start");
+            }
+            return Err(unavailable(options.destination, e));
+        }
         tracing::info!(
             migration = %doc.migration_id,
             source = %self.uri(options.source).hosts(),
@@ -480,6 +622,10 @@ impl Engine {
             s.phase = Some(state::Phase::Catalog);
             s.options = Some(options.clone());
             s.fatal = None;
+            s.write_blocking = mode;
+            if let Some(note) = blocking_note {
+                s.warnings.insert("write-blocking".into(), note);
+            }
         }
         *control = Some(self.spawn_job(&options));
         Ok(())
@@ -558,12 +704,25 @@ impl Engine {
         if let Some(why) = self.status.snapshot().commit_blocker() {
             return Err(ApiError::NotReadyToCommit(why));
         }
-        let options = self
-            .status
-            .lock()
-            .options
-            .clone()
-            .expect("running sync has options");
+        let (options, mode) = {
+            let s = self.status.lock();
+            (
+                s.options.clone().expect("running sync has options"),
+                s.write_blocking,
+            )
+        };
+        // Dual blocking: the source stops taking application writes before the commit point is
+        // read, so nothing written after it is lost.
+        self.blocking(&options, mode)
+            .on_commit()
+            .await
+            .map_err(|e| ApiError::WriteBlockingFailed(e.to_string()))?;
+        if mode.blocks_source() {
+            self.status.warn(
+                "source-blocked",
+                source_blocked_warning(options.source, self.uri(options.source).hosts()),
+            );
+        }
         let commit_ts = mongo::cluster_time(self.client(options.source))
             .await
             .map_err(|e| {
@@ -601,6 +760,13 @@ impl Engine {
         }
         Err(ApiError::ReverseNotImplemented)
     }
+}
+
+fn source_blocked_warning(source: ClusterLabel, hosts: &str) -> String {
+    format!(
+        "clustersync has blocked user writes on the source cluster ({}: {hosts}) for the commit; it stays blocked after COMMITTED so that applications move to the destination",
+        source.as_str()
+    )
 }
 
 enum InitError {

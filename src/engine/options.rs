@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::blocking::Mode;
 use super::filter::NamespaceFilter;
 
 /// One of the two clusters named on the command line.
@@ -111,9 +112,10 @@ pub struct StartOptions {
     /// sharded destination.
     #[serde(default, skip_serializing)]
     pub sharding: Option<serde_json::Value>,
-    /// Removed from mongosync in 1.20; accepted only to answer with a precise error.
-    #[serde(default, skip_serializing)]
-    pub enable_user_write_blocking: Option<serde_json::Value>,
+    /// mongosync's write blocking (removed from its `/start` in 1.20, which decides by itself;
+    /// clustersync accepts it to let a user choose, and decides as 1.20 does without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_user_write_blocking: Option<super::blocking::Request>,
 }
 
 /// A `/start` body that parsed but asks for something impossible.
@@ -135,8 +137,12 @@ pub enum InvalidStart {
     Filter(String),
     #[error("the sharding option is only for a sharded destination, and the destination is not sharded; remove \"sharding\"")]
     ShardingOnUnsharded,
-    #[error("enableUserWriteBlocking was removed in mongosync 1.20 and is not accepted; remove it from the request")]
-    WriteBlockingParameter,
+    #[error("enableUserWriteBlocking \"sourceAndDestination\" cannot be combined with a namespace filter (the whole source would be blocked for a partial sync); use \"destinationOnly\"")]
+    DualBlockingWithFilter,
+    #[error("write blocking cannot be combined with preExistingDestinationData (the destination keeps serving its own data); set enableUserWriteBlocking to \"none\"")]
+    BlockingWithPreExisting,
+    #[error("a reversible sync needs enableUserWriteBlocking \"sourceAndDestination\" (the default), so that neither cluster takes writes it would not sync back")]
+    ReversibleWithoutDualBlocking,
 }
 
 impl StartOptions {
@@ -159,8 +165,17 @@ impl StartOptions {
         if self.pre_existing_destination_data && !filtered {
             return Err(InvalidStart::PreExistingWithoutFilter);
         }
-        if self.enable_user_write_blocking.is_some() {
-            return Err(InvalidStart::WriteBlockingParameter);
+        if let Some(r) = self.enable_user_write_blocking {
+            let mode = r.mode();
+            if mode == Mode::SourceAndDestination && filtered {
+                return Err(InvalidStart::DualBlockingWithFilter);
+            }
+            if mode != Mode::None && self.pre_existing_destination_data {
+                return Err(InvalidStart::BlockingWithPreExisting);
+            }
+            if self.reversible && mode != Mode::SourceAndDestination {
+                return Err(InvalidStart::ReversibleWithoutDualBlocking);
+            }
         }
         if self.sharding.is_some() {
             return Err(InvalidStart::ShardingOnUnsharded);
@@ -168,6 +183,19 @@ impl StartOptions {
         super::filter::Scope::compile(&self.include_namespaces, &self.exclude_namespaces)
             .map_err(|e| InvalidStart::Filter(e.to_string()))?;
         Ok(())
+    }
+
+    /// The write blocking asked for: the explicit request, or mongosync 1.20's choice (none with
+    /// pre-existing destination data, the destination only with a filter, both otherwise).
+    pub fn write_blocking(&self) -> (Mode, bool) {
+        match self.enable_user_write_blocking {
+            Some(r) => (r.mode(), true),
+            None if self.pre_existing_destination_data => (Mode::None, false),
+            None if !self.include_namespaces.is_empty() || !self.exclude_namespaces.is_empty() => {
+                (Mode::DestinationOnly, false)
+            }
+            None => (Mode::SourceAndDestination, false),
+        }
     }
 
     pub fn verification_enabled(&self) -> bool {
@@ -221,6 +249,31 @@ mod tests {
     }
 
     #[test]
+    fn write_blocking_defaults_follow_mongosync_1_20() {
+        let wb = |s: &str| parse(s).unwrap().write_blocking();
+        assert_eq!(
+            wb(r#"{"source":"cluster0","destination":"cluster1"}"#),
+            (Mode::SourceAndDestination, false)
+        );
+        assert_eq!(
+            wb(
+                r#"{"source":"cluster0","destination":"cluster1","includeNamespaces":[{"database":"a"}]}"#
+            ),
+            (Mode::DestinationOnly, false)
+        );
+        assert_eq!(
+            wb(
+                r#"{"source":"cluster0","destination":"cluster1","preExistingDestinationData":true,"includeNamespaces":[{"database":"a"}]}"#
+            ),
+            (Mode::None, false)
+        );
+        assert_eq!(
+            wb(r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":false}"#),
+            (Mode::None, true)
+        );
+    }
+
+    #[test]
     fn rejected_combinations() {
         let bad = [
             (
@@ -240,8 +293,16 @@ mod tests {
                 "requires includeNamespaces",
             ),
             (
-                r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":"none"}"#,
-                "removed",
+                r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":true,"includeNamespaces":[{"database":"a"}]}"#,
+                "destinationOnly",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":"destinationOnly","preExistingDestinationData":true,"includeNamespaces":[{"database":"a"}]}"#,
+                "\"none\"",
+            ),
+            (
+                r#"{"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":"none","reversible":true}"#,
+                "reversible",
             ),
             (
                 r#"{"source":"cluster0","destination":"cluster1","sharding":{"shardingEntries":[]}}"#,

@@ -40,6 +40,7 @@ pub struct Snapshot {
     pub ping_ms: [Option<i64>; 2],
     pub warnings: BTreeMap<String, String>,
     pub fatal: Option<String>,
+    pub write_blocking: super::blocking::Mode,
 }
 
 impl Default for Snapshot {
@@ -60,6 +61,7 @@ impl Default for Snapshot {
             ping_ms: [None, None],
             warnings: BTreeMap::new(),
             fatal: None,
+            write_blocking: super::blocking::Mode::None,
         }
     }
 }
