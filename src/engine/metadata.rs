@@ -224,28 +224,61 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Marks a destination namespace whose content must be copied again from the source
-    /// (its collection was renamed while the copy was running).
+    /// Marks a destination namespace whose content must be copied again from the source (its
+    /// collection was renamed while the copy ran, or a change could not be replayed exactly).
     pub async fn mark_recopy(&self, ns: &str) -> mongodb::error::Result<()> {
         self.recopy
-            .update_one(doc! { "_id": ns }, doc! { "$setOnInsert": { "_id": ns } })
+            .update_one(
+                doc! { "_id": ns },
+                doc! { "$set": { "readAt": Bson::Null } },
+            )
             .upsert(true)
             .await
             .map(|_| ())
     }
 
-    pub async fn has_recopy(&self, ns: &str) -> mongodb::error::Result<bool> {
-        Ok(self.recopy.find_one(doc! { "_id": ns }).await?.is_some())
-    }
-
-    /// Removes a mark; tells whether there was one.
-    pub async fn take_recopy(&self, ns: &str) -> mongodb::error::Result<bool> {
+    /// The mark of a namespace: `None` unmarked, `Some(None)` waiting for its copy,
+    /// `Some(Some(t))` copied from a read that started at source time `t`.
+    pub async fn recopy_mark(&self, ns: &str) -> mongodb::error::Result<Option<Option<Timestamp>>> {
         Ok(self
             .recopy
-            .delete_one(doc! { "_id": ns })
+            .find_one(doc! { "_id": ns })
             .await?
-            .deleted_count
-            > 0)
+            .map(|d| d.get_timestamp("readAt").ok()))
+    }
+
+    pub async fn recopy_done(&self, ns: &str, read_at: Timestamp) -> mongodb::error::Result<()> {
+        self.recopy
+            .update_one(doc! { "_id": ns }, doc! { "$set": { "readAt": read_at } })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn unmark_recopy(&self, ns: &str) -> mongodb::error::Result<()> {
+        self.recopy.delete_one(doc! { "_id": ns }).await.map(|_| ())
+    }
+
+    /// Namespaces waiting for their copy.
+    pub async fn pending_recopies(&self) -> mongodb::error::Result<Vec<String>> {
+        let docs: Vec<Document> = self
+            .recopy
+            .find(doc! { "readAt": Bson::Null })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(String::from))
+            .collect())
+    }
+
+    /// Forgets copies whose read started before `applied`: every DDL event that could have
+    /// overtaken them has been applied by now.
+    pub async fn forget_recopies_before(&self, applied: Timestamp) -> mongodb::error::Result<()> {
+        self.recopy
+            .delete_many(doc! { "readAt": { "$type": "timestamp", "$lte": applied } })
+            .await
+            .map(|_| ())
     }
 
     pub async fn clear_recopy_db(&self, db: &str) -> mongodb::error::Result<()> {

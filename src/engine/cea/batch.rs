@@ -6,8 +6,8 @@
 //! ones; `$push`/`$slice` for truncated arrays). Deltas need no read of the source, so they work
 //! whatever happened to the collection since. A delta that cannot be expressed (ambiguous
 //! paths) or that the destination refuses (a document copied in a later state than the event
-//! saw) is settled by reading the document from the source, when the source namespace provably
-//! still holds the same collection.
+//! saw) marks the collection for a fresh copy once the stream has caught up (see `ddl`): rare,
+//! and the only way to read the source without risking another collection's answer.
 
 use std::collections::HashMap;
 
@@ -15,15 +15,13 @@ use bson::{
     doc, Binary, Bson, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp,
 };
 use futures::{StreamExt, TryStreamExt};
-use mongodb::change_stream::event::ResumeToken;
-use mongodb::options::ReadConcern;
 use mongodb::{Client, Collection};
 
 use super::super::catalog::{self, CollKind};
 use super::super::filter::Scope;
 use super::super::job::{Ctx, JobError};
 use super::super::mongo;
-use super::{lineage, Applier};
+use super::Applier;
 
 const WRITE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 const WRITE_CHUNK_OPS: usize = 1_000;
@@ -81,9 +79,6 @@ pub(crate) struct Batch {
     pub events: usize,
     pub bytes: usize,
     pub last_ts: Option<Timestamp>,
-    /// The stream's resume token once the batch was read: the point its settling reads are
-    /// checked against.
-    pub last_token: Option<ResumeToken>,
 }
 
 fn ns_of(ev: &RawDocument) -> Option<(String, String)> {
@@ -229,7 +224,6 @@ impl Applier<'_> {
 
     pub(crate) async fn apply_batch(&mut self, batch: Batch) -> Result<(), JobError> {
         let mut prepared = Vec::new();
-        let token = batch.last_token.clone();
         for ((db, coll), nso) in batch.by_ns {
             let mut kind = self.dest_kind(&db, &coll).await?;
             if kind.is_none() && nso.uuid.is_some() {
@@ -248,13 +242,12 @@ impl Applier<'_> {
             prepared.push((db, coll, nso, kind));
         }
         let ctx = self.ctx;
-        let token = &token;
         // Collections are independent of each other: write them concurrently.
         futures::stream::iter(
             prepared
                 .into_iter()
                 .map(|(db, coll, nso, kind)| async move {
-                    apply_ns(ctx, &db, &coll, nso, kind, token.as_ref()).await
+                    apply_ns(ctx, &db, &coll, nso, kind).await
                 }),
         )
         .buffer_unordered(8)
@@ -276,7 +269,6 @@ async fn apply_ns(
     coll: &str,
     nso: NsOps,
     kind: Option<CollKind>,
-    token: Option<&ResumeToken>,
 ) -> Result<(), JobError> {
     let mut deletes = Vec::new();
     let mut statements: Vec<(usize, RawDocumentBuf)> = Vec::new();
@@ -308,8 +300,8 @@ async fn apply_ns(
     let refused = write_statements(&ctx.destination, db, coll, statements).await?;
     fetch.extend(refused);
     if !fetch.is_empty() {
-        let ids: Vec<DocId> = fetch.iter().map(|&i| docs[i].id.clone()).collect();
-        settle_from_source(ctx, db, coll, &ids, token).await?;
+        tracing::info!(ns = %format!("{db}.{coll}"), documents = fetch.len(), "changes that cannot be replayed exactly; the collection will be copied again");
+        ctx.store.mark_recopy(&format!("{db}.{coll}")).await?;
     }
     Ok(())
 }
@@ -448,150 +440,4 @@ async fn insert_missing(
             .await?;
     }
     Ok(())
-}
-
-/// Replaces documents with their current state on the source, provided the source namespace
-/// still holds the collection the events came from (otherwise the read could answer for
-/// another collection; the later DDL event that changed the namespace settles it instead).
-async fn settle_from_source(
-    ctx: &Ctx,
-    db: &str,
-    coll: &str,
-    ids: &[DocId],
-    token: Option<&ResumeToken>,
-) -> Result<(), JobError> {
-    let stable = match token {
-        Some(t) => lineage::unchanged_since(&ctx.source, t, db, coll).await?,
-        None => true,
-    };
-    if !stable {
-        tracing::warn!(ns = %format!("{db}.{coll}"), documents = ids.len(), "documents could not be re-read: the collection was renamed or dropped since; the later DDL event settles them");
-        return Ok(());
-    }
-    let src: Collection<RawDocumentBuf> = ctx.source.database(db).collection_with_options(
-        coll,
-        mongodb::options::CollectionOptions::builder()
-            .read_concern(ReadConcern::majority())
-            .build(),
-    );
-    let mut found = HashMap::new();
-    for chunk in ids.chunks(WRITE_CHUNK_OPS) {
-        let values: Vec<Bson> = chunk.iter().map(|i| i.bson()).collect();
-        let mut cursor = src.find(doc! { "_id": { "$in": values } }).await?;
-        while let Some(d) = cursor.try_next().await? {
-            if let Ok(Some(id)) = d.get("_id") {
-                found.insert(DocId::new(id).key, d);
-            }
-        }
-    }
-    let mut statements = Vec::new();
-    let mut gone = Vec::new();
-    for (n, id) in ids.iter().enumerate() {
-        match found.remove(&id.key) {
-            Some(d) => statements.push((n, stmt(id, d, true))),
-            None => gone.push(id.clone()),
-        }
-    }
-    write_deletes(&ctx.destination, db, coll, &gone).await?;
-    let refused = write_statements(&ctx.destination, db, coll, statements).await?;
-    if !refused.is_empty() {
-        return Err(JobError::fatal(format!(
-            "the destination refused {} whole-document replacements in {db}.{coll}; check the destination's logs",
-            refused.len()
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw(d: bson::Document) -> RawDocumentBuf {
-        RawDocumentBuf::from_document(&d).unwrap()
-    }
-
-    fn as_docs(v: Vec<RawDocumentBuf>) -> Vec<bson::Document> {
-        v.iter()
-            .map(|d| bson::Document::try_from(d.as_ref()).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn update_description_becomes_set_unset_and_truncation() {
-        let desc = raw(doc! {
-            "updatedFields": { "a.b": 1, "arr.0": "x" },
-            "removedFields": ["gone", "n.m"],
-            "truncatedArrays": [{ "field": "arr", "newSize": 2 }],
-            "disambiguatedPaths": {},
-        });
-        let out = as_docs(deltas(&desc).unwrap());
-        assert_eq!(
-            out,
-            vec![
-                doc! { "$push": { "arr": { "$each": [], "$slice": 2i64 } } },
-                doc! { "$set": { "a.b": 1, "arr.0": "x" }, "$unset": { "gone": "", "n.m": "" } },
-            ]
-        );
-    }
-
-    #[test]
-    fn ambiguous_paths_are_not_replayed() {
-        let desc = raw(doc! {
-            "updatedFields": { "a.0": 1 },
-            "removedFields": [],
-            "truncatedArrays": [],
-            "disambiguatedPaths": { "a.0": ["a", "0"] },
-        });
-        assert!(deltas(&desc).is_none());
-    }
-
-    #[test]
-    fn batch_keeps_the_last_whole_document_and_the_deltas_after_it() {
-        let scope = Scope::default();
-        let mut b = Batch::default();
-        let ev = |op: &str, extra: bson::Document| {
-            let mut d = doc! { "operationType": op, "ns": { "db": "d", "coll": "c" }, "documentKey": { "_id": 1 } };
-            d.extend(extra);
-            raw(d)
-        };
-        let upd = |v: i32| doc! { "updateDescription": { "updatedFields": { "v": v }, "removedFields": [], "truncatedArrays": [] } };
-        b.add(&scope, &ev("update", upd(1)), "update");
-        b.add(
-            &scope,
-            &ev("replace", doc! { "fullDocument": { "_id": 1, "r": true } }),
-            "replace",
-        );
-        b.add(&scope, &ev("update", upd(2)), "update");
-        b.add(&scope, &ev("update", upd(3)), "update");
-        let ops = &b.by_ns[&("d".to_string(), "c".to_string())];
-        let d = ops.docs.values().next().unwrap();
-        assert!(matches!(d.base, Some(Base::Upsert(_))));
-        assert_eq!(
-            as_docs(d.deltas.clone()),
-            vec![doc! { "$set": { "v": 2 } }, doc! { "$set": { "v": 3 } }]
-        );
-        b.add(&scope, &ev("delete", doc! {}), "delete");
-        let d = b.by_ns[&("d".to_string(), "c".to_string())]
-            .docs
-            .values()
-            .next()
-            .unwrap();
-        assert!(matches!(d.base, Some(Base::Delete)) && d.deltas.is_empty());
-        assert_eq!(b.events, 5);
-    }
-
-    #[test]
-    fn events_outside_the_scope_are_counted_but_not_applied() {
-        let inc: Vec<crate::engine::filter::NamespaceFilter> =
-            serde_json::from_str(r#"[{"database":"keep"}]"#).unwrap();
-        let scope = Scope::compile(&inc, &[]).unwrap();
-        let mut b = Batch::default();
-        let ev = raw(
-            doc! { "operationType": "insert", "ns": { "db": "other", "coll": "c" }, "documentKey": { "_id": 1 }, "fullDocument": { "_id": 1 } },
-        );
-        b.add(&scope, &ev, "insert");
-        assert_eq!(b.events, 1);
-        assert!(b.by_ns.is_empty());
-    }
 }

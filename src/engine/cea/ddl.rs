@@ -2,20 +2,20 @@
 //!
 //! A rename needs care when it overtook the initial copy: the copy reads by name, so the
 //! renamed collection's documents that had not been copied yet are nowhere on the
-//! destination. Every collection renamed while the copy's backlog is being applied is
-//! therefore copied again from the source under its new name, once the stream proves that
-//! name still holds that collection; until then the namespace carries a persisted mark that
-//! follows later renames.
+//! destination. Every collection renamed while the copy's backlog is applied is therefore
+//! marked for a fresh copy under its new name. The copy itself waits until the stream has
+//! caught up ([`recopy_pending`]), when the marks name the source's collections as they are
+//! now; a rename or drop that the stream delivers later but that happened before the copy's
+//! read began moves the mark on, so a read that may have answered for another collection is
+//! done again. Marks are persisted, and every step can be replayed after a crash.
 
 use bson::{doc, Document, RawDocument};
-use mongodb::change_stream::event::ResumeToken;
 use mongodb::Client;
 
 use super::super::catalog::{self, CollKind, CollSpec};
 use super::super::job::{Ctx, JobError};
 use super::super::mongo::{codes, error_code};
 use super::super::options::BuildIndexes;
-use super::lineage;
 
 fn ns_at(ev: &RawDocument, key: &str) -> Option<(String, String)> {
     let ns = ev.get_document(key).ok()?;
@@ -23,10 +23,6 @@ fn ns_at(ev: &RawDocument, key: &str) -> Option<(String, String)> {
         ns.get_str("db").ok()?.to_string(),
         ns.get_str("coll").ok()?.to_string(),
     ))
-}
-
-fn token_of(ev: &RawDocument) -> Option<ResumeToken> {
-    bson::from_slice(ev.get_document("_id").ok()?.as_bytes()).ok()
 }
 
 #[tracing::instrument(skip_all, fields(op = ev.get_str("operationType").unwrap_or("?")))]
@@ -81,7 +77,7 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
         }
         "drop" if in_scope => {
             catalog::drop_collection(&ctx.destination, &db, &coll).await?;
-            ctx.store.take_recopy(&format!("{db}.{coll}")).await?;
+            ctx.store.unmark_recopy(&format!("{db}.{coll}")).await?;
         }
         "dropDatabase" => {
             for spec in catalog::list_db(&ctx.destination, &db, &ctx.scope).await? {
@@ -94,25 +90,28 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
                 return Ok(());
             };
             let to_in = ctx.scope.includes(&to_db, &to_coll);
-            let token = token_of(ev);
             match (in_scope, to_in) {
                 (true, true) => {
-                    // Each step can be replayed after a crash: the mark moves to the new name
-                    // before the old one is removed, and stays until the copy has landed.
                     let from_ns = format!("{db}.{coll}");
-                    let target = format!("{to_db}.{to_coll}");
                     let during_copy_backlog = match (ts, ctx.status.lock().copy_finished_ts) {
                         (Some(t), Some(c)) => t <= c,
                         _ => true,
                     };
-                    if during_copy_backlog || ctx.store.has_recopy(&from_ns).await? {
-                        ctx.store.mark_recopy(&target).await?;
+                    let overtaken = match (ctx.store.recopy_mark(&from_ns).await?, ts) {
+                        // Waiting for its copy: the copy follows the collection.
+                        (Some(None), _) => true,
+                        // Copied from a read that began after this rename: it read the wrong
+                        // collection (or none).
+                        (Some(Some(read_at)), Some(t)) => t < read_at,
+                        _ => false,
+                    };
+                    // Mark the new name before unmarking the old one, so a crash in between
+                    // loses nothing.
+                    if during_copy_backlog || overtaken {
+                        ctx.store.mark_recopy(&format!("{to_db}.{to_coll}")).await?;
                     }
-                    ctx.store.take_recopy(&from_ns).await?;
+                    ctx.store.unmark_recopy(&from_ns).await?;
                     rename(&ctx.destination, &db, &coll, &to_db, &to_coll).await?;
-                    if ctx.store.has_recopy(&target).await? {
-                        recopy(ctx, &to_db, &to_coll, token.as_ref()).await?;
-                    }
                 }
                 (true, false) => {
                     return Err(JobError::fatal(format!(
@@ -122,7 +121,6 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
                 (false, true) => {
                     // Entering the filter: a new collection for the destination.
                     ctx.store.mark_recopy(&format!("{to_db}.{to_coll}")).await?;
-                    recopy(ctx, &to_db, &to_coll, token.as_ref()).await?;
                 }
                 (false, false) => {}
             }
@@ -197,45 +195,28 @@ async fn rename(
     }
 }
 
-/// Copies a marked collection again from the source, provided the source name still holds the
-/// collection the event was about, then clears the mark; otherwise leaves the mark for the
-/// later drop or rename that the stream holds.
-async fn recopy(
-    ctx: &Ctx,
-    db: &str,
-    coll: &str,
-    token: Option<&ResumeToken>,
-) -> Result<(), JobError> {
-    let ns = format!("{db}.{coll}");
-    if !unchanged(ctx, token, db, coll).await? {
-        // A later drop or rename in the stream will deal with it; the mark stays.
-        return Ok(());
+/// Copies every marked collection again from the source. Called when the stream has caught
+/// up, so the marks name the source's collections as they are now; each copy records the
+/// source time its read began, for [`apply`] to tell whether a later-delivered rename or drop
+/// overtook it.
+pub async fn recopy_pending(ctx: &Ctx) -> Result<(), JobError> {
+    for ns in ctx.store.pending_recopies().await? {
+        let Some((db, coll)) = ns.split_once('.') else {
+            ctx.store.unmark_recopy(&ns).await?;
+            continue;
+        };
+        let read_at = super::super::mongo::cluster_time(&ctx.source).await?;
+        // Gone from the source: a drop event the stream has not delivered yet removes it.
+        if let Some(spec) = catalog::find_spec(&ctx.source, db, coll).await? {
+            tracing::info!(ns = %ns, "copying a collection again: it was renamed while the initial copy ran, or a change could not be replayed exactly");
+            catalog::drop_collection(&ctx.destination, db, coll).await?;
+            catalog::create(&ctx.destination, &spec).await?;
+            ctx.copy_whole(&spec).await?;
+            if spec.kind != CollKind::View && ctx.options.build_indexes != BuildIndexes::Never {
+                ctx.build_indexes(db, coll, None).await?;
+            }
+        }
+        ctx.store.recopy_done(&ns, read_at).await?;
     }
-    let Some(spec) = catalog::find_spec(&ctx.source, db, coll).await? else {
-        return Ok(());
-    };
-    tracing::info!(ns = %ns, "copying a collection again: it was renamed while the initial copy ran");
-    catalog::drop_collection(&ctx.destination, db, coll).await?;
-    catalog::create(&ctx.destination, &spec).await?;
-    ctx.copy_whole(&spec).await?;
-    if spec.kind != CollKind::View && ctx.options.build_indexes != BuildIndexes::Never {
-        ctx.build_indexes(db, coll, None).await?;
-    }
-    if unchanged(ctx, token, db, coll).await? {
-        ctx.store.take_recopy(&ns).await?;
-    }
-    // Otherwise it was renamed again while being read: the mark stays for the next rename.
     Ok(())
-}
-
-async fn unchanged(
-    ctx: &Ctx,
-    token: Option<&ResumeToken>,
-    db: &str,
-    coll: &str,
-) -> mongodb::error::Result<bool> {
-    match token {
-        Some(t) => lineage::unchanged_since(&ctx.source, t, db, coll).await,
-        None => Ok(false),
-    }
 }

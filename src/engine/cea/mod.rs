@@ -8,7 +8,6 @@
 
 mod batch;
 mod ddl;
-mod lineage;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -84,7 +83,13 @@ impl<'a> Applier<'a> {
         let (mut last_token, mut last_applied) = (None, None);
         loop {
             if self.commit_point_reached() {
-                return Ok(());
+                // Fresh copies still waiting are done first; a DDL event that overtook one
+                // marks it again, so the stream is read once more before the commit ends.
+                if self.ctx.store.pending_recopies().await?.is_empty() {
+                    return Ok(());
+                }
+                ddl::recopy_pending(self.ctx).await?;
+                self.kinds.clear();
             }
             let probe = mongo::cluster_time(&self.ctx.source).await?;
             self.ctx.status.saw_source_time(probe);
@@ -115,7 +120,6 @@ impl<'a> Applier<'a> {
             if !pending.is_empty() {
                 let n = pending.events;
                 let last = pending.last_ts;
-                pending.last_token = stream.resume_token();
                 self.apply_batch(pending).await?;
                 self.ctx
                     .status
@@ -144,6 +148,10 @@ impl<'a> Applier<'a> {
             if idle {
                 // The server had nothing after `probe`: everything up to it is applied.
                 self.ctx.status.applied_through(probe);
+                // Caught up: the collections marked for a fresh copy are named as they are now.
+                ddl::recopy_pending(self.ctx).await?;
+                self.ctx.store.forget_recopies_before(probe).await?;
+                self.kinds.clear();
             }
             // Events are flowing again: an earlier interruption is over.
             self.ctx.status.clear_warning("sync");
@@ -157,6 +165,7 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// Everything up to the commit point is applied.
     fn commit_point_reached(&self) -> bool {
         let s = self.ctx.status.lock();
         matches!((s.commit_ts, s.applied_ts), (Some(c), Some(a)) if a >= c)
