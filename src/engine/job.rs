@@ -158,7 +158,11 @@ async fn run(ctx: &Ctx) -> Result<(), JobError> {
             let mut s = ctx.status.lock();
             s.phase = Some(doc.phase);
             s.total_bytes = doc.estimated_total_bytes;
+            s.start_ts = Some(doc.start_ts);
             s.copy_finished_ts = doc.copy_finished_ts;
+            if doc.phase == Phase::Copy && s.copy_started.is_none() {
+                s.copy_started = Some(std::time::Instant::now());
+            }
             s.commit_ts = doc.commit_ts;
             s.can_write = doc.can_write;
             if let Some(a) = doc.applied_ts {

@@ -413,6 +413,11 @@ impl Engine {
                     if let Ok(ts) = mongo::cluster_time(engine.client(src)).await {
                         engine.status.saw_source_time(ts);
                     }
+                    if let Some(first) =
+                        preflight::checks::oplog_first_secs(engine.client(src)).await
+                    {
+                        engine.status.lock().oplog_first_secs = Some(first);
+                    }
                 }
                 drop(engine);
                 tokio::time::sleep(Duration::from_secs(2)).await;

@@ -36,6 +36,12 @@ pub struct Snapshot {
     pub copy_finished_ts: Option<Timestamp>,
     pub commit_ts: Option<Timestamp>,
     pub indexes: Option<(usize, usize)>,
+    /// Source time of the oldest entry in the source's oplog (from the monitor).
+    pub oplog_first_secs: Option<u32>,
+    /// Source time the sync started from (the oldest entry it may still need).
+    pub start_ts: Option<Timestamp>,
+    /// When the copy phase began (this process), for the copy-rate estimate.
+    pub copy_started: Option<std::time::Instant>,
     /// By cluster label index: `None` not measured, `Some(-1)` failed.
     pub ping_ms: [Option<i64>; 2],
     pub warnings: BTreeMap<String, String>,
@@ -58,6 +64,9 @@ impl Default for Snapshot {
             copy_finished_ts: None,
             commit_ts: None,
             indexes: None,
+            oplog_first_secs: None,
+            start_ts: None,
+            copy_started: None,
             ping_ms: [None, None],
             warnings: BTreeMap::new(),
             fatal: None,
@@ -67,6 +76,28 @@ impl Default for Snapshot {
 }
 
 impl Snapshot {
+    /// mongosync's `estimatedOplogTimeRemaining`: how long until the oldest source entry the
+    /// sync still needs leaves the oplog, if the oplog keeps its current span. `None` until
+    /// the oplog has been read.
+    pub fn oplog_time_remaining_secs(&self) -> Option<u64> {
+        let first = self.oplog_first_secs?;
+        let needed = self.applied_ts.or(self.start_ts)?;
+        Some(needed.time.saturating_sub(first) as u64)
+    }
+
+    /// Seconds the copy still needs at its measured rate, while it runs.
+    pub fn copy_time_remaining_secs(&self, copied: i64) -> Option<u64> {
+        if self.phase != Some(Phase::Copy) {
+            return None;
+        }
+        let elapsed = self.copy_started?.elapsed().as_secs_f64();
+        if elapsed < 5.0 || copied <= 0 {
+            return None;
+        }
+        let rate = copied as f64 / elapsed;
+        Some(((self.total_bytes - copied).max(0) as f64 / rate) as u64)
+    }
+
     pub fn lag_secs(&self) -> Option<i64> {
         let applied = self.applied_ts?;
         let now = self.source_now.unwrap_or(applied);
@@ -269,11 +300,39 @@ pub fn progress_json(
     }
     p.insert("mongosyncID".into(), json!(engine_id));
     p.insert("coordinatorID".into(), json!(engine_id));
+    let oplog_warning;
+    if snap.state == State::Running && !snap.can_write {
+        let remaining = snap.oplog_time_remaining_secs();
+        p.insert(
+            "estimatedOplogTimeRemaining".into(),
+            json!(remaining.map_or(
+                "not checked yet".to_string(),
+                crate::preflight::checks::human_duration
+            )),
+        );
+        // The oplog must outlast what is left to do: the copy, then catching up.
+        let needed =
+            snap.copy_time_remaining_secs(copied).unwrap_or(0) + lag.unwrap_or(0).max(0) as u64;
+        if let Some(r) = remaining {
+            if r < needed + OPLOG_MARGIN_SECS {
+                oplog_warning = format!(
+                    "{}: the oldest entry the sync still needs leaves the source's oplog in about {}, and the sync needs about {} more; enlarge the source oplog (replSetResizeOplog) now",
+                    crate::preflight::checks::OPLOG_TOO_SMALL,
+                    crate::preflight::checks::human_duration(r),
+                    crate::preflight::checks::human_duration(needed)
+                );
+                warnings.push(&oplog_warning);
+            }
+        }
+    }
     if !warnings.is_empty() {
         p.insert("warnings".into(), json!(warnings));
     }
     json!({ "progress": p, "success": true })
 }
+
+/// Slack kept between the oplog's remaining time and the work left.
+const OPLOG_MARGIN_SECS: u64 = 15 * 60;
 
 #[cfg(test)]
 mod tests {
@@ -335,8 +394,35 @@ mod tests {
         s.source_now = ts(200);
         let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
         assert_eq!(v["progress"]["canCommit"], false);
+        assert_eq!(
+            v["progress"]["estimatedOplogTimeRemaining"],
+            "not checked yet"
+        );
+        // An oplog that reaches back 10 minutes before the resume point: too short.
+        s.oplog_first_secs = Some(10_000 - 600);
+        s.applied_ts = ts(10_000);
+        s.source_now = ts(10_005);
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert_eq!(
+            v["progress"]["estimatedOplogTimeRemaining"],
+            "less than 15 minutes"
+        );
+        assert!(
+            v["progress"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .starts_with(crate::preflight::checks::OPLOG_TOO_SMALL),
+            "{v}"
+        );
+        s.oplog_first_secs = Some(0);
+        s.applied_ts = ts(5 * 3600);
+        s.source_now = ts(5 * 3600);
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert_eq!(v["progress"]["estimatedOplogTimeRemaining"], "5 hours");
+        assert!(v["progress"]["warnings"].is_null(), "{v}");
         s.state = State::Paused;
         let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert!(v["progress"].get("estimatedOplogTimeRemaining").is_none());
         assert!(v["progress"]["lag"].is_null() && v["progress"]["lagTimeSeconds"].is_null());
         assert_eq!(v["progress"]["canCommit"], false);
     }

@@ -186,6 +186,18 @@ pub async fn gather(
     facts
 }
 
+/// Source time of the oldest oplog entry, if the oplog can be read.
+pub async fn oplog_first_secs(client: &Client) -> Option<u32> {
+    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    let first = oplog
+        .find_one(doc! {})
+        .sort(doc! { "$natural": 1 })
+        .projection(doc! { "ts": 1 })
+        .await
+        .ok()??;
+    first.get_timestamp("ts").ok().map(|t| t.time)
+}
+
 async fn oplog_window(client: &Client) -> Option<OplogWindow> {
     let oplog = client.database("local").collection::<Document>("oplog.rs");
     let ts = |d: Option<Document>| d.and_then(|d| d.get_timestamp("ts").ok()).map(|t| t.time);

@@ -441,3 +441,96 @@ async fn insert_missing(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(d: bson::Document) -> RawDocumentBuf {
+        RawDocumentBuf::from_document(&d).unwrap()
+    }
+
+    fn as_docs(v: Vec<RawDocumentBuf>) -> Vec<bson::Document> {
+        v.iter()
+            .map(|d| bson::Document::try_from(d.as_ref()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn update_description_becomes_set_unset_and_truncation() {
+        let desc = raw(doc! {
+            "updatedFields": { "a.b": 1, "arr.0": "x" },
+            "removedFields": ["gone", "n.m"],
+            "truncatedArrays": [{ "field": "arr", "newSize": 2 }],
+            "disambiguatedPaths": {},
+        });
+        let out = as_docs(deltas(&desc).unwrap());
+        assert_eq!(
+            out,
+            vec![
+                doc! { "$push": { "arr": { "$each": [], "$slice": 2i64 } } },
+                doc! { "$set": { "a.b": 1, "arr.0": "x" }, "$unset": { "gone": "", "n.m": "" } },
+            ]
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths_are_not_replayed() {
+        let desc = raw(doc! {
+            "updatedFields": { "a.0": 1 },
+            "removedFields": [],
+            "truncatedArrays": [],
+            "disambiguatedPaths": { "a.0": ["a", "0"] },
+        });
+        assert!(deltas(&desc).is_none());
+    }
+
+    #[test]
+    fn batch_keeps_the_last_whole_document_and_the_deltas_after_it() {
+        let scope = Scope::default();
+        let mut b = Batch::default();
+        let ev = |op: &str, extra: bson::Document| {
+            let mut d = doc! { "operationType": op, "ns": { "db": "d", "coll": "c" }, "documentKey": { "_id": 1 } };
+            d.extend(extra);
+            raw(d)
+        };
+        let upd = |v: i32| doc! { "updateDescription": { "updatedFields": { "v": v }, "removedFields": [], "truncatedArrays": [] } };
+        b.add(&scope, &ev("update", upd(1)), "update");
+        b.add(
+            &scope,
+            &ev("replace", doc! { "fullDocument": { "_id": 1, "r": true } }),
+            "replace",
+        );
+        b.add(&scope, &ev("update", upd(2)), "update");
+        b.add(&scope, &ev("update", upd(3)), "update");
+        let ops = &b.by_ns[&("d".to_string(), "c".to_string())];
+        let d = ops.docs.values().next().unwrap();
+        assert!(matches!(d.base, Some(Base::Upsert(_))));
+        assert_eq!(
+            as_docs(d.deltas.clone()),
+            vec![doc! { "$set": { "v": 2 } }, doc! { "$set": { "v": 3 } }]
+        );
+        b.add(&scope, &ev("delete", doc! {}), "delete");
+        let d = b.by_ns[&("d".to_string(), "c".to_string())]
+            .docs
+            .values()
+            .next()
+            .unwrap();
+        assert!(matches!(d.base, Some(Base::Delete)) && d.deltas.is_empty());
+        assert_eq!(b.events, 5);
+    }
+
+    #[test]
+    fn events_outside_the_scope_are_counted_but_not_applied() {
+        let inc: Vec<crate::engine::filter::NamespaceFilter> =
+            serde_json::from_str(r#"[{"database":"keep"}]"#).unwrap();
+        let scope = Scope::compile(&inc, &[]).unwrap();
+        let mut b = Batch::default();
+        let ev = raw(
+            doc! { "operationType": "insert", "ns": { "db": "other", "coll": "c" }, "documentKey": { "_id": 1 }, "fullDocument": { "_id": 1 } },
+        );
+        b.add(&scope, &ev, "insert");
+        assert_eq!(b.events, 1);
+        assert!(b.by_ns.is_empty());
+    }
+}
