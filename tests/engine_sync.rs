@@ -643,3 +643,124 @@ async fn special_collections_and_ddl_during_sync() {
     let dest = b.client().await;
     assert_clusters_equal(&src, &dest).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reversible_round_trip_with_multiple_reversals() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let (ca, cb) = (a.client().await, b.client().await);
+    seed_bulk(&ca, 2_000).await;
+    let workload = Workload::start_with_options(
+        a.uri(),
+        7,
+        common::WorkloadOptions {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let port = common::free_port().to_string();
+    let spawn = || {
+        Engine::spawn(&[
+            "--cluster0",
+            a.uri().leak(),
+            "--cluster1",
+            b.uri().leak(),
+            "--port",
+            port.as_str(),
+        ])
+    };
+    let e1 = spawn();
+    start_sync(
+        &e1,
+        json!({"source": "cluster0", "destination": "cluster1", "reversible": true}),
+    )
+    .await;
+    e1.wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = workload.stop().await;
+    assert!(stats.total_ok() > 50, "{stats:?}");
+    commit_and_wait(&e1).await;
+    assert_clusters_equal(&ca, &cb).await;
+
+    // Applications move to cluster1 and write there; then the sync is reversed.
+    let moved = cb.database("bulk").collection::<Document>("docs");
+    moved
+        .insert_one(doc! { "_id": "written-on-cluster1" })
+        .await
+        .unwrap();
+    moved
+        .update_many(
+            doc! { "_id": { "$lt": 50 } },
+            doc! { "$set": { "after_cutover": true } },
+        )
+        .await
+        .unwrap();
+    moved
+        .delete_many(doc! { "_id": { "$gte": 1_950 } })
+        .await
+        .unwrap();
+    cb.database("bulk")
+        .run_command(doc! { "create": "born_on_cluster1" })
+        .await
+        .unwrap();
+    cb.database("bulk")
+        .collection::<Document>("born_on_cluster1")
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
+    let (code, v) = e1.post("reverse", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let p = e1.wait_state("RUNNING", Duration::from_secs(30)).await;
+    assert_eq!(
+        p["progress"]["directionMapping"]["Source"],
+        format!("cluster1: 127.0.0.1:{}", b.port),
+        "{p}"
+    );
+    // A restart keeps the reversed direction (the metadata moved to cluster0).
+    e1.kill();
+    drop(e1);
+    let e2 = spawn();
+    let p = e2.wait_ready().await;
+    assert_eq!(state_of(&p), Some("RUNNING"), "{p}");
+    assert_eq!(
+        p["progress"]["directionMapping"]["Destination"],
+        format!("cluster0: 127.0.0.1:{}", a.port)
+    );
+    moved
+        .insert_one(doc! { "_id": "written-during-reverse-sync" })
+        .await
+        .unwrap();
+    e2.wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    commit_and_wait(&e2).await;
+    assert_clusters_equal(&cb, &ca).await;
+    let back = ca.database("bulk").collection::<Document>("docs");
+    for id in ["written-on-cluster1", "written-during-reverse-sync"] {
+        assert!(
+            back.find_one(doc! { "_id": id }).await.unwrap().is_some(),
+            "{id} did not reach cluster0"
+        );
+    }
+
+    // And once more the other way (multiple reversals).
+    back.insert_one(doc! { "_id": "second-reversal" })
+        .await
+        .unwrap();
+    let (code, v) = e2.post("reverse", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let p = e2
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    assert_eq!(
+        p["progress"]["directionMapping"]["Source"],
+        format!("cluster0: 127.0.0.1:{}", a.port)
+    );
+    commit_and_wait(&e2).await;
+    assert_clusters_equal(&ca, &cb).await;
+    assert!(moved
+        .find_one(doc! { "_id": "second-reversal" })
+        .await
+        .unwrap()
+        .is_some());
+}

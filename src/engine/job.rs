@@ -347,6 +347,10 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     for spec in &colls {
         catalog::finalize_before_write(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
     }
+    // Every application write on the destination comes after this point (they are blocked
+    // until the release just below): a reversal replays the destination from here.
+    let can_write_ts = mongo::cluster_time(&ctx.destination).await?;
+    ctx.store.set(doc! { "canWriteTs": can_write_ts }).await?;
     ctx.blocking().on_can_write().await.map_err(|e| {
         JobError::fatal(format!(
             "cannot release the destination's write blocking: {e}"

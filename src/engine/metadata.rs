@@ -47,6 +47,14 @@ pub struct MigrationDoc {
     /// Why the default write blocking could not be used, shown in `/progress` `warnings`.
     #[serde(default)]
     pub write_blocking_note: Option<String>,
+    /// How many times the sync has been reversed: after a crash mid-reversal both clusters
+    /// hold a migration document, and the higher generation is the current one.
+    #[serde(default)]
+    pub generation: i64,
+    /// Destination time right before its write blocking was released for `canWrite`: every
+    /// application write on it comes later, so a reversal replays from here.
+    #[serde(default)]
+    pub can_write_ts: Option<Timestamp>,
 }
 
 fn no_blocking() -> super::blocking::Mode {
@@ -154,11 +162,23 @@ impl Store {
             estimated_total_bytes: 0,
             write_blocking: super::blocking::Mode::None,
             write_blocking_note: None,
+            generation: 0,
+            can_write_ts: None,
         }
     }
 
     pub async fn create(&self, doc: &MigrationDoc) -> mongodb::error::Result<()> {
         self.migration.insert_one(doc).await.map(|_| ())
+    }
+
+    /// Writes the migration document whole, over any earlier one (a reversal's new
+    /// destination may hold one from an earlier direction).
+    pub async fn replace(&self, doc: &MigrationDoc) -> mongodb::error::Result<()> {
+        self.migration
+            .replace_one(doc! { "_id": MIGRATION_ID }, doc)
+            .upsert(true)
+            .await
+            .map(|_| ())
     }
 
     /// Sets fields of the migration document.

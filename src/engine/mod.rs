@@ -58,8 +58,6 @@ pub enum ApiError {
     UnsupportedTopology(String),
     #[error("this sync was not started with reversible: true, so it cannot be reversed; a new sync in the other direction is needed")]
     NotReversible,
-    #[error("reverse sync is not available in this version of clustersync; the destination is committed and writable")]
-    ReverseNotImplemented,
     #[error("{0}")]
     InsufficientPermissions(String),
     #[error("{0}")]
@@ -84,7 +82,6 @@ impl ApiError {
             ApiError::ClusterUnavailable(_) => "ClusterUnavailable",
             ApiError::UnsupportedTopology(_) => "UnsupportedTopology",
             ApiError::NotReversible => "NotReversible",
-            ApiError::ReverseNotImplemented => "ReverseNotSupported",
             ApiError::InsufficientPermissions(_) => "InsufficientPermissions",
             ApiError::PreflightFailed(_) => "PreflightFailed",
             ApiError::WriteBlockingUnsupported(_) => "WriteBlockingUnsupported",
@@ -105,7 +102,6 @@ impl ApiError {
             ApiError::ClusterUnavailable(_) | ApiError::WriteBlockingFailed(_) => 503,
             ApiError::InsufficientPermissions(_) => 403,
             ApiError::PreflightFailed(_) | ApiError::WriteBlockingUnsupported(_) => 409,
-            ApiError::ReverseNotImplemented => 501,
             ApiError::Internal(_) => 500,
         }
     }
@@ -317,14 +313,19 @@ impl Engine {
                 found.push((label, doc));
             }
         }
+        // Both hold one after a crash in the middle of a reversal: the later generation is
+        // the sync's current direction.
+        found.sort_by_key(|(_, d)| d.generation);
         let Some((label, doc)) = found.pop() else {
             return Ok(None);
         };
-        if let Some((other, _)) = found.pop() {
-            return Err(InitError::Refused(format!(
-                "both clusters hold clustersync metadata (database {METADATA_DB}), on {} and {}; drop it from the cluster that is not this sync's destination and start again",
-                other.as_str(), label.as_str()
-            )));
+        if let Some((other, older)) = found.pop() {
+            if older.generation == doc.generation || older.migration_id != doc.migration_id {
+                return Err(InitError::Refused(format!(
+                    "both clusters hold clustersync metadata (database {METADATA_DB}), on {} and {}; drop it from the cluster that is not this sync's destination and start again",
+                    other.as_str(), label.as_str()
+                )));
+            }
         }
         if doc.options.destination != label {
             return Err(InitError::Refused(format!(
@@ -752,7 +753,7 @@ impl Engine {
 
     #[tracing::instrument(skip_all)]
     pub async fn reverse(self: &Arc<Self>) -> Result<(), ApiError> {
-        let _control = self.control.lock().await;
+        let mut control = self.control.lock().await;
         Verb::Reverse.check(self.current_state())?;
         let reversible = self
             .status
@@ -763,7 +764,132 @@ impl Engine {
         if !reversible {
             return Err(ApiError::NotReversible);
         }
-        Err(ApiError::ReverseNotImplemented)
+        let (old_options, mode, note) = {
+            let s = self.status.lock();
+            (
+                s.options.clone().expect("committed sync has options"),
+                s.write_blocking,
+                s.warnings.get("write-blocking").cloned(),
+            )
+        };
+        let old_store = Store::new(self.client(old_options.destination));
+        let old = old_store
+            .load()
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| {
+                ApiError::Internal("the migration document is missing from the destination".into())
+            })?;
+        let from = old.can_write_ts.ok_or_else(|| {
+            ApiError::Internal(
+                "the commit recorded no canWrite time; this sync cannot be reversed".into(),
+            )
+        })?;
+        let mut options = old_options.clone();
+        options.source = old_options.destination;
+        options.destination = old_options.source;
+        // Both clusters now play both parts: the multiple-reversals roles on each.
+        let scrub = |t: &str| self.scrub(t);
+        let report = preflight::run(
+            (
+                self.client(options.source),
+                options.source.as_str(),
+                self.uri(options.source).hosts(),
+            ),
+            (
+                self.client(options.destination),
+                options.destination.as_str(),
+                self.uri(options.destination).hosts(),
+            ),
+            preflight::Intent {
+                kind: preflight::SyncKind::MultipleReversals,
+                pre_existing_destination_data: true,
+                copy_rate: preflight::checks::DEFAULT_COPY_RATE,
+            },
+            &scrub,
+        )
+        .await;
+        let roles: Vec<String> = report
+            .problems_of(preflight::checks::ProblemKind::Roles)
+            .map(|p| p.message.clone())
+            .collect();
+        if !roles.is_empty() {
+            return Err(ApiError::InsufficientPermissions(roles.join("; ")));
+        }
+        self.status.lock().state = State::Reversing;
+        let result = self.write_reversal(&old, &options, mode, from).await;
+        if let Err(e) = result {
+            self.status.lock().state = State::Committed;
+            return Err(e);
+        }
+        {
+            let mut s = self.status.lock();
+            s.state = State::Running;
+            s.phase = Some(state::Phase::ChangeEvents);
+            s.options = Some(options.clone());
+            s.warnings.remove("source-blocked");
+            if let Some(n) = note {
+                s.warnings.insert("write-blocking".into(), n);
+            }
+        }
+        self.status.restart_from(from);
+        *control = Some(self.spawn_job(&options));
+        tracing::info!(
+            source = %self.uri(options.source).hosts(),
+            destination = %self.uri(options.destination).hosts(),
+            generation = old.generation + 1,
+            "sync reversed"
+        );
+        Ok(())
+    }
+
+    /// REVERSING: the migration's metadata moves to the new destination (the old source),
+    /// which stays write-blocked while it receives the new source's changes since `canWrite`.
+    async fn write_reversal(
+        &self,
+        old: &MigrationDoc,
+        options: &StartOptions,
+        mode: blocking::Mode,
+        from: bson::Timestamp,
+    ) -> Result<(), ApiError> {
+        let new_store = Store::new(self.client(options.destination));
+        let old_store = Store::new(self.client(options.source));
+        let mut doc = old.clone();
+        doc.options = options.clone();
+        doc.generation = old.generation + 1;
+        doc.state = DurableState::Running;
+        doc.phase = state::Phase::ChangeEvents;
+        doc.start_ts = from;
+        doc.resume_token = None;
+        doc.applied_ts = Some(from);
+        doc.copy_finished_ts = Some(from);
+        doc.commit_ts = None;
+        doc.can_write = false;
+        doc.can_write_ts = None;
+        let parts = old_store
+            .partitions()
+            .await
+            .map_err(|e| self.store_error(e))?;
+        self.blocking(options, mode)
+            .on_start()
+            .await
+            .map_err(|e| ApiError::WriteBlockingFailed(e.to_string()))?;
+        new_store
+            .replace_partitions(&parts)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        new_store
+            .replace(&doc)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        // The old direction's metadata goes last: until then a restart finds both and keeps
+        // the newer generation.
+        self.client(options.source)
+            .database(METADATA_DB)
+            .drop()
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(())
     }
 }
 

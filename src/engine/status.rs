@@ -166,6 +166,20 @@ impl StatusCell {
         }
     }
 
+    /// Starts the progress anew for a reversal, from `from` on the new source.
+    pub fn restart_from(&self, from: Timestamp) {
+        let mut s = self.lock();
+        s.applied_ts = Some(from);
+        s.source_now = None;
+        s.crud_ts = None;
+        s.ddl_ts = None;
+        s.commit_ts = None;
+        s.can_write = false;
+        s.start_ts = Some(from);
+        s.copy_finished_ts = Some(from);
+        s.oplog_first_secs = None;
+    }
+
     pub fn saw_source_time(&self, ts: Timestamp) {
         let mut s = self.lock();
         if s.source_now.is_none_or(|n| ts > n) {
