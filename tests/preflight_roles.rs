@@ -251,3 +251,52 @@ async fn check_command_and_start_name_missing_roles() {
     assert!(!d.contains(PW) && !engine.log_contents().contains(PW));
     assert_eq!(common::state_of(&engine.progress().await), Some("IDLE"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_cluster_is_refused_by_check_and_start() {
+    let a = Server::start().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clustersync"))
+        .args([
+            "check",
+            "--cluster0",
+            &a.uri(),
+            "--cluster1",
+            &a.uri(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "sameCluster"),
+        "{v}"
+    );
+    // The same server under another spelling of its address is still the same cluster.
+    let other_spelling = format!("mongodb://localhost:{}/?directConnection=true", a.port);
+    let engine = Engine::spawn_between(&a.uri(), &other_spelling, &[]);
+    engine.wait_ready().await;
+    let (code, v) = engine
+        .post(
+            "start",
+            json!({"source":"cluster0","destination":"cluster1","enableUserWriteBlocking":"none"}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("PreflightFailed")),
+        "{v}"
+    );
+    assert!(
+        v["errorDescription"]
+            .as_str()
+            .unwrap()
+            .contains("same cluster"),
+        "{v}"
+    );
+}

@@ -390,6 +390,22 @@ pub fn judge(source: ClusterFacts, destination: ClusterFacts, intent: Intent) ->
                 shared.first().map(|s| s.as_str()).unwrap_or(&src.facts.hosts)
             )));
         }
+        let major = |f: &ClusterFacts| f.version.as_deref().and_then(version_tuple).map(|t| t.0);
+        if matches!(
+            intent.kind,
+            SyncKind::Reversing | SyncKind::MultipleReversals
+        ) && major(&src.facts).is_some()
+            && major(&src.facts) != major(&dst.facts)
+        {
+            problems.push(problem(
+                ProblemKind::Version,
+                format!(
+                    "a reversible sync needs the same MongoDB major version on both sides, and the source runs {} while the destination runs {}; upgrade one of them, or start without reversible",
+                    src.facts.version.as_deref().unwrap_or("?"),
+                    dst.facts.version.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
         if !intent.pre_existing_destination_data && !dst.facts.user_namespaces.is_empty() {
             problems.push(problem(ProblemKind::DestinationNotEmpty, format!(
                 "the destination ({}) already holds user data ({}); empty it, or set preExistingDestinationData with a namespace filter",
@@ -526,6 +542,22 @@ mod tests {
                 && r.problems[0].message.contains("no answer")
         );
         assert_eq!(r.problems[0].kind, ProblemKind::Unreachable);
+    }
+
+    #[test]
+    fn reversible_needs_one_major_version() {
+        let mut d = facts("cluster1", "b:1");
+        d.version = Some("7.0.2".into());
+        d.fcv = Some("7.0".into());
+        let mut i = intent();
+        assert!(judge(facts("cluster0", "a:1"), d.clone(), i).passed());
+        i.kind = SyncKind::Reversing;
+        let r = judge(facts("cluster0", "a:1"), d, i);
+        assert!(
+            r.problems[0].message.contains("same MongoDB major version"),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]
