@@ -36,6 +36,9 @@ use options::{ClusterLabel, StartOptions};
 use state::{DurableState, State, Verb, WrongState};
 use status::StatusCell;
 
+/// How often the source's oplog window is read for `estimatedOplogTimeRemaining`.
+const OPLOG_REFRESH: Duration = Duration::from_secs(60);
+
 /// How long `/start` waits for each cluster to answer before refusing.
 const START_REACH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -379,6 +382,7 @@ impl Engine {
     fn spawn_monitor(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut oplog_checked: Option<Instant> = None;
             loop {
                 let Some(engine) = me.upgrade() else { return };
                 for label in [ClusterLabel::Cluster0, ClusterLabel::Cluster1] {
