@@ -418,10 +418,15 @@ impl Engine {
                     if let Ok(ts) = mongo::cluster_time(engine.client(src)).await {
                         engine.status.saw_source_time(ts);
                     }
-                    if let Some(first) =
-                        preflight::checks::oplog_first_secs(engine.client(src)).await
-                    {
-                        engine.status.lock().oplog_first_secs = Some(first);
+                    // The oplog's start moves slowly and reading it can cost the server a scan:
+                    // once a minute is plenty (mongosync refreshes it every five).
+                    if oplog_checked.is_none_or(|t| t.elapsed() >= OPLOG_REFRESH) {
+                        oplog_checked = Some(Instant::now());
+                        if let Some(first) =
+                            preflight::checks::oplog_first_secs(engine.client(src)).await
+                        {
+                            engine.status.lock().oplog_first_secs = Some(first);
+                        }
                     }
                 }
                 drop(engine);
