@@ -197,6 +197,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
             kind,
             pre_existing_destination_data: args.pre_existing_destination_data,
             copy_rate: preflight::checks::DEFAULT_COPY_RATE,
+            measure: true,
         };
         let scrub = |t: &str| config.cluster1.scrub(&config.cluster0.scrub(t));
         let a = (&c0, "cluster0", config.cluster0.hosts());

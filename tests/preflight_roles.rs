@@ -87,6 +87,7 @@ async fn role_checks_for_every_sync_kind() {
         "cluster0",
         &format!("127.0.0.1:{}", a.port),
         &|s| s.to_string(),
+        true,
     )
     .await;
     assert!(
@@ -120,6 +121,7 @@ async fn role_checks_for_every_sync_kind() {
                     kind,
                     pre_existing_destination_data: true,
                     copy_rate: checks::DEFAULT_COPY_RATE,
+                    measure: false,
                 };
                 let report = clustersync::preflight::run(
                     (&src, "cluster0", &format!("127.0.0.1:{}", a.port)),

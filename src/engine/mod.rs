@@ -528,6 +528,7 @@ impl Engine {
                 // The destination's content is judged below, with the namespace filter.
                 pre_existing_destination_data: true,
                 copy_rate: preflight::checks::DEFAULT_COPY_RATE,
+                measure: false,
             },
             &scrub,
         )
@@ -814,6 +815,7 @@ impl Engine {
                 kind: preflight::SyncKind::MultipleReversals,
                 pre_existing_destination_data: true,
                 copy_rate: preflight::checks::DEFAULT_COPY_RATE,
+                measure: false,
             },
             &scrub,
         )

@@ -75,12 +75,15 @@ fn version_tuple(v: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// Talks to one cluster; never fails: what cannot be learnt is recorded as such.
+/// Talks to one cluster; never fails: what cannot be learnt is recorded as such. `measure`
+/// adds what costs a scan on some servers (data sizes, the oplog window, the namespaces
+/// present), which `clustersync check` wants and `/start` learns otherwise.
 pub async fn gather(
     client: &Client,
     label: &str,
     hosts: &str,
     scrub: &(dyn Fn(&str) -> String + Sync),
+    measure: bool,
 ) -> ClusterFacts {
     let mut facts = ClusterFacts {
         label: label.to_string(),
@@ -160,6 +163,9 @@ pub async fn gather(
                 _ => None,
             });
     }
+    if !measure {
+        return facts;
+    }
     facts.oplog = oplog_window(client).await;
     if let Ok(names) = client.list_database_names().await {
         for db in names
@@ -238,6 +244,8 @@ pub struct Intent {
     pub pre_existing_destination_data: bool,
     /// Bytes per second the copy is expected to reach, for the oplog-window estimate.
     pub copy_rate: u64,
+    /// Also measure data sizes, the oplog window and the destination's namespaces.
+    pub measure: bool,
 }
 
 /// Why a sync cannot start.
@@ -492,6 +500,7 @@ mod tests {
             kind: SyncKind::Default,
             pre_existing_destination_data: false,
             copy_rate: 50_000_000,
+            measure: true,
         }
     }
 

@@ -18,8 +18,14 @@ pub async fn run(
     scrub: &(dyn Fn(&str) -> String + Sync),
 ) -> Report {
     let (s, d) = tokio::join!(
-        checks::gather(source.0, source.1, source.2, scrub),
-        checks::gather(destination.0, destination.1, destination.2, scrub),
+        checks::gather(source.0, source.1, source.2, scrub, intent.measure),
+        checks::gather(
+            destination.0,
+            destination.1,
+            destination.2,
+            scrub,
+            intent.measure
+        ),
     );
     checks::judge(s, d, intent)
 }
