@@ -435,6 +435,39 @@ impl Engine {
         });
     }
 
+    /// Runs the preflight for `options`' direction; missing roles refuse the call at once.
+    async fn preflight(
+        &self,
+        options: &StartOptions,
+        kind: preflight::SyncKind,
+    ) -> Result<preflight::Report, ApiError> {
+        let scrub = |t: &str| self.scrub(t);
+        let side =
+            |label: ClusterLabel| (self.client(label), label.as_str(), self.uri(label).hosts());
+        let report = preflight::run(
+            side(options.source),
+            side(options.destination),
+            preflight::Intent {
+                kind,
+                // The destination's content is judged by the caller, with the namespace filter.
+                pre_existing_destination_data: true,
+                copy_rate: preflight::checks::DEFAULT_COPY_RATE,
+                measure: false,
+            },
+            &scrub,
+        )
+        .await;
+        let roles: Vec<String> = report
+            .problems_of(preflight::checks::ProblemKind::Roles)
+            .map(|p| p.message.clone())
+            .collect();
+        if roles.is_empty() {
+            Ok(report)
+        } else {
+            Err(ApiError::InsufficientPermissions(roles.join("; ")))
+        }
+    }
+
     fn current_state(&self) -> State {
         self.status.lock().state
     }
@@ -511,35 +544,7 @@ impl Engine {
         } else {
             preflight::SyncKind::Default
         };
-        let scrub = |t: &str| self.scrub(t);
-        let report = preflight::run(
-            (
-                source,
-                options.source.as_str(),
-                self.uri(options.source).hosts(),
-            ),
-            (
-                destination,
-                options.destination.as_str(),
-                self.uri(options.destination).hosts(),
-            ),
-            preflight::Intent {
-                kind,
-                // The destination's content is judged below, with the namespace filter.
-                pre_existing_destination_data: true,
-                copy_rate: preflight::checks::DEFAULT_COPY_RATE,
-                measure: false,
-            },
-            &scrub,
-        )
-        .await;
-        let roles: Vec<String> = report
-            .problems_of(preflight::checks::ProblemKind::Roles)
-            .map(|p| p.message.clone())
-            .collect();
-        if !roles.is_empty() {
-            return Err(ApiError::InsufficientPermissions(roles.join("; ")));
-        }
+        let report = self.preflight(&options, kind).await?;
         if !report.passed() {
             let all: Vec<String> = report.problems.iter().map(|p| p.message.clone()).collect();
             return Err(ApiError::PreflightFailed(all.join("; ")));
@@ -799,34 +804,8 @@ impl Engine {
         options.source = old_options.destination;
         options.destination = old_options.source;
         // Both clusters now play both parts: the multiple-reversals roles on each.
-        let scrub = |t: &str| self.scrub(t);
-        let report = preflight::run(
-            (
-                self.client(options.source),
-                options.source.as_str(),
-                self.uri(options.source).hosts(),
-            ),
-            (
-                self.client(options.destination),
-                options.destination.as_str(),
-                self.uri(options.destination).hosts(),
-            ),
-            preflight::Intent {
-                kind: preflight::SyncKind::MultipleReversals,
-                pre_existing_destination_data: true,
-                copy_rate: preflight::checks::DEFAULT_COPY_RATE,
-                measure: false,
-            },
-            &scrub,
-        )
-        .await;
-        let roles: Vec<String> = report
-            .problems_of(preflight::checks::ProblemKind::Roles)
-            .map(|p| p.message.clone())
-            .collect();
-        if !roles.is_empty() {
-            return Err(ApiError::InsufficientPermissions(roles.join("; ")));
-        }
+        self.preflight(&options, preflight::SyncKind::MultipleReversals)
+            .await?;
         self.status.lock().state = State::Reversing;
         let result = self.write_reversal(&old, &options, mode, from).await;
         if let Err(e) = result {
