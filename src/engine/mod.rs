@@ -135,6 +135,15 @@ impl Engine {
     /// Builds the engine and its clients. Nothing is contacted yet: SRV lookups and
     /// connections happen in [`Engine::initialize`], which retries while a cluster is down.
     pub async fn new(config: EngineConfig) -> Result<Arc<Self>, StartupError> {
+        Self::with_blocker(config, None).await
+    }
+
+    /// Like [`Engine::new`], with the `setUserWriteBlockMode` sender replaced (tests use a
+    /// recording one where a server lacks the command).
+    pub async fn with_blocker(
+        config: EngineConfig,
+        blocker: Option<Arc<dyn blocking::Blocker>>,
+    ) -> Result<Arc<Self>, StartupError> {
         let clients = [
             build_client("--cluster0", &config.cluster0).await?,
             build_client("--cluster1", &config.cluster1).await?,
@@ -145,9 +154,11 @@ impl Engine {
             Arc::new(move |t: &str| c1.scrub(&c0.scrub(t)))
                 as Arc<dyn Fn(&str) -> String + Send + Sync>
         };
-        let blocker = Arc::new(blocking::ServerBlocker {
-            clients: clients.clone(),
-            scrub: scrubber,
+        let blocker = blocker.unwrap_or_else(|| {
+            Arc::new(blocking::ServerBlocker {
+                clients: clients.clone(),
+                scrub: scrubber,
+            })
         });
         Ok(Arc::new(Self {
             blocker,
