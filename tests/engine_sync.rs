@@ -764,3 +764,57 @@ async fn reversible_round_trip_with_multiple_reversals() {
         .unwrap()
         .is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_lost_from_the_oplog_stop_the_sync_with_the_reason() {
+    // A source whose oplog keeps 50 entries (pruned every 1000 writes).
+    let (a, b) = tokio::join!(
+        Server::start_with_args(&["--oplog-max-entries", "50"]),
+        Server::start()
+    );
+    let src = a.client().await;
+    src.database("app")
+        .collection::<Document>("c")
+        .insert_one(doc! { "_id": 0 })
+        .await
+        .unwrap();
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    start_sync(&engine, c0c1()).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    let (code, _) = engine.post("pause", json!({})).await;
+    assert_eq!(code, 200);
+    // While paused, far more changes than the oplog keeps: the resume point rolls off.
+    let coll = src.database("app").collection::<Document>("c");
+    for chunk in 0..25 {
+        coll.insert_many((0..100).map(|i| doc! { "_id": 1 + chunk * 100 + i }))
+            .await
+            .unwrap();
+    }
+    let (code, _) = engine.post("resume", json!({})).await;
+    assert_eq!(code, 200);
+    let p = engine
+        .wait_until(
+            |p| {
+                p["progress"]["warnings"]
+                    .to_string()
+                    .contains("no longer holds")
+            },
+            LONG,
+        )
+        .await;
+    let w = p["progress"]["warnings"].to_string();
+    assert!(
+        w.contains("enlarge the source oplog") && w.contains("from scratch"),
+        "{p}"
+    );
+    assert_eq!(p["progress"]["canCommit"], false);
+    let (code, v) = engine.post("commit", json!({})).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("NotReadyToCommit")),
+        "{v}"
+    );
+    assert!(engine.is_running());
+}
