@@ -5,5 +5,6 @@
 
 pub mod engine;
 pub mod logging;
+pub mod operator;
 pub mod preflight;
 pub mod uri;

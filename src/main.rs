@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the sync engine: a drop-in for mongosync (same flags, same HTTP API).
     Engine(EngineArgs),
+    /// Print the ClusterSync CustomResourceDefinition (YAML), for `kubectl apply -f -`.
+    Crd,
     /// Run every preflight check without starting a sync: reachability, versions, topology,
     /// the connection users' roles, an empty destination, the source's oplog window.
     Check(CheckArgs),
@@ -74,6 +76,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Engine(args) => run_engine(args),
         Command::Check(args) => run_check(args),
+        Command::Crd => {
+            print!("{}", clustersync::operator::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub fn is_internal_collection(coll: &str) -> bool {
     coll.starts_with("system.")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexSpec {
     pub pattern: String,
@@ -30,7 +30,7 @@ pub struct RegexSpec {
 }
 
 /// One element of `includeNamespaces` or `excludeNamespaces`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,5 @@
+//! The Kubernetes side: the `ClusterSync` custom resource (and, next, the controller that runs
+//! the engine for it). The engine's internals never appear here; the two meet at the engine's
+//! HTTP API.
+
+pub mod crd;
