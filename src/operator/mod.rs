@@ -2,4 +2,6 @@
 //! the engine for it). The engine's internals never appear here; the two meet at the engine's
 //! HTTP API.
 
+pub mod actions;
+pub mod conditions;
 pub mod crd;
