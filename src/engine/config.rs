@@ -41,11 +41,22 @@ impl Verbosity {
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EngineArgs {
-    /// Connection string of the first cluster (source or destination, as /start decides).
-    #[arg(long = "cluster0", value_name = "URI")]
+    /// Connection string of the first cluster (source or destination, as /start decides). The
+    /// environment variable keeps it out of the process list (the operator uses it).
+    #[arg(
+        long = "cluster0",
+        value_name = "URI",
+        env = "CLUSTERSYNC_CLUSTER0",
+        hide_env_values = true
+    )]
     pub cluster0: Option<String>,
     /// Connection string of the second cluster.
-    #[arg(long = "cluster1", value_name = "URI")]
+    #[arg(
+        long = "cluster1",
+        value_name = "URI",
+        env = "CLUSTERSYNC_CLUSTER1",
+        hide_env_values = true
+    )]
     pub cluster1: Option<String>,
     /// Port of the HTTP API [default: 27182].
     #[arg(long = "port")]

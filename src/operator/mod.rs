@@ -5,3 +5,4 @@
 pub mod actions;
 pub mod conditions;
 pub mod crd;
+pub mod workload;

@@ -1,0 +1,306 @@
+//! The engine's workload for one ClusterSync, built without touching the API (the
+//! validate/build split of Stackable's operators): a one-replica Deployment and its Service.
+//!
+//! Connection strings reach the engine only through `secretKeyRef` environment variables
+//! (never arguments, so never in the process list); the pod runs as non-root with a
+//! read-only root filesystem, no capabilities and the runtime's seccomp profile.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use super::crd::ClusterSync;
+
+pub const API_PORT: i32 = 27182;
+pub const ENV_CLUSTER0: &str = "CLUSTERSYNC_CLUSTER0";
+pub const ENV_CLUSTER1: &str = "CLUSTERSYNC_CLUSTER1";
+
+/// Name shared by the engine's Deployment and Service.
+pub fn engine_name(cs: &ClusterSync) -> String {
+    format!(
+        "{}-engine",
+        cs.metadata.name.as_deref().unwrap_or("clustersync")
+    )
+}
+
+pub fn labels(cs: &ClusterSync) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "clustersync-engine".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            cs.metadata.name.clone().unwrap_or_default(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "clustersync-operator".to_string(),
+        ),
+    ])
+}
+
+fn owner(cs: &ClusterSync) -> Option<OwnerReference> {
+    cs.controller_owner_ref(&())
+}
+
+fn meta(cs: &ClusterSync) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(engine_name(cs)),
+        namespace: cs.metadata.namespace.clone(),
+        labels: Some(labels(cs)),
+        owner_references: owner(cs).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The engine's Deployment: one replica, replaced (never two engines at once).
+pub fn deployment(cs: &ClusterSync, default_image: &str) -> Deployment {
+    let spec = &cs.spec;
+    let mut args = vec![
+        "engine".to_string(),
+        "--port".into(),
+        API_PORT.to_string(),
+        "--bind".into(),
+        "0.0.0.0".into(),
+        "--acceptDisclaimer".into(),
+    ];
+    if let Some(l) = spec.engine.load_level {
+        args.extend(["--loadLevel".into(), l.to_string()]);
+    }
+    if let Some(v) = &spec.engine.verbosity {
+        args.extend(["--verbosity".into(), v.clone()]);
+    }
+    let probe = |initial: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/api/v1/progress".into()),
+            port: IntOrString::Int(API_PORT),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(initial),
+        period_seconds: Some(10),
+        failure_threshold: Some(6),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "engine".into(),
+        image: Some(
+            spec.engine
+                .image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
+        ),
+        args: Some(args),
+        env: Some(vec![
+            // cluster0 is the spec's source, cluster1 its destination; /reverse swaps roles
+            // inside the engine, not here.
+            secret_env(ENV_CLUSTER0, &spec.source.name, &spec.source.key),
+            secret_env(ENV_CLUSTER1, &spec.destination.name, &spec.destination.key),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("api".into()),
+            container_port: API_PORT,
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe(2)),
+        liveness_probe: Some(probe(30)),
+        resources: spec.engine.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: meta(cs),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(labels(cs)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cs)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    node_selector: (!spec.engine.node_selector.is_empty())
+                        .then(|| spec.engine.node_selector.clone()),
+                    tolerations: (!spec.engine.tolerations.is_empty())
+                        .then(|| spec.engine.tolerations.clone()),
+                    affinity: spec.engine.affinity.clone(),
+                    priority_class_name: spec.engine.priority_class_name.clone(),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The Service the controller reaches the engine's API through.
+pub fn service(cs: &ClusterSync) -> Service {
+    Service {
+        metadata: meta(cs),
+        spec: Some(ServiceSpec {
+            selector: Some(labels(cs)),
+            ports: Some(vec![ServicePort {
+                name: Some("api".into()),
+                port: API_PORT,
+                target_port: Some(IntOrString::Int(API_PORT)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::crd::ClusterSyncSpec;
+
+    fn cs() -> ClusterSync {
+        let spec: ClusterSyncSpec = serde_json::from_value(serde_json::json!({
+            "source": { "name": "old-db", "key": "connection" },
+            "destination": { "name": "new-db" },
+            "mode": "Running",
+            "engine": { "loadLevel": 4, "verbosity": "INFO", "priorityClassName": "batch",
+                        "nodeSelector": { "pool": "sync" } }
+        }))
+        .unwrap();
+        let mut cs = ClusterSync::new("move-orders", spec);
+        cs.metadata.namespace = Some("shop".into());
+        cs.metadata.uid = Some("uid-1".into());
+        cs
+    }
+
+    #[test]
+    fn deployment_is_hardened_and_keeps_secrets_out_of_the_spec() {
+        let d = deployment(&cs(), "clustersync:test");
+        assert_eq!(d.metadata.name.as_deref(), Some("move-orders-engine"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("shop"));
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ClusterSync", Some(true))
+        );
+        let spec = d.spec;
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "sync");
+        assert_eq!(
+            pod.security_context.unwrap().seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("clustersync:test"));
+        let args = c.args.clone().unwrap().join(" ");
+        assert!(
+            args.starts_with("engine")
+                && args.contains("--loadLevel 4")
+                && args.contains("--verbosity INFO"),
+            "{args}"
+        );
+        assert!(
+            !args.contains("mongodb"),
+            "no connection string in arguments"
+        );
+        let env = c.env.clone().unwrap();
+        let from = |n: &str| {
+            env.iter()
+                .find(|e| e.name == n)
+                .unwrap()
+                .value_from
+                .clone()
+                .unwrap()
+                .secret_key_ref
+                .unwrap()
+        };
+        assert_eq!(
+            (from(ENV_CLUSTER0).name, from(ENV_CLUSTER0).key),
+            ("old-db".to_string(), "connection".to_string())
+        );
+        assert_eq!(
+            (from(ENV_CLUSTER1).name, from(ENV_CLUSTER1).key),
+            ("new-db".to_string(), "uri".to_string())
+        );
+        assert!(
+            env.iter().all(|e| e.value.is_none()),
+            "values only through secretKeyRef"
+        );
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.unwrap().drop.unwrap(),
+            vec!["ALL".to_string()]
+        );
+        assert_eq!(
+            c.readiness_probe
+                .clone()
+                .unwrap()
+                .http_get
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/api/v1/progress")
+        );
+    }
+
+    #[test]
+    fn service_selects_the_engine() {
+        let c = cs();
+        let s = service(&c);
+        assert_eq!(s.spec.unwrap().selector.unwrap(), labels(&c));
+    }
+}
