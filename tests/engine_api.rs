@@ -531,3 +531,30 @@ async fn standalone_source_is_refused() {
         .contains("replica set"));
     assert_eq!(state_of(&engine.progress().await), Some("IDLE"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_strings_from_the_environment() {
+    let (a, b) = two_servers().await;
+    let port = common::free_port().to_string();
+    let engine = Engine::spawn_with_env(
+        &["--port", &port],
+        &[
+            ("CLUSTERSYNC_CLUSTER0", &a.uri()),
+            ("CLUSTERSYNC_CLUSTER1", &b.uri()),
+        ],
+    );
+    let p = engine.wait_ready().await;
+    assert_eq!(state_of(&p), Some("IDLE"), "{p}");
+    // A flag wins over the environment, and a bad value names the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clustersync"))
+        .args(["engine", "--cluster0", "mongodb://h:1"])
+        .env(
+            "CLUSTERSYNC_CLUSTER1",
+            format!("mongodb://u:{SECRET}@h:2/?w=1"),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--cluster1") && !err.contains(SECRET), "{err}");
+}
