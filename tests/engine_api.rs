@@ -558,3 +558,60 @@ async fn connection_strings_from_the_environment() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--cluster1") && !err.contains(SECRET), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_token_guards_every_endpoint() {
+    let (a, b) = two_servers().await;
+    // Beyond loopback without a token: refused at startup.
+    let out = run_cli(&[
+        "engine",
+        "--cluster0",
+        &a.uri(),
+        "--cluster1",
+        &b.uri(),
+        "--bind",
+        "0.0.0.0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--apiToken"));
+    let port = common::free_port().to_string();
+    let engine = Engine::spawn_with_env(
+        &[
+            "--cluster0",
+            &a.uri(),
+            "--cluster1",
+            &b.uri(),
+            "--port",
+            &port,
+        ],
+        &[("CLUSTERSYNC_API_TOKEN", "s3cret-t0ken")],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/progress");
+    let mut ok = None;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(&url).bearer_auth("s3cret-t0ken").send().await {
+            ok = Some(r.status().as_u16());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ok, Some(200));
+    for (auth, want) in [
+        (None, 401),
+        (Some("wrong"), 401),
+        (Some("s3cret-t0ke"), 401),
+    ] {
+        let mut req = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/start"))
+            .body("{}");
+        if let Some(t) = auth {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "Unauthorized", "{v}");
+    }
+    assert!(!engine.log_contents().contains("s3cret-t0ken"));
+}

@@ -103,6 +103,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 struct Empty {}
 
 pub fn router(engine: Arc<Engine>) -> Router {
+    let token = engine.config().api_token.clone();
     Router::new()
         .route("/api/v1/progress", get(progress))
         .route("/api/v1/start", post(start))
@@ -112,7 +113,35 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/reverse", post(reverse))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                match token {
+                    Some(t) if !bearer_matches(&req, &t) => Refusal::new(
+                        401,
+                        "Unauthorized",
+                        "this engine's API needs the header Authorization: Bearer <token> with the token it was started with (--apiToken)",
+                    )
+                    .into_response(),
+                    _ => next.run(req).await,
+                }
+            }
+        }))
         .with_state(engine)
+}
+
+/// Compares in constant time, so the token cannot be guessed byte by byte from timings.
+fn bearer_matches(req: &axum::extract::Request, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn progress(AxState(engine): AxState<Arc<Engine>>) -> Response {

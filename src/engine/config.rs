@@ -100,6 +100,15 @@ pub struct EngineArgs {
     #[arg(long = "enableCappedCollectionHandling")]
     #[serde(default)]
     pub enable_capped_collection_handling: bool,
+    /// Bearer token the HTTP API requires (`Authorization: Bearer <token>`); needed when
+    /// `--bind` is not a loopback address.
+    #[arg(
+        long = "apiToken",
+        env = "CLUSTERSYNC_API_TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(default)]
+    pub api_token: Option<String>,
     /// Target size of one copy partition in MiB [default: 64].
     #[arg(long = "partitionSizeMB", hide = true)]
     pub partition_size_mb: Option<u64>,
@@ -120,6 +129,8 @@ pub enum ConfigError {
     Parse { path: String, reason: String },
     #[error("--bind {0:?} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0")]
     Bind(String),
+    #[error("--bind {0} exposes the API beyond this host: set --apiToken (or CLUSTERSYNC_API_TOKEN) so that only holders of the token can drive the sync")]
+    OpenWithoutToken(String),
     #[error("--partitionSizeMB must be at least 1")]
     PartitionSize,
 }
@@ -136,6 +147,7 @@ pub struct EngineConfig {
     pub load_level: u8,
     pub id: Option<String>,
     pub partition_bytes: u64,
+    pub api_token: Option<String>,
 }
 
 impl EngineConfig {
@@ -158,9 +170,13 @@ impl EngineConfig {
         let cluster0 = uri(&merged.cluster0, "--cluster0", "cluster0")?;
         let cluster1 = uri(&merged.cluster1, "--cluster1", "cluster1")?;
         let bind_s = merged.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
-        let bind = bind_s
+        let bind: std::net::IpAddr = bind_s
             .parse()
             .map_err(|_| ConfigError::Bind(bind_s.clone()))?;
+        let api_token = merged.api_token.clone().filter(|t| !t.is_empty());
+        if !bind.is_loopback() && api_token.is_none() {
+            return Err(ConfigError::OpenWithoutToken(bind_s));
+        }
         let mb = merged.partition_size_mb.unwrap_or(DEFAULT_PARTITION_MB);
         if mb == 0 {
             return Err(ConfigError::PartitionSize);
@@ -175,6 +191,7 @@ impl EngineConfig {
             load_level: merged.load_level.unwrap_or(DEFAULT_LOAD_LEVEL),
             id: merged.id,
             partition_bytes: mb * 1024 * 1024,
+            api_token,
         })
     }
 }
@@ -247,6 +264,7 @@ fn merge(file: EngineArgs, cli: EngineArgs) -> EngineArgs {
         enable_capped_collection_handling: cli.enable_capped_collection_handling
             || file.enable_capped_collection_handling,
         partition_size_mb: cli.partition_size_mb.or(file.partition_size_mb),
+        api_token: cli.api_token.or(file.api_token),
     }
 }
 
