@@ -22,6 +22,30 @@ use super::crd::ClusterSync;
 pub const API_PORT: i32 = 27182;
 pub const ENV_CLUSTER0: &str = "CLUSTERSYNC_CLUSTER0";
 pub const ENV_CLUSTER1: &str = "CLUSTERSYNC_CLUSTER1";
+pub const ENV_API_TOKEN: &str = "CLUSTERSYNC_API_TOKEN";
+pub const TOKEN_KEY: &str = "token";
+
+/// The per-sync Secret holding the engine API's token.
+pub fn token_secret_name(cs: &ClusterSync) -> String {
+    format!("{}-token", engine_name(cs))
+}
+
+/// A new token Secret (created once; the controller never rotates it under a running engine).
+pub fn token_secret(cs: &ClusterSync) -> k8s_openapi::api::core::v1::Secret {
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut m = meta(cs);
+    m.name = Some(token_secret_name(cs));
+    k8s_openapi::api::core::v1::Secret {
+        metadata: m,
+        string_data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), token)])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
 
 /// Name shared by the engine's Deployment and Service.
 pub fn engine_name(cs: &ClusterSync) -> String {
@@ -119,6 +143,7 @@ pub fn deployment(cs: &ClusterSync, default_image: &str) -> Deployment {
             // inside the engine, not here.
             secret_env(ENV_CLUSTER0, &spec.source.name, &spec.source.key),
             secret_env(ENV_CLUSTER1, &spec.destination.name, &spec.destination.key),
+            secret_env(ENV_API_TOKEN, &token_secret_name(cs), TOKEN_KEY),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("api".into()),
@@ -294,6 +319,29 @@ mod tests {
                 .path
                 .as_deref(),
             Some("/api/v1/progress")
+        );
+    }
+
+    #[test]
+    fn the_api_token_comes_from_its_own_secret() {
+        let c = cs();
+        let s = token_secret(&c);
+        assert_eq!(s.metadata.name.as_deref(), Some("move-orders-engine-token"));
+        assert_eq!(s.string_data.as_ref().unwrap()[TOKEN_KEY].len(), 64);
+        assert_ne!(
+            token_secret(&c).string_data,
+            s.string_data,
+            "tokens are random"
+        );
+        let d = deployment(&c, "img");
+        let env = d.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let t = env.iter().find(|e| e.name == ENV_API_TOKEN).unwrap();
+        assert_eq!(
+            t.value_from.clone().unwrap().secret_key_ref.unwrap().name,
+            "move-orders-engine-token"
         );
     }
 
