@@ -5,4 +5,5 @@
 pub mod actions;
 pub mod conditions;
 pub mod crd;
+pub mod mirror;
 pub mod workload;
