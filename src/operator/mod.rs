@@ -6,4 +6,5 @@ pub mod actions;
 pub mod conditions;
 pub mod crd;
 pub mod mirror;
+pub mod validate;
 pub mod workload;

@@ -1,0 +1,118 @@
+//! Spec validation without the API: a ClusterSync becomes the engine's `/start` body, checked
+//! by the same rules the engine applies, so a bad spec is reported in status before any pod
+//! exists.
+
+use crate::engine::blocking::{NamedMode, Request};
+use crate::engine::options::{ClusterLabel, StartOptions};
+
+use super::crd::{ClusterSyncSpec, WriteBlocking};
+
+const VERBOSITIES: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC"];
+
+/// The `/start` body for this spec: the spec's source is the engine's cluster0.
+pub fn start_options(spec: &ClusterSyncSpec) -> Result<StartOptions, String> {
+    if spec.source == spec.destination {
+        return Err(format!(
+            "source and destination both name Secret {} key {}; each side needs its own connection string",
+            spec.source.name, spec.source.key
+        ));
+    }
+    if let Some(v) = &spec.engine.verbosity {
+        if !VERBOSITIES.contains(&v.to_ascii_uppercase().as_str()) {
+            return Err(format!(
+                "engine.verbosity {v:?} is not one of {}",
+                VERBOSITIES.join(", ")
+            ));
+        }
+    }
+    let options = StartOptions {
+        source: ClusterLabel::Cluster0,
+        destination: ClusterLabel::Cluster1,
+        include_namespaces: spec.include_namespaces.clone(),
+        exclude_namespaces: spec.exclude_namespaces.clone(),
+        build_indexes: spec.build_indexes.unwrap_or_default(),
+        reversible: spec.reversible,
+        verification: spec.verification.clone(),
+        pre_existing_destination_data: false,
+        detect_random_id: true,
+        copy_in_natural_order: vec![],
+        skip_disk_space_check: false,
+        sharding: None,
+        enable_user_write_blocking: spec.write_blocking.map(|w| {
+            Request::Named(match w {
+                WriteBlocking::None => NamedMode::None,
+                WriteBlocking::DestinationOnly => NamedMode::DestinationOnly,
+                WriteBlocking::SourceAndDestination => NamedMode::SourceAndDestination,
+            })
+        }),
+    };
+    options.validate().map_err(|e| e.to_string())?;
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> ClusterSyncSpec {
+        let mut base =
+            serde_json::json!({ "source": { "name": "a" }, "destination": { "name": "b" } });
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn a_plain_spec_becomes_a_start_body() {
+        let o = start_options(&spec(serde_json::json!({}))).unwrap();
+        assert_eq!(
+            (o.source, o.destination),
+            (ClusterLabel::Cluster0, ClusterLabel::Cluster1)
+        );
+        let body = serde_json::to_value(&o).unwrap();
+        assert_eq!(body["source"], "cluster0");
+        let w = start_options(&spec(
+            serde_json::json!({ "writeBlocking": "destinationOnly" }),
+        ))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&w).unwrap()["enableUserWriteBlocking"],
+            "destinationOnly"
+        );
+    }
+
+    #[test]
+    fn what_cannot_work_is_named() {
+        let cases = [
+            (
+                serde_json::json!({ "destination": { "name": "a" } }),
+                "each side",
+            ),
+            (
+                serde_json::json!({ "reversible": true, "buildIndexes": "never" }),
+                "never",
+            ),
+            (
+                serde_json::json!({ "reversible": true, "includeNamespaces": [{ "database": "x" }] }),
+                "filters",
+            ),
+            (
+                serde_json::json!({ "includeNamespaces": [{ "databaseRegex": { "pattern": "(" } }] }),
+                "regex",
+            ),
+            (
+                serde_json::json!({ "engine": { "verbosity": "LOUD" } }),
+                "verbosity",
+            ),
+            (
+                serde_json::json!({ "writeBlocking": "sourceAndDestination", "includeNamespaces": [{ "database": "x" }] }),
+                "destinationOnly",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = start_options(&spec(extra.clone())).unwrap_err();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+    }
+}
