@@ -11,6 +11,7 @@
 pub mod compare;
 pub mod copy;
 pub mod engine;
+pub mod kube_fake;
 pub mod seed;
 pub mod server;
 pub mod workload;
