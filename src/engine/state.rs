@@ -17,6 +17,11 @@ pub enum State {
 }
 
 impl State {
+    /// Reads `/progress`'s `state` string.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Initializing => "INITIALIZING",

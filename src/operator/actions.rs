@@ -2,6 +2,8 @@
 //! state: a pure table, so every pair is tested without a cluster.
 
 use super::crd::Mode;
+/// The engine's state as `/progress` reports it: the engine's own type, read from the API.
+pub use crate::engine::state::State as EngineState;
 
 /// One call to the engine's HTTP API, or nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,33 +16,6 @@ pub enum Action {
     /// `/commit`, only once the engine reports `canCommit`.
     Commit,
     Reverse,
-}
-
-/// The engine's state as `/progress` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineState {
-    Initializing,
-    Idle,
-    Running,
-    Paused,
-    Committing,
-    Committed,
-    Reversing,
-}
-
-impl EngineState {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "INITIALIZING" => Self::Initializing,
-            "IDLE" => Self::Idle,
-            "RUNNING" => Self::Running,
-            "PAUSED" => Self::Paused,
-            "COMMITTING" => Self::Committing,
-            "COMMITTED" => Self::Committed,
-            "REVERSING" => Self::Reversing,
-            _ => return None,
-        })
-    }
 }
 
 /// What the engine reported, as far as the decision needs it.
