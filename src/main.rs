@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the sync engine: a drop-in for mongosync (same flags, same HTTP API).
     Engine(EngineArgs),
+    /// Run the Kubernetes operator: reconcile ClusterSync resources into engines it runs and drives.
+    Operator(OperatorArgs),
     /// Print the ClusterSync CustomResourceDefinition (YAML), for `kubectl apply -f -`.
     Crd,
     /// Run every preflight check without starting a sync: reachability, versions, topology,
@@ -65,6 +67,37 @@ struct CheckArgs {
     output: Output,
 }
 
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Watch ClusterSyncs (and their Secrets) in this namespace only; all namespaces if unset.
+    #[arg(long = "namespace", env = "CLUSTERSYNC_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Image of the engine pods, unless a ClusterSync names its own (spec.engine.image).
+    #[arg(long = "engine-image", env = "CLUSTERSYNC_ENGINE_IMAGE", default_value = concat!("ghcr.io/clustersync/clustersync:", env!("CARGO_PKG_VERSION")))]
+    engine_image: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long = "metrics-bind", default_value = "0.0.0.0:8080")]
+    metrics_bind: std::net::SocketAddr,
+    /// Seconds between progress reads of a moving sync.
+    #[arg(long = "poll-seconds", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    poll_seconds: u64,
+    /// Run without leader election (only when exactly one replica runs).
+    #[arg(long = "no-leader-election")]
+    no_leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long = "lease-name", default_value = "clustersync-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long = "lease-namespace", env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (its pod name).
+    #[arg(long = "identity", env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log level: TRACE, DEBUG, INFO, WARN, ERROR.
+    #[arg(long = "verbosity", default_value = "INFO")]
+    verbosity: String,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Label {
     Cluster0,
@@ -76,6 +109,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Engine(args) => run_engine(args),
         Command::Check(args) => run_check(args),
+        Command::Operator(args) => run_operator(args),
         Command::Crd => {
             print!("{}", clustersync::operator::crd::crd_yaml());
             ExitCode::SUCCESS
@@ -113,6 +147,77 @@ fn run_engine(args: EngineArgs) -> ExitCode {
                 Some(StartupError::Config(_)) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+fn run_operator(args: OperatorArgs) -> ExitCode {
+    use clustersync::operator::{controller::Settings, engine_api::ServiceDns, leader, RunOptions};
+    let level = args.verbosity.to_ascii_lowercase();
+    if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+        eprintln!(
+            "error: --verbosity {}: use TRACE, DEBUG, INFO, WARN or ERROR",
+            args.verbosity
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(e) = clustersync::logging::init(&level, None) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the Kubernetes API (in-cluster service account or kubeconfig): {e}")
+        })?;
+        let lease = if args.no_leader_election {
+            None
+        } else {
+            let namespace = args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                format!("clustersync-operator-{}", uuid::Uuid::new_v4().simple())
+            });
+            Some(leader::LeaseConfig::new(
+                namespace,
+                args.lease_name.clone(),
+                identity,
+            ))
+        };
+        let mut settings = Settings::new(args.engine_image.clone(), std::sync::Arc::new(ServiceDns));
+        settings.poll = std::time::Duration::from_secs(args.poll_seconds);
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            namespace = args.namespace.as_deref().unwrap_or("(all)"),
+            engine_image = %args.engine_image,
+            "clustersync operator starting"
+        );
+        clustersync::operator::run(
+            client,
+            settings,
+            RunOptions {
+                namespace: args.namespace.clone(),
+                telemetry_bind: Some(args.metrics_bind),
+                lease,
+            },
+            shutdown_signal(),
+        )
+        .await?;
+        Ok::<(), anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("operator stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -204,6 +204,11 @@ pub fn progress_json(
     }
     let mut p = serde_json::Map::new();
     p.insert("state".into(), json!(snap.state.as_str()));
+    // Not in mongosync's reply (mongosync exits instead): tells a supervisor, such as the
+    // operator, that the sync stopped for good rather than merely warning.
+    if let Some(f) = &snap.fatal {
+        p.insert("syncError".into(), json!(f));
+    }
     p.insert("canCommit".into(), json!(can_commit));
     if null_all {
         for k in [

@@ -47,18 +47,6 @@ pub fn set(
     }
 }
 
-/// `Ready` summarises the others: true only when every other condition is true.
-pub fn ready(conditions: &[Condition]) -> (bool, String) {
-    let failing: Vec<&Condition> = conditions
-        .iter()
-        .filter(|c| c.type_ != types::READY && c.type_ != types::COMMITTED && c.status != "True")
-        .collect();
-    match failing.first() {
-        None => (true, "the sync is healthy".to_string()),
-        Some(c) => (false, format!("{}: {}", c.type_, c.message)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,40 +92,5 @@ mod tests {
         );
         assert_eq!(c[0].last_transition_time, at(300));
         assert_eq!(c[0].status, "True");
-    }
-
-    #[test]
-    fn ready_names_the_first_failing_condition() {
-        let mut c = Vec::new();
-        set(
-            &mut c,
-            types::CREDENTIALS_RESOLVED,
-            true,
-            "Found",
-            "both Secrets found",
-            None,
-            at(1),
-        );
-        set(
-            &mut c,
-            types::ROLES_VERIFIED,
-            false,
-            "MissingRoles",
-            "cluster1: user \"u\" lacks restore",
-            None,
-            at(1),
-        );
-        let (ok, why) = ready(&c);
-        assert!(!ok && why.starts_with("RolesVerified: cluster1"), "{why}");
-        set(
-            &mut c,
-            types::ROLES_VERIFIED,
-            true,
-            "RolesPresent",
-            "ok",
-            None,
-            at(2),
-        );
-        assert!(ready(&c).0);
     }
 }

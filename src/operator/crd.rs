@@ -153,11 +153,18 @@ pub struct ClusterSyncStatus {
     pub info: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Reversals the controller has asked the engine for (compared with `spec.reversals`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reversals_done: u32,
     /// Names of the Deployment, Service and token Secret running the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_workload: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The CRD as YAML, as `clustersync crd` prints it and `crds/` holds it.

@@ -1,10 +1,205 @@
-//! The Kubernetes side: the `ClusterSync` custom resource (and, next, the controller that runs
-//! the engine for it). The engine's internals never appear here; the two meet at the engine's
-//! HTTP API.
+//! The Kubernetes side: the `ClusterSync` custom resource and the controller that runs the
+//! engine for it. The engine's internals never appear here; the two meet at the engine's
+//! HTTP API ([`engine_api`]).
 
 pub mod actions;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod credentials;
+pub mod engine_api;
+pub mod leader;
 pub mod mirror;
+pub mod preflight;
+pub mod telemetry;
 pub mod validate;
 pub mod workload;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, ResourceExt};
+
+use controller::{Context, Settings};
+use crd::ClusterSync;
+use leader::{LeaseConfig, Leadership, LeadershipLost};
+use telemetry::Metrics;
+
+/// How the operator process runs.
+pub struct RunOptions {
+    /// Watch ClusterSyncs in this namespace only (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (none when `None`).
+    pub telemetry_bind: Option<SocketAddr>,
+    /// Lease for leader election (always lead when `None`).
+    pub lease: Option<LeaseConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot serve health and metrics on {addr}: {source}; pick a free address with --metrics-bind")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    LeadershipLost(#[from] LeadershipLost),
+}
+
+/// Runs the operator until `shutdown` completes (or the leader lease is lost, which is an
+/// error: the process must stop acting at once and is restarted to stand by again).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    if let Some(addr) = opts.telemetry_bind {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })?;
+        let app = telemetry::router(metrics.clone());
+        let until = stopped();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(until)
+                .await
+            {
+                tracing::error!(error = %e, "health and metrics server stopped");
+            }
+        });
+        tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    }
+
+    let syncs: Api<ClusterSync> = match &opts.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    tokio::select! {
+        _ = wait_for_crd(&syncs) => {}
+        _ = stopped() => return Ok(()),
+    }
+    metrics.set_ready(true);
+
+    let leadership = opts.lease.map(|cfg| Leadership::new(client.clone(), cfg));
+    if let Some(l) = &leadership {
+        tokio::select! {
+            _ = l.acquire() => {}
+            _ = stopped() => return Ok(()),
+        }
+        metrics.leader.set(1);
+    }
+
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
+    let run = controller(client, syncs, opts.namespace.as_deref(), ctx, stopped());
+    let result = match &leadership {
+        Some(l) => tokio::select! {
+            _ = run => Ok(()),
+            lost = l.keep() => Err(RunError::LeadershipLost(lost)),
+        },
+        None => {
+            run.await;
+            Ok(())
+        }
+    };
+    metrics.leader.set(0);
+    if let (Some(l), Ok(())) = (&leadership, &result) {
+        l.release().await;
+    }
+    result
+}
+
+/// Lists ClusterSyncs until the CRD answers: an operator installed before its CRD waits
+/// instead of crash-looping.
+async fn wait_for_crd(syncs: &Api<ClusterSync>) {
+    let mut logged = false;
+    loop {
+        match syncs.list(&ListParams::default().limit(1)).await {
+            Ok(_) => {
+                if logged {
+                    tracing::info!("the ClusterSync CRD is installed");
+                }
+                return;
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(error = %e, "cannot list ClusterSyncs; waiting for the CRD (install it with `clustersync crd | kubectl apply -f -`) and for RBAC");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+async fn controller(
+    client: Client,
+    syncs: Api<ClusterSync>,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let owned = watcher::Config::default()
+        .labels("app.kubernetes.io/managed-by=clustersync-operator");
+    let c = Controller::new(syncs, watcher::Config::default());
+    let store = c.store();
+    c.owns(scoped::<Deployment>(&client, namespace), owned.clone())
+        .owns(scoped::<Service>(&client, namespace), owned)
+        // A changed Secret re-reconciles every ClusterSync that names it.
+        .watches(
+            scoped::<Secret>(&client, namespace),
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|cs| {
+                        cs.namespace() == ns
+                            && (cs.spec.source.name == name || cs.spec.destination.name == name)
+                    })
+                    .map(|cs| ObjectRef::from_obj(&*cs))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stop)
+        .run(controller::reconcile, controller::error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+}

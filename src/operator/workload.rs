@@ -41,7 +41,11 @@ pub fn token_secret(cs: &ClusterSync) -> k8s_openapi::api::core::v1::Secret {
     m.name = Some(token_secret_name(cs));
     k8s_openapi::api::core::v1::Secret {
         metadata: m,
-        string_data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), token)])),
+        // `data`, not `stringData`: what is written is what a later read returns.
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_string(),
+            k8s_openapi::ByteString(token.into_bytes()),
+        )])),
         type_: Some("Opaque".into()),
         ..Default::default()
     }
@@ -120,7 +124,7 @@ pub fn deployment(cs: &ClusterSync, default_image: &str) -> Deployment {
     }
     let probe = |initial: i32| Probe {
         http_get: Some(HTTPGetAction {
-            path: Some("/api/v1/progress".into()),
+            path: Some("/healthz".into()),
             port: IntOrString::Int(API_PORT),
             ..Default::default()
         }),
@@ -318,7 +322,7 @@ mod tests {
                 .unwrap()
                 .path
                 .as_deref(),
-            Some("/api/v1/progress")
+            Some("/healthz")
         );
     }
 
@@ -327,10 +331,10 @@ mod tests {
         let c = cs();
         let s = token_secret(&c);
         assert_eq!(s.metadata.name.as_deref(), Some("move-orders-engine-token"));
-        assert_eq!(s.string_data.as_ref().unwrap()[TOKEN_KEY].len(), 64);
+        assert_eq!(s.data.as_ref().unwrap()[TOKEN_KEY].0.len(), 64);
         assert_ne!(
-            token_secret(&c).string_data,
-            s.string_data,
+            token_secret(&c).data,
+            s.data,
             "tokens are random"
         );
         let d = deployment(&c, "img");

@@ -1,0 +1,890 @@
+//! The reconciler: one ClusterSync at a time, from its spec and Secrets to a running engine
+//! driven towards `mode`, and from the engine's `/progress` back to the status.
+//!
+//! It never writes the spec; everything it learns goes to status conditions and Events.
+//! Failures are conditions plus a requeue with backoff, never a crash.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizing};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{json, Value};
+
+use super::actions::{self, EngineState, Observed};
+use super::conditions::{self, types};
+use super::credentials::{self, Resolved};
+use super::crd::{ClusterSync, ClusterSyncStatus};
+use super::engine_api::{CallError, EngineApi, EngineLocator, Verb};
+use super::preflight::{self, Verdict};
+use super::telemetry::Metrics;
+use super::{mirror, validate, workload};
+
+/// Held on every ClusterSync until the controller has removed what it created.
+pub const FINALIZER: &str = "clustersync.io/engine-cleanup";
+/// Field manager of everything the controller applies.
+pub const MANAGER: &str = "clustersync-operator";
+
+/// How the controller runs engines.
+pub struct Settings {
+    /// Image of engine pods whose ClusterSync names none.
+    pub engine_image: String,
+    /// How often progress is read while a sync moves (slower when it rests).
+    pub poll: Duration,
+    /// How long the role preflight may take.
+    pub preflight_timeout: Duration,
+    /// How long a failed preflight is trusted before it is run again (roles can be granted
+    /// without any Kubernetes object changing).
+    pub preflight_retry: Duration,
+    pub locator: Arc<dyn EngineLocator>,
+    pub reporter: Reporter,
+}
+
+impl Settings {
+    pub fn new(engine_image: String, locator: Arc<dyn EngineLocator>) -> Self {
+        Self {
+            engine_image,
+            poll: Duration::from_secs(10),
+            preflight_timeout: Duration::from_secs(30),
+            preflight_retry: Duration::from_secs(60),
+            locator,
+            reporter: Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        }
+    }
+}
+
+struct CachedVerdict {
+    fingerprint: String,
+    verdict: Verdict,
+    at: Instant,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    http: reqwest::Client,
+    recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    preflights: Mutex<HashMap<String, CachedVerdict>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), settings.reporter.clone()),
+            client,
+            settings,
+            http: super::engine_api::http_client(),
+            metrics,
+            preflights: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("ClusterSync {0} has no namespace")]
+    NoNamespace(String),
+    #[error("token Secret {0} has no key {key}; delete it and the controller creates a new one", key = workload::TOKEN_KEY)]
+    TokenMissing(String),
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApi",
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.metric_label(),
+                _ => "Finalizer",
+            },
+            Error::NoNamespace(_) => "NoNamespace",
+            Error::TokenMissing(_) => "TokenMissing",
+        }
+    }
+}
+
+fn key_of(cs: &ClusterSync) -> String {
+    format!("{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
+}
+
+/// One reconcile, under the finalizer.
+#[tracing::instrument(name = "reconcile", skip_all, fields(clustersync = %key_of(&cs)))]
+pub async fn reconcile(cs: Arc<ClusterSync>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let key = key_of(&cs);
+    let ns = cs
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(cs.name_any()))?;
+    let api: Api<ClusterSync> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, cs, |event| async {
+        match event {
+            Finalizing::Apply(cs) => apply(&cs, &ctx).await,
+            Finalizing::Cleanup(cs) => cleanup(&cs, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+    result
+}
+
+/// Retries a failed reconcile with exponential backoff (1 s doubling, at most 5 min).
+pub fn error_policy(cs: Arc<ClusterSync>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = key_of(&cs);
+    ctx.metrics.error(err.metric_label());
+    let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let n = failures.entry(key.clone()).or_default();
+    *n = n.saturating_add(1);
+    let wait = Duration::from_secs(1u64 << (*n).min(9)).min(Duration::from_secs(300));
+    tracing::warn!(clustersync = %key, error = %err, retry_in_s = wait.as_secs(), "reconcile failed; retrying");
+    Action::requeue(wait)
+}
+
+/// What a reconcile found that keeps the sync from being Ready, beyond the prerequisite
+/// conditions: a spec that cannot work, a refusal by the engine, a sync that stopped.
+struct Blocker {
+    reason: String,
+    message: String,
+}
+
+/// What one pass decided: when to look again, and what stands in the way.
+struct Outcome {
+    requeue: Duration,
+    blocker: Option<Blocker>,
+}
+
+/// Writes status conditions for one reconcile with one timestamp and generation.
+struct Conditions<'a> {
+    status: &'a mut ClusterSyncStatus,
+    generation: Option<i64>,
+    now: Time,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            self.generation,
+            self.now.clone(),
+        );
+    }
+
+    fn is_false(&self, type_: &str) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "False")
+    }
+}
+
+async fn apply(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
+    let key = key_of(cs);
+    let old = cs.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = cs.metadata.generation;
+    status.engine_workload = Some(workload::engine_name(cs));
+    let mut events = Vec::new();
+    let mut conds = Conditions {
+        status: &mut status,
+        generation: cs.metadata.generation,
+        now: Time(Timestamp::now()),
+    };
+    let outcome = drive(cs, ctx, &mut conds, &mut events).await?;
+    let (ready, reason, message) = readiness(conds.status, outcome.blocker.as_ref());
+    conds.set(types::READY, ready, &reason, message);
+    if old.state != status.state {
+        events.push(event(
+            EventType::Normal,
+            "StateChanged",
+            "Observe",
+            format!(
+                "the engine is {} (was {})",
+                status.state.as_deref().unwrap_or("unknown"),
+                old.state.as_deref().unwrap_or("not running")
+            ),
+        ));
+    }
+    if status != old {
+        let api: Api<ClusterSync> =
+            Api::namespaced(ctx.client.clone(), &cs.namespace().unwrap_or_default());
+        api.patch_status(
+            &cs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status_patch(&old, &status)),
+        )
+        .await?;
+    }
+    let reference = cs.object_ref(&());
+    for e in &events {
+        if let Err(err) = ctx.recorder.publish(e, &reference).await {
+            tracing::warn!(error = %err, reason = %e.reason, "could not record an Event");
+        }
+    }
+    ctx.metrics
+        .sync_state(&key, Some(status.state.as_deref().unwrap_or("UNKNOWN")));
+    Ok(Action::requeue(outcome.requeue))
+}
+
+/// A JSON merge patch turning `old` into `new`: top-level fields that disappeared are nulled,
+/// since a merge patch otherwise leaves them (a lag from before a restart, say).
+fn status_patch(old: &ClusterSyncStatus, new: &ClusterSyncStatus) -> Value {
+    let old = serde_json::to_value(old).unwrap_or_default();
+    let mut new = serde_json::to_value(new).unwrap_or_else(|_| json!({}));
+    if let (Some(o), Some(n)) = (old.as_object(), new.as_object_mut()) {
+        for k in o.keys() {
+            if !n.contains_key(k) {
+                n.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    json!({ "status": new })
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        // Events carry at most 1 kB of note.
+        note: Some(truncate(note, 1000)),
+        action: action.into(),
+        secondary: None,
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// `Ready`: the prerequisites hold and nothing blocks the sync.
+fn readiness(status: &ClusterSyncStatus, blocker: Option<&Blocker>) -> (bool, String, String) {
+    if let Some(b) = blocker {
+        return (false, b.reason.clone(), b.message.clone());
+    }
+    for t in [
+        types::CREDENTIALS_RESOLVED,
+        types::ROLES_VERIFIED,
+        types::ENGINE_AVAILABLE,
+    ] {
+        match status.conditions.iter().find(|c| c.type_ == t) {
+            Some(c) if c.status == "True" => {}
+            Some(c) => return (false, c.reason.clone(), format!("{t}: {}", c.message)),
+            None => return (false, "Pending".into(), format!("{t}: not checked yet")),
+        }
+    }
+    let state = status.state.as_deref().unwrap_or("unknown");
+    (
+        true,
+        "SyncHealthy".into(),
+        match (&status.copied_percent, status.lag_seconds) {
+            (_, Some(lag)) => format!("the engine is {state}, {lag}s behind the source"),
+            (Some(p), None) => format!("the engine is {state}, {p} copied"),
+            _ => format!("the engine is {state}"),
+        },
+    )
+}
+
+async fn drive(
+    cs: &ClusterSync,
+    ctx: &Context,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> Result<Outcome, Error> {
+    let poll = ctx.settings.poll;
+    let ns = cs.namespace().unwrap_or_default();
+    let engine = workload::engine_name(cs);
+
+    let options = match validate::start_options(&cs.spec) {
+        Ok(o) => o,
+        Err(message) => {
+            events.push(event(
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                message.clone(),
+            ));
+            return Ok(Outcome {
+                requeue: Duration::from_secs(300),
+                blocker: Some(Blocker {
+                    reason: "InvalidSpec".into(),
+                    message: format!("{message}; fix the ClusterSync's spec"),
+                }),
+            });
+        }
+    };
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let creds = match credentials::resolve(&secrets, &ns, &cs.spec).await {
+        Ok(c) => {
+            conds.set(
+                types::CREDENTIALS_RESOLVED,
+                true,
+                "SecretsFound",
+                format!(
+                    "source {} and destination {} read from their Secrets",
+                    c.source.hosts(),
+                    c.destination.hosts()
+                ),
+            );
+            Some(c)
+        }
+        Err(e) => {
+            let first = !conds.is_false(types::CREDENTIALS_RESOLVED);
+            conds.set(
+                types::CREDENTIALS_RESOLVED,
+                false,
+                e.reason(),
+                e.to_string(),
+            );
+            if first {
+                events.push(event(
+                    EventType::Warning,
+                    e.reason(),
+                    "ResolveCredentials",
+                    e.to_string(),
+                ));
+            }
+            None
+        }
+    };
+    // Without credentials no engine is created; one that already runs keeps its environment
+    // and is still watched.
+    if creds.is_none() && deployments.get_opt(&engine).await?.is_none() {
+        return Ok(Outcome {
+            requeue: Duration::from_secs(30),
+            blocker: None,
+        });
+    }
+
+    let token = ensure_token(cs, &secrets).await?;
+    ensure_workload(cs, ctx, &deployments).await?;
+
+    let Some(base) = ctx.settings.locator.base_url(&ns, &engine) else {
+        conds.set(
+            types::ENGINE_AVAILABLE,
+            false,
+            "EngineNotScheduled",
+            format!("waiting for the engine's pod (Deployment {engine}) to be scheduled"),
+        );
+        return Ok(Outcome {
+            requeue: poll,
+            blocker: None,
+        });
+    };
+    let api = EngineApi::new(ctx.http.clone(), base, token);
+    let progress = match api.progress().await {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = match &e {
+                CallError::Refused { .. } => "EngineUnauthorized",
+                _ => "EngineNotReady",
+            };
+            conds.set(
+                types::ENGINE_AVAILABLE,
+                false,
+                reason,
+                format!("{e}; the engine's pod (Deployment {engine}) may still be starting"),
+            );
+            return Ok(Outcome {
+                requeue: poll,
+                blocker: None,
+            });
+        }
+    };
+    conds.set(
+        types::ENGINE_AVAILABLE,
+        true,
+        "EngineReachable",
+        format!("the engine answers at {}", api.base_url()),
+    );
+    mirror::apply_progress(conds.status, &progress);
+    let mut state = current_state(conds.status);
+
+    // Roles are checked while nothing has started; afterwards the engine checked them itself.
+    let mut roles_ok = true;
+    if state == Some(EngineState::Idle) {
+        match &creds {
+            Some(c) => {
+                let verdict = cached_preflight(ctx, cs, c, &options).await;
+                let (reason, message) = verdict.reason_and_message();
+                if !verdict.passed() && !conds.is_false(types::ROLES_VERIFIED) {
+                    events.push(event(
+                        EventType::Warning,
+                        reason,
+                        "Preflight",
+                        message.clone(),
+                    ));
+                }
+                conds.set(types::ROLES_VERIFIED, verdict.passed(), reason, message);
+                roles_ok = verdict.passed();
+            }
+            None => roles_ok = false,
+        }
+    } else if !conds.status.conditions.iter().any(|c| c.type_ == types::ROLES_VERIFIED) {
+        conds.set(
+            types::ROLES_VERIFIED,
+            true,
+            "CheckedByEngine",
+            "the sync started; the engine checked the roles itself",
+        );
+    }
+
+    let mut blocker = None;
+    if let Some(error) = progress.pointer("/progress/syncError").and_then(Value::as_str) {
+        blocker = Some(Blocker {
+            reason: "SyncStopped".into(),
+            message: format!("the sync stopped: {error}"),
+        });
+        let reported = conds
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == types::READY && c.reason == "SyncStopped");
+        if !reported {
+            events.push(event(
+                EventType::Warning,
+                "SyncStopped",
+                "Observe",
+                error.to_string(),
+            ));
+        }
+    }
+
+    if let (Some(s), None) = (state, &blocker) {
+        let seen = Observed {
+            state: s,
+            can_commit: conds.status.can_commit,
+            reversals_done: conds.status.reversals_done,
+        };
+        let action = actions::next(cs.spec.mode, cs.spec.reversible, cs.spec.reversals, seen);
+        let verb = match action {
+            actions::Action::Wait => None,
+            actions::Action::Start if !roles_ok => None,
+            actions::Action::Start => Some(Verb::Start),
+            actions::Action::Pause => Some(Verb::Pause),
+            actions::Action::Resume => Some(Verb::Resume),
+            actions::Action::Commit => Some(Verb::Commit),
+            actions::Action::Reverse => Some(Verb::Reverse),
+        };
+        if let Some(verb) = verb {
+            let body = (verb == Verb::Start)
+                .then(|| serde_json::to_value(&options).unwrap_or_else(|_| json!({})));
+            match api.call(verb, body).await {
+                Ok(()) => {
+                    ctx.metrics.engine_call(verb.path(), true);
+                    tracing::info!(verb = verb.path(), "engine accepted");
+                    events.push(event(
+                        EventType::Normal,
+                        past_tense(verb),
+                        verb_action(verb),
+                        format!("asked the engine to {} (spec.mode {:?})", verb.path(), cs.spec.mode),
+                    ));
+                    if verb == Verb::Reverse {
+                        conds.status.reversals_done += 1;
+                    }
+                    if let Ok(p) = api.progress().await {
+                        mirror::apply_progress(conds.status, &p);
+                        state = current_state(conds.status);
+                    }
+                }
+                Err(e) => {
+                    ctx.metrics.engine_call(verb.path(), false);
+                    let name = e.refusal().unwrap_or("EngineUnreachable").to_string();
+                    let message = e.to_string();
+                    if name == "InsufficientPermissions" {
+                        forget_preflight(ctx, cs);
+                        conds.set(types::ROLES_VERIFIED, false, "MissingRoles", message.clone());
+                    }
+                    events.push(event(
+                        EventType::Warning,
+                        &name,
+                        verb_action(verb),
+                        message.clone(),
+                    ));
+                    blocker = Some(Blocker {
+                        reason: name,
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    set_sync_conditions(conds, state);
+    let requeue = match state {
+        _ if blocker.is_some() => Duration::from_secs(30).max(poll),
+        Some(EngineState::Committed) if cs.spec.reversals <= conds.status.reversals_done => {
+            Duration::from_secs(300)
+        }
+        Some(EngineState::Idle | EngineState::Paused) => poll * 3,
+        _ => poll,
+    };
+    Ok(Outcome { requeue, blocker })
+}
+
+fn current_state(status: &ClusterSyncStatus) -> Option<EngineState> {
+    status.state.as_deref().and_then(EngineState::parse)
+}
+
+fn past_tense(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Start => "Started",
+        Verb::Pause => "Paused",
+        Verb::Resume => "Resumed",
+        Verb::Commit => "CommitRequested",
+        Verb::Reverse => "Reversed",
+    }
+}
+
+fn verb_action(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Start => "Start",
+        Verb::Pause => "Pause",
+        Verb::Resume => "Resume",
+        Verb::Commit => "Commit",
+        Verb::Reverse => "Reverse",
+    }
+}
+
+/// `InSync` and `Committed`, from the engine's state.
+fn set_sync_conditions(conds: &mut Conditions<'_>, state: Option<EngineState>) {
+    use EngineState as S;
+    let st = &conds.status;
+    let lag = st
+        .lag_seconds
+        .map(|l| format!("{l}s"))
+        .unwrap_or_else(|| "unknown".into());
+    let (in_sync, reason, message) = match state {
+        None => (false, "Unknown", "the engine's state is not known yet".to_string()),
+        Some(S::Initializing) => (false, "Initializing", "the engine is starting".into()),
+        Some(S::Idle) => (
+            false,
+            "NotStarted",
+            "the sync has not started; set spec.mode to Running to start it".into(),
+        ),
+        Some(S::Running) if st.can_commit => (
+            true,
+            "CaughtUp",
+            format!("the destination is {lag} behind the source; set spec.mode to Committed to cut over"),
+        ),
+        Some(S::Running) if st.info.as_deref() == Some("collection copy") => (
+            false,
+            "Copying",
+            format!(
+                "copying the collections: {} of {} bytes ({})",
+                st.copied_bytes.unwrap_or(0),
+                st.total_bytes.unwrap_or(0),
+                st.copied_percent.as_deref().unwrap_or("0%")
+            ),
+        ),
+        Some(S::Running) => (
+            false,
+            "CatchingUp",
+            format!(
+                "{}; {lag} behind the source",
+                st.info.as_deref().unwrap_or("applying changes")
+            ),
+        ),
+        Some(S::Paused) => (
+            false,
+            "Paused",
+            "the sync is paused; set spec.mode to Running to resume it".into(),
+        ),
+        Some(S::Committing) => (
+            true,
+            "Committing",
+            "the last changes are being applied".into(),
+        ),
+        Some(S::Committed) => (true, "Committed", "the sync is committed".into()),
+        Some(S::Reversing) => (
+            false,
+            "Reversing",
+            "the sync is being reversed".into(),
+        ),
+    };
+    let (committed, c_reason, c_message) = match state {
+        Some(S::Committed) if st.can_write => (
+            true,
+            "CommitCompleted",
+            "the destination accepts writes; point applications at it".to_string(),
+        ),
+        Some(S::Committed | S::Committing) => (
+            false,
+            "Committing",
+            "committing; the destination does not accept writes yet".into(),
+        ),
+        _ => (
+            false,
+            "NotCommitted",
+            "not committed; set spec.mode to Committed to commit once the destination has caught up"
+                .into(),
+        ),
+    };
+    conds.set(types::IN_SYNC, in_sync, reason, message);
+    conds.set(types::COMMITTED, committed, c_reason, c_message);
+}
+
+async fn cached_preflight(
+    ctx: &Context,
+    cs: &ClusterSync,
+    creds: &Resolved,
+    options: &crate::engine::options::StartOptions,
+) -> Verdict {
+    let key = key_of(cs);
+    let fingerprint = format!(
+        "{}@{}",
+        creds.fingerprint,
+        cs.metadata.generation.unwrap_or(0)
+    );
+    {
+        let cache = ctx.preflights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&key) {
+            let fresh = c.verdict.passed() || c.at.elapsed() < ctx.settings.preflight_retry;
+            if c.fingerprint == fingerprint && fresh {
+                return c.verdict.clone();
+            }
+        }
+    }
+    let verdict = preflight::run(creds, options, ctx.settings.preflight_timeout).await;
+    tracing::info!(passed = verdict.passed(), "role preflight");
+    ctx.preflights
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            key,
+            CachedVerdict {
+                fingerprint,
+                verdict: verdict.clone(),
+                at: Instant::now(),
+            },
+        );
+    verdict
+}
+
+fn forget_preflight(ctx: &Context, cs: &ClusterSync) {
+    ctx.preflights
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key_of(cs));
+}
+
+/// The API token: created once, then only read (a running engine keeps the one it started
+/// with).
+async fn ensure_token(cs: &ClusterSync, secrets: &Api<Secret>) -> Result<String, Error> {
+    let name = workload::token_secret_name(cs);
+    let secret = match secrets.get_opt(&name).await? {
+        Some(s) => s,
+        None => match secrets
+            .create(&PostParams::default(), &workload::token_secret(cs))
+            .await
+        {
+            Ok(s) => s,
+            // Another reconcile created it first: use theirs.
+            Err(kube::Error::Api(s)) if s.code == 409 => secrets.get(&name).await?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    credentials::value_of(&secret, workload::TOKEN_KEY).ok_or(Error::TokenMissing(name))
+}
+
+/// Applies the Service and the Deployment. Server-side apply with our field manager: the
+/// same spec applied twice changes nothing, so an operator restart leaves the running engine
+/// alone.
+async fn ensure_workload(
+    cs: &ClusterSync,
+    ctx: &Context,
+    deployments: &Api<Deployment>,
+) -> Result<(), Error> {
+    let ns = cs.namespace().unwrap_or_default();
+    let pp = PatchParams::apply(MANAGER).force();
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = workload::engine_name(cs);
+    services
+        .patch(&name, &pp, &Patch::Apply(&workload::service(cs)))
+        .await?;
+    deployments
+        .patch(
+            &name,
+            &pp,
+            &Patch::Apply(&workload::deployment(cs, &ctx.settings.engine_image)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deleting a ClusterSync stops its engine and removes what the controller created. The
+/// clusters' data, including the engine's metadata on the destination, is left as it is.
+async fn cleanup(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
+    let ns = cs.namespace().unwrap_or_default();
+    let name = workload::engine_name(cs);
+    let dp = DeleteParams::background();
+    let gone = |r: Result<_, kube::Error>| match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    };
+    gone(
+        Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+    )?;
+    gone(
+        Api::<Service>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+    )?;
+    gone(
+        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .delete(&workload::token_secret_name(cs), &dp)
+            .await
+            .map(|_| ()),
+    )?;
+    forget_preflight(ctx, cs);
+    ctx.metrics.sync_state(&key_of(cs), None);
+    let state = cs
+        .status
+        .as_ref()
+        .and_then(|s| s.state.clone())
+        .unwrap_or_else(|| "not started".into());
+    let note = format!(
+        "stopped the engine (it was {state}) and removed its Deployment, Service and token Secret; the clusters' data is untouched"
+    );
+    tracing::info!("{note}");
+    if let Err(err) = ctx
+        .recorder
+        .publish(
+            &event(EventType::Normal, "EngineRemoved", "Cleanup", note),
+            &cs.object_ref(&()),
+        )
+        .await
+    {
+        tracing::warn!(error = %err, "could not record an Event");
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vanished_fields_are_nulled_in_the_patch() {
+        let old = ClusterSyncStatus {
+            lag_seconds: Some(3),
+            state: Some("RUNNING".into()),
+            ..Default::default()
+        };
+        let new = ClusterSyncStatus {
+            state: Some("IDLE".into()),
+            ..Default::default()
+        };
+        let p = status_patch(&old, &new);
+        assert_eq!(p["status"]["lagSeconds"], Value::Null);
+        assert!(p["status"].as_object().unwrap().contains_key("lagSeconds"));
+        assert_eq!(p["status"]["state"], "IDLE");
+    }
+
+    #[test]
+    fn ready_needs_every_prerequisite_and_no_blocker() {
+        let mut st = ClusterSyncStatus::default();
+        let mut c = Conditions {
+            status: &mut st,
+            generation: Some(1),
+            now: Time(Timestamp::from_second(1).unwrap()),
+        };
+        c.set(types::CREDENTIALS_RESOLVED, true, "SecretsFound", "ok");
+        let (ok, reason, msg) = readiness(c.status, None);
+        assert!(!ok && reason == "Pending" && msg.starts_with("RolesVerified"));
+        c.set(types::ROLES_VERIFIED, false, "MissingRoles", "user u lacks restore");
+        let (ok, reason, msg) = readiness(c.status, None);
+        assert!(!ok && reason == "MissingRoles" && msg.contains("lacks restore"));
+        c.set(types::ROLES_VERIFIED, true, "RolesPresent", "ok");
+        c.set(types::ENGINE_AVAILABLE, true, "EngineReachable", "ok");
+        c.status.state = Some("RUNNING".into());
+        c.status.copied_percent = Some("40%".into());
+        let (ok, _, msg) = readiness(c.status, None);
+        assert!(ok && msg.contains("40% copied"), "{msg}");
+        let b = Blocker {
+            reason: "NamespaceConflict".into(),
+            message: "the destination has data".into(),
+        };
+        assert!(!readiness(c.status, Some(&b)).0);
+    }
+
+    #[test]
+    fn sync_conditions_follow_the_engine() {
+        let mut st = ClusterSyncStatus {
+            state: Some("RUNNING".into()),
+            info: Some("collection copy".into()),
+            copied_bytes: Some(10),
+            total_bytes: Some(40),
+            copied_percent: Some("25%".into()),
+            ..Default::default()
+        };
+        let mut c = Conditions {
+            status: &mut st,
+            generation: None,
+            now: Time(Timestamp::from_second(1).unwrap()),
+        };
+        set_sync_conditions(&mut c, Some(EngineState::Running));
+        let find = |s: &ClusterSyncStatus, t: &str| {
+            s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap()
+        };
+        let in_sync = find(c.status, types::IN_SYNC);
+        assert_eq!((in_sync.status.as_str(), in_sync.reason.as_str()), ("False", "Copying"));
+        assert!(in_sync.message.contains("25%"));
+        c.status.state = Some("COMMITTED".into());
+        c.status.can_write = true;
+        set_sync_conditions(&mut c, Some(EngineState::Committed));
+        assert_eq!(find(c.status, types::COMMITTED).status, "True");
+        assert_eq!(find(c.status, types::IN_SYNC).status, "True");
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        let s = truncate("é".repeat(600), 1000);
+        assert!(s.len() <= 1003 && s.ends_with('…'));
+    }
+}
