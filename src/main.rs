@@ -170,7 +170,9 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the Kubernetes API (in-cluster service account or kubeconfig): {e}")
+            anyhow::anyhow!(
+                "cannot reach the Kubernetes API (in-cluster service account or kubeconfig): {e}"
+            )
         })?;
         let lease = if args.no_leader_election {
             None
@@ -188,7 +190,8 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
                 identity,
             ))
         };
-        let mut settings = Settings::new(args.engine_image.clone(), std::sync::Arc::new(ServiceDns));
+        let mut settings =
+            Settings::new(args.engine_image.clone(), std::sync::Arc::new(ServiceDns));
         settings.poll = std::time::Duration::from_secs(args.poll_seconds);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),

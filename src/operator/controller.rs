@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 
 use super::actions::{self, EngineState, Observed};
 use super::conditions::{self, types};
-use super::credentials::{self, Resolved};
 use super::crd::{ClusterSync, ClusterSyncStatus};
+use super::credentials::{self, Resolved};
 use super::engine_api::{CallError, EngineApi, EngineLocator, Verb};
 use super::preflight::{self, Verdict};
 use super::telemetry::Metrics;
@@ -460,7 +460,12 @@ async fn drive(
             }
             None => roles_ok = false,
         }
-    } else if !conds.status.conditions.iter().any(|c| c.type_ == types::ROLES_VERIFIED) {
+    } else if !conds
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == types::ROLES_VERIFIED)
+    {
         conds.set(
             types::ROLES_VERIFIED,
             true,
@@ -470,7 +475,10 @@ async fn drive(
     }
 
     let mut blocker = None;
-    if let Some(error) = progress.pointer("/progress/syncError").and_then(Value::as_str) {
+    if let Some(error) = progress
+        .pointer("/progress/syncError")
+        .and_then(Value::as_str)
+    {
         blocker = Some(Blocker {
             reason: "SyncStopped".into(),
             message: format!("the sync stopped: {error}"),
@@ -517,7 +525,11 @@ async fn drive(
                         EventType::Normal,
                         past_tense(verb),
                         verb_action(verb),
-                        format!("asked the engine to {} (spec.mode {:?})", verb.path(), cs.spec.mode),
+                        format!(
+                            "asked the engine to {} (spec.mode {:?})",
+                            verb.path(),
+                            cs.spec.mode
+                        ),
                     ));
                     if verb == Verb::Reverse {
                         conds.status.reversals_done += 1;
@@ -533,7 +545,12 @@ async fn drive(
                     let message = e.to_string();
                     if name == "InsufficientPermissions" {
                         forget_preflight(ctx, cs);
-                        conds.set(types::ROLES_VERIFIED, false, "MissingRoles", message.clone());
+                        conds.set(
+                            types::ROLES_VERIFIED,
+                            false,
+                            "MissingRoles",
+                            message.clone(),
+                        );
                     }
                     events.push(event(
                         EventType::Warning,
@@ -837,7 +854,12 @@ mod tests {
         c.set(types::CREDENTIALS_RESOLVED, true, "SecretsFound", "ok");
         let (ok, reason, msg) = readiness(c.status, None);
         assert!(!ok && reason == "Pending" && msg.starts_with("RolesVerified"));
-        c.set(types::ROLES_VERIFIED, false, "MissingRoles", "user u lacks restore");
+        c.set(
+            types::ROLES_VERIFIED,
+            false,
+            "MissingRoles",
+            "user u lacks restore",
+        );
         let (ok, reason, msg) = readiness(c.status, None);
         assert!(!ok && reason == "MissingRoles" && msg.contains("lacks restore"));
         c.set(types::ROLES_VERIFIED, true, "RolesPresent", "ok");
@@ -873,7 +895,10 @@ mod tests {
             s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap()
         };
         let in_sync = find(c.status, types::IN_SYNC);
-        assert_eq!((in_sync.status.as_str(), in_sync.reason.as_str()), ("False", "Copying"));
+        assert_eq!(
+            (in_sync.status.as_str(), in_sync.reason.as_str()),
+            ("False", "Copying")
+        );
         assert!(in_sync.message.contains("25%"));
         c.status.state = Some("COMMITTED".into());
         c.status.can_write = true;

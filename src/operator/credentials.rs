@@ -202,7 +202,10 @@ mod tests {
             problem: "the scheme must be mongodb:// or mongodb+srv://".into(),
         };
         let text = e.to_string();
-        assert!(text.contains("shop/old-db") && text.contains("source"), "{text}");
+        assert!(
+            text.contains("shop/old-db") && text.contains("source"),
+            "{text}"
+        );
         assert_eq!(e.reason(), "InvalidConnectionString");
     }
 }

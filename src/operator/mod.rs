@@ -30,7 +30,7 @@ use kube::{Api, Client, ResourceExt};
 
 use controller::{Context, Settings};
 use crd::ClusterSync;
-use leader::{LeaseConfig, Leadership, LeadershipLost};
+use leader::{Leadership, LeadershipLost, LeaseConfig};
 use telemetry::Metrics;
 
 /// How the operator process runs.
@@ -170,8 +170,8 @@ async fn controller(
             None => Api::all(client.clone()),
         }
     }
-    let owned = watcher::Config::default()
-        .labels("app.kubernetes.io/managed-by=clustersync-operator");
+    let owned =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=clustersync-operator");
     let c = Controller::new(syncs, watcher::Config::default());
     let store = c.store();
     c.owns(scoped::<Deployment>(&client, namespace), owned.clone())

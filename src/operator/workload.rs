@@ -332,11 +332,7 @@ mod tests {
         let s = token_secret(&c);
         assert_eq!(s.metadata.name.as_deref(), Some("move-orders-engine-token"));
         assert_eq!(s.data.as_ref().unwrap()[TOKEN_KEY].0.len(), 64);
-        assert_ne!(
-            token_secret(&c).data,
-            s.data,
-            "tokens are random"
-        );
+        assert_ne!(token_secret(&c).data, s.data, "tokens are random");
         let d = deployment(&c, "img");
         let env = d.spec.template.spec.unwrap().containers[0]
             .env

@@ -1034,7 +1034,9 @@ fn apply_json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
             "replace" => json_patch_add(doc, path, op["value"].clone(), true).ok_or_else(fail)?,
             "remove" => json_patch_remove(doc, path).map(|_| ()).ok_or_else(fail)?,
             "test" => {
-                if doc.pointer(path) != Some(&op["value"]) {
+                // As the API server's json-patch library does, a missing path equals null
+                // (kube_runtime's finalizer helper relies on it).
+                if doc.pointer(path).unwrap_or(&Value::Null) != &op["value"] {
                     return Err(fail());
                 }
             }

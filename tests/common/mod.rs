@@ -12,6 +12,7 @@ pub mod compare;
 pub mod copy;
 pub mod engine;
 pub mod kube_fake;
+pub mod kubelet;
 pub mod seed;
 pub mod server;
 pub mod workload;

@@ -1,0 +1,480 @@
+//! The operator end to end: the real `kube_runtime::Controller` (via `operator::run`) against
+//! the in-memory API server, a stand-in kubelet running the engine binary the Deployment
+//! names, and two real SecantusDB servers.
+//!
+//! What this cannot exercise: a real API server's admission (the CRD's CEL rules, schema
+//! defaulting, stringData → data), owner-reference garbage collection (the finalizer deletes
+//! explicitly, so none is needed), real pod networking, probes and image pulls.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use clustersync::operator::controller::Settings;
+use clustersync::operator::crd::{ClusterSync, ClusterSyncStatus};
+use clustersync::operator::engine_api::StaticLocator;
+use clustersync::operator::leader::LeaseConfig;
+use clustersync::operator::RunOptions;
+use common::kube_fake::FakeApiServer;
+use common::kubelet::FakeKubelet;
+use common::Server;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+const NS: &str = "shop";
+
+/// A running operator (in this process) and how to stop it.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), clustersync::operator::RunError>>,
+    telemetry: u16,
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,clustersync=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl Operator {
+    fn start(client: kube::Client, locator: &StaticLocator, identity: &str) -> Operator {
+        init_logs();
+        let mut settings = Settings::new(
+            "ghcr.io/clustersync/clustersync:test".into(),
+            Arc::new(locator.clone()),
+        );
+        settings.poll = Duration::from_millis(700);
+        settings.preflight_retry = Duration::from_secs(2);
+        settings.preflight_timeout = Duration::from_secs(20);
+        let telemetry = common::free_port();
+        let mut lease = LeaseConfig::new(
+            "clustersync-system".into(),
+            "clustersync-operator".into(),
+            identity.into(),
+        );
+        lease.lease_duration = Duration::from_secs(4);
+        lease.retry_every = Duration::from_secs(1);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(clustersync::operator::run(
+            client,
+            settings,
+            RunOptions {
+                namespace: None,
+                telemetry_bind: Some(([127, 0, 0, 1], telemetry).into()),
+                lease: Some(lease),
+            },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Operator {
+            stop: Some(tx),
+            task,
+            telemetry,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let r = tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the operator stops within 20 s")
+            .expect("the operator task does not panic");
+        r.expect("the operator stops cleanly");
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.telemetry))
+            .await
+            .expect("telemetry answers");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn uri_secret(name: &str, uri: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": NS },
+        // `data`, as the API server stores it (it turns stringData into data).
+        "data": { "uri": k8s_openapi::ByteString(uri.as_bytes().to_vec()) },
+    }))
+    .unwrap()
+}
+
+fn cluster_sync(name: &str, mode: &str) -> ClusterSync {
+    serde_json::from_value(json!({
+        "apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
+        "metadata": { "name": name, "namespace": NS },
+        "spec": {
+            "source": { "name": format!("{name}-source") },
+            "destination": { "name": format!("{name}-destination") },
+            "mode": mode,
+            "engine": { "loadLevel": 2 }
+        }
+    }))
+    .unwrap()
+}
+
+async fn set_mode(api: &Api<ClusterSync>, name: &str, mode: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "mode": mode } })),
+    )
+    .await
+    .expect("patch spec.mode");
+}
+
+fn condition<'a>(
+    s: &'a ClusterSyncStatus,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.conditions.iter().find(|c| c.type_ == t)
+}
+
+fn cond_is(s: &ClusterSyncStatus, t: &str, status: &str) -> bool {
+    condition(s, t).is_some_and(|c| c.status == status)
+}
+
+/// Waits until the ClusterSync's status satisfies `pred`; on timeout, panics with the status
+/// and the engine's log.
+async fn wait_status(
+    fake: &FakeApiServer,
+    kubelet: &FakeKubelet,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&ClusterSyncStatus) -> bool,
+) -> ClusterSyncStatus {
+    let found = fake
+        .wait_for::<ClusterSync, _>(NS, name, timeout, |cs| {
+            cs.status.as_ref().is_some_and(&pred)
+        })
+        .await;
+    match found {
+        Some(cs) => cs.status.unwrap(),
+        None => {
+            let now = fake.get_resource::<ClusterSync>(NS, name);
+            panic!(
+                "timed out waiting for {what}; status: {}\nengine log (tail):\n{}",
+                serde_json::to_string_pretty(&now.map(|c| c.status)).unwrap(),
+                tail(&kubelet.log(NS, &format!("{name}-engine")), 40)
+            );
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn event_reasons(fake: &FakeApiServer) -> Vec<String> {
+    fake.list_resources::<Event>(Some(NS))
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// IDLE → RUNNING (with copy progress in status) → operator restarted mid-sync (no second
+/// engine) → engine container killed mid-sync (resumes) → COMMITTED, data equal → deleted,
+/// everything the operator created removed, the data left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
+    let source = Server::start().await;
+    let destination = Server::start().await;
+    let src = source.client().await;
+    let dst = destination.client().await;
+    common::seed_full_dataset(&src).await.expect("seed");
+    // Enough bytes that the copy takes a few of the controller's polls.
+    let filler = "x".repeat(2000);
+    for chunk in 0..20 {
+        src.database("bulk")
+            .collection::<bson::Document>("docs")
+            .insert_many((0..1000).map(|i| doc! { "_id": chunk * 1000 + i, "pad": &filler }))
+            .await
+            .unwrap();
+    }
+
+    let (fake, client) = FakeApiServer::new();
+    let locator = StaticLocator::default();
+    let kubelet = FakeKubelet::start(fake.clone(), locator.clone());
+    let operator = Operator::start(client.clone(), &locator, "replica-a");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let syncs: Api<ClusterSync> = Api::namespaced(client.clone(), NS);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret("move-source", &source.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &uri_secret("move-destination", &destination.uri()))
+        .await
+        .unwrap();
+    syncs
+        .create(&pp, &cluster_sync("move", "Idle"))
+        .await
+        .unwrap();
+
+    // IDLE: engine running, credentials and roles checked, nothing started.
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "IDLE and Ready",
+        Duration::from_secs(60),
+        |s| s.state.as_deref() == Some("IDLE") && cond_is(s, "Ready", "True"),
+    )
+    .await;
+    assert!(cond_is(&st, "CredentialsResolved", "True"));
+    assert!(cond_is(&st, "RolesVerified", "True"));
+    assert!(cond_is(&st, "EngineAvailable", "True"));
+    assert_eq!(condition(&st, "InSync").unwrap().reason, "NotStarted");
+    assert_eq!(st.engine_workload.as_deref(), Some("move-engine"));
+    assert_eq!(st.observed_generation, Some(1));
+    let cs = fake.get_resource::<ClusterSync>(NS, "move").unwrap();
+    assert!(cs
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .contains(&"clustersync.io/engine-cleanup".to_string()));
+    assert_eq!(
+        serde_json::to_value(&cs.spec).unwrap(),
+        serde_json::to_value(cluster_sync("move", "Idle").spec).unwrap(),
+        "the controller never writes the spec"
+    );
+    let dep = fake
+        .get_resource::<Deployment>(NS, "move-engine")
+        .expect("engine Deployment");
+    let pod = dep.spec.template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("ghcr.io/clustersync/clustersync:test")
+    );
+    assert!(fake.get_resource::<Service>(NS, "move-engine").is_some());
+    assert!(fake
+        .get_resource::<Secret>(NS, "move-engine-token")
+        .is_some());
+    assert_eq!(kubelet.starts(NS, "move-engine"), 1);
+    assert!(
+        common::compare::user_databases(&dst)
+            .await
+            .unwrap()
+            .is_empty(),
+        "Idle copies nothing"
+    );
+
+    // The telemetry endpoints answer.
+    assert_eq!(operator.get("/healthz").await.0, 200);
+    assert_eq!(operator.get("/readyz").await.0, 200);
+    let (_, metrics) = operator.get("/metrics").await;
+    assert!(
+        metrics.contains("clustersync_operator_syncs{state=\"IDLE\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clustersync_operator_leader 1"),
+        "{metrics}"
+    );
+
+    // RUNNING: copy progress shows in status while the engine copies.
+    set_mode(&syncs, "move", "Running").await;
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "RUNNING with copy progress",
+        Duration::from_secs(60),
+        |s| {
+            s.state.as_deref() == Some("RUNNING")
+                && s.total_bytes.unwrap_or(0) > 0
+                && s.copied_percent.is_some()
+        },
+    )
+    .await;
+    println!(
+        "first progress seen: {:?} of {:?} bytes ({:?}), InSync {:?}",
+        st.copied_bytes,
+        st.total_bytes,
+        st.copied_percent,
+        condition(&st, "InSync").map(|c| &c.reason)
+    );
+    assert!(event_reasons(&fake).contains(&"Started".to_string()));
+
+    // Writes during the sync.
+    src.database("live")
+        .collection::<bson::Document>("orders")
+        .insert_many((0..200).map(|i| doc! { "_id": i, "v": i }))
+        .await
+        .unwrap();
+
+    // The operator restarted mid-sync: the same engine goes on, nothing is started twice.
+    let pid = kubelet.pid(NS, "move-engine");
+    let rv = fake
+        .get_resource::<Deployment>(NS, "move-engine")
+        .unwrap()
+        .metadata
+        .resource_version;
+    operator.stop().await;
+    let operator = Operator::start(client.clone(), &locator, "replica-b");
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "caught up after the operator restart",
+        Duration::from_secs(120),
+        |s| s.state.as_deref() == Some("RUNNING") && s.can_commit && cond_is(s, "InSync", "True"),
+    )
+    .await;
+    assert_eq!(kubelet.starts(NS, "move-engine"), 1, "no second engine");
+    assert_eq!(
+        kubelet.pid(NS, "move-engine"),
+        pid,
+        "the same engine process"
+    );
+    assert_eq!(
+        fake.get_resource::<Deployment>(NS, "move-engine")
+            .unwrap()
+            .metadata
+            .resource_version,
+        rv,
+        "re-applying the same Deployment changed nothing"
+    );
+    assert!(st.lag_seconds.is_some());
+    assert_eq!(st.copied_percent.as_deref(), Some("100%"));
+
+    // The engine's container killed mid-sync: restarted, it resumes from the destination.
+    kubelet.kill(NS, "move-engine");
+    src.database("live")
+        .collection::<bson::Document>("orders")
+        .insert_many((200..400).map(|i| doc! { "_id": i, "v": i }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kubelet.starts(NS, "move-engine") < 2 {
+        assert!(Instant::now() < deadline, "the kubelet restarts the engine");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "RUNNING and caught up after the engine restart",
+        Duration::from_secs(120),
+        |s| s.state.as_deref() == Some("RUNNING") && s.can_commit,
+    )
+    .await;
+
+    // COMMITTED.
+    set_mode(&syncs, "move", "Committed").await;
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "COMMITTED",
+        Duration::from_secs(120),
+        |s| {
+            s.state.as_deref() == Some("COMMITTED")
+                && s.can_write
+                && cond_is(s, "Committed", "True")
+        },
+    )
+    .await;
+    assert!(cond_is(&st, "Ready", "True"), "{:?}", st.conditions);
+    common::assert_clusters_equal(&src, &dst).await;
+    assert!(
+        st.total_bytes.unwrap_or(0) > 1_000_000 && st.copied_bytes == st.total_bytes,
+        "the copy's size is in status: {:?} of {:?}",
+        st.copied_bytes,
+        st.total_bytes
+    );
+
+    // Every status the controller wrote, from the API server's watch history: the copy's
+    // progress was visible while it ran.
+    let history: Vec<(String, Option<String>)> = fake
+        .events()
+        .iter()
+        .filter(|e| e.plural == "clustersyncs")
+        .filter_map(|e| {
+            let s = &e.object["status"];
+            Some((
+                s["state"].as_str()?.to_string(),
+                s["copiedPercent"].as_str().map(String::from),
+            ))
+        })
+        .collect();
+    history
+        .iter()
+        .for_each(|h| println!("status history: {h:?}"));
+    assert!(
+        history.iter().any(|(state, pct)| state == "RUNNING"
+            && pct.as_deref().is_some_and(|p| p != "100%" && p != "0%")),
+        "copy progress below 100% was shown while RUNNING: {history:?}"
+    );
+    let reasons = event_reasons(&fake);
+    for want in ["Started", "CommitRequested", "StateChanged"] {
+        assert!(
+            reasons.contains(&want.to_string()),
+            "no {want} Event in {reasons:?}"
+        );
+    }
+    let (_, metrics) = operator.get("/metrics").await;
+    assert!(
+        metrics.contains("clustersync_operator_syncs{state=\"COMMITTED\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("clustersync_operator_engine_calls_total{verb=\"commit\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+
+    // Connection strings never reach status or Events.
+    let status_text = serde_json::to_string(&st).unwrap();
+    let events_text = serde_json::to_string(&fake.list_resources::<Event>(Some(NS))).unwrap();
+    for text in [&status_text, &events_text] {
+        assert!(
+            !text.contains("mongodb://"),
+            "a connection string leaked: {text}"
+        );
+    }
+
+    // Deleted: the engine stops, what the operator created goes, the data stays.
+    syncs
+        .delete("move", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.get_resource::<ClusterSync>(NS, "move").is_some() {
+        assert!(Instant::now() < deadline, "the finalizer is removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fake.get_resource::<Deployment>(NS, "move-engine").is_none());
+    assert!(fake.get_resource::<Service>(NS, "move-engine").is_none());
+    assert!(fake
+        .get_resource::<Secret>(NS, "move-engine-token")
+        .is_none());
+    assert!(
+        fake.get_resource::<Secret>(NS, "move-source").is_some(),
+        "the user's Secrets stay"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kubelet.running().is_empty() {
+        assert!(Instant::now() < deadline, "the engine process stops");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    common::assert_clusters_equal(&src, &dst).await;
+    assert!(event_reasons(&fake).contains(&"EngineRemoved".to_string()));
+    operator.stop().await;
+}
