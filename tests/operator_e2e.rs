@@ -179,6 +179,19 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Waits for an Event with `reason` (Events are recorded just after the status they explain).
+async fn wait_event(fake: &FakeApiServer, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !event_reasons(fake).iter().any(|r| r == reason) {
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} Event in {:?}",
+            event_reasons(fake)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn event_reasons(fake: &FakeApiServer) -> Vec<String> {
     fake.list_resources::<Event>(Some(NS))
         .into_iter()
@@ -310,7 +323,7 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
         st.copied_percent,
         condition(&st, "InSync").map(|c| &c.reason)
     );
-    assert!(event_reasons(&fake).contains(&"Started".to_string()));
+    wait_event(&fake, "Started").await;
 
     // Writes during the sync.
     src.database("live")
@@ -422,12 +435,8 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
             && pct.as_deref().is_some_and(|p| p != "100%" && p != "0%")),
         "copy progress below 100% was shown while RUNNING: {history:?}"
     );
-    let reasons = event_reasons(&fake);
     for want in ["Started", "CommitRequested", "StateChanged"] {
-        assert!(
-            reasons.contains(&want.to_string()),
-            "no {want} Event in {reasons:?}"
-        );
+        wait_event(&fake, want).await;
     }
     let (_, metrics) = operator.get("/metrics").await;
     assert!(
@@ -475,6 +484,277 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     common::assert_clusters_equal(&src, &dst).await;
-    assert!(event_reasons(&fake).contains(&"EngineRemoved".to_string()));
+    wait_event(&fake, "EngineRemoved").await;
     operator.stop().await;
+}
+
+const PW: &str = "0perator-Pa55word";
+
+/// A `--auth` server with `root_user`, `sync_user` holding `roles` and `full_user` holding
+/// `full` (plus the custom role that stands in for `clusterManager`, which the test server
+/// lacks).
+async fn auth_server(roles: &[&str], full: &[&str]) -> Server {
+    let mut server = Server::start().await;
+    let admin = server.client().await.database("admin");
+    admin
+        .run_command(doc! { "createRole": "clusterManager", "privileges": [], "roles": [] })
+        .await
+        .unwrap();
+    admin
+        .run_command(doc! { "createUser": "root_user", "pwd": PW, "roles": [{ "role": "root", "db": "admin" }] })
+        .await
+        .unwrap();
+    let roles: Vec<bson::Document> = roles
+        .iter()
+        .map(|r| doc! { "role": *r, "db": "admin" })
+        .collect();
+    admin
+        .run_command(doc! { "createUser": "sync_user", "pwd": PW, "roles": roles })
+        .await
+        .unwrap();
+    let full: Vec<bson::Document> = full
+        .iter()
+        .map(|r| doc! { "role": *r, "db": "admin" })
+        .collect();
+    admin
+        .run_command(doc! { "createUser": "full_user", "pwd": PW, "roles": full })
+        .await
+        .unwrap();
+    let ready = auth_uri(&server, "root_user");
+    server.restart_with_args(&["--auth"], Some(ready)).await;
+    server
+}
+
+fn auth_uri(server: &Server, user: &str) -> String {
+    format!(
+        "mongodb://{user}:{PW}@127.0.0.1:{}/?directConnection=true&authSource=admin",
+        server.port
+    )
+}
+
+/// A missing Secret is named in a condition and the sync proceeds once it appears (the Secret
+/// watch, not a timer, brings it); a bad connection string is named without its password; a
+/// user without the roles gives RolesVerified=False naming them, and nothing starts until
+/// they are granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_and_roles_gate_the_start() {
+    use clustersync::preflight::roles::{required, Deployment as Kind, Side, SyncKind};
+    let source_roles = required(SyncKind::Default, Kind::SelfManaged, Side::Source).roles;
+    let source = auth_server(&source_roles, &source_roles).await;
+    let dest_roles = required(SyncKind::Default, Kind::SelfManaged, Side::Destination).roles;
+    let withheld = *dest_roles
+        .iter()
+        .find(|r| **r == "restore")
+        .unwrap_or(&dest_roles[0]);
+    let granted: Vec<&str> = dest_roles
+        .iter()
+        .copied()
+        .filter(|r| *r != withheld)
+        .collect();
+    let destination = auth_server(&granted, &dest_roles).await;
+
+    let (fake, client) = FakeApiServer::new();
+    let locator = StaticLocator::default();
+    let kubelet = FakeKubelet::start(fake.clone(), locator.clone());
+    let operator = Operator::start(client.clone(), &locator, "replica-a");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let syncs: Api<ClusterSync> = Api::namespaced(client.clone(), NS);
+    let pp = PostParams::default();
+
+    // No Secrets yet.
+    syncs
+        .create(&pp, &cluster_sync("gated", "Running"))
+        .await
+        .unwrap();
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "gated",
+        "CredentialsResolved=False",
+        Duration::from_secs(30),
+        |s| cond_is(s, "CredentialsResolved", "False"),
+    )
+    .await;
+    let c = condition(&st, "CredentialsResolved").unwrap();
+    assert_eq!(c.reason, "SecretNotFound");
+    assert!(
+        c.message.contains("shop/gated-source") && c.message.contains("\"uri\""),
+        "{}",
+        c.message
+    );
+    assert!(cond_is(&st, "Ready", "False"));
+    assert!(
+        fake.get_resource::<Deployment>(NS, "gated-engine")
+            .is_none(),
+        "no engine without credentials"
+    );
+    wait_event(&fake, "SecretNotFound").await;
+
+    // The Secrets appear, the destination's with a connection string the engine refuses.
+    secrets
+        .create(
+            &pp,
+            &uri_secret("gated-source", &auth_uri(&source, "sync_user")),
+        )
+        .await
+        .unwrap();
+    let bad = format!(
+        "{}&readPreference=secondary",
+        auth_uri(&destination, "sync_user")
+    );
+    secrets
+        .create(&pp, &uri_secret("gated-destination", &bad))
+        .await
+        .unwrap();
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "gated",
+        "InvalidConnectionString",
+        Duration::from_secs(10),
+        |s| {
+            condition(s, "CredentialsResolved")
+                .is_some_and(|c| c.reason == "InvalidConnectionString")
+        },
+    )
+    .await;
+    let msg = &condition(&st, "CredentialsResolved").unwrap().message;
+    assert!(
+        msg.contains("gated-destination") && msg.contains("readPreference"),
+        "{msg}"
+    );
+    assert!(!msg.contains(PW), "the password stays out of status: {msg}");
+
+    // Fixed: the engine runs, but the destination's user lacks a role.
+    secrets
+        .replace(
+            "gated-destination",
+            &pp,
+            &uri_secret("gated-destination", &auth_uri(&destination, "sync_user")),
+        )
+        .await
+        .unwrap();
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "gated",
+        "RolesVerified=False",
+        Duration::from_secs(60),
+        |s| cond_is(s, "CredentialsResolved", "True") && cond_is(s, "RolesVerified", "False"),
+    )
+    .await;
+    let roles = condition(&st, "RolesVerified").unwrap();
+    assert_eq!(roles.reason, "MissingRoles");
+    assert!(
+        roles.message.contains(withheld)
+            && roles.message.contains("sync_user")
+            && roles.message.contains("grantRolesToUser"),
+        "{}",
+        roles.message
+    );
+    assert!(!roles.message.contains(PW));
+    let ready = condition(&st, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "MissingRoles")
+    );
+    assert!(
+        kubelet.pid(NS, "gated-engine").is_some(),
+        "the engine runs, idle"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = fake
+        .get_resource::<ClusterSync>(NS, "gated")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        st.state.as_deref(),
+        Some("IDLE"),
+        "nothing starts without the roles"
+    );
+
+    // The Secret now names a user with every role: the engine's pod is replaced so that it
+    // connects as that user, the preflight passes and the sync starts. (Granting the role to
+    // the same user would do on MongoDB, which refreshes the privileges of open connections;
+    // the test server keeps those a connection authenticated with.)
+    assert_eq!(kubelet.starts(NS, "gated-engine"), 1);
+    secrets
+        .replace(
+            "gated-destination",
+            &pp,
+            &uri_secret("gated-destination", &auth_uri(&destination, "full_user")),
+        )
+        .await
+        .unwrap();
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "gated",
+        "RUNNING as the user with the roles",
+        Duration::from_secs(60),
+        |s| s.state.as_deref() == Some("RUNNING"),
+    )
+    .await;
+    assert_eq!(
+        kubelet.starts(NS, "gated-engine"),
+        2,
+        "the pod was replaced once, for the new Secret"
+    );
+    assert!(cond_is(&st, "RolesVerified", "True"));
+    assert!(
+        kubelet.log(NS, "gated-engine").find(PW).is_none(),
+        "the engine's log has no password"
+    );
+    operator.stop().await;
+}
+
+/// Two replicas: only one holds the Lease; the other takes over when it is released, or when
+/// the holder stops renewing for a whole lease duration.
+#[tokio::test]
+async fn one_leader_at_a_time() {
+    use clustersync::operator::leader::Leadership;
+    let (_fake, client) = FakeApiServer::new();
+    let cfg = |id: &str| {
+        let mut c = LeaseConfig::new("ops".into(), "lock".into(), id.into());
+        c.lease_duration = Duration::from_secs(2);
+        c.retry_every = Duration::from_millis(300);
+        c
+    };
+    let a = Leadership::new(client.clone(), cfg("a"));
+    let b = Leadership::new(client.clone(), cfg("b"));
+    a.acquire().await;
+    // a renews in the background while b tries.
+    let keep = tokio::spawn(async move {
+        let lost = a.keep().await;
+        (a, lost)
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(4), b.acquire())
+            .await
+            .is_err(),
+        "b stays a standby while a renews"
+    );
+    keep.abort();
+    // a stopped renewing (as if its process died): b takes over after the lease duration.
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), b.acquire())
+        .await
+        .expect("b takes over an expired lease");
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "not before the lease ran out"
+    );
+    // a, back, finds the lease taken and would stand by; b releases at shutdown and a gets it
+    // at once.
+    let a = Leadership::new(client.clone(), cfg("a"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(900), a.acquire())
+            .await
+            .is_err()
+    );
+    b.release().await;
+    tokio::time::timeout(Duration::from_secs(2), a.acquire())
+        .await
+        .expect("a takes a released lease at once");
 }

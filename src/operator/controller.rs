@@ -397,7 +397,10 @@ async fn drive(
     }
 
     let token = ensure_token(cs, &secrets).await?;
-    ensure_workload(cs, ctx, &deployments).await?;
+    // With the Secrets unreadable, the running engine is left exactly as it is.
+    if let Some(c) = &creds {
+        ensure_workload(cs, ctx, &deployments, &c.fingerprint).await?;
+    }
 
     let Some(base) = ctx.settings.locator.base_url(&ns, &engine) else {
         conds.set(
@@ -703,7 +706,7 @@ async fn cached_preflight(
         }
     }
     let verdict = preflight::run(creds, options, ctx.settings.preflight_timeout).await;
-    tracing::info!(passed = verdict.passed(), "role preflight");
+    tracing::info!(passed = verdict.passed(), verdict = ?verdict, "role preflight");
     ctx.preflights
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -751,6 +754,7 @@ async fn ensure_workload(
     cs: &ClusterSync,
     ctx: &Context,
     deployments: &Api<Deployment>,
+    credentials_version: &str,
 ) -> Result<(), Error> {
     let ns = cs.namespace().unwrap_or_default();
     let pp = PatchParams::apply(MANAGER).force();
@@ -763,7 +767,11 @@ async fn ensure_workload(
         .patch(
             &name,
             &pp,
-            &Patch::Apply(&workload::deployment(cs, &ctx.settings.engine_image)),
+            &Patch::Apply(&workload::deployment(
+                cs,
+                &ctx.settings.engine_image,
+                credentials_version,
+            )),
         )
         .await?;
     Ok(())

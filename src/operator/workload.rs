@@ -105,8 +105,14 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// Pod template annotation carrying the version of the Secrets the engine's environment was
+/// read from: a changed Secret changes the template, so the pod is replaced and the engine
+/// starts with the new connection string (a running engine resumes where it was).
+pub const CREDENTIALS_VERSION: &str = "clustersync.io/credentials-version";
+
 /// The engine's Deployment: one replica, replaced (never two engines at once).
-pub fn deployment(cs: &ClusterSync, default_image: &str) -> Deployment {
+/// `credentials_version` identifies the Secrets' current contents.
+pub fn deployment(cs: &ClusterSync, default_image: &str, credentials_version: &str) -> Deployment {
     let spec = &cs.spec;
     let mut args = vec![
         "engine".to_string(),
@@ -184,6 +190,10 @@ pub fn deployment(cs: &ClusterSync, default_image: &str) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(cs)),
+                    annotations: Some(BTreeMap::from([(
+                        CREDENTIALS_VERSION.to_string(),
+                        credentials_version.to_string(),
+                    )])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -253,7 +263,7 @@ mod tests {
 
     #[test]
     fn deployment_is_hardened_and_keeps_secrets_out_of_the_spec() {
-        let d = deployment(&cs(), "clustersync:test");
+        let d = deployment(&cs(), "clustersync:test", "7/9");
         assert_eq!(d.metadata.name.as_deref(), Some("move-orders-engine"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("shop"));
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
@@ -264,6 +274,16 @@ mod tests {
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        assert_eq!(
+            spec.template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CREDENTIALS_VERSION],
+            "7/9"
+        );
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.priority_class_name.as_deref(), Some("batch"));
         assert_eq!(pod.node_selector.unwrap()["pool"], "sync");
@@ -333,7 +353,7 @@ mod tests {
         assert_eq!(s.metadata.name.as_deref(), Some("move-orders-engine-token"));
         assert_eq!(s.data.as_ref().unwrap()[TOKEN_KEY].0.len(), 64);
         assert_ne!(token_secret(&c).data, s.data, "tokens are random");
-        let d = deployment(&c, "img");
+        let d = deployment(&c, "img", "1/2");
         let env = d.spec.template.spec.unwrap().containers[0]
             .env
             .clone()
