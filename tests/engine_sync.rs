@@ -810,6 +810,13 @@ async fn events_lost_from_the_oplog_stop_the_sync_with_the_reason() {
         "{p}"
     );
     assert_eq!(p["progress"]["canCommit"], false);
+    // A supervisor (the operator) tells a stopped sync from a warning by `syncError`.
+    assert!(
+        p["progress"]["syncError"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer holds")),
+        "{p}"
+    );
     let (code, v) = engine.post("commit", json!({})).await;
     assert_eq!(
         (code, v["error"].as_str()),

@@ -758,3 +758,147 @@ async fn one_leader_at_a_time() {
         .await
         .expect("a takes a released lease at once");
 }
+
+/// `mode` and `reversals` drive the engine through pause, resume, commit and a reversal: the
+/// writes made on the destination after the cut-over come back to the original source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_resume_commit_and_reverse_through_the_spec() {
+    let a = Server::start().await;
+    let b = Server::start().await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    let docs = ca.database("app").collection::<bson::Document>("items");
+    docs.insert_many((0..500).map(|i| doc! { "_id": i, "n": i }))
+        .await
+        .unwrap();
+
+    let (fake, client) = FakeApiServer::new();
+    let locator = StaticLocator::default();
+    let kubelet = FakeKubelet::start(fake.clone(), locator.clone());
+    let operator = Operator::start(client.clone(), &locator, "replica-a");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let syncs: Api<ClusterSync> = Api::namespaced(client.clone(), NS);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret("rev-source", &a.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &uri_secret("rev-destination", &b.uri()))
+        .await
+        .unwrap();
+    let mut cs = cluster_sync("rev", "Running");
+    cs.spec.reversible = true;
+    syncs.create(&pp, &cs).await.unwrap();
+    let long = Duration::from_secs(90);
+    wait_status(&fake, &kubelet, "rev", "caught up", long, |s| s.can_commit).await;
+
+    set_mode(&syncs, "rev", "Paused").await;
+    wait_status(&fake, &kubelet, "rev", "PAUSED", long, |s| {
+        s.state.as_deref() == Some("PAUSED")
+            && condition(s, "InSync").is_some_and(|c| c.reason == "Paused")
+    })
+    .await;
+    docs.insert_one(doc! { "_id": "while-paused" })
+        .await
+        .unwrap();
+    // Committed from PAUSED: resumed first, then committed once caught up.
+    set_mode(&syncs, "rev", "Committed").await;
+    wait_status(&fake, &kubelet, "rev", "COMMITTED", long, |s| {
+        s.state.as_deref() == Some("COMMITTED") && s.can_write
+    })
+    .await;
+    wait_event(&fake, "Resumed").await;
+    common::assert_clusters_equal(&ca, &cb).await;
+
+    // Applications write to the new cluster; then the user asks for one reversal.
+    cb.database("app")
+        .collection::<bson::Document>("items")
+        .insert_one(doc! { "_id": "written-on-b" })
+        .await
+        .unwrap();
+    syncs
+        .patch(
+            "rev",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "reversals": 1 } })),
+        )
+        .await
+        .unwrap();
+    // mode is still Committed, so the reversed sync is committed too.
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "rev",
+        "reversed and committed",
+        long,
+        |s| s.reversals_done == 1 && s.state.as_deref() == Some("COMMITTED") && s.can_write,
+    )
+    .await;
+    assert!(cond_is(&st, "Ready", "True"), "{:?}", st.conditions);
+    wait_event(&fake, "Reversed").await;
+    let back = ca
+        .database("app")
+        .collection::<bson::Document>("items")
+        .find_one(doc! { "_id": "written-on-b" })
+        .await
+        .unwrap();
+    assert!(back.is_some(), "the reversal brought b's writes back to a");
+    common::assert_clusters_equal(&ca, &cb).await;
+    // No second reversal without a second request.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = fake
+        .get_resource::<ClusterSync>(NS, "rev")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        (st.reversals_done, st.state.as_deref()),
+        (1, Some("COMMITTED"))
+    );
+    operator.stop().await;
+}
+
+/// Installed before its CRD, the operator stays alive and unready instead of crash-looping,
+/// and starts once the CRD is there; a spec that cannot work is reported, with no engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_its_crd_and_reports_a_spec_that_cannot_work() {
+    let (fake, client) = FakeApiServer::new();
+    let prefix = "apis/clustersync.io/v1alpha1";
+    fake.set_missing(prefix, "clustersyncs", true);
+    let locator = StaticLocator::default();
+    let operator = Operator::start(client.clone(), &locator, "replica-a");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(operator.get("/healthz").await.0, 200, "alive");
+    let (code, body) = operator.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(!operator.task.is_finished(), "still running");
+
+    fake.set_missing(prefix, "clustersyncs", false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while operator.get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "ready once the CRD is installed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let syncs: Api<ClusterSync> = Api::namespaced(client.clone(), NS);
+    let mut cs = cluster_sync("bad", "Running");
+    cs.spec.reversible = true;
+    cs.spec.build_indexes = Some(clustersync::engine::options::BuildIndexes::Never);
+    syncs.create(&PostParams::default(), &cs).await.unwrap();
+    let st = fake
+        .wait_for::<ClusterSync, _>(NS, "bad", Duration::from_secs(20), |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| condition(s, "Ready").is_some_and(|r| r.reason == "InvalidSpec"))
+        })
+        .await
+        .expect("Ready=False, InvalidSpec")
+        .status
+        .unwrap();
+    let ready = condition(&st, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("never"), "{}", ready.message);
+    wait_event(&fake, "InvalidSpec").await;
+    assert!(fake.get_resource::<Deployment>(NS, "bad-engine").is_none());
+    operator.stop().await;
+}

@@ -65,6 +65,8 @@ struct Store {
     kinds: HashMap<(String, String), String>,
     history: Vec<Arc<WatchEvent>>,
     requests: Vec<String>,
+    /// Resource types the server answers 404 for, as if their CRD were not installed.
+    missing: Vec<(String, String)>,
 }
 
 struct Inner {
@@ -128,6 +130,15 @@ impl FakeApiServer {
     /// Every watch event emitted so far.
     pub fn events(&self) -> Vec<WatchEvent> {
         self.store().history.iter().map(|e| (**e).clone()).collect()
+    }
+
+    /// Answer 404 for every request on `plural` (as before its CRD is installed), or stop.
+    pub fn set_missing(&self, prefix: &str, plural: &str, missing: bool) {
+        let mut st = self.store();
+        st.missing.retain(|(p, pl)| !(p == prefix && pl == plural));
+        if missing {
+            st.missing.push((prefix.into(), plural.into()));
+        }
     }
 
     /// Tell the server the `kind` of `plural` (used for `<Kind>List` when nothing is stored yet).
@@ -477,6 +488,20 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let Some(t) = parse_path(&path) else {
         return status_error(404, "NotFound", format!("the server could not find {path}"));
     };
+    if inner
+        .store
+        .lock()
+        .unwrap()
+        .missing
+        .iter()
+        .any(|(p, pl)| *p == t.prefix && *pl == t.plural)
+    {
+        return status_error(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        );
+    }
     let body = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => return status_error(400, "BadRequest", e.to_string()),
