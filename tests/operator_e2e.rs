@@ -430,6 +430,27 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
     history
         .iter()
         .for_each(|h| println!("status history: {h:?}"));
+    // As `kubectl get clustersync` prints the printer columns (for the README).
+    println!(
+        "{:<8}{:<12}{:<6}{:<9}CANCOMMIT",
+        "NAME", "STATE", "LAG", "COPIED"
+    );
+    for e in fake.events().iter().filter(|e| e.plural == "clustersyncs") {
+        let s = &e.object["status"];
+        if let Some(state) = s["state"].as_str() {
+            println!(
+                "{:<8}{:<12}{:<6}{:<9}{}",
+                "move",
+                state,
+                s["lagSeconds"]
+                    .as_i64()
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
+                s["copiedPercent"].as_str().unwrap_or(""),
+                s["canCommit"].as_bool().unwrap_or(false)
+            );
+        }
+    }
     assert!(
         history.iter().any(|(state, pct)| state == "RUNNING"
             && pct.as_deref().is_some_and(|p| p != "100%" && p != "0%")),
