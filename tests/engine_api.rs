@@ -613,5 +613,18 @@ async fn api_token_guards_every_endpoint() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"], "Unauthorized", "{v}");
     }
+    // Kubelet probes carry no token: /healthz answers without one, and says nothing more.
+    let h = http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+    assert_eq!(
+        h.json::<Value>().await.unwrap(),
+        serde_json::json!({ "ok": true })
+    );
+    let p = http.get(&url).send().await.unwrap();
+    assert_eq!(p.status().as_u16(), 401, "progress still needs the token");
     assert!(!engine.log_contents().contains("s3cret-t0ken"));
 }

@@ -17,6 +17,12 @@ pub fn start_options(spec: &ClusterSyncSpec) -> Result<StartOptions, String> {
             spec.source.name, spec.source.key
         ));
     }
+    if spec.reversals > 0 && !spec.reversible {
+        return Err(format!(
+            "spec.reversals is {} but spec.reversible is false; a sync can only be reversed when it was started with reversible: true",
+            spec.reversals
+        ));
+    }
     if let Some(v) = &spec.engine.verbosity {
         if !VERBOSITIES.contains(&v.to_ascii_uppercase().as_str()) {
             return Err(format!(
@@ -105,6 +111,7 @@ mod tests {
                 serde_json::json!({ "engine": { "verbosity": "LOUD" } }),
                 "verbosity",
             ),
+            (serde_json::json!({ "reversals": 1 }), "reversible: true"),
             (
                 serde_json::json!({ "writeBlocking": "sourceAndDestination", "includeNamespaces": [{ "database": "x" }] }),
                 "destinationOnly",
