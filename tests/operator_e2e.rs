@@ -368,12 +368,26 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
     assert_eq!(st.copied_percent.as_deref(), Some("100%"));
 
     // The engine's container killed mid-sync: restarted, it resumes from the destination.
-    kubelet.kill(NS, "move-engine");
+    kubelet.kill(NS, "move-engine", Duration::from_secs(3));
     src.database("live")
         .collection::<bson::Document>("orders")
         .insert_many((200..400).map(|i| doc! { "_id": i, "v": i }))
         .await
         .unwrap();
+    // While it is down, status says so.
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "EngineAvailable=False",
+        Duration::from_secs(10),
+        |s| cond_is(s, "EngineAvailable", "False"),
+    )
+    .await;
+    let down = condition(&st, "EngineAvailable").unwrap();
+    assert_eq!(down.reason, "EngineNotReady");
+    assert!(down.message.contains("move-engine"), "{}", down.message);
+    assert!(cond_is(&st, "Ready", "False"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while kubelet.starts(NS, "move-engine") < 2 {
         assert!(Instant::now() < deadline, "the kubelet restarts the engine");
@@ -385,7 +399,11 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
         "move",
         "RUNNING and caught up after the engine restart",
         Duration::from_secs(120),
-        |s| s.state.as_deref() == Some("RUNNING") && s.can_commit,
+        |s| {
+            s.state.as_deref() == Some("RUNNING")
+                && s.can_commit
+                && cond_is(s, "EngineAvailable", "True")
+        },
     )
     .await;
 
@@ -921,5 +939,78 @@ async fn waits_for_its_crd_and_reports_a_spec_that_cannot_work() {
     assert!(ready.message.contains("never"), "{}", ready.message);
     wait_event(&fake, "InvalidSpec").await;
     assert!(fake.get_resource::<Deployment>(NS, "bad-engine").is_none());
+    operator.stop().await;
+}
+
+/// A sync that stops for good inside the engine (here: its resume point rolled off a tiny
+/// source oplog while paused) is Ready=False with the engine's reason, as an Event too, and
+/// `mode: Committed` does not commit it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_that_stops_in_the_engine_is_reported() {
+    let (a, b) = tokio::join!(
+        Server::start_with_args(&["--oplog-max-entries", "50"]),
+        Server::start()
+    );
+    let src = a.client().await;
+    let coll = src.database("app").collection::<bson::Document>("c");
+    coll.insert_one(doc! { "_id": 0 }).await.unwrap();
+
+    let (fake, client) = FakeApiServer::new();
+    let locator = StaticLocator::default();
+    let kubelet = FakeKubelet::start(fake.clone(), locator.clone());
+    let operator = Operator::start(client.clone(), &locator, "replica-a");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let syncs: Api<ClusterSync> = Api::namespaced(client.clone(), NS);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret("lost-source", &a.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &uri_secret("lost-destination", &b.uri()))
+        .await
+        .unwrap();
+    syncs
+        .create(&pp, &cluster_sync("lost", "Running"))
+        .await
+        .unwrap();
+    let long = Duration::from_secs(60);
+    wait_status(&fake, &kubelet, "lost", "caught up", long, |s| s.can_commit).await;
+    set_mode(&syncs, "lost", "Paused").await;
+    wait_status(&fake, &kubelet, "lost", "PAUSED", long, |s| {
+        s.state.as_deref() == Some("PAUSED")
+    })
+    .await;
+    for chunk in 0..25 {
+        coll.insert_many((0..100).map(|i| doc! { "_id": 1 + chunk * 100 + i }))
+            .await
+            .unwrap();
+    }
+    set_mode(&syncs, "lost", "Committed").await;
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "lost",
+        "Ready=False, SyncStopped",
+        long,
+        |s| condition(s, "Ready").is_some_and(|c| c.reason == "SyncStopped"),
+    )
+    .await;
+    let ready = condition(&st, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("oplog"), "{}", ready.message);
+    wait_event(&fake, "SyncStopped").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = fake
+        .get_resource::<ClusterSync>(NS, "lost")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.state.as_deref(), Some("RUNNING"), "not committed");
+    assert!(!st.can_commit);
+    assert!(
+        !event_reasons(&fake).contains(&"CommitRequested".to_string()),
+        "no /commit was sent"
+    );
     operator.stop().await;
 }

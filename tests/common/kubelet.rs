@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clustersync::operator::credentials::value_of;
 use clustersync::operator::engine_api::StaticLocator;
@@ -32,6 +32,8 @@ struct Pod {
     /// Container starts so far (1 = never restarted).
     starts: u32,
     dir: TempDir,
+    /// A crashed container is restarted only after this (the kubelet's crash backoff).
+    restart_after: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -99,12 +101,14 @@ impl FakeKubelet {
         st.waiting.get(&(ns.into(), name.into())).cloned()
     }
 
-    /// SIGKILLs the engine's container; the next pass restarts it, as a kubelet would.
-    pub fn kill(&self, ns: &str, name: &str) {
+    /// SIGKILLs the engine's container; it is restarted after `backoff`, as a kubelet
+    /// restarts a crashed container.
+    pub fn kill(&self, ns: &str, name: &str, backoff: Duration) {
         let mut st = self.state.lock().unwrap();
         if let Some(p) = st.pods.get_mut(&(ns.into(), name.into())) {
             let _ = p.child.kill();
             let _ = p.child.wait();
+            p.restart_after = Some(Instant::now() + backoff);
         }
     }
 
@@ -143,6 +147,10 @@ fn sync_once(api: &FakeApiServer, locator: &StaticLocator, state: &Mutex<State>)
         if let Some(pod) = st.pods.get_mut(&key) {
             let exited = matches!(pod.child.try_wait(), Ok(Some(_)));
             if pod.template == template && !exited {
+                continue;
+            }
+            let backing_off = pod.restart_after.is_some_and(|t| Instant::now() < t);
+            if pod.template == template && backing_off {
                 continue;
             }
             let _ = pod.child.kill();
@@ -254,5 +262,6 @@ fn run_pod(
         port,
         starts,
         dir,
+        restart_after: None,
     })
 }
