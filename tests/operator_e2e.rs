@@ -939,6 +939,27 @@ async fn waits_for_its_crd_and_reports_a_spec_that_cannot_work() {
     assert!(ready.message.contains("never"), "{}", ready.message);
     wait_event(&fake, "InvalidSpec").await;
     assert!(fake.get_resource::<Deployment>(NS, "bad-engine").is_none());
+
+    // Reconciling can be paused by annotation: reported, nothing else done.
+    let mut held = cluster_sync("held", "Running");
+    held.metadata.annotations =
+        Some([("clustersync.io/reconcile".to_string(), "false".to_string())].into());
+    syncs.create(&PostParams::default(), &held).await.unwrap();
+    let st = fake
+        .wait_for::<ClusterSync, _>(NS, "held", Duration::from_secs(20), |c| {
+            c.status.as_ref().is_some_and(|s| {
+                condition(s, "Ready").is_some_and(|r| r.reason == "ReconcilePaused")
+            })
+        })
+        .await
+        .expect("Ready=False, ReconcilePaused")
+        .status
+        .unwrap();
+    assert!(
+        condition(&st, "CredentialsResolved").is_none(),
+        "nothing was looked at"
+    );
+    assert!(fake.get_resource::<Deployment>(NS, "held-engine").is_none());
     operator.stop().await;
 }
 

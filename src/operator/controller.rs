@@ -30,6 +30,9 @@ use super::{mirror, validate, workload};
 
 /// Held on every ClusterSync until the controller has removed what it created.
 pub const FINALIZER: &str = "clustersync.io/engine-cleanup";
+/// Annotation that makes the controller leave a ClusterSync alone ("false"): no engine calls,
+/// no workload changes, for driving the engine by hand during an incident.
+pub const RECONCILE_ANNOTATION: &str = "clustersync.io/reconcile";
 /// Field manager of everything the controller applies.
 pub const MANAGER: &str = "clustersync-operator";
 
@@ -332,6 +335,23 @@ async fn drive(
     let poll = ctx.settings.poll;
     let ns = cs.namespace().unwrap_or_default();
     let engine = workload::engine_name(cs);
+
+    if cs
+        .annotations()
+        .get(RECONCILE_ANNOTATION)
+        .map(String::as_str)
+        == Some("false")
+    {
+        return Ok(Outcome {
+            requeue: Duration::from_secs(300),
+            blocker: Some(Blocker {
+                reason: "ReconcilePaused".into(),
+                message: format!(
+                    "the controller leaves this sync alone while annotation {RECONCILE_ANNOTATION} is \"false\"; remove it to resume reconciling"
+                ),
+            }),
+        });
+    }
 
     let options = match validate::start_options(&cs.spec) {
         Ok(o) => o,
