@@ -23,6 +23,7 @@ use common::Server;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
@@ -56,6 +57,7 @@ impl Operator {
         settings.poll = Duration::from_millis(700);
         settings.preflight_retry = Duration::from_secs(2);
         settings.preflight_timeout = Duration::from_secs(20);
+        settings.operator_namespace = Some("clustersync-system".into());
         let telemetry = common::free_port();
         let mut lease = LeaseConfig::new(
             "clustersync-system".into(),
@@ -276,6 +278,9 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
         Some("ghcr.io/clustersync/clustersync:test")
     );
     assert!(fake.get_resource::<Service>(NS, "move-engine").is_some());
+    assert!(fake
+        .get_resource::<NetworkPolicy>(NS, "move-engine")
+        .is_some());
     assert!(fake
         .get_resource::<Secret>(NS, "move-engine-token")
         .is_some());
@@ -510,6 +515,9 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
     }
     assert!(fake.get_resource::<Deployment>(NS, "move-engine").is_none());
     assert!(fake.get_resource::<Service>(NS, "move-engine").is_none());
+    assert!(fake
+        .get_resource::<NetworkPolicy>(NS, "move-engine")
+        .is_none());
     assert!(fake
         .get_resource::<Secret>(NS, "move-engine-token")
         .is_none());
@@ -1007,7 +1015,7 @@ async fn a_sync_that_stops_in_the_engine_is_reported() {
             .await
             .unwrap();
     }
-    set_mode(&syncs, "lost", "Committed").await;
+    set_mode(&syncs, "lost", "Running").await;
     let st = wait_status(
         &fake,
         &kubelet,
@@ -1021,6 +1029,7 @@ async fn a_sync_that_stops_in_the_engine_is_reported() {
     assert_eq!(ready.status, "False");
     assert!(ready.message.contains("oplog"), "{}", ready.message);
     wait_event(&fake, "SyncStopped").await;
+    set_mode(&syncs, "lost", "Committed").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = fake
         .get_resource::<ClusterSync>(NS, "lost")

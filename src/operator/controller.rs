@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -49,6 +50,9 @@ pub struct Settings {
     pub preflight_retry: Duration,
     pub locator: Arc<dyn EngineLocator>,
     pub reporter: Reporter,
+    /// The operator's own namespace: engines get a NetworkPolicy that admits only the
+    /// operator's pods from there. `None` (an operator outside the cluster): no policy.
+    pub operator_namespace: Option<String>,
 }
 
 impl Settings {
@@ -63,6 +67,7 @@ impl Settings {
                 controller: MANAGER.into(),
                 instance: std::env::var("POD_NAME").ok(),
             },
+            operator_namespace: std::env::var("POD_NAMESPACE").ok(),
         }
     }
 }
@@ -780,6 +785,15 @@ async fn ensure_workload(
     let pp = PatchParams::apply(MANAGER).force();
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let name = workload::engine_name(cs);
+    if let Some(operator_ns) = &ctx.settings.operator_namespace {
+        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
+            .patch(
+                &name,
+                &pp,
+                &Patch::Apply(&workload::network_policy(cs, operator_ns)),
+            )
+            .await?;
+    }
     services
         .patch(&name, &pp, &Patch::Apply(&workload::service(cs)))
         .await?;
@@ -821,6 +835,12 @@ async fn cleanup(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
             .map(|_| ()),
     )?;
     gone(
+        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+    )?;
+    gone(
         Api::<Secret>::namespaced(ctx.client.clone(), &ns)
             .delete(&workload::token_secret_name(cs), &dp)
             .await
@@ -834,7 +854,7 @@ async fn cleanup(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
         .and_then(|s| s.state.clone())
         .unwrap_or_else(|| "not started".into());
     let note = format!(
-        "stopped the engine (it was {state}) and removed its Deployment, Service and token Secret; the clusters' data is untouched"
+        "stopped the engine (it was {state}) and removed its Deployment, Service, NetworkPolicy and token Secret; the clusters' data is untouched"
     );
     tracing::info!("{note}");
     if let Err(err) = ctx

@@ -13,6 +13,10 @@ use k8s_openapi::api::core::v1::{
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
     SecurityContext, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -223,6 +227,49 @@ pub fn deployment(cs: &ClusterSync, default_image: &str, credentials_version: &s
     }
 }
 
+/// Labels of the operator's own pods (the only ones let through to engines).
+pub const OPERATOR_NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "clustersync-operator");
+
+/// Lets only the operator's pods (in `operator_namespace`) reach the engine's API; the engine's
+/// own connections out, to the clusters, stay open.
+pub fn network_policy(cs: &ClusterSync, operator_namespace: &str) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: meta(cs),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(cs)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            "kubernetes.io/metadata.name".to_string(),
+                            operator_namespace.to_string(),
+                        )])),
+                        ..Default::default()
+                    }),
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            OPERATOR_NAME_LABEL.0.to_string(),
+                            OPERATOR_NAME_LABEL.1.to_string(),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(API_PORT)),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
 /// The Service the controller reaches the engine's API through.
 pub fn service(cs: &ClusterSync) -> Service {
     Service {
@@ -362,6 +409,38 @@ mod tests {
         assert_eq!(
             t.value_from.clone().unwrap().secret_key_ref.unwrap().name,
             "move-orders-engine-token"
+        );
+    }
+
+    #[test]
+    fn only_the_operator_reaches_the_engine() {
+        let c = cs();
+        let p = network_policy(&c, "clustersync-system").spec.unwrap();
+        assert_eq!(p.pod_selector.unwrap().match_labels.unwrap(), labels(&c));
+        assert_eq!(p.policy_types.unwrap(), vec!["Ingress".to_string()]);
+        let rule = &p.ingress.unwrap()[0];
+        let from = &rule.from.as_ref().unwrap()[0];
+        assert_eq!(
+            from.namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
+            "clustersync-system"
+        );
+        assert_eq!(
+            from.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["app.kubernetes.io/name"],
+            "clustersync-operator"
+        );
+        assert_eq!(
+            rule.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(API_PORT))
         );
     }
 
