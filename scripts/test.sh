@@ -5,6 +5,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/testbed.sh install
+# The install-path tests render deploy/ with `kubectl kustomize`.
+if ! command -v kubectl >/dev/null 2>&1; then
+    echo "test.sh: installing kubectl (Debian's kubernetes-client)" >&2
+    SUDO=""
+    [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq kubernetes-client >/dev/null
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets -- --test-threads "${TEST_THREADS:-2}"

@@ -49,6 +49,12 @@ cmd_install() {
     if ! "$PY" -c 'import pymongo' 2>/dev/null; then
         "$PY" -m pip install --quiet --disable-pip-version-check pymongo
     fi
+    # What the install-path tests check manifests, charts and the Argo CD health script with.
+    if ! "$PY" -c 'import kubernetes_validate, jsonschema, yaml, lupa' 2>/dev/null; then
+        log "installing manifest checkers (kubernetes-validate, jsonschema, PyYAML, lupa)"
+        "$PY" -m pip install --quiet --disable-pip-version-check \
+            "kubernetes-validate==1.37.0" "jsonschema==4.26.0" "PyYAML==6.0.4" "lupa==2.8"
+    fi
     log "ok: $VENV/bin/secantusd-py"
 }
 

@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -114,6 +115,24 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
 /// starts with the new connection string (a running engine resumes where it was).
 pub const CREDENTIALS_VERSION: &str = "clustersync.io/credentials-version";
 
+/// What an engine gets when its ClusterSync names no resources: enough for `loadLevel` 3 on
+/// a mid-sized deployment; memory is bounded by the engine's batch and read-ahead sizes, not
+/// by the data.
+pub fn default_engine_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q("500m")),
+            ("memory".to_string(), q("512Mi")),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_string(), q("2")),
+            ("memory".to_string(), q("2Gi")),
+        ])),
+        ..Default::default()
+    }
+}
+
 /// The engine's Deployment: one replica, replaced (never two engines at once).
 /// `credentials_version` identifies the Secrets' current contents.
 pub fn deployment(cs: &ClusterSync, default_image: &str, credentials_version: &str) -> Deployment {
@@ -166,7 +185,12 @@ pub fn deployment(cs: &ClusterSync, default_image: &str, credentials_version: &s
         }]),
         readiness_probe: Some(probe(2)),
         liveness_probe: Some(probe(30)),
-        resources: spec.engine.resources.clone(),
+        resources: Some(
+            spec.engine
+                .resources
+                .clone()
+                .unwrap_or_else(default_engine_resources),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -373,6 +397,11 @@ mod tests {
         assert!(
             env.iter().all(|e| e.value.is_none()),
             "values only through secretKeyRef"
+        );
+        let r = c.resources.clone().unwrap();
+        assert!(
+            r.requests.unwrap().contains_key("memory") && r.limits.unwrap().contains_key("memory"),
+            "requests and limits by default"
         );
         let sc = c.security_context.clone().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));

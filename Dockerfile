@@ -1,0 +1,21 @@
+# One image for the operator and the engine pods: the `clustersync` binary, nothing else.
+#   docker build -t ghcr.io/clustersync/clustersync:0.1.0 .
+# Runs as the distroless "nonroot" user (65532); needs no writable filesystem.
+
+FROM docker.io/library/rust:1.88-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src ./src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
+    && strip target/release/clustersync
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/clustersync /clustersync
+USER 65532:65532
+EXPOSE 27182 8080
+ENTRYPOINT ["/clustersync"]
+CMD ["--help"]

@@ -1,0 +1,624 @@
+//! The install paths: `deploy/` (kustomize base, namespaced overlay, rendered install.yaml,
+//! examples), the Helm charts, the container image's Dockerfile and the Argo CD health check.
+//!
+//! Rendering uses `kubectl kustomize`; Kubernetes-schema, CRD-schema, chart-values and Lua
+//! checks run in `scripts/check_manifests.py` from the testbed's venv. No helm binary, API
+//! server or container engine exists here, so charts are checked statically (values against
+//! their schema, every referenced value present, the CRD identical) and the image is not
+//! built: see the README for what that leaves unexercised.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clustersync::operator::crd::ClusterSync;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every non-empty document of a multi-document YAML text, with whole floats as integers
+/// (kustomize writes the CRD's `minimum: 0.0` as `0`; the two mean the same).
+fn yaml_docs(text: &str) -> Vec<Value> {
+    fn whole(v: &mut Value) {
+        match v {
+            Value::Number(n) => {
+                if let Some(f) = n
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && !n.is_i64() && !n.is_u64())
+                {
+                    *v = json!(f as i64);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(whole),
+            Value::Object(o) => o.values_mut().for_each(whole),
+            _ => {}
+        }
+    }
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .map(|mut v| {
+            whole(&mut v);
+            v
+        })
+        .collect()
+}
+
+fn read_docs(path: &Path) -> Vec<Value> {
+    yaml_docs(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+fn kustomize(dir: &str) -> String {
+    let out = Command::new("kubectl")
+        .args(["kustomize", dir])
+        .current_dir(root())
+        .output()
+        .expect("kubectl is on PATH (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `scripts/check_manifests.py ARGS` with the venv's Python; returns (ok, stdout, stderr).
+fn check(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let python = root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/testbed.sh install",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .arg(root().join("scripts/check_manifests.py"))
+        .args(args)
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn kind_name(d: &Value) -> (String, String) {
+    (
+        d["kind"].as_str().unwrap_or_default().to_string(),
+        d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| kind_name(d) == (kind.to_string(), name.to_string()))
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+#[test]
+fn install_yaml_is_the_rendered_base() {
+    let rendered = yaml_docs(&kustomize("deploy/base"));
+    let committed = read_docs(&root().join("deploy/install.yaml"));
+    assert!(
+        rendered == committed,
+        "deploy/install.yaml is out of date; regenerate it with `kubectl kustomize deploy/base > deploy/install.yaml`"
+    );
+    let kinds: BTreeSet<(String, String)> = rendered.iter().map(kind_name).collect();
+    for want in [
+        ("Namespace", "clustersync-system"),
+        ("CustomResourceDefinition", "clustersyncs.clustersync.io"),
+        ("ServiceAccount", "clustersync-operator"),
+        ("ClusterRole", "clustersync-operator"),
+        ("ClusterRoleBinding", "clustersync-operator"),
+        ("Role", "clustersync-operator-leader-election"),
+        ("Deployment", "clustersync-operator"),
+        ("Service", "clustersync-operator-metrics"),
+        ("NetworkPolicy", "clustersync-operator"),
+    ] {
+        assert!(
+            kinds.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} missing from {kinds:?}"
+        );
+    }
+    // The CRD installed is the one generated from the Rust types.
+    let crd = read_docs(&root().join("crds/clustersync.io_clustersyncs.yaml"));
+    assert_eq!(
+        find(
+            &rendered,
+            "CustomResourceDefinition",
+            "clustersyncs.clustersync.io"
+        ),
+        &crd[0]
+    );
+}
+
+#[test]
+fn the_namespaced_overlay_uses_a_role_only() {
+    let docs = yaml_docs(&kustomize("deploy/overlays/namespaced"));
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "no cluster-wide RBAC in the namespaced overlay"
+    );
+    let base = yaml_docs(&kustomize("deploy/base"));
+    assert_eq!(
+        find(&docs, "Role", "clustersync-operator")["rules"],
+        find(&base, "ClusterRole", "clustersync-operator")["rules"],
+        "the same permissions, in one namespace"
+    );
+    let binding = find(&docs, "RoleBinding", "clustersync-operator");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    let env = &find(&docs, "Deployment", "clustersync-operator")["spec"]["template"]["spec"]
+        ["containers"][0]["env"];
+    let watch = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "CLUSTERSYNC_WATCH_NAMESPACE")
+        .expect("the operator is told to watch one namespace");
+    assert_eq!(
+        watch["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+}
+
+#[test]
+fn every_object_and_example_validates_against_the_kubernetes_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("namespaced.yaml");
+    std::fs::write(&overlay, kustomize("deploy/overlays/namespaced")).unwrap();
+    let mut files = vec![
+        "deploy/install.yaml".to_string(),
+        overlay.display().to_string(),
+        "deploy/gitops/argocd-cm-patch.yaml".to_string(),
+    ];
+    files.extend(examples().iter().map(|p| p.display().to_string()));
+    let mut args = vec!["k8s"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, _, err) = check(&args, None);
+    assert!(ok, "{err}");
+    assert!(err.contains("objects valid"), "{err}");
+
+    // The checker does fail: an unknown field and a wrong type are caught.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: \"eighty\"}], bogus: 1}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check(&["k8s", bad.to_str().unwrap()], None);
+    assert!(!ok, "a broken Service passed: {err}");
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 4, "examples: {v:?}");
+    v
+}
+
+#[test]
+fn examples_pass_the_crd_schema_and_the_engines_own_rules() {
+    let mut args = vec![
+        "cr".to_string(),
+        "crds/clustersync.io_clustersyncs.yaml".to_string(),
+    ];
+    args.extend(examples().iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = check(&args, None);
+    assert!(ok, "{err}");
+
+    let mut seen = BTreeSet::new();
+    for path in examples() {
+        let docs = read_docs(&path);
+        let secrets: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Secret").collect();
+        for d in docs.iter().filter(|d| d["kind"] == "ClusterSync") {
+            let cs: ClusterSync = serde_json::from_value(d.clone()).unwrap();
+            clustersync::operator::validate::start_options(&cs.spec)
+                .unwrap_or_else(|e| panic!("{}: the engine would refuse it: {e}", path.display()));
+            // Each referenced Secret is in the example, with the key, holding a URI the
+            // engine accepts.
+            for r in [&cs.spec.source, &cs.spec.destination] {
+                let s = secrets
+                    .iter()
+                    .find(|s| s["metadata"]["name"] == r.name.as_str())
+                    .unwrap_or_else(|| panic!("{}: no Secret {}", path.display(), r.name));
+                let uri = s["stringData"][&r.key].as_str().unwrap();
+                clustersync::uri::ClusterUri::parse("example", uri)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            if cs.spec.reversible {
+                seen.insert("reversible");
+            }
+            if !cs.spec.include_namespaces.is_empty() {
+                seen.insert("filtered");
+            }
+            if secrets.iter().any(|s| {
+                s["stringData"].as_object().unwrap().values().any(|v| {
+                    v.as_str().unwrap().starts_with("mongodb+srv://")
+                        && v.as_str().unwrap().contains("tls=true")
+                })
+            }) {
+                seen.insert("atlas");
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from(["atlas", "filtered", "reversible"]),
+        "examples cover Atlas, a filtered and a reversible sync"
+    );
+
+    // The schema check does fail on a wrong example.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: clustersync.io/v1alpha1\nkind: ClusterSync\nmetadata: {name: x}\nspec: {source: {name: a}, destination: {name: b}, mode: Sprinting, colour: red}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check(
+        &[
+            "cr",
+            "crds/clustersync.io_clustersyncs.yaml",
+            bad.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        !ok && err.contains("Sprinting") && err.contains("colour"),
+        "{err}"
+    );
+}
+
+/// Pod specs of every workload: the operator's from the manifests, and the engine's as the
+/// operator builds it.
+fn pod_specs(docs: &[Value]) -> Vec<(String, Value)> {
+    let mut v: Vec<(String, Value)> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|d| {
+            (
+                format!("Deployment/{}", d["metadata"]["name"].as_str().unwrap()),
+                d["spec"]["template"]["spec"].clone(),
+            )
+        })
+        .collect();
+    let cs: ClusterSync = serde_json::from_value(json!({
+        "apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
+        "metadata": { "name": "x", "namespace": "y", "uid": "u" },
+        "spec": { "source": { "name": "a" }, "destination": { "name": "b" } }
+    }))
+    .unwrap();
+    let engine = clustersync::operator::workload::deployment(&cs, "img", "1/1");
+    v.push((
+        "engine Deployment".into(),
+        serde_json::to_value(engine.spec.template.spec).unwrap(),
+    ));
+    v
+}
+
+fn assert_rbac_is_least_privilege(docs: &[Value], source: &str) {
+    let allowed_secret_verbs = ["get", "list", "watch", "create", "delete"];
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        for rule in d["rules"].as_array().unwrap() {
+            for field in ["verbs", "resources", "apiGroups"] {
+                let items = rule[field].as_array().cloned().unwrap_or_default();
+                assert!(
+                    !items
+                        .iter()
+                        .any(|v| v.as_str().unwrap_or_default().contains('*')),
+                    "{source}: {name}: wildcard in {field}: {rule}"
+                );
+            }
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            for escalating in ["escalate", "bind", "impersonate"] {
+                assert!(!verbs.contains(&escalating), "{source}: {name}: {rule}");
+            }
+            if rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "secrets")
+            {
+                // Secrets are read; the only writes are the per-sync API tokens the operator
+                // creates and deletes: never update, patch or deletecollection.
+                assert!(
+                    verbs.iter().all(|v| allowed_secret_verbs.contains(v)),
+                    "{source}: {name}: Secrets verbs {verbs:?}"
+                );
+            }
+        }
+    }
+}
+
+fn assert_pods_are_hardened(pods: &[(String, Value)], source: &str) {
+    for (what, pod) in pods {
+        let psc = &pod["securityContext"];
+        assert_eq!(psc["runAsNonRoot"], true, "{source}: {what}");
+        assert_eq!(
+            psc["seccompProfile"]["type"], "RuntimeDefault",
+            "{source}: {what}"
+        );
+        for c in pod["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{source}: {what}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{source}: {what}");
+            assert_eq!(sc["runAsNonRoot"], true, "{source}: {what}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                json!(["ALL"]),
+                "{source}: {what}"
+            );
+            assert_ne!(sc["privileged"], true, "{source}: {what}");
+            for kind in ["requests", "limits"] {
+                for res in ["cpu", "memory"] {
+                    assert!(
+                        c["resources"][kind][res].is_string(),
+                        "{source}: {what}: resources.{kind}.{res} is not set"
+                    );
+                }
+            }
+            assert!(c["livenessProbe"].is_object() && c["readinessProbe"].is_object());
+        }
+    }
+}
+
+#[test]
+fn rbac_and_pods_are_locked_down() {
+    for dir in ["deploy/base", "deploy/overlays/namespaced"] {
+        let docs = yaml_docs(&kustomize(dir));
+        assert_rbac_is_least_privilege(&docs, dir);
+        assert_pods_are_hardened(&pod_specs(&docs), dir);
+    }
+    // The checks do catch violations.
+    let wild = vec![json!({"kind": "ClusterRole", "metadata": {"name": "w"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["update"]}]})];
+    assert!(std::panic::catch_unwind(|| assert_rbac_is_least_privilege(&wild, "t")).is_err());
+    let star = vec![json!({"kind": "Role", "metadata": {"name": "s"},
+        "rules": [{"apiGroups": ["*"], "resources": ["pods"], "verbs": ["get"]}]})];
+    assert!(std::panic::catch_unwind(|| assert_rbac_is_least_privilege(&star, "t")).is_err());
+}
+
+#[test]
+fn argo_cd_health_follows_ready_and_state() {
+    let script = root().join("deploy/gitops/argocd-health.lua");
+    let lua = std::fs::read_to_string(&script).unwrap();
+    let cond = |t: &str, s: &str, reason: &str| json!({"type": t, "status": s, "reason": reason, "message": format!("{t} {reason}")});
+    let obj = |generation: i64, status: Value| {
+        json!({"apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
+               "metadata": {"name": "x", "generation": generation},
+               "spec": {"mode": "Running"}, "status": status})
+    };
+    let ready = cond("Ready", "True", "SyncHealthy");
+    let cases = vec![
+        (
+            json!({"apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync", "metadata": {"name": "x", "generation": 1}}),
+            "Progressing",
+        ),
+        (
+            obj(
+                2,
+                json!({"observedGeneration": 1, "state": "COMMITTED", "conditions": [ready]}),
+            ),
+            "Progressing",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "MissingRoles")]}),
+            ),
+            "Degraded",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "SyncStopped")]}),
+            ),
+            "Degraded",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "EngineNotReady")]}),
+            ),
+            "Progressing",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "state": "IDLE", "conditions": [ready]}),
+            ),
+            "Suspended",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "state": "PAUSED", "conditions": [ready]}),
+            ),
+            "Suspended",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "state": "RUNNING", "conditions": [ready, cond("InSync", "False", "Copying")]}),
+            ),
+            "Progressing",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "state": "RUNNING", "conditions": [ready, cond("InSync", "True", "CaughtUp")]}),
+            ),
+            "Healthy",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "state": "COMMITTED", "conditions": [ready, cond("InSync", "True", "Committed")]}),
+            ),
+            "Healthy",
+        ),
+    ];
+    let input = Value::Array(cases.iter().map(|(o, _)| o.clone()).collect()).to_string();
+    let (ok, out, err) = check(&["lua", script.to_str().unwrap()], Some(&input));
+    assert!(ok, "{err}");
+    let got: Vec<Value> = serde_json::from_str(&out).unwrap();
+    for ((o, want), hs) in cases.iter().zip(&got) {
+        assert_eq!(hs["status"], *want, "{o} -> {hs}");
+        assert!(
+            hs["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{hs}"
+        );
+    }
+    assert!(got[2]["message"].as_str().unwrap().contains("MissingRoles"));
+
+    // The ConfigMap patch carries the same script.
+    let cm = read_docs(&root().join("deploy/gitops/argocd-cm-patch.yaml"));
+    let embedded = cm[0]["data"]["resource.customizations.health.clustersync.io_ClusterSync"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        embedded.trim(),
+        lua.trim(),
+        "regenerate argocd-cm-patch.yaml from argocd-health.lua"
+    );
+}
+
+#[test]
+fn charts_values_schema_and_crd() {
+    let op = "charts/clustersync-operator";
+    let (ok, _, err) = check(&["values", op], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = check(&["values", op, r#"{"bogus": 1}"#], None);
+    assert!(!ok, "an unknown top-level value is rejected: {err}");
+    let (ok, _, err) = check(&["values", op, r#"{"watch": {"scope": "galaxy"}}"#], None);
+    assert!(!ok, "a bad enum is rejected: {err}");
+    let (ok, _, err) = check(&["values", "charts/clustersync-crds"], None);
+    assert!(ok, "{err}");
+
+    // Every value a template reads exists in values.yaml.
+    let values: Value = serde_norway::from_str(
+        &std::fs::read_to_string(root().join(op).join("values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let re = regex::Regex::new(r"\$?\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)").unwrap();
+    let mut refs = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join(op).join("templates")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for c in re.captures_iter(&text) {
+            refs.insert((
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                c[1].to_string(),
+            ));
+        }
+    }
+    assert!(refs.len() > 10, "templates read values: {refs:?}");
+    for (file, path) in &refs {
+        let mut v = &values;
+        for key in path.trim_start_matches('.').split('.') {
+            v = v.get(key).unwrap_or_else(|| {
+                panic!("{file} reads .Values{path}, which values.yaml does not define")
+            });
+        }
+    }
+
+    // The CRD chart carries crds/ exactly, kept on uninstall.
+    let crd_chart = read_docs(
+        &root().join("charts/clustersync-crds/templates/clustersync.io_clustersyncs.yaml"),
+    );
+    assert_eq!(
+        crd_chart[0]["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "uninstalling the chart must not delete the CRD (and every ClusterSync with it)"
+    );
+    let mut without = crd_chart[0].clone();
+    without["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    let crd = read_docs(&root().join("crds/clustersync.io_clustersyncs.yaml"));
+    assert_eq!(
+        without, crd[0],
+        "charts/clustersync-crds differs from crds/"
+    );
+
+    // The chart's RBAC, as written, has no wildcards and writes Secrets no more than deploy/.
+    for entry in std::fs::read_dir(root().join(op).join("templates")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("kind: ClusterRole") || text.contains("kind: Role") {
+            assert!(
+                !text.contains("\"*\"") && !text.contains("'*'") && !text.contains("- *"),
+                "{}",
+                path.display()
+            );
+            for verb in ["update", "patch", "deletecollection"] {
+                let secrets_rule = text
+                    .split("- apiGroups")
+                    .filter(|r| r.contains("secrets"))
+                    .any(|r| r.contains(&format!("\"{verb}\"")));
+                assert!(!secrets_rule, "{}: Secrets {verb}", path.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_image_is_one_non_root_binary() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(stages.len() >= 2, "multi-stage: {stages:?}");
+    let last = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        last.contains("distroless") && last.contains(":nonroot"),
+        "{last}"
+    );
+    assert!(last.contains("USER 65532"), "non-root: {last}");
+    assert!(last.contains("ENTRYPOINT [\"/clustersync\"]"), "{last}");
+    assert!(dockerfile.contains("--locked"), "built from Cargo.lock");
+    // The same UID the pods run as.
+    let docs = read_docs(&root().join("deploy/install.yaml"));
+    let pod = &find(&docs, "Deployment", "clustersync-operator")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let image = pod["containers"][0]["image"].as_str().unwrap();
+    assert!(
+        image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
+        "the manifests name this version's image: {image}"
+    );
+}
