@@ -119,7 +119,7 @@ fn install_yaml_is_the_rendered_base() {
     let committed = read_docs(&root().join("deploy/install.yaml"));
     assert!(
         rendered == committed,
-        "deploy/install.yaml is out of date; regenerate it with `kubectl kustomize deploy/base > deploy/install.yaml`"
+        "deploy/install.yaml is out of date; regenerate it with scripts/gen_manifests.sh"
     );
     let kinds: BTreeSet<(String, String)> = rendered.iter().map(kind_name).collect();
     for want in [
@@ -513,7 +513,7 @@ fn argo_cd_health_follows_ready_and_state() {
     assert_eq!(
         embedded.trim(),
         lua.trim(),
-        "regenerate argocd-cm-patch.yaml from argocd-health.lua"
+        "argocd-cm-patch.yaml differs from argocd-health.lua; regenerate it with scripts/gen_manifests.sh"
     );
 }
 
@@ -572,7 +572,7 @@ fn charts_values_schema_and_crd() {
     let crd = read_docs(&root().join("crds/clustersync.io_clustersyncs.yaml"));
     assert_eq!(
         without, crd[0],
-        "charts/clustersync-crds differs from crds/"
+        "charts/clustersync-crds differs from crds/; regenerate it with scripts/gen_manifests.sh"
     );
 
     // The chart's RBAC, as written, has no wildcards and writes Secrets no more than deploy/.

@@ -189,7 +189,7 @@ mod tests {
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             on_disk == crd_yaml(),
-            "{CRD_PATH} is out of date with src/operator/crd.rs; regenerate it with `cargo run -- crd > {CRD_PATH}`"
+            "{CRD_PATH} is out of date with src/operator/crd.rs; regenerate it (and the chart's copy) with scripts/gen_manifests.sh"
         );
     }
 
