@@ -75,6 +75,14 @@ struct OperatorArgs {
     /// Image of the engine pods, unless a ClusterSync names its own (spec.engine.image).
     #[arg(long = "engine-image", env = "CLUSTERSYNC_ENGINE_IMAGE", default_value = concat!("ghcr.io/clustersync/clustersync:", env!("CARGO_PKG_VERSION")))]
     engine_image: String,
+    /// Engine pod settings (JSON, the fields of a ClusterSync's spec.engine) for syncs that
+    /// leave them unset, e.g. {"resources":{...},"nodeSelector":{...},"tolerations":[...]}.
+    #[arg(
+        long = "engine-defaults",
+        env = "CLUSTERSYNC_ENGINE_DEFAULTS",
+        value_name = "JSON"
+    )]
+    engine_defaults: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long = "metrics-bind", default_value = "0.0.0.0:8080")]
     metrics_bind: std::net::SocketAddr,
@@ -161,6 +169,21 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let engine_defaults: clustersync::operator::crd::EngineSpec = match args
+        .engine_defaults
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => Default::default(),
+        Some(json) => match parse_engine_defaults(json) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: --engine-defaults (CLUSTERSYNC_ENGINE_DEFAULTS): {e}; give a JSON object with the fields of a ClusterSync's spec.engine (resources, nodeSelector, tolerations, affinity, priorityClassName, loadLevel, verbosity)");
+                return ExitCode::from(2);
+            }
+        },
+    };
     if let Err(e) = clustersync::logging::init(&level, None) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -193,6 +216,7 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
         let mut settings =
             Settings::new(args.engine_image.clone(), std::sync::Arc::new(ServiceDns));
         settings.poll = std::time::Duration::from_secs(args.poll_seconds);
+        settings.engine_defaults = engine_defaults;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             namespace = args.namespace.as_deref().unwrap_or("(all)"),
@@ -223,6 +247,23 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Engine defaults as the operator takes them: a misspelt field is an error, not ignored.
+fn parse_engine_defaults(json: &str) -> Result<clustersync::operator::crd::EngineSpec, String> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let schema = schemars::schema_for!(clustersync::operator::crd::EngineSpec);
+    let known: Vec<String> = schema
+        .as_value()
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let given = value.as_object().ok_or("not a JSON object")?;
+    if let Some(unknown) = given.keys().find(|k| !known.contains(k)) {
+        return Err(format!("unknown field {unknown:?}"));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 async fn serve(config: EngineConfig) -> anyhow::Result<()> {

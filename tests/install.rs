@@ -622,3 +622,23 @@ fn the_image_is_one_non_root_binary() {
         "the manifests name this version's image: {image}"
     );
 }
+
+#[test]
+fn the_operator_refuses_engine_defaults_it_cannot_use() {
+    for (given, want) in [
+        (r#"{"nodeSelecter": {}}"#, "unknown field \"nodeSelecter\""),
+        (r#"{"loadLevel": "high"}"#, "invalid type"),
+        ("[1]", "not a JSON object"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clustersync"))
+            .args(["operator", "--engine-defaults", given])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{given}: {err}");
+        assert!(
+            err.contains(want) && err.contains("spec.engine"),
+            "{given}: {err}"
+        );
+    }
+}

@@ -58,6 +58,10 @@ impl Operator {
         settings.preflight_retry = Duration::from_secs(2);
         settings.preflight_timeout = Duration::from_secs(20);
         settings.operator_namespace = Some("clustersync-system".into());
+        settings.engine_defaults = serde_json::from_value(json!({
+            "loadLevel": 1, "priorityClassName": "migrations", "nodeSelector": { "pool": "sync" }
+        }))
+        .unwrap();
         let telemetry = common::free_port();
         let mut lease = LeaseConfig::new(
             "clustersync-system".into(),
@@ -276,6 +280,14 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
     assert_eq!(
         pod.containers[0].image.as_deref(),
         Some("ghcr.io/clustersync/clustersync:test")
+    );
+    // Engine settings the ClusterSync leaves unset come from the operator's defaults.
+    assert_eq!(pod.priority_class_name.as_deref(), Some("migrations"));
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "sync");
+    let args = pod.containers[0].args.clone().unwrap().join(" ");
+    assert!(
+        args.contains("--loadLevel 2"),
+        "the ClusterSync's own loadLevel wins: {args}"
     );
     assert!(fake.get_resource::<Service>(NS, "move-engine").is_some());
     assert!(fake

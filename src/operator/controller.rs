@@ -50,6 +50,8 @@ pub struct Settings {
     pub preflight_retry: Duration,
     pub locator: Arc<dyn EngineLocator>,
     pub reporter: Reporter,
+    /// Engine pod settings for ClusterSyncs that leave them unset (`spec.engine`).
+    pub engine_defaults: super::crd::EngineSpec,
     /// The operator's own namespace: engines get a NetworkPolicy that admits only the
     /// operator's pods from there. `None` (an operator outside the cluster): no policy.
     pub operator_namespace: Option<String>,
@@ -68,6 +70,7 @@ impl Settings {
                 instance: std::env::var("POD_NAME").ok(),
             },
             operator_namespace: std::env::var("POD_NAMESPACE").ok(),
+            engine_defaults: Default::default(),
         }
     }
 }
@@ -797,12 +800,14 @@ async fn ensure_workload(
     services
         .patch(&name, &pp, &Patch::Apply(&workload::service(cs)))
         .await?;
+    let mut with_defaults = cs.clone();
+    with_defaults.spec.engine = cs.spec.engine.or_defaults(&ctx.settings.engine_defaults);
     deployments
         .patch(
             &name,
             &pp,
             &Patch::Apply(&workload::deployment(
-                cs,
+                &with_defaults,
                 &ctx.settings.engine_image,
                 credentials_version,
             )),

@@ -84,6 +84,40 @@ pub struct EngineSpec {
     pub verbosity: Option<String>,
 }
 
+impl EngineSpec {
+    /// This spec with every field it leaves unset taken from `defaults` (the operator's
+    /// configured defaults for engine pods).
+    pub fn or_defaults(&self, defaults: &EngineSpec) -> EngineSpec {
+        EngineSpec {
+            image: self.image.clone().or_else(|| defaults.image.clone()),
+            resources: self
+                .resources
+                .clone()
+                .or_else(|| defaults.resources.clone()),
+            node_selector: if self.node_selector.is_empty() {
+                defaults.node_selector.clone()
+            } else {
+                self.node_selector.clone()
+            },
+            tolerations: if self.tolerations.is_empty() {
+                defaults.tolerations.clone()
+            } else {
+                self.tolerations.clone()
+            },
+            affinity: self.affinity.clone().or_else(|| defaults.affinity.clone()),
+            priority_class_name: self
+                .priority_class_name
+                .clone()
+                .or_else(|| defaults.priority_class_name.clone()),
+            load_level: self.load_level.or(defaults.load_level),
+            verbosity: self
+                .verbosity
+                .clone()
+                .or_else(|| defaults.verbosity.clone()),
+        }
+    }
+}
+
 /// A MongoDB cluster-to-cluster sync.
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
@@ -210,6 +244,25 @@ mod tests {
         ] {
             assert!(y.contains(want), "{want} missing from the CRD:\n{y}");
         }
+    }
+
+    #[test]
+    fn engine_settings_fall_back_to_the_operators_defaults() {
+        let own: EngineSpec = serde_json::from_value(serde_json::json!({
+            "loadLevel": 4, "nodeSelector": { "pool": "sync" }
+        }))
+        .unwrap();
+        let defaults: EngineSpec = serde_json::from_value(serde_json::json!({
+            "loadLevel": 2, "nodeSelector": { "pool": "default" }, "priorityClassName": "batch",
+            "tolerations": [{ "key": "dedicated", "operator": "Exists" }]
+        }))
+        .unwrap();
+        let e = own.or_defaults(&defaults);
+        assert_eq!(e.load_level, Some(4), "the ClusterSync's own value wins");
+        assert_eq!(e.node_selector["pool"], "sync");
+        assert_eq!(e.priority_class_name.as_deref(), Some("batch"));
+        assert_eq!(e.tolerations.len(), 1);
+        assert_eq!(EngineSpec::default().or_defaults(&defaults), defaults);
     }
 
     #[test]

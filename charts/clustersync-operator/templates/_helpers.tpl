@@ -87,3 +87,17 @@ engine.image.tag, each defaulting to the operator's.
 {{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.engine.image.tag -}}
 {{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
+
+{{/*
+Engine pod defaults as the JSON the operator reads (CLUSTERSYNC_ENGINE_DEFAULTS): only the
+fields that are set, so that empty values leave the operator's built-in defaults.
+*/}}
+{{- define "clustersync-operator.engineDefaults" -}}
+{{- $d := dict -}}
+{{- with .Values.engine.defaults.resources }}{{ $_ := set $d "resources" . }}{{ end -}}
+{{- with .Values.engine.defaults.nodeSelector }}{{ $_ := set $d "nodeSelector" . }}{{ end -}}
+{{- with .Values.engine.defaults.tolerations }}{{ $_ := set $d "tolerations" . }}{{ end -}}
+{{- with .Values.engine.defaults.affinity }}{{ $_ := set $d "affinity" . }}{{ end -}}
+{{- with .Values.engine.defaults.priorityClassName }}{{ $_ := set $d "priorityClassName" . }}{{ end -}}
+{{- toJson $d -}}
+{{- end -}}
