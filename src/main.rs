@@ -69,9 +69,14 @@ struct CheckArgs {
 
 #[derive(clap::Args)]
 struct OperatorArgs {
-    /// Watch ClusterSyncs (and their Secrets) in this namespace only; all namespaces if unset.
-    #[arg(long = "namespace", env = "CLUSTERSYNC_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch ClusterSyncs (and their Secrets) in these namespaces only (comma-separated); all
+    /// namespaces if unset.
+    #[arg(
+        long = "namespace",
+        env = "CLUSTERSYNC_WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    namespace: Vec<String>,
     /// Image of the engine pods, unless a ClusterSync names its own (spec.engine.image).
     #[arg(long = "engine-image", env = "CLUSTERSYNC_ENGINE_IMAGE", default_value = concat!("ghcr.io/clustersync/clustersync:", env!("CARGO_PKG_VERSION")))]
     engine_image: String,
@@ -219,7 +224,7 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
         settings.engine_defaults = engine_defaults;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            namespace = args.namespace.as_deref().unwrap_or("(all)"),
+            namespaces = %if args.namespace.is_empty() { "(all)".to_string() } else { args.namespace.join(",") },
             engine_image = %args.engine_image,
             "clustersync operator starting"
         );
@@ -227,7 +232,12 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
             client,
             settings,
             RunOptions {
-                namespace: args.namespace.clone(),
+                namespaces: args
+                    .namespace
+                    .iter()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
                 telemetry_bind: Some(args.metrics_bind),
                 lease,
             },

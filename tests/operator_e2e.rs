@@ -49,6 +49,16 @@ fn init_logs() {
 
 impl Operator {
     fn start(client: kube::Client, locator: &StaticLocator, identity: &str) -> Operator {
+        Self::start_in(client, locator, identity, vec![])
+    }
+
+    /// An operator that watches `namespaces` only (all when empty).
+    fn start_in(
+        client: kube::Client,
+        locator: &StaticLocator,
+        identity: &str,
+        namespaces: Vec<String>,
+    ) -> Operator {
         init_logs();
         let mut settings = Settings::new(
             "ghcr.io/clustersync/clustersync:test".into(),
@@ -75,7 +85,7 @@ impl Operator {
             client,
             settings,
             RunOptions {
-                namespace: None,
+                namespaces,
                 telemetry_bind: Some(([127, 0, 0, 1], telemetry).into()),
                 lease: Some(lease),
             },
@@ -1053,6 +1063,55 @@ async fn a_sync_that_stops_in_the_engine_is_reported() {
     assert!(
         !event_reasons(&fake).contains(&"CommitRequested".to_string()),
         "no /commit was sent"
+    );
+    operator.stop().await;
+}
+
+/// Scoped to a list of namespaces, the operator manages ClusterSyncs there and leaves every
+/// other namespace alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_only_the_namespaces_it_is_given() {
+    let (fake, client) = FakeApiServer::new();
+    let locator = StaticLocator::default();
+    let operator = Operator::start_in(
+        client.clone(),
+        &locator,
+        "replica-a",
+        vec![NS.to_string(), "billing".to_string()],
+    );
+    for ns in [NS, "billing", "elsewhere"] {
+        let mut cs = cluster_sync("scoped", "Idle");
+        cs.metadata.namespace = Some(ns.to_string());
+        Api::<ClusterSync>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &cs)
+            .await
+            .unwrap();
+    }
+    for ns in [NS, "billing"] {
+        let st = fake
+            .wait_for::<ClusterSync, _>(ns, "scoped", Duration::from_secs(20), |c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| cond_is(s, "CredentialsResolved", "False"))
+            })
+            .await
+            .unwrap_or_else(|| panic!("the ClusterSync in {ns} is reconciled"));
+        assert!(st.metadata.finalizers.is_some());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outside = fake
+        .get_resource::<ClusterSync>("elsewhere", "scoped")
+        .unwrap();
+    assert!(
+        outside.status.is_none() && outside.metadata.finalizers.is_none(),
+        "a namespace it does not watch is left alone"
+    );
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.contains("/namespaces/elsewhere/") && !r.starts_with("POST")),
+        "the operator did not even read there (the only request is the test's own create)"
     );
     operator.stop().await;
 }

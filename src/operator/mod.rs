@@ -35,8 +35,9 @@ use telemetry::Metrics;
 
 /// How the operator process runs.
 pub struct RunOptions {
-    /// Watch ClusterSyncs in this namespace only (all namespaces when `None`).
-    pub namespace: Option<String>,
+    /// Watch ClusterSyncs (and their Secrets) in these namespaces only; all namespaces when
+    /// empty.
+    pub namespaces: Vec<String>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served (none when `None`).
     pub telemetry_bind: Option<SocketAddr>,
     /// Lease for leader election (always lead when `None`).
@@ -93,12 +94,22 @@ pub async fn run(
         tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
     }
 
-    let syncs: Api<ClusterSync> = match &opts.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // One controller per watched namespace (RBAC may be granted in those only), or one for
+    // the whole cluster.
+    let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
+        vec![None]
+    } else {
+        opts.namespaces.iter().cloned().map(Some).collect()
     };
+    let api_for = |ns: &Option<String>| -> Api<ClusterSync> {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    };
+    let probe = api_for(&scopes[0]);
     tokio::select! {
-        _ = wait_for_crd(&syncs) => {}
+        _ = wait_for_crd(&probe) => {}
         _ = stopped() => return Ok(()),
     }
     metrics.set_ready(true);
@@ -113,7 +124,15 @@ pub async fn run(
     }
 
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
-    let run = controller(client, syncs, opts.namespace.as_deref(), ctx, stopped());
+    let run = futures::future::join_all(scopes.iter().map(|ns| {
+        controller(
+            client.clone(),
+            api_for(ns),
+            ns.as_deref(),
+            ctx.clone(),
+            stopped(),
+        )
+    }));
     let result = match &leadership {
         Some(l) => tokio::select! {
             _ = run => Ok(()),

@@ -101,3 +101,15 @@ fields that are set, so that empty values leave the operator's built-in defaults
 {{- with .Values.engine.defaults.priorityClassName }}{{ $_ := set $d "priorityClassName" . }}{{ end -}}
 {{- toJson $d -}}
 {{- end -}}
+
+{{/*
+The namespaces watched with watch.scope namespace, comma-separated: watch.namespaces, or the
+release namespace when that list is empty.
+*/}}
+{{- define "clustersync-operator.watchNamespaces" -}}
+{{- if .Values.watch.namespaces -}}
+{{- join "," .Values.watch.namespaces -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
