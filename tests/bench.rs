@@ -1,0 +1,365 @@
+//! The engine's benchmark: copy and change application against the destination's own raw
+//! rates, on testbed servers it starts itself. It measures and reports; it asserts only that
+//! it ran and that its numbers are sane (CI runs it at a small size as part of `cargo test`).
+//!
+//! Full run (the command BENCHMARKS.md records): `scripts/bench.sh [DOCS] [DOC_BYTES]`, which
+//! runs this in release mode with `BENCH_DOCS`, `BENCH_DOC_BYTES`, `BENCH_STREAMS`,
+//! `BENCH_LOAD_LEVEL` and `BENCH_CEA_SECONDS` (per rate step) set.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bson::{doc, rawdoc, RawDocumentBuf};
+use common::{Engine, Server};
+use futures::future::join_all;
+use mongodb::Client;
+use serde_json::json;
+
+struct Params {
+    docs: u64,
+    doc_bytes: usize,
+    streams: u64,
+    load_level: u8,
+    cea_seconds: u64,
+    smoke: bool,
+}
+
+impl Params {
+    fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        let smoke = get("BENCH_DOCS").is_none();
+        Params {
+            docs: get("BENCH_DOCS").unwrap_or(4_000),
+            doc_bytes: get("BENCH_DOC_BYTES").unwrap_or(500) as usize,
+            streams: get("BENCH_STREAMS").unwrap_or(4),
+            load_level: get("BENCH_LOAD_LEVEL").unwrap_or(4) as u8,
+            cea_seconds: get("BENCH_CEA_SECONDS").unwrap_or(if smoke { 3 } else { 15 }),
+            smoke,
+        }
+    }
+}
+
+/// Document `i` of the dataset: the same bytes wherever it is generated.
+fn document(i: u64, doc_bytes: usize) -> RawDocumentBuf {
+    let pad = "x".repeat(doc_bytes.saturating_sub(70));
+    rawdoc! { "_id": i as i64, "n": i as i64, "group": (i % 97) as i32, "pad": pad, "sub": { "a": (i % 13) as i32, "b": "k" } }
+}
+
+const BATCH_DOCS: u64 = 5_000;
+
+/// Plain unordered bulk inserts of documents `range`, in batches, with the same driver.
+async fn insert_range(client: &Client, range: std::ops::Range<u64>, doc_bytes: usize) {
+    let coll = client
+        .database("bench")
+        .collection::<RawDocumentBuf>("docs");
+    let mut i = range.start;
+    while i < range.end {
+        let end = (i + BATCH_DOCS).min(range.end);
+        let batch: Vec<RawDocumentBuf> = (i..end).map(|n| document(n, doc_bytes)).collect();
+        coll.insert_many(batch)
+            .ordered(false)
+            .await
+            .expect("insert");
+        i = end;
+    }
+}
+
+async fn raw_ingest(p: &Params, streams: u64) -> (f64, Server) {
+    let server = Server::start().await;
+    let client = server.client().await;
+    let per = p.docs.div_ceil(streams);
+    let t = Instant::now();
+    join_all((0..streams).map(|s| {
+        let client = client.clone();
+        let range = (s * per).min(p.docs)..((s + 1) * per).min(p.docs);
+        async move { insert_range(&client, range, p.doc_bytes).await }
+    }))
+    .await;
+    (t.elapsed().as_secs_f64(), server)
+}
+
+/// The engine process's peak resident memory (bytes) and CPU seconds so far.
+fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (hwm, ticks as f64 / 100.0)
+}
+
+/// One batch of the change mix on ids below `docs`: half updates, three tenths upserts
+/// (replacements, some of new ids), a fifth deletes. Returns (update commands, delete command).
+fn mix_batch(
+    seed: u64,
+    ops: u64,
+    docs: u64,
+    doc_bytes: usize,
+) -> (Vec<bson::Document>, Vec<bson::Document>) {
+    let mut updates = Vec::new();
+    let mut deletes = Vec::new();
+    for k in 0..ops {
+        let x = (seed * 7_919 + k * 104_729) % (docs * 2).max(1);
+        match k % 10 {
+            0..=4 => updates.push(doc! { "q": { "_id": (x % docs.max(1)) as i64 }, "u": { "$set": { "n": (seed + k) as i64, "sub.a": (k % 13) as i32 } } }),
+            5..=7 => {
+                let d: bson::Document = bson::from_slice(document(x, doc_bytes).as_bytes()).unwrap();
+                updates.push(doc! { "q": { "_id": x as i64 }, "u": d, "upsert": true })
+            }
+            _ => deletes.push(doc! { "q": { "_id": (x % docs.max(1)) as i64 }, "limit": 1 }),
+        }
+    }
+    (updates, deletes)
+}
+
+async fn apply_mix(client: &Client, seed: u64, ops: u64, docs: u64, doc_bytes: usize) {
+    let (updates, deletes) = mix_batch(seed, ops, docs, doc_bytes);
+    let db = client.database("bench");
+    db.run_command(doc! { "update": "docs", "updates": updates, "ordered": false })
+        .await
+        .expect("update");
+    db.run_command(doc! { "delete": "docs", "deletes": deletes, "ordered": false })
+        .await
+        .expect("delete");
+}
+
+const MIX_BATCH: u64 = 200;
+
+/// The destination's raw rate for the change mix: `streams` writers as fast as they go.
+async fn raw_mix_rate(client: &Client, p: &Params) -> f64 {
+    let seconds = p.cea_seconds.max(2);
+    let t = Instant::now();
+    let counts = join_all((0..p.streams).map(|s| {
+        let client = client.clone();
+        async move {
+            let mut n = 0u64;
+            let mut seed = s * 1_000_003;
+            while t.elapsed() < Duration::from_secs(seconds) {
+                apply_mix(&client, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
+                n += MIX_BATCH;
+                seed += 1;
+            }
+            n
+        }
+    }))
+    .await;
+    counts.iter().sum::<u64>() as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Writes the mix to the source at `rate` ops/s for `seconds`; returns (achieved rate, the
+/// largest lag the engine reported meanwhile and until it caught up).
+async fn paced_mix(
+    engine: &Engine,
+    source: &Client,
+    p: &Params,
+    rate: f64,
+    seed0: u64,
+) -> (f64, i64) {
+    let seconds = p.cea_seconds;
+    let batches_per_sec = (rate / MIX_BATCH as f64).max(0.1);
+    let interval = Duration::from_secs_f64(1.0 / batches_per_sec);
+    let t = Instant::now();
+    let mut sent = 0u64;
+    let mut max_lag = 0i64;
+    let mut next = Instant::now();
+    let mut seed = seed0;
+    while t.elapsed() < Duration::from_secs(seconds) {
+        apply_mix(source, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
+        sent += MIX_BATCH;
+        seed += 1;
+        if let Ok(pr) = engine.try_progress().await {
+            max_lag = max_lag.max(pr["progress"]["lagTimeSeconds"].as_i64().unwrap_or(0));
+        }
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let achieved = sent as f64 / t.elapsed().as_secs_f64();
+    // The backlog left at the end counts too.
+    let drain = Instant::now();
+    while drain.elapsed() < Duration::from_secs(30) {
+        let pr = engine.progress().await;
+        let lag = pr["progress"]["lagTimeSeconds"].as_i64().unwrap_or(0);
+        max_lag = max_lag.max(lag);
+        if pr["progress"]["canCommit"] == true && lag < 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    (achieved, max_lag)
+}
+
+fn mb(bytes: f64) -> f64 {
+    bytes / 1_000_000.0
+}
+
+async fn run(p: Params) {
+    let data_bytes = (p.docs as f64) * document(0, p.doc_bytes).as_bytes().len() as f64;
+    println!(
+        "clustersync benchmark: {} documents of {} bytes ({:.1} MB), {} streams, loadLevel {}{}",
+        p.docs,
+        document(0, p.doc_bytes).as_bytes().len(),
+        mb(data_bytes),
+        p.streams,
+        p.load_level,
+        if p.smoke { " (smoke size)" } else { "" }
+    );
+
+    // 1. The destination's raw ingest rate.
+    let (t1, s1) = raw_ingest(&p, 1).await;
+    drop(s1);
+    let (tn, sn) = raw_ingest(&p, p.streams).await;
+    drop(sn);
+    let best_raw = t1.min(tn);
+
+    // 2. The engine's copy of the same documents.
+    let source = Server::start().await;
+    let destination = Server::start().await;
+    let src = source.client().await;
+    let dst = destination.client().await;
+    insert_range(&src, 0..p.docs, p.doc_bytes).await;
+    let level = p.load_level.to_string();
+    let engine = Engine::spawn_between(&source.uri(), &destination.uri(), &["--loadLevel", &level]);
+    engine.wait_ready().await;
+    let (_, cpu0) = usage(engine.pid());
+    let t = Instant::now();
+    let (code, v) = engine
+        .post(
+            "start",
+            json!({"source": "cluster0", "destination": "cluster1"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let copy_secs = loop {
+        let pr = engine.progress().await;
+        let info = pr["progress"]["info"].as_str().unwrap_or("").to_string();
+        if pr["progress"]["state"] == "RUNNING" && !info.is_empty() && info != "collection copy" {
+            break t.elapsed().as_secs_f64();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3_600),
+            "copy did not finish: {pr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (copy_hwm, cpu1) = usage(engine.pid());
+    let copied = dst
+        .database("bench")
+        .collection::<RawDocumentBuf>("docs")
+        .estimated_document_count()
+        .await
+        .unwrap();
+    assert_eq!(copied, p.docs, "every document was copied");
+    engine
+        .wait_until(
+            |pr| pr["progress"]["canCommit"] == true,
+            Duration::from_secs(600),
+        )
+        .await;
+
+    // 3. Change application: the destination's raw rate for the mix, then the rate the engine
+    // sustains with lag under 2 s, stepping up towards the raw rate.
+    let raw_dest = Server::start().await;
+    let raw_client = raw_dest.client().await;
+    insert_range(&raw_client, 0..p.docs, p.doc_bytes).await;
+    let raw_mix = raw_mix_rate(&raw_client, &p).await;
+    drop(raw_dest);
+    let mut sustained = 0.0f64;
+    let mut steps = Vec::new();
+    for (i, fraction) in [0.25, 0.5, 0.75, 1.0].iter().enumerate() {
+        let (achieved, lag) = paced_mix(
+            &engine,
+            &src,
+            &p,
+            raw_mix * fraction,
+            1 + i as u64 * 100_000,
+        )
+        .await;
+        steps.push((achieved, lag));
+        if lag >= 2 {
+            break;
+        }
+        sustained = sustained.max(achieved);
+    }
+    let (hwm, cpu2) = usage(engine.pid());
+
+    // Report.
+    let rate = |secs: f64| (p.docs as f64 / secs, mb(data_bytes) / secs);
+    let (d1, m1) = rate(t1);
+    let (dn, mn) = rate(tn);
+    let (de, me) = rate(copy_secs);
+    println!();
+    println!("initial copy                          docs/s       MB/s   vs best raw");
+    println!(
+        "  raw insert_many, 1 stream     {d1:>12.0} {m1:>10.2}   {:>8.2}x",
+        best_raw / t1
+    );
+    println!(
+        "  raw insert_many, {} streams    {dn:>12.0} {mn:>10.2}   {:>8.2}x",
+        p.streams,
+        best_raw / tn
+    );
+    println!(
+        "  clustersync engine copy       {de:>12.0} {me:>10.2}   {:>8.2}x",
+        best_raw / copy_secs
+    );
+    println!();
+    println!("change application (50% $set updates, 30% upsert replacements, 20% deletes)");
+    println!(
+        "  destination raw rate, {} streams   {raw_mix:>10.0} ops/s",
+        p.streams
+    );
+    for (achieved, lag) in &steps {
+        println!("  source writes at {achieved:>10.0} ops/s   max lag {lag} s");
+    }
+    println!(
+        "  sustained with lag < 2 s          {sustained:>10.0} ops/s   {:.2}x raw",
+        sustained / raw_mix
+    );
+    println!();
+    let per_million = 1_000_000.0 / p.docs as f64;
+    println!(
+        "engine: peak memory {:.0} MB during the copy, {:.0} MB overall; CPU {:.1} s for the copy ({:.1} s per million documents), {:.1} s in total",
+        mb(copy_hwm as f64),
+        mb(hwm as f64),
+        cpu1 - cpu0,
+        (cpu1 - cpu0) * per_million,
+        cpu2 - cpu0
+    );
+
+    // Sane, not fast: the benchmark ran and measured something.
+    for (what, v) in [
+        ("raw 1", d1),
+        ("raw n", dn),
+        ("copy", de),
+        ("raw mix", raw_mix),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{what} rate {v}");
+    }
+    assert!(
+        copy_hwm > 1_000_000 && hwm >= copy_hwm,
+        "memory {copy_hwm} {hwm}"
+    );
+    assert!(cpu1 >= cpu0);
+    assert!(!steps.is_empty() && steps[0].0 > 0.0);
+}
+
+fn main() {
+    let p = Params::from_env();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(p));
+}
