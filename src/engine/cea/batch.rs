@@ -293,17 +293,42 @@ async fn apply_ns(
         }
     }
     tracing::debug!(ns = %format!("{db}.{coll}"), deletes = deletes.len(), writes = statements.len(), fetch = fetch.len(), "applying batch");
-    write_deletes(&ctx.destination, db, coll, &deletes).await?;
+    let writers = ctx.tuning.concurrency.max(1);
+    // Deletes are independent of each other: chunks at once (a batch holds a few at most).
+    let mut delete_chunks = Vec::new();
+    for chunk in deletes.chunks(WRITE_CHUNK_OPS) {
+        delete_chunks.push(write_deletes(&ctx.destination, db, coll, chunk));
+    }
+    futures::future::try_join_all(delete_chunks).await?;
     if !inserts_ts.is_empty() {
         insert_missing(&ctx.destination, db, coll, inserts_ts).await?;
     }
-    let refused = write_statements(&ctx.destination, db, coll, statements).await?;
-    fetch.extend(refused);
+    // Statements go to parallel writers by document: each writer keeps its documents'
+    // statements in order (a document's deltas follow its upsert); documents are independent.
+    let mut groups: Vec<Vec<(usize, RawDocumentBuf)>> = vec![Vec::new(); writers];
+    for (owner, stmt) in statements {
+        groups[writer_of(&docs[owner].id.key, writers)].push((owner, stmt));
+    }
+    let mut writes = Vec::new();
+    for g in groups.into_iter().filter(|g| !g.is_empty()) {
+        writes.push(write_statements(&ctx.destination, db, coll, g));
+    }
+    let refused = futures::future::try_join_all(writes).await?;
+    fetch.extend(refused.into_iter().flatten());
     if !fetch.is_empty() {
         tracing::info!(ns = %format!("{db}.{coll}"), documents = fetch.len(), "changes that cannot be replayed exactly; the collection will be copied again");
         ctx.store.mark_recopy(&format!("{db}.{coll}")).await?;
     }
     Ok(())
+}
+
+/// The writer that owns a document: a stable hash of its `_id` bytes.
+fn writer_of(key: &[u8], writers: usize) -> usize {
+    // FNV-1a: stable across runs and cheap; any even spread will do.
+    let h = key
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+    (h % writers as u64) as usize
 }
 
 fn stmt(id: &DocId, u: RawDocumentBuf, upsert: bool) -> RawDocumentBuf {

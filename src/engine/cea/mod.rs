@@ -54,6 +54,58 @@ fn is_crud(op: &str) -> bool {
     matches!(op, "insert" | "update" | "replace" | "delete")
 }
 
+/// One read from the change stream: CRUD events up to a batch's size, stopping early at a DDL
+/// event (a barrier) or when the server has nothing more for now.
+struct Read {
+    pending: batch::Batch,
+    ddl_event: Option<RawDocumentBuf>,
+    /// The server had nothing after `probe`.
+    idle: bool,
+    /// The source's cluster time just before reading.
+    probe: bson::Timestamp,
+    /// The resume token after the last event read.
+    token: Option<mongodb::change_stream::event::ResumeToken>,
+}
+
+async fn read_batch(
+    ctx: &Ctx,
+    stream: &mut ChangeStream<RawDocumentBuf>,
+) -> Result<Read, JobError> {
+    let probe = mongo::cluster_time(&ctx.source).await?;
+    ctx.status.saw_source_time(probe);
+    let mut pending = batch::Batch::default();
+    let mut idle = false;
+    let mut ddl_event = None;
+    loop {
+        let next = match stream.next_if_any().await {
+            Ok(n) => n,
+            Err(e) if history_lost(&e) => return Err(history_lost_error()),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(ev) = next else {
+            idle = true;
+            break;
+        };
+        let op = ev.get_str("operationType").unwrap_or("").to_string();
+        if is_crud(&op) {
+            pending.add(&ctx.scope, &ev, &op);
+            if pending.events >= MAX_BATCH_EVENTS || pending.bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+        } else {
+            ddl_event = Some(ev);
+            break;
+        }
+    }
+    Ok(Read {
+        pending,
+        ddl_event,
+        idle,
+        probe,
+        token: stream.resume_token(),
+    })
+}
+
 impl<'a> Applier<'a> {
     async fn open_stream(&self) -> Result<ChangeStream<RawDocumentBuf>, JobError> {
         let doc = self.ctx.store.load().await?.ok_or_else(|| {
@@ -79,8 +131,10 @@ impl<'a> Applier<'a> {
     }
 
     async fn run(&mut self) -> Result<(), JobError> {
+        let ctx = self.ctx;
         let mut stream = self.open_stream().await?;
         let (mut last_token, mut last_applied) = (None, None);
+        let mut next = read_batch(ctx, &mut stream).await?;
         loop {
             if self.commit_point_reached() {
                 // Fresh copies still waiting are done first; a DDL event that overtook one
@@ -91,36 +145,29 @@ impl<'a> Applier<'a> {
                 ddl::recopy_pending(self.ctx).await?;
                 self.kinds.clear();
             }
-            let probe = mongo::cluster_time(&self.ctx.source).await?;
-            self.ctx.status.saw_source_time(probe);
-            let mut pending = batch::Batch::default();
-            let mut idle = false;
-            let mut ddl_event: Option<RawDocumentBuf> = None;
-            loop {
-                let next = match stream.next_if_any().await {
-                    Ok(n) => n,
-                    Err(e) if history_lost(&e) => return Err(history_lost_error()),
-                    Err(e) => return Err(e.into()),
-                };
-                let Some(ev) = next else {
-                    idle = true;
-                    break;
-                };
-                let op = ev.get_str("operationType").unwrap_or("").to_string();
-                if is_crud(&op) {
-                    pending.add(&self.ctx.scope, &ev, &op);
-                    if pending.events >= MAX_BATCH_EVENTS || pending.bytes >= MAX_BATCH_BYTES {
-                        break;
-                    }
-                } else {
-                    ddl_event = Some(ev);
-                    break;
-                }
-            }
-            if !pending.is_empty() {
-                let n = pending.events;
-                let last = pending.last_ts;
+            let Read {
+                pending,
+                ddl_event,
+                idle,
+                probe,
+                token,
+            } = next;
+            let n = pending.events;
+            let last = pending.last_ts;
+            // A full batch with no barrier after it: the next one is read from the source while
+            // this one is written to the destination. Batches are still applied one after the
+            // other, so each document's changes keep their order.
+            let overlap = !pending.is_empty() && ddl_event.is_none() && !idle;
+            let mut read_ahead = None;
+            if overlap {
+                let (applied, read) =
+                    tokio::join!(self.apply_batch(pending), read_batch(ctx, &mut stream));
+                applied?;
+                read_ahead = Some(read?);
+            } else if !pending.is_empty() {
                 self.apply_batch(pending).await?;
+            }
+            if n > 0 {
                 self.ctx
                     .status
                     .counters
@@ -155,13 +202,17 @@ impl<'a> Applier<'a> {
             }
             // Events are flowing again: an earlier interruption is over.
             self.ctx.status.clear_warning("sync");
+            // The token of what was just applied (not of a batch read ahead).
             let applied = self.ctx.status.lock().applied_ts.unwrap_or(probe);
-            let token = stream.resume_token();
             if token != last_token || Some(applied) != last_applied {
                 self.ctx.store.checkpoint(token.as_ref(), applied).await?;
                 last_token = token;
                 last_applied = Some(applied);
             }
+            next = match read_ahead {
+                Some(r) => r,
+                None => read_batch(ctx, &mut stream).await?,
+            };
         }
     }
 
