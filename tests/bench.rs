@@ -65,10 +65,12 @@ async fn insert_range(client: &Client, range: std::ops::Range<u64>, doc_bytes: u
     }
 }
 
-async fn raw_ingest(p: &Params, streams: u64) -> (f64, Server) {
+/// Returns (seconds, the destination server's CPU seconds, the server).
+async fn raw_ingest(p: &Params, streams: u64) -> (f64, f64, Server) {
     let server = Server::start().await;
     let client = server.client().await;
     let per = p.docs.div_ceil(streams);
+    let cpu0 = usage(server.pid().unwrap_or(0)).1;
     let t = Instant::now();
     join_all((0..streams).map(|s| {
         let client = client.clone();
@@ -76,7 +78,9 @@ async fn raw_ingest(p: &Params, streams: u64) -> (f64, Server) {
         async move { insert_range(&client, range, p.doc_bytes).await }
     }))
     .await;
-    (t.elapsed().as_secs_f64(), server)
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = usage(server.pid().unwrap_or(0)).1 - cpu0;
+    (secs, cpu, server)
 }
 
 /// The engine process's peak resident memory (bytes) and CPU seconds so far.
@@ -156,6 +160,45 @@ async fn raw_mix_rate(client: &Client, p: &Params) -> f64 {
     counts.iter().sum::<u64>() as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Where change application's time goes on the source side: the mix written as fast as it
+/// goes (`ops` operations), then the change stream of those writes read back with the same
+/// driver and options as the engine. Returns (write rate, change stream read rate), per second.
+async fn source_stream_rates(client: &Client, p: &Params, ops: u64) -> (f64, f64) {
+    let mut stream = client
+        .watch()
+        .max_await_time(Duration::from_millis(500))
+        .batch_size(1000)
+        .await
+        .expect("watch")
+        .with_type::<RawDocumentBuf>();
+    // Position the stream now, before the writes.
+    let _ = stream.next_if_any().await.expect("first getMore");
+    let t = Instant::now();
+    let mut seed = 9_000_000;
+    let mut written = 0;
+    while written < ops {
+        apply_mix(client, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
+        written += MIX_BATCH;
+        seed += 1;
+    }
+    let write_rate = written as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut events = 0u64;
+    let mut empty = 0;
+    // Deletes of missing ids produce no event: read until the stream stays empty.
+    while empty < 3 && t.elapsed() < Duration::from_secs(600) {
+        match stream.next_if_any().await.expect("getMore") {
+            Some(_) => {
+                events += 1;
+                empty = 0;
+            }
+            None => empty += 1,
+        }
+    }
+    let read_secs = (t.elapsed().as_secs_f64() - 1.0).max(0.001);
+    (write_rate, events as f64 / read_secs)
+}
+
 /// Writes the mix to the source at `rate` ops/s for `seconds`; returns (achieved rate, the
 /// largest lag the engine reported meanwhile and until it caught up).
 async fn paced_mix(
@@ -217,9 +260,9 @@ async fn run(p: Params) {
     );
 
     // 1. The destination's raw ingest rate.
-    let (t1, s1) = raw_ingest(&p, 1).await;
+    let (t1, raw_cpu1, s1) = raw_ingest(&p, 1).await;
     drop(s1);
-    let (tn, sn) = raw_ingest(&p, p.streams).await;
+    let (tn, raw_cpun, sn) = raw_ingest(&p, p.streams).await;
     drop(sn);
     let best_raw = t1.min(tn);
 
@@ -233,6 +276,8 @@ async fn run(p: Params) {
     let engine = Engine::spawn_between(&source.uri(), &destination.uri(), &["--loadLevel", &level]);
     engine.wait_ready().await;
     let (_, cpu0) = usage(engine.pid());
+    let server_cpu = |s: &Server| usage(s.pid().unwrap_or(0)).1;
+    let (src_cpu0, dst_cpu0) = (server_cpu(&source), server_cpu(&destination));
     let t = Instant::now();
     let (code, v) = engine
         .post(
@@ -254,6 +299,10 @@ async fn run(p: Params) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (copy_hwm, cpu1) = usage(engine.pid());
+    let (src_cpu, dst_cpu) = (
+        server_cpu(&source) - src_cpu0,
+        server_cpu(&destination) - dst_cpu0,
+    );
     let copied = dst
         .database("bench")
         .collection::<RawDocumentBuf>("docs")
@@ -274,10 +323,48 @@ async fn run(p: Params) {
     let raw_client = raw_dest.client().await;
     insert_range(&raw_client, 0..p.docs, p.doc_bytes).await;
     let raw_mix = raw_mix_rate(&raw_client, &p).await;
+    let probe_ops = if p.smoke { 1_000 } else { 10_000 };
+    let (source_write, stream_read) = source_stream_rates(&raw_client, &p, probe_ops).await;
     drop(raw_dest);
+    // Catch-up: a backlog written while the engine is paused, then applied as fast as it can.
+    let backlog = if p.smoke { 2_000 } else { 20_000 };
+    let (code, v) = engine.post("pause", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let before = engine.progress().await["progress"]["totalEventsApplied"]
+        .as_u64()
+        .unwrap_or(0);
+    let mut written = 0;
+    let mut seed = 5_000_000;
+    while written < backlog {
+        apply_mix(&src, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
+        written += MIX_BATCH;
+        seed += 1;
+    }
+    let t = Instant::now();
+    let (code, v) = engine.post("resume", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    // Done when the count of applied events has stopped moving for 2 s.
+    let (mut last_count, mut last_change) = (before, Instant::now());
+    while last_change.elapsed() < Duration::from_secs(2) || last_count == before {
+        let c = engine.progress().await["progress"]["totalEventsApplied"]
+            .as_u64()
+            .unwrap_or(0);
+        if c != last_count {
+            (last_count, last_change) = (c, Instant::now());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1_800),
+            "catch-up did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let catch_up_secs = (last_change - t).as_secs_f64().max(0.001);
+    let caught_up_events = last_count - before;
+    let catch_up_rate = caught_up_events as f64 / catch_up_secs;
+
     let mut sustained = 0.0f64;
     let mut steps = Vec::new();
-    for (i, fraction) in [0.25, 0.5, 0.75, 1.0].iter().enumerate() {
+    for (i, fraction) in [0.1, 0.2, 0.35, 0.5, 0.75, 1.0].iter().enumerate() {
         let (achieved, lag) = paced_mix(
             &engine,
             &src,
@@ -314,11 +401,22 @@ async fn run(p: Params) {
         "  clustersync engine copy       {de:>12.0} {me:>10.2}   {:>8.2}x",
         best_raw / copy_secs
     );
+    println!(
+        "  where the time goes (CPU seconds): raw ingest: destination server {raw_cpu1:.1} (1 stream), {raw_cpun:.1} ({} streams); engine copy: source server {src_cpu:.1}, destination server {dst_cpu:.1}, engine {:.1}, in {copy_secs:.1} s of wall time on {} cores",
+        p.streams,
+        cpu1 - cpu0,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
     println!();
     println!("change application (50% $set updates, 30% upsert replacements, 20% deletes)");
     println!(
         "  destination raw rate, {} streams   {raw_mix:>10.0} ops/s",
         p.streams
+    );
+    println!("  source raw write rate, 1 stream     {source_write:>10.0} ops/s");
+    println!("  source change stream read, raw      {stream_read:>10.0} events/s (same driver and options as the engine)");
+    println!(
+        "  engine catch-up of a backlog        {catch_up_rate:>10.0} events/s ({caught_up_events} events in {catch_up_secs:.1} s)"
     );
     for (achieved, lag) in &steps {
         println!("  source writes at {achieved:>10.0} ops/s   max lag {lag} s");

@@ -325,9 +325,9 @@ async fn apply_ns(
 /// The writer that owns a document: a stable hash of its `_id` bytes.
 fn writer_of(key: &[u8], writers: usize) -> usize {
     // FNV-1a: stable across runs and cheap; any even spread will do.
-    let h = key
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     (h % writers as u64) as usize
 }
 
