@@ -316,6 +316,15 @@ async fn run(p: Params) {
             Duration::from_secs(600),
         )
         .await;
+    if std::env::var("BENCH_COPY_ONLY").is_ok() {
+        println!(
+            "copy only: {:.0} docs/s, {:.2}x of the best raw ingest; CPU s: source {src_cpu:.1}, destination {dst_cpu:.1}, engine {:.1}, wall {copy_secs:.1} s",
+            p.docs as f64 / copy_secs,
+            t1.min(tn) / copy_secs,
+            cpu1 - cpu0
+        );
+        return;
+    }
 
     // 3. Change application: the destination's raw rate for the mix, then the rate the engine
     // sustains with lag under 2 s, stepping up towards the raw rate.
@@ -446,7 +455,7 @@ async fn run(p: Params) {
         assert!(v.is_finite() && v > 0.0, "{what} rate {v}");
     }
     assert!(
-        copy_hwm > 1_000_000 && hwm >= copy_hwm,
+        copy_hwm > 1_000_000 && hwm > 1_000_000,
         "memory {copy_hwm} {hwm}"
     );
     assert!(cpu1 >= cpu0);
