@@ -279,12 +279,16 @@ async fn run(p: Params) {
     let server_cpu = |s: &Server| usage(s.pid().unwrap_or(0)).1;
     let (src_cpu0, dst_cpu0) = (server_cpu(&source), server_cpu(&destination));
     let t = Instant::now();
-    let (code, v) = engine
-        .post(
-            "start",
-            json!({"source": "cluster0", "destination": "cluster1"}),
-        )
-        .await;
+    let mut body = json!({"source": "cluster0", "destination": "cluster1"});
+    // Extra /start options for experiments, e.g. {"copyInNaturalOrder": [...]}.
+    if let Ok(extra) = std::env::var("BENCH_START_OPTIONS") {
+        let extra: serde_json::Value =
+            serde_json::from_str(&extra).expect("BENCH_START_OPTIONS is JSON");
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+    }
+    let (code, v) = engine.post("start", body).await;
     assert_eq!(code, 200, "{v}");
     let copy_secs = loop {
         let pr = engine.progress().await;
