@@ -208,6 +208,17 @@ async fn paced_mix(
     rate: f64,
     seed0: u64,
 ) -> (f64, i64) {
+    // Each step starts from a caught-up engine, so that no earlier backlog counts.
+    engine
+        .wait_until(
+            |pr| {
+                pr["progress"]["lagTimeSeconds"]
+                    .as_i64()
+                    .is_some_and(|l| l < 1)
+            },
+            Duration::from_secs(600),
+        )
+        .await;
     let seconds = p.cea_seconds;
     let batches_per_sec = (rate / MIX_BATCH as f64).max(0.1);
     let interval = Duration::from_secs_f64(1.0 / batches_per_sec);
@@ -356,14 +367,18 @@ async fn run(p: Params) {
     let t = Instant::now();
     let (code, v) = engine.post("resume", json!({})).await;
     assert_eq!(code, 200, "{v}");
-    // Done when the count of applied events has stopped moving for 2 s.
+    // Done when the engine reports no lag and its count of applied events has stopped moving
+    // for 2 s (a batch can take longer than that to read, so the count alone is not enough).
     let (mut last_count, mut last_change) = (before, Instant::now());
-    while last_change.elapsed() < Duration::from_secs(2) || last_count == before {
-        let c = engine.progress().await["progress"]["totalEventsApplied"]
-            .as_u64()
-            .unwrap_or(0);
+    loop {
+        let pr = engine.progress().await;
+        let c = pr["progress"]["totalEventsApplied"].as_u64().unwrap_or(0);
         if c != last_count {
             (last_count, last_change) = (c, Instant::now());
+        }
+        let lag = pr["progress"]["lagTimeSeconds"].as_i64().unwrap_or(99);
+        if last_count > before && lag < 1 && last_change.elapsed() >= Duration::from_secs(2) {
+            break;
         }
         assert!(
             t.elapsed() < Duration::from_secs(1_800),
