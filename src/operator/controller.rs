@@ -24,7 +24,7 @@ use super::actions::{self, EngineState, Observed};
 use super::conditions::{self, types};
 use super::crd::{ClusterSync, ClusterSyncStatus};
 use super::credentials::{self, Resolved};
-use super::engine_api::{CallError, EngineApi, EngineLocator, Verb};
+use super::engine_api::{self, CallError, EngineApi, EngineLocator, Verb};
 use super::preflight::{self, Verdict};
 use super::telemetry::Metrics;
 use super::{mirror, validate, workload};
@@ -550,15 +550,15 @@ async fn drive(
                 .then(|| serde_json::to_value(&options).unwrap_or_else(|_| json!({})));
             match api.call(verb, body).await {
                 Ok(()) => {
-                    ctx.metrics.engine_call(verb.path(), true);
-                    tracing::info!(verb = verb.path(), "engine accepted");
+                    ctx.metrics.engine_call(engine_api::path(verb), true);
+                    tracing::info!(verb = engine_api::path(verb), "engine accepted");
                     events.push(event(
                         EventType::Normal,
                         past_tense(verb),
                         verb_action(verb),
                         format!(
                             "asked the engine to {} (spec.mode {:?})",
-                            verb.path(),
+                            engine_api::path(verb),
                             cs.spec.mode
                         ),
                     ));
@@ -571,7 +571,7 @@ async fn drive(
                     }
                 }
                 Err(e) => {
-                    ctx.metrics.engine_call(verb.path(), false);
+                    ctx.metrics.engine_call(engine_api::path(verb), false);
                     let name = e.refusal().unwrap_or("EngineUnreachable").to_string();
                     let message = e.to_string();
                     if name == "InsufficientPermissions" {

@@ -89,26 +89,12 @@ impl CallError {
     }
 }
 
-/// A state-changing call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    Start,
-    Pause,
-    Resume,
-    Commit,
-    Reverse,
-}
+/// A state-changing call: the engine's own verbs.
+pub use crate::engine::state::Verb;
 
-impl Verb {
-    pub fn path(self) -> &'static str {
-        match self {
-            Verb::Start => "start",
-            Verb::Pause => "pause",
-            Verb::Resume => "resume",
-            Verb::Commit => "commit",
-            Verb::Reverse => "reverse",
-        }
-    }
+/// The URL path segment of `verb` (`start`, `pause`, ...).
+pub fn path(verb: Verb) -> &'static str {
+    verb.name().trim_start_matches('/')
 }
 
 /// One engine's API, with its bearer token.
@@ -151,7 +137,7 @@ impl EngineApi {
 
     /// `POST /api/v1/<verb>` with `body` (`{}` when the verb takes none).
     pub async fn call(&self, verb: Verb, body: Option<Value>) -> Result<(), CallError> {
-        let url = format!("{}/api/v1/{}", self.base, verb.path());
+        let url = format!("{}/api/v1/{}", self.base, path(verb));
         let resp = self
             .http
             .post(&url)
@@ -165,7 +151,7 @@ impl EngineApi {
         if status == 200 && body["success"] == json!(true) {
             return Ok(());
         }
-        Err(refused_or_protocol(&url, verb.path(), status, &body))
+        Err(refused_or_protocol(&url, path(verb), status, &body))
     }
 
     fn unreachable(&self, e: reqwest::Error) -> CallError {
