@@ -816,41 +816,33 @@ async fn ensure_workload(
     Ok(())
 }
 
+/// Deletes one object the controller created; one already gone is fine.
+async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::namespaced(ctx.client.clone(), ns)
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Deleting a ClusterSync stops its engine and removes what the controller created. The
 /// clusters' data, including the engine's metadata on the destination, is left as it is.
 async fn cleanup(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
     let ns = cs.namespace().unwrap_or_default();
     let name = workload::engine_name(cs);
-    let dp = DeleteParams::background();
-    let gone = |r: Result<_, kube::Error>| match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    };
-    gone(
-        Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-    )?;
-    gone(
-        Api::<Service>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-    )?;
-    gone(
-        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-    )?;
-    gone(
-        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .delete(&workload::token_secret_name(cs), &dp)
-            .await
-            .map(|_| ()),
-    )?;
+    delete_if_present::<Deployment>(ctx, &ns, &name).await?;
+    delete_if_present::<Service>(ctx, &ns, &name).await?;
+    delete_if_present::<NetworkPolicy>(ctx, &ns, &name).await?;
+    delete_if_present::<Secret>(ctx, &ns, &workload::token_secret_name(cs)).await?;
     forget_preflight(ctx, cs);
     ctx.metrics.sync_state(&key_of(cs), None);
     let state = cs
