@@ -220,25 +220,46 @@ async fn paced_mix(
         )
         .await;
     let seconds = p.cea_seconds;
-    let batches_per_sec = (rate / MIX_BATCH as f64).max(0.1);
+    // Several writers, as one would not keep the source busy enough at the higher rates.
+    let writers = p.streams.max(1);
+    let batches_per_sec = (rate / MIX_BATCH as f64 / writers as f64).max(0.1);
     let interval = Duration::from_secs_f64(1.0 / batches_per_sec);
     let t = Instant::now();
-    let mut sent = 0u64;
-    let mut max_lag = 0i64;
-    let mut next = Instant::now();
-    let mut seed = seed0;
-    while t.elapsed() < Duration::from_secs(seconds) {
-        apply_mix(source, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
-        sent += MIX_BATCH;
-        seed += 1;
-        if let Ok(pr) = engine.try_progress().await {
-            max_lag = max_lag.max(pr["progress"]["lagTimeSeconds"].as_i64().unwrap_or(0));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let write = join_all((0..writers).map(|w| {
+        let source = source.clone();
+        async move {
+            let mut sent = 0u64;
+            let mut next = Instant::now();
+            let mut seed = seed0 + w * 10_000;
+            while t.elapsed() < Duration::from_secs(seconds) {
+                apply_mix(&source, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
+                sent += MIX_BATCH;
+                seed += 1;
+                next += interval;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            sent
         }
-        next += interval;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            tokio::time::sleep(wait).await;
+    }));
+    let watch = async {
+        let mut max_lag = 0i64;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(pr) = engine.try_progress().await {
+                max_lag = max_lag.max(pr["progress"]["lagTimeSeconds"].as_i64().unwrap_or(0));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
+        max_lag
+    };
+    let write = async {
+        let sent: u64 = write.await.into_iter().sum();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sent
+    };
+    let (sent, mut max_lag) = tokio::join!(write, watch);
     let achieved = sent as f64 / t.elapsed().as_secs_f64();
     // The backlog left at the end counts too.
     let drain = Instant::now();
@@ -252,6 +273,44 @@ async fn paced_mix(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     (achieved, max_lag)
+}
+
+/// Milliseconds the engine logged for its event `message` (`took_ms`), summed over partitions
+/// for per-partition events.
+fn logged_ms(log: &str, message: &str, field: &str) -> Option<u64> {
+    let mut found = None;
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["fields"]["message"] == message {
+            if let Some(ms) = v["fields"][field].as_u64() {
+                *found.get_or_insert(0) += ms;
+            }
+        }
+    }
+    found
+}
+
+/// The copy's phases as the engine logged them: (catalog and planning, copying, and the
+/// copying's partition-open, read-wait and write time, each summed over partitions).
+struct CopyPhases {
+    planning: f64,
+    copying: f64,
+    open: f64,
+    read_wait: f64,
+    write: f64,
+}
+
+fn copy_phases(log: &str) -> Option<CopyPhases> {
+    let s = |m: &str, f: &str| logged_ms(log, m, f).map(|ms| ms as f64 / 1000.0);
+    Some(CopyPhases {
+        planning: s("copy planned", "took_ms")?,
+        copying: s("collection copy finished", "took_ms")?,
+        open: s("partition copied", "open_ms").unwrap_or(f64::NAN),
+        read_wait: s("partition copied", "read_wait_ms").unwrap_or(f64::NAN),
+        write: s("partition copied", "write_ms").unwrap_or(f64::NAN),
+    })
 }
 
 fn mb(bytes: f64) -> f64 {
@@ -284,7 +343,13 @@ async fn run(p: Params) {
     let dst = destination.client().await;
     insert_range(&src, 0..p.docs, p.doc_bytes).await;
     let level = p.load_level.to_string();
-    let engine = Engine::spawn_between(&source.uri(), &destination.uri(), &["--loadLevel", &level]);
+    let mut engine_args = vec!["--loadLevel".to_string(), level];
+    // Extra engine flags for experiments, e.g. "--verbosity DEBUG" with BENCH_ENGINE_LOG set.
+    if let Ok(extra) = std::env::var("BENCH_ENGINE_ARGS") {
+        engine_args.extend(extra.split_whitespace().map(str::to_string));
+    }
+    let engine_args: Vec<&str> = engine_args.iter().map(String::as_str).collect();
+    let engine = Engine::spawn_between(&source.uri(), &destination.uri(), &engine_args);
     engine.wait_ready().await;
     let (_, cpu0) = usage(engine.pid());
     let server_cpu = |s: &Server| usage(s.pid().unwrap_or(0)).1;
@@ -314,6 +379,7 @@ async fn run(p: Params) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (copy_hwm, cpu1) = usage(engine.pid());
+    let phases = copy_phases(&engine.log_contents());
     let (src_cpu, dst_cpu) = (
         server_cpu(&source) - src_cpu0,
         server_cpu(&destination) - dst_cpu0,
@@ -331,13 +397,23 @@ async fn run(p: Params) {
             Duration::from_secs(600),
         )
         .await;
+    if let Ok(path) = std::env::var("BENCH_ENGINE_LOG") {
+        std::fs::write(&path, engine.log_contents()).expect("write BENCH_ENGINE_LOG");
+    }
     if std::env::var("BENCH_COPY_ONLY").is_ok() {
         println!(
-            "copy only: {:.0} docs/s, {:.2}x of the best raw ingest; CPU s: source {src_cpu:.1}, destination {dst_cpu:.1}, engine {:.1}, wall {copy_secs:.1} s",
+            "copy only: {:.0} docs/s, {:.2}x of the best raw ingest; CPU s: source {src_cpu:.1}, destination {dst_cpu:.1}, engine {:.1}, wall {copy_secs:.1} s; engine peak memory {:.0} MB",
             p.docs as f64 / copy_secs,
             t1.min(tn) / copy_secs,
-            cpu1 - cpu0
+            cpu1 - cpu0,
+            mb(copy_hwm as f64)
         );
+        if let Some(ph) = &phases {
+            println!(
+                "copy phases: catalog and planning {:.1} s, copying {:.1} s ({:.2}x of the best raw ingest; summed over partitions: opening cursors {:.1} s, waiting for source batches {:.1} s, writing {:.1} s)",
+                ph.planning, ph.copying, best_raw / ph.copying, ph.open, ph.read_wait, ph.write
+            );
+        }
         return;
     }
 
@@ -401,13 +477,16 @@ async fn run(p: Params) {
             1 + i as u64 * 100_000,
         )
         .await;
-        steps.push((achieved, lag));
+        steps.push((raw_mix * fraction, achieved, lag));
         if lag >= 2 {
             break;
         }
         sustained = sustained.max(achieved);
     }
     let (hwm, cpu2) = usage(engine.pid());
+    if let Ok(path) = std::env::var("BENCH_ENGINE_LOG") {
+        std::fs::write(&path, engine.log_contents()).expect("write BENCH_ENGINE_LOG");
+    }
 
     // Report.
     let rate = |secs: f64| (p.docs as f64 / secs, mb(data_bytes) / secs);
@@ -435,6 +514,22 @@ async fn run(p: Params) {
         cpu1 - cpu0,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
+    match &phases {
+        Some(ph) => {
+            println!(
+                "  engine copy by phase: catalog and planning {:.1} s, copying {:.1} s ({:.0} docs/s, {:.2}x of the best raw ingest)",
+                ph.planning,
+                ph.copying,
+                p.docs as f64 / ph.copying,
+                best_raw / ph.copying
+            );
+            println!(
+                "  copying, summed over partitions: opening the source cursor {:.1} s, waiting for source batches {:.1} s, writing {:.1} s",
+                ph.open, ph.read_wait, ph.write
+            );
+        }
+        None => println!("  engine copy by phase: not found in the engine's log"),
+    }
     println!();
     println!("change application (50% $set updates, 30% upsert replacements, 20% deletes)");
     println!(
@@ -446,8 +541,13 @@ async fn run(p: Params) {
     println!(
         "  engine catch-up of a backlog        {catch_up_rate:>10.0} events/s ({caught_up_events} events in {catch_up_secs:.1} s)"
     );
-    for (achieved, lag) in &steps {
-        println!("  source writes at {achieved:>10.0} ops/s   max lag {lag} s");
+    for (asked, achieved, lag) in &steps {
+        let short = if *achieved < asked * 0.95 {
+            format!(" (asked {asked:.0}: the source took no more)")
+        } else {
+            String::new()
+        };
+        println!("  source writes at {achieved:>10.0} ops/s   max lag {lag} s{short}");
     }
     println!(
         "  sustained with lag < 2 s          {sustained:>10.0} ops/s   {:.2}x raw",
@@ -478,7 +578,7 @@ async fn run(p: Params) {
         "memory {copy_hwm} {hwm}"
     );
     assert!(cpu1 >= cpu0);
-    assert!(!steps.is_empty() && steps[0].0 > 0.0);
+    assert!(!steps.is_empty() && steps[0].1 > 0.0);
 }
 
 fn main() {

@@ -825,3 +825,68 @@ async fn events_lost_from_the_oplog_stop_the_sync_with_the_reason() {
     );
     assert!(engine.is_running());
 }
+
+/// mongosync's `detectRandomId`: a large collection with random `_id`s is planned as one
+/// natural-order partition; ascending `_id`s and `detectRandomId: false` keep `_id` ranges.
+/// The 20 GiB threshold is lowered for the test through the planner's tuning.
+#[tokio::test(flavor = "multi_thread")]
+async fn random_ids_are_planned_in_natural_order() {
+    use clustersync::engine::catalog;
+    use clustersync::engine::copy::{self, CopyTuning};
+    use clustersync::engine::metadata::CopyOrder;
+
+    let server = Server::start().await;
+    let client = server.client().await;
+    let db = client.database("plan");
+    let uuids: Vec<Document> = (0..2_000)
+        .map(|i| doc! { "_id": bson::Binary::from_uuid(bson::Uuid::new()), "n": i, "pad": "x".repeat(200) })
+        .collect();
+    db.collection::<Document>("uuids")
+        .insert_many(uuids)
+        .await
+        .unwrap();
+    let counters: Vec<Document> = (0..2_000i64)
+        .map(|i| doc! { "_id": i, "n": i, "pad": "x".repeat(200) })
+        .collect();
+    db.collection::<Document>("counters")
+        .insert_many(counters)
+        .await
+        .unwrap();
+
+    let tuning = CopyTuning {
+        partition_bytes: 100_000,
+        random_id_natural_bytes: 200_000,
+        ..CopyTuning::for_load_level(4, 64 << 20)
+    };
+    let spec = |name: &str| {
+        let client = client.clone();
+        let name = name.to_string();
+        async move {
+            catalog::find_spec(&client, "plan", &name)
+                .await
+                .unwrap()
+                .expect("collection exists")
+        }
+    };
+    let (parts, _) = copy::plan(&client, &spec("uuids").await, false, true, &tuning)
+        .await
+        .unwrap();
+    assert_eq!(parts.len(), 1, "one natural-order partition");
+    assert_eq!(parts[0].order, CopyOrder::Natural);
+
+    let (parts, _) = copy::plan(&client, &spec("uuids").await, false, false, &tuning)
+        .await
+        .unwrap();
+    assert!(
+        parts.len() > 1 && parts.iter().all(|p| p.order == CopyOrder::Id),
+        "detectRandomId off: _id ranges"
+    );
+
+    let (parts, _) = copy::plan(&client, &spec("counters").await, false, true, &tuning)
+        .await
+        .unwrap();
+    assert!(
+        parts.len() > 1 && parts.iter().all(|p| p.order == CopyOrder::Id),
+        "ascending _ids: _id ranges"
+    );
+}

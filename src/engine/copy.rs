@@ -2,12 +2,13 @@
 //! BSON in byte-bounded batches of unordered inserts, many units at a time.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::catalog::{self, CollKind, CollSpec};
 use super::metadata::{CopyOrder, PartitionDoc};
@@ -24,6 +25,10 @@ pub struct CopyTuning {
     pub batch_docs: usize,
     /// Partitions copied at the same time.
     pub concurrency: usize,
+    /// Collections at least this large whose `_id`s are random are copied in natural order
+    /// (mongosync's `detectRandomId` threshold): an `_id`-ordered read of random keys turns
+    /// into random I/O on the source.
+    pub random_id_natural_bytes: u64,
 }
 
 impl CopyTuning {
@@ -34,14 +39,22 @@ impl CopyTuning {
             3 => 4,
             _ => 8,
         };
+        // About three batches per partition are in memory (one read ahead, one being built, one
+        // being written) plus the driver's buffer of one server batch: the batch size shrinks
+        // as concurrency grows, so that the copy's memory is set here and not by the data.
+        let batch_bytes = (COPY_MEMORY_BYTES / (concurrency * 4)).clamp(1 << 20, 8 << 20);
         Self {
             partition_bytes,
-            batch_bytes: 8 * 1024 * 1024,
+            batch_bytes,
             batch_docs: 10_000,
             concurrency,
+            random_id_natural_bytes: 20 * 1024 * 1024 * 1024,
         }
     }
 }
+
+/// The copy's budget for documents in flight, over all partitions.
+const COPY_MEMORY_BYTES: usize = 128 << 20;
 
 pub fn partition_id(db: &str, coll: &str, index: usize) -> String {
     format!("{db}.{coll}#{index:06}")
@@ -107,10 +120,12 @@ pub async fn collection_size(
 /// `_id`s, sorted by the server so that any mix of `_id` types is ordered as the index orders
 /// it; reads then use the `_id` index with `min`/`max`, which (unlike `$gte`/`$lt`) do not
 /// stop at type boundaries.
+/// `detect_random_id` is the `/start` option of that name.
 pub async fn plan(
     source: &Client,
     spec: &CollSpec,
     natural: bool,
+    detect_random_id: bool,
     tuning: &CopyTuning,
 ) -> mongodb::error::Result<(Vec<PartitionDoc>, i64)> {
     let (bytes, count) = collection_size(source, &spec.db, &spec.name).await?;
@@ -122,6 +137,16 @@ pub async fn plan(
     }
     // Capped collections keep their insertion order, which only a natural-order read keeps.
     if spec.is_capped() || natural {
+        return Ok((vec![single(CopyOrder::Natural, false)], bytes));
+    }
+    // As mongosync, clustered collections are left in `_id` order: their `_id` is the record
+    // order.
+    if detect_random_id
+        && bytes as u64 >= tuning.random_id_natural_bytes
+        && !spec.options.contains_key("clusteredIndex")
+        && ids_look_random(source, spec).await?
+    {
+        tracing::info!(ns = %spec.ns(), "random _id values: copying in natural order");
         return Ok((vec![single(CopyOrder::Natural, false)], bytes));
     }
     let wanted = (bytes as u64)
@@ -183,6 +208,64 @@ pub async fn plan(
     Ok((parts, bytes))
 }
 
+/// How many of the first `_id`s in insertion order are looked at to judge their randomness.
+const RANDOM_ID_PROBE: i64 = 256;
+
+/// Whether `_id` has little to do with insertion order: the first documents in natural order
+/// are checked for ascending `_id`s (ObjectIds, counters and timestamps ascend; UUIDs and hashes
+/// do not).
+async fn ids_look_random(source: &Client, spec: &CollSpec) -> mongodb::error::Result<bool> {
+    let ids: Vec<Document> = source
+        .database(&spec.db)
+        .collection::<Document>(&spec.name)
+        .find(doc! {})
+        .sort(doc! { "$natural": 1 })
+        .projection(doc! { "_id": 1 })
+        .limit(RANDOM_ID_PROBE)
+        .await?
+        .try_collect()
+        .await?;
+    let ids: Vec<Bson> = ids
+        .into_iter()
+        .filter_map(|mut d| d.remove("_id"))
+        .collect();
+    Ok(ids_are_random(&ids))
+}
+
+/// Fewer than 3 in 4 neighbours in ascending order means random; `_id`s of different types
+/// (or of types without an obvious order) are not judged random.
+fn ids_are_random(ids: &[Bson]) -> bool {
+    let mut pairs = 0usize;
+    let mut ascending = 0usize;
+    for w in ids.windows(2) {
+        let Some(ord) = same_type_cmp(&w[0], &w[1]) else {
+            return false;
+        };
+        pairs += 1;
+        if ord.is_lt() {
+            ascending += 1;
+        }
+    }
+    pairs >= 16 && ascending * 4 < pairs * 3
+}
+
+fn same_type_cmp(a: &Bson, b: &Bson) -> Option<std::cmp::Ordering> {
+    use Bson::*;
+    let num = |v: &Bson| match v {
+        Int32(i) => Some(*i as f64),
+        Int64(i) => Some(*i as f64),
+        Double(d) => Some(*d),
+        _ => None,
+    };
+    match (a, b) {
+        (ObjectId(x), ObjectId(y)) => Some(x.bytes().cmp(&y.bytes())),
+        (String(x), String(y)) => Some(x.cmp(y)),
+        (Binary(x), Binary(y)) => Some(x.bytes.cmp(&y.bytes)),
+        (DateTime(x), DateTime(y)) => Some(x.cmp(y)),
+        _ => num(a)?.partial_cmp(&num(b)?),
+    }
+}
+
 fn destination_collection(client: &Client, db: &str, coll: &str) -> Collection<RawDocumentBuf> {
     client.database(db).collection_with_options(
         coll,
@@ -229,6 +312,7 @@ pub async fn copy_partition(
     part: &PartitionDoc,
     tuning: &CopyTuning,
     copied: &AtomicI64,
+    opening: &Semaphore,
 ) -> mongodb::error::Result<(i64, i64)> {
     let current = catalog::find_spec(source, &part.db, &part.coll).await?;
     let Some(current) = current.filter(|c| part.uuid.is_none() || c.uuid == part.uuid) else {
@@ -247,7 +331,9 @@ pub async fn copy_partition(
             .read_concern(ReadConcern::majority())
             .build(),
     );
-    let mut find = src.find(doc! {});
+    // The driver buffers one server batch per cursor: a batch the size of ours, not the
+    // server's 16 MB default.
+    let mut find = src.find(doc! {}).batch_size(tuning.batch_docs as u32);
     match part.order {
         CopyOrder::Id => {
             find = find.hint(mongodb::options::Hint::Keys(doc! { "_id": 1 }));
@@ -260,28 +346,47 @@ pub async fn copy_partition(
         }
         CopyOrder::Natural => find = find.sort(doc! { "$natural": 1 }),
     }
-    let mut cursor = match find.await {
+    let t = Instant::now();
+    // Cursors are opened one at a time: a server that does the work of a query up front (as
+    // the test server does) then returns the first partition's first batch as early as
+    // possible, and the next partition's query overlaps that partition's writes. An index
+    // seek (mongod) makes the wait negligible.
+    let permit = opening.acquire().await;
+    let cursor = find.await;
+    drop(permit);
+    let mut cursor = match cursor {
         Ok(c) => c,
         Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => return Ok((0, 0)),
         Err(e) => return Err(e),
     };
+    let opened = t.elapsed();
     let dst = destination_collection(destination, &part.db, &part.coll);
     // One batch read ahead while the previous one is written: reads and writes overlap, and
     // memory stays at about three batches per partition whatever the collection's size.
     let (tx, mut rx) = mpsc::channel::<Vec<RawDocumentBuf>>(1);
+    // Time spent waiting on each side says which server a partition waits for.
+    let started = Instant::now();
     let writer = async {
+        let mut writing = Duration::ZERO;
         while let Some(batch) = rx.recv().await {
             let bytes: usize = batch.iter().map(|d| d.as_bytes().len()).sum();
+            let t = Instant::now();
             insert_batch(&dst, batch).await?;
+            writing += t.elapsed();
             copied.fetch_add(bytes as i64, Ordering::Relaxed);
         }
-        Ok::<(), mongodb::error::Error>(())
+        Ok::<Duration, mongodb::error::Error>(writing)
     };
     let reader = async {
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
         let (mut total_bytes, mut total_docs) = (0i64, 0i64);
-        while let Some(doc) = cursor.try_next().await? {
+        let mut reading = Duration::ZERO;
+        loop {
+            let t = Instant::now();
+            let next = cursor.try_next().await?;
+            reading += t.elapsed();
+            let Some(doc) = next else { break };
             let len = doc.as_bytes().len();
             if !batch.is_empty()
                 && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs)
@@ -300,11 +405,20 @@ pub async fn copy_partition(
             let _ = tx.send(batch).await;
         }
         drop(tx);
-        Ok::<(i64, i64), mongodb::error::Error>((total_bytes, total_docs))
+        Ok::<_, mongodb::error::Error>((total_bytes, total_docs, reading))
     };
     let (read, written) = tokio::join!(reader, writer);
-    written?;
-    read
+    let writing = written?;
+    let (bytes, docs, reading) = read?;
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        open_ms = opened.as_millis() as u64,
+        read_wait_ms = reading.as_millis() as u64,
+        write_ms = writing.as_millis() as u64,
+        docs,
+        "partition copied"
+    );
+    Ok((bytes, docs))
 }
 
 /// Copies `parts` with `tuning.concurrency` partitions in flight, recording each one as done
@@ -321,8 +435,10 @@ where
     F: Fn(PartitionDoc, i64, i64) -> Fut,
     Fut: std::future::Future<Output = mongodb::error::Result<()>>,
 {
+    let opening = Semaphore::new(1);
+    let opening = &opening;
     let mut results = futures::stream::iter(parts.into_iter().map(|p| async move {
-        let r = copy_partition(source, destination, &p, &tuning, copied).await;
+        let r = copy_partition(source, destination, &p, &tuning, copied, opening).await;
         (p, r)
     }))
     .buffer_unordered(tuning.concurrency.max(1));
@@ -331,4 +447,41 @@ where
         done(part, bytes, docs).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascending_ids_are_not_random_and_shuffled_ones_are() {
+        let ascending: Vec<Bson> = (0..100).map(|i| Bson::Int64(i * 7)).collect();
+        assert!(!ids_are_random(&ascending));
+        let oids: Vec<Bson> = (0..100)
+            .map(|_| Bson::ObjectId(bson::oid::ObjectId::new()))
+            .collect();
+        assert!(!ids_are_random(&oids), "ObjectIds made in order ascend");
+        // A fixed scramble of 0..100: about half the neighbours ascend.
+        let scrambled: Vec<Bson> = (0..100u64)
+            .map(|i| Bson::Int64(((i * 7_919) % 101) as i64 * if i % 2 == 0 { 1 } else { -1 }))
+            .collect();
+        assert!(ids_are_random(&scrambled));
+        let uuids: Vec<Bson> = (0..100)
+            .map(|_| Bson::Binary(bson::Binary::from_uuid(bson::Uuid::new())))
+            .collect();
+        assert!(ids_are_random(&uuids));
+    }
+
+    #[test]
+    fn mixed_or_few_ids_are_not_judged_random() {
+        let mixed = vec![
+            Bson::Int32(5),
+            Bson::String("a".into()),
+            Bson::Int32(1),
+            Bson::String("0".into()),
+        ];
+        assert!(!ids_are_random(&mixed));
+        let few: Vec<Bson> = [3, 1, 2].into_iter().map(Bson::Int32).collect();
+        assert!(!ids_are_random(&few), "too few to judge");
+    }
 }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::doc;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::Client;
 
 use super::blocking::{Blocker, Controller, Mode};
 use super::catalog::{self, CollKind};
 use super::copy::{self, CopyTuning};
 use super::filter::Scope;
-use super::metadata::Store;
+use super::metadata::{PartitionDoc, Store};
 use super::mongo;
 use super::options::{BuildIndexes, StartOptions};
 use super::state::{DurableState, Phase};
@@ -73,6 +74,7 @@ impl Ctx {
             &part,
             &self.tuning,
             &std::sync::atomic::AtomicI64::new(0),
+            &tokio::sync::Semaphore::new(1),
         )
         .await?;
         Ok(())
@@ -187,6 +189,7 @@ async fn run(ctx: &Ctx) -> Result<(), JobError> {
 
 #[tracing::instrument(skip_all)]
 async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
+    let started = std::time::Instant::now();
     let specs = catalog::list_all(&ctx.source, &ctx.scope).await?;
     let before = ctx.options.build_indexes.before_copy() == Some(true);
     // Collections first, then views (a view may sit on any of them).
@@ -201,18 +204,33 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
             catalog::create(&ctx.destination, spec).await?;
         }
     }
-    let mut parts = Vec::new();
-    let mut total = 0i64;
-    for spec in &specs {
+    // Sizing and sampling cost the source a round trip or two per collection (a scan on some
+    // servers): collections are planned concurrently.
+    let plans: Vec<(Vec<PartitionDoc>, i64)> = futures::stream::iter(specs.iter().cloned().map(|spec| {
         let natural = ctx.options.copy_in_natural_order.iter().any(|e| {
             e.database == spec.db
                 && (e.collections.is_empty() || e.collections.contains(&spec.name))
         });
-        let (p, bytes) = copy::plan(&ctx.source, spec, natural, &ctx.tuning).await?;
-        parts.extend(p);
-        total += bytes;
-    }
+        async move {
+            let t = std::time::Instant::now();
+            let plan = copy::plan(
+                &ctx.source,
+                &spec,
+                natural,
+                ctx.options.detect_random_id,
+                &ctx.tuning,
+            ).await?;
+            tracing::debug!(ns = %spec.ns(), took_ms = t.elapsed().as_millis() as u64, partitions = plan.0.len(), "planned");
+            Ok::<_, mongodb::error::Error>(plan)
+        }
+    }))
+    .buffered(ctx.tuning.concurrency.max(1))
+    .try_collect()
+    .await?;
+    let total: i64 = plans.iter().map(|(_, bytes)| bytes).sum();
+    let parts: Vec<PartitionDoc> = plans.into_iter().flat_map(|(p, _)| p).collect();
     tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
         collections = specs.len(),
         partitions = parts.len(),
         bytes = total,
@@ -239,6 +257,7 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         .store(done_bytes, Ordering::Relaxed);
     let todo: Vec<_> = parts.into_iter().filter(|p| !p.done).collect();
     tracing::info!(partitions = todo.len(), "copying");
+    let started = std::time::Instant::now();
     let store = ctx.store.clone();
     let result = copy::copy_all(
         &ctx.source,
@@ -260,6 +279,11 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
     };
     // The copied-byte count of finished partitions is the truth after the copy.
     let copied = restore_copied_bytes(ctx).await?;
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        bytes = copied,
+        "collection copy finished"
+    );
     ctx.store
         .set_phase(
             next,

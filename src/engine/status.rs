@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub source_now: Option<Timestamp>,
     /// Everything on the source up to this time has been applied.
     pub applied_ts: Option<Timestamp>,
+    /// Source time of the oldest change read but not yet applied. Lag is measured from it when
+    /// there is one: after a quiet spell the source's clock has not moved since the last
+    /// applied change, so `source_now - applied_ts` would count the quiet spell as lag.
+    pub oldest_unapplied: Option<Timestamp>,
     pub crud_ts: Option<Timestamp>,
     pub ddl_ts: Option<Timestamp>,
     pub copy_finished_ts: Option<Timestamp>,
@@ -59,6 +63,7 @@ impl Default for Snapshot {
             total_bytes: 0,
             source_now: None,
             applied_ts: None,
+            oldest_unapplied: None,
             crud_ts: None,
             ddl_ts: None,
             copy_finished_ts: None,
@@ -100,8 +105,9 @@ impl Snapshot {
 
     pub fn lag_secs(&self) -> Option<i64> {
         let applied = self.applied_ts?;
+        let behind_from = self.oldest_unapplied.unwrap_or(applied).max(applied);
         let now = self.source_now.unwrap_or(applied);
-        Some((now.time as i64 - applied.time as i64).max(0))
+        Some((now.time as i64 - behind_from.time as i64).max(0))
     }
 
     /// Why `/commit` would be refused now, or `None` if it would be accepted.
@@ -170,6 +176,7 @@ impl StatusCell {
     pub fn restart_from(&self, from: Timestamp) {
         let mut s = self.lock();
         s.applied_ts = Some(from);
+        s.oldest_unapplied = None;
         s.source_now = None;
         s.crud_ts = None;
         s.ddl_ts = None;
@@ -178,6 +185,11 @@ impl StatusCell {
         s.start_ts = Some(from);
         s.copy_finished_ts = Some(from);
         s.oplog_first_secs = None;
+    }
+
+    /// Records the oldest change read and not yet applied (`None`: everything read is applied).
+    pub fn unapplied_from(&self, ts: Option<Timestamp>) {
+        self.lock().oldest_unapplied = ts;
     }
 
     pub fn saw_source_time(&self, ts: Timestamp) {
@@ -382,6 +394,28 @@ mod tests {
         ] {
             assert!(p[k].is_null(), "{k}");
         }
+    }
+
+    #[test]
+    fn lag_counts_from_the_oldest_unapplied_change_not_from_a_quiet_spell() {
+        let ts = |t| Timestamp {
+            time: t,
+            increment: 1,
+        };
+        // Quiet from 100 to 160, then a burst at 160 read but not yet applied.
+        let mut s = Snapshot {
+            applied_ts: Some(ts(100)),
+            source_now: Some(ts(161)),
+            oldest_unapplied: Some(ts(160)),
+            ..Default::default()
+        };
+        assert_eq!(s.lag_secs(), Some(1));
+        // A backlog: the oldest unapplied change is right after what was applied.
+        s.oldest_unapplied = Some(ts(100));
+        assert_eq!(s.lag_secs(), Some(61));
+        // Nothing read ahead: measured from what was applied.
+        s.oldest_unapplied = None;
+        assert_eq!(s.lag_secs(), Some(61));
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod batch;
 mod ddl;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bson::{doc, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
@@ -23,6 +23,16 @@ use super::mongo::{self, codes, error_code};
 
 const MAX_BATCH_EVENTS: usize = 5_000;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// How long a batch keeps gathering events after its first one once the destination is free.
+/// A steady trickle of events is applied every few tens of milliseconds instead of waiting for a
+/// full batch, while a backlog still fills whole batches (the reader only stops once the batch
+/// before it has been written).
+const GATHER_WINDOW: Duration = Duration::from_millis(20);
+/// How long the server may hold a getMore that has nothing to return: the idle-detection delay.
+const MAX_AWAIT: Duration = Duration::from_millis(200);
+/// A restart replays at most this much (harmless: every operation is idempotent), while the
+/// destination is spared a metadata write per small batch.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(ctx: &Ctx) -> Result<(), JobError> {
     Applier {
@@ -65,18 +75,29 @@ struct Read {
     probe: bson::Timestamp,
     /// The resume token after the last event read.
     token: Option<mongodb::change_stream::event::ResumeToken>,
+    /// Source time of the first event read.
+    first_ts: Option<bson::Timestamp>,
 }
 
+/// `writing` is set while the batch before this one is being written; reading goes on until
+/// that write ends, so batches grow with the destination's latency.
 async fn read_batch(
     ctx: &Ctx,
     stream: &mut ChangeStream<RawDocumentBuf>,
+    writing: &AtomicBool,
 ) -> Result<Read, JobError> {
     let probe = mongo::cluster_time(&ctx.source).await?;
-    ctx.status.saw_source_time(probe);
+    let mut first_ts = None;
     let mut pending = batch::Batch::default();
     let mut idle = false;
     let mut ddl_event = None;
+    let mut first_event: Option<Instant> = None;
     loop {
+        if first_event.is_some_and(|t| t.elapsed() >= GATHER_WINDOW)
+            && !writing.load(Ordering::Acquire)
+        {
+            break;
+        }
         let next = match stream.next_if_any().await {
             Ok(n) => n,
             Err(e) if history_lost(&e) => return Err(history_lost_error()),
@@ -87,7 +108,15 @@ async fn read_batch(
             break;
         };
         let op = ev.get_str("operationType").unwrap_or("").to_string();
+        if first_ts.is_none() {
+            first_ts = ev.get_timestamp("clusterTime").ok();
+            // The batch before this one may still be being written: it is older.
+            if ctx.status.lock().oldest_unapplied.is_none() {
+                ctx.status.unapplied_from(first_ts);
+            }
+        }
         if is_crud(&op) {
+            first_event.get_or_insert_with(Instant::now);
             pending.add(&ctx.scope, &ev, &op);
             if pending.events >= MAX_BATCH_EVENTS || pending.bytes >= MAX_BATCH_BYTES {
                 break;
@@ -97,12 +126,15 @@ async fn read_batch(
             break;
         }
     }
+    // Published only now, after the first event (if any) marked where the lag starts.
+    ctx.status.saw_source_time(probe);
     Ok(Read {
         pending,
         ddl_event,
         idle,
         probe,
         token: stream.resume_token(),
+        first_ts,
     })
 }
 
@@ -117,7 +149,7 @@ impl<'a> Applier<'a> {
             .watch()
             .pipeline(vec![doc! { "$match": { "ns.db": { "$nin": ["admin", "config", "local", METADATA_DB] } } }])
             .show_expanded_events(true)
-            .max_await_time(Duration::from_millis(500))
+            .max_await_time(MAX_AWAIT)
             .batch_size(1000);
         match doc.resume_token {
             Some(t) => watch = watch.resume_after(t),
@@ -133,10 +165,25 @@ impl<'a> Applier<'a> {
     async fn run(&mut self) -> Result<(), JobError> {
         let ctx = self.ctx;
         let mut stream = self.open_stream().await?;
-        let (mut last_token, mut last_applied) = (None, None);
-        let mut next = read_batch(ctx, &mut stream).await?;
+        // What the last checkpoint recorded, and the token of everything applied so far.
+        let (mut saved_token, mut saved_applied) = (None, None);
+        let mut applied_token = None;
+        let mut last_checkpoint: Option<Instant> = None;
+        let writing = AtomicBool::new(false);
+        let mut next = read_batch(ctx, &mut stream, &writing).await?;
         loop {
             if self.commit_point_reached() {
+                let applied = self.ctx.status.lock().applied_ts;
+                if let Some(applied) = applied {
+                    if applied_token != saved_token || Some(applied) != saved_applied {
+                        self.ctx
+                            .store
+                            .checkpoint(applied_token.as_ref(), applied)
+                            .await?;
+                        saved_token = applied_token.clone();
+                        saved_applied = Some(applied);
+                    }
+                }
                 // Fresh copies still waiting are done first; a DDL event that overtook one
                 // marks it again, so the stream is read once more before the commit ends.
                 if self.ctx.store.pending_recopies().await?.is_empty() {
@@ -151,17 +198,24 @@ impl<'a> Applier<'a> {
                 idle,
                 probe,
                 token,
+                first_ts: _,
             } = next;
             let n = pending.events;
             let last = pending.last_ts;
+            let cycle = Instant::now();
             // A full batch with no barrier after it: the next one is read from the source while
             // this one is written to the destination. Batches are still applied one after the
             // other, so each document's changes keep their order.
             let overlap = !pending.is_empty() && ddl_event.is_none() && !idle;
             let mut read_ahead = None;
             if overlap {
-                let (applied, read) =
-                    tokio::join!(self.apply_batch(pending), read_batch(ctx, &mut stream));
+                writing.store(true, Ordering::Release);
+                let apply = async {
+                    let r = self.apply_batch(pending).await;
+                    writing.store(false, Ordering::Release);
+                    r
+                };
+                let (applied, read) = tokio::join!(apply, read_batch(ctx, &mut stream, &writing));
                 applied?;
                 read_ahead = Some(read?);
             } else if !pending.is_empty() {
@@ -178,6 +232,7 @@ impl<'a> Applier<'a> {
                     self.ctx.status.applied_through(ts);
                 }
             }
+            let barrier = ddl_event.is_some();
             if let Some(ev) = ddl_event {
                 let ts = ev.get_timestamp("clusterTime").ok();
                 self.kinds.clear();
@@ -200,18 +255,43 @@ impl<'a> Applier<'a> {
                 self.ctx.store.forget_recopies_before(probe).await?;
                 self.kinds.clear();
             }
+            if n > 0 {
+                let s = self.ctx.status.lock();
+                tracing::debug!(
+                    events = n,
+                    took = ?cycle.elapsed(),
+                    read_ahead = read_ahead.as_ref().map_or(0, |r| r.pending.events),
+                    lag = ?s.lag_secs(),
+                    "applied a batch"
+                );
+            }
+            // Everything read is applied but for a batch read ahead.
+            self.ctx
+                .status
+                .unapplied_from(read_ahead.as_ref().and_then(|r| r.first_ts));
             // Events are flowing again: an earlier interruption is over.
             self.ctx.status.clear_warning("sync");
-            // The token of what was just applied (not of a batch read ahead).
+            // The token of what was just applied (not of a batch read ahead). A DDL event or
+            // an idle stream is checkpointed at once; a stream of CRUD batches once a second.
             let applied = self.ctx.status.lock().applied_ts.unwrap_or(probe);
-            if token != last_token || Some(applied) != last_applied {
-                self.ctx.store.checkpoint(token.as_ref(), applied).await?;
-                last_token = token;
-                last_applied = Some(applied);
+            let due = barrier
+                || idle
+                || last_checkpoint.is_none_or(|t: Instant| t.elapsed() >= CHECKPOINT_EVERY);
+            if token.is_some() {
+                applied_token = token;
+            }
+            if due && (applied_token != saved_token || Some(applied) != saved_applied) {
+                self.ctx
+                    .store
+                    .checkpoint(applied_token.as_ref(), applied)
+                    .await?;
+                saved_token = applied_token.clone();
+                saved_applied = Some(applied);
+                last_checkpoint = Some(Instant::now());
             }
             next = match read_ahead {
                 Some(r) => r,
-                None => read_batch(ctx, &mut stream).await?,
+                None => read_batch(ctx, &mut stream, &writing).await?,
             };
         }
     }
