@@ -267,7 +267,8 @@ async fn sync_over_tls_with_auth() {
 
     // cluster0 on the command line, cluster1 from the config file.
     let cfg = certs.path("engine.yaml");
-    std::fs::write(&cfg, format!("cluster1: \"{uri1}\"\nverbosity: DEBUG\n")).unwrap();
+    // TRACE: every crate's log lines, not only the engine's, must be free of passwords.
+    std::fs::write(&cfg, format!("cluster1: \"{uri1}\"\nverbosity: TRACE\n")).unwrap();
     let port = common::free_port().to_string();
     let engine = Engine::spawn(&[
         "--cluster0",
@@ -321,6 +322,27 @@ async fn sync_over_tls_with_auth() {
         "{ready}"
     );
     bodies.push(ready);
+    let before = metrics(&engine).await;
+    assert!(
+        metric(&before, "clustersync_engine_copied_bytes_total") > 0.0,
+        "{before}"
+    );
+    assert!(
+        metric(&before, "clustersync_engine_partitions_copied_total") >= 1.0,
+        "{before}"
+    );
+    assert_eq!(
+        metric(&before, "clustersync_engine_state{state=\"RUNNING\"}"),
+        1.0
+    );
+    assert!(
+        before.contains("clustersync_engine_collection_partitions_done{namespace=\"app.users\"}"),
+        "{before}"
+    );
+    assert!(
+        before.contains("clustersync_engine_lag_seconds "),
+        "the lag gauge is there: {before}"
+    );
 
     // Live writes over the authenticated TLS connection.
     let users = src.database("app").collection::<Document>("users");
@@ -350,6 +372,27 @@ async fn sync_over_tls_with_auth() {
             )
             .await,
     );
+
+    let during = metrics(&engine).await;
+    let applied = |text: &str, kind: &str| {
+        metric(
+            text,
+            &format!("clustersync_engine_events_applied_total{{type=\"{kind}\"}}"),
+        )
+    };
+    assert!(
+        applied(&during, "insert") >= applied(&before, "insert") + 2.0,
+        "{during}"
+    );
+    assert!(
+        applied(&during, "update") >= applied(&before, "update") + 10.0,
+        "{during}"
+    );
+    assert!(
+        applied(&during, "delete") >= applied(&before, "delete") + 1.0,
+        "{during}"
+    );
+    assert_no_leak("/metrics", &during);
 
     let (code, v) = engine.post("commit", json!({})).await;
     assert_eq!(code, 200, "{v}");
@@ -388,6 +431,22 @@ async fn sync_over_tls_with_auth() {
     engine.terminate();
     assert!(engine.wait_exit(Duration::from_secs(10)).await.is_some());
     assert_no_leak("the engine log after shutdown", &engine.log_contents());
+}
+
+/// The engine's `/metrics` text (served without the API token, like `/healthz`).
+async fn metrics(engine: &Engine) -> String {
+    let resp = reqwest::get(format!("http://127.0.0.1:{}/metrics", engine.port))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }
 
 /// The one warning of an INITIALIZING engine that names `label`, once it appears.

@@ -104,6 +104,7 @@ struct Empty {}
 
 pub fn router(engine: Arc<Engine>) -> Router {
     let token = engine.config().api_token.clone();
+    let registry = Arc::new(super::metrics::registry(engine.status()));
     Router::new()
         .route("/api/v1/progress", get(progress))
         .route("/api/v1/start", post(start))
@@ -130,6 +131,23 @@ pub fn router(engine: Arc<Engine>) -> Router {
         // Kubelet probes cannot carry the API token, so health stays outside it and says
         // nothing about the sync.
         .route("/healthz", get(healthz))
+        // Scrapers cannot carry the API token either; the metrics hold counts and no names
+        // of hosts or users.
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        super::metrics::render(&registry),
+                    )
+                }
+            }),
+        )
         .with_state(engine)
 }
 

@@ -123,6 +123,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                     release_blocks(&ctx).await;
                     return;
                 }
+                ctx.status.counters.retries.fetch_add(1, Ordering::Relaxed);
                 let wait = Duration::from_millis((500u64 << failures.min(6)).min(30_000));
                 tracing::warn!(error = %msg, retry_in_ms = wait.as_millis() as u64, "sync interrupted; retrying");
                 ctx.status.warn(
@@ -255,6 +256,19 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         .counters
         .copied_bytes
         .store(done_bytes, Ordering::Relaxed);
+    {
+        let mut colls = ctx.status.counters.collections();
+        colls.clear();
+        for p in &parts {
+            let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
+            c.partitions += 1;
+            if p.done {
+                c.partitions_done += 1;
+                c.copied_bytes += p.copied_bytes;
+                c.copied_docs += p.copied_docs;
+            }
+        }
+    }
     let todo: Vec<_> = parts.into_iter().filter(|p| !p.done).collect();
     tracing::info!(partitions = todo.len(), "copying");
     let started = std::time::Instant::now();
@@ -267,7 +281,21 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         &ctx.status.counters.copied_bytes,
         |p, bytes, docs| {
             let store = store.clone();
-            async move { store.finish_partition(&p.id, bytes, docs).await }
+            let status = ctx.status.clone();
+            async move {
+                store.finish_partition(&p.id, bytes, docs).await?;
+                let counters = &status.counters;
+                counters
+                    .copied_docs
+                    .fetch_add(docs as u64, Ordering::Relaxed);
+                counters.partitions_copied.fetch_add(1, Ordering::Relaxed);
+                let mut colls = counters.collections();
+                let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
+                c.partitions_done += 1;
+                c.copied_bytes += bytes;
+                c.copied_docs += docs;
+                Ok(())
+            }
         },
     )
     .await;

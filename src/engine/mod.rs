@@ -11,6 +11,7 @@ pub mod copy;
 pub mod filter;
 pub mod job;
 pub mod metadata;
+pub mod metrics;
 pub mod mongo;
 pub mod options;
 pub mod state;
@@ -168,6 +169,11 @@ impl Engine {
             control: Mutex::new(None),
             tuning,
         }))
+    }
+
+    /// The status `/progress` and `/metrics` are rendered from.
+    pub fn status(&self) -> Arc<StatusCell> {
+        self.status.clone()
     }
 
     pub fn config(&self) -> &EngineConfig {

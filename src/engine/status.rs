@@ -18,6 +18,75 @@ pub const COMMIT_LAG_LIMIT_SECS: i64 = 30;
 pub struct Counters {
     pub copied_bytes: AtomicI64,
     pub events_applied: AtomicU64,
+    /// Documents copied by partitions that finished, in this process.
+    pub copied_docs: AtomicU64,
+    pub partitions_copied: AtomicU64,
+    /// Change events applied, by [`EventKind`].
+    pub events_by_kind: [AtomicU64; 5],
+    /// Times the sync was interrupted by an error and retried.
+    pub retries: AtomicU64,
+    /// Copy progress by namespace, from the planned partitions and those finished.
+    pub collections: Mutex<BTreeMap<String, CollectionProgress>>,
+}
+
+/// One collection's copy, for the per-collection metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionProgress {
+    pub partitions: u64,
+    pub partitions_done: u64,
+    pub copied_bytes: i64,
+    pub copied_docs: i64,
+}
+
+/// The kinds of change event counted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Insert = 0,
+    Update = 1,
+    Replace = 2,
+    Delete = 3,
+    Ddl = 4,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Insert,
+        EventKind::Update,
+        EventKind::Replace,
+        EventKind::Delete,
+        EventKind::Ddl,
+    ];
+
+    pub fn of(operation_type: &str) -> EventKind {
+        match operation_type {
+            "insert" => EventKind::Insert,
+            "update" => EventKind::Update,
+            "replace" => EventKind::Replace,
+            "delete" => EventKind::Delete,
+            _ => EventKind::Ddl,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Insert => "insert",
+            EventKind::Update => "update",
+            EventKind::Replace => "replace",
+            EventKind::Delete => "delete",
+            EventKind::Ddl => "ddl",
+        }
+    }
+}
+
+impl Counters {
+    pub fn applied(&self, kind: EventKind, n: u64) {
+        self.events_by_kind[kind as usize].fetch_add(n, Ordering::Relaxed);
+        self.events_applied.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn collections(&self) -> MutexGuard<'_, BTreeMap<String, CollectionProgress>> {
+        self.collections.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ use super::super::catalog::{self, CollKind};
 use super::super::filter::Scope;
 use super::super::job::{Ctx, JobError};
 use super::super::mongo;
+use super::super::status::EventKind;
 use super::Applier;
 
 const WRITE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
@@ -77,6 +78,8 @@ struct NsOps {
 pub(crate) struct Batch {
     by_ns: HashMap<(String, String), NsOps>,
     pub events: usize,
+    /// Events by [`EventKind`], for the metrics.
+    pub kinds: [u64; 5],
     pub bytes: usize,
     pub last_ts: Option<Timestamp>,
 }
@@ -151,6 +154,7 @@ impl Batch {
             self.last_ts = Some(ts);
         }
         self.events += 1;
+        self.kinds[EventKind::of(op) as usize] += 1;
         let Some(ns) = ns_of(ev) else { return };
         if !scope.includes(&ns.0, &ns.1) {
             return;

@@ -20,6 +20,7 @@ use super::catalog::CollKind;
 use super::filter::METADATA_DB;
 use super::job::{Ctx, JobError};
 use super::mongo::{self, codes, error_code};
+use super::status::EventKind;
 
 const MAX_BATCH_EVENTS: usize = 5_000;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -201,6 +202,7 @@ impl<'a> Applier<'a> {
                 first_ts: _,
             } = next;
             let n = pending.events;
+            let kinds = pending.kinds;
             let last = pending.last_ts;
             let cycle = Instant::now();
             // A full batch with no barrier after it: the next one is read from the source while
@@ -222,11 +224,12 @@ impl<'a> Applier<'a> {
                 self.apply_batch(pending).await?;
             }
             if n > 0 {
-                self.ctx
-                    .status
-                    .counters
-                    .events_applied
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                for kind in EventKind::ALL {
+                    let k = kinds[kind as usize];
+                    if k > 0 {
+                        self.ctx.status.counters.applied(kind, k);
+                    }
+                }
                 if let Some(ts) = last {
                     self.ctx.status.lock().crud_ts = Some(ts);
                     self.ctx.status.applied_through(ts);
@@ -237,11 +240,7 @@ impl<'a> Applier<'a> {
                 let ts = ev.get_timestamp("clusterTime").ok();
                 self.kinds.clear();
                 ddl::apply(self.ctx, &ev).await?;
-                self.ctx
-                    .status
-                    .counters
-                    .events_applied
-                    .fetch_add(1, Ordering::Relaxed);
+                self.ctx.status.counters.applied(EventKind::Ddl, 1);
                 if let Some(ts) = ts {
                     self.ctx.status.lock().ddl_ts = Some(ts);
                     self.ctx.status.applied_through(ts);
