@@ -27,7 +27,17 @@ pub fn init(
                     dir.display()
                 )
             })?;
-            let appender = tracing_appender::rolling::never(dir, "clustersync.log");
+            // A new file each day (clustersync.YYYY-MM-DD.log), the last week kept, so a
+            // migration of weeks cannot fill the disk with logs.
+            let appender = tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("clustersync")
+                .filename_suffix("log")
+                .max_log_files(7)
+                .build(dir)
+                .map_err(|e| {
+                    anyhow::anyhow!("--logPath {}: cannot open the log file: {e}", dir.display())
+                })?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             builder.with_writer(writer).init();
             Ok(Some(guard))

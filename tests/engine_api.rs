@@ -628,3 +628,54 @@ async fn api_token_guards_every_endpoint() {
     assert_eq!(p.status().as_u16(), 401, "progress still needs the token");
     assert!(!engine.log_contents().contains("s3cret-t0ken"));
 }
+
+/// `--logPath DIR`: JSON lines go to a dated file there (rotated daily), not to stdout.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_path_writes_dated_json_log_files() {
+    let (a, b) = two_servers().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let engine = Engine::spawn(&[
+        "--cluster0",
+        &a.uri(),
+        "--cluster1",
+        &b.uri(),
+        "--port",
+        &port,
+        "--logPath",
+        dir.path().to_str().unwrap(),
+    ]);
+    engine.wait_ready().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (name, text) = loop {
+        let found = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .find(|n| n.starts_with("clustersync.") && n.ends_with(".log"));
+        if let Some(n) = found {
+            let text = std::fs::read_to_string(dir.path().join(&n)).unwrap();
+            if text.contains("waiting for /api/v1/start") {
+                break (n, text);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log file in {dir:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // clustersync.YYYY-MM-DD.log
+    assert_eq!(name.len(), "clustersync.2026-01-01.log".len(), "{name}");
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        !engine.log_contents().contains("waiting for /api/v1/start"),
+        "stdout stays quiet"
+    );
+}

@@ -336,7 +336,7 @@ async fn sync_over_tls_with_auth() {
         1.0
     );
     assert!(
-        before.contains("clustersync_engine_collection_partitions_done{namespace=\"app.users\"}"),
+        before.contains("clustersync_engine_collection_partitions_done{collection=\"app.users\"}"),
         "{before}"
     );
     assert!(

@@ -642,3 +642,73 @@ fn the_operator_refuses_engine_defaults_it_cannot_use() {
         );
     }
 }
+
+/// Every series the Grafana dashboard queries is one the engine or the operator exports, so a
+/// renamed metric cannot leave a panel silently empty.
+#[test]
+fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let path = root().join("deploy/grafana/clustersync-dashboard.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .expect("the dashboard is JSON");
+    let status = clustersync::engine::status::StatusCell::new();
+    // Lag exists once change events are applied.
+    status.applied_through(bson::Timestamp {
+        time: 1,
+        increment: 1,
+    });
+    let engine =
+        clustersync::engine::metrics::render(&clustersync::engine::metrics::registry(status));
+    // Label families appear once they have a sample.
+    let om = clustersync::operator::telemetry::Metrics::new();
+    om.error("Example");
+    om.engine_call("start", true);
+    om.sync_state("shop/orders", Some("RUNNING"));
+    let operator = om.encode();
+    // A `# TYPE name kind` line names a family; samples add _total, _bucket, _sum or _count.
+    let mut exported = BTreeSet::new();
+    for line in engine.lines().chain(operator.lines()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+            match kind {
+                "counter" => {
+                    exported.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        exported.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    exported.insert(name.to_string());
+                }
+            }
+        }
+    }
+    let re = regex::Regex::new(r"clustersync_[a-z_]+").unwrap();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "a dashboard worth the name");
+    let mut queried = BTreeSet::new();
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has a query", p["title"]);
+        for t in targets {
+            for m in re.find_iter(t["expr"].as_str().unwrap()) {
+                queried.insert(m.as_str().to_string());
+            }
+        }
+    }
+    let missing: Vec<_> = queried.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exported: {missing:?}\nexported: {exported:?}"
+    );
+    for must in [
+        "clustersync_engine_lag_seconds",
+        "clustersync_engine_copied_bytes_total",
+        "clustersync_engine_events_applied_total",
+        "clustersync_operator_reconciles_total",
+    ] {
+        assert!(queried.contains(must), "the dashboard shows {must}");
+    }
+}

@@ -68,7 +68,8 @@ pub struct EngineArgs {
     #[arg(long = "config", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Directory for the log file (clustersync.log); standard output when unset.
+    /// Directory for the log files (clustersync.YYYY-MM-DD.log, rotated daily, seven kept);
+    /// standard output when unset.
     #[arg(long = "logPath", value_name = "DIR")]
     pub log_path: Option<PathBuf>,
     /// Log level [default: DEBUG].

@@ -97,7 +97,7 @@ impl Collector for StatusCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (ns, c) in &colls {
-            let labels = [("namespace", ns.as_str())];
+            let labels = [("collection", ns.as_str())];
             ConstGauge::new(c.partitions as i64).encode(m.encode_family(&labels)?)?;
         }
         let mut m = encoder.encode_descriptor(
@@ -107,7 +107,7 @@ impl Collector for StatusCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (ns, c) in &colls {
-            let labels = [("namespace", ns.as_str())];
+            let labels = [("collection", ns.as_str())];
             ConstGauge::new(c.partitions_done as i64).encode(m.encode_family(&labels)?)?;
         }
         let mut m = encoder.encode_descriptor(
@@ -117,7 +117,7 @@ impl Collector for StatusCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (ns, c) in &colls {
-            let labels = [("namespace", ns.as_str())];
+            let labels = [("collection", ns.as_str())];
             ConstGauge::new(c.copied_docs).encode(m.encode_family(&labels)?)?;
         }
 
@@ -213,7 +213,7 @@ mod tests {
         assert!(text.contains("clustersync_engine_events_applied_total{type=\"ddl\"} 1"));
         assert!(text.contains("clustersync_engine_copied_bytes_total 1234"));
         assert!(
-            text.contains("clustersync_engine_collection_partitions{namespace=\"shop.orders\"} 4")
+            text.contains("clustersync_engine_collection_partitions{collection=\"shop.orders\"} 4")
         );
         assert!(text.contains("clustersync_engine_state{state=\"INITIALIZING\"} 1"));
         assert!(!text.contains("lag_seconds"), "no lag before change events");

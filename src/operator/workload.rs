@@ -218,10 +218,16 @@ pub fn deployment(cs: &ClusterSync, default_image: &str, credentials_version: &s
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(cs)),
-                    annotations: Some(BTreeMap::from([(
-                        CREDENTIALS_VERSION.to_string(),
-                        credentials_version.to_string(),
-                    )])),
+                    // The conventional scrape annotations: /metrics needs no API token.
+                    annotations: Some(BTreeMap::from([
+                        (
+                            CREDENTIALS_VERSION.to_string(),
+                            credentials_version.to_string(),
+                        ),
+                        ("prometheus.io/scrape".to_string(), "true".to_string()),
+                        ("prometheus.io/port".to_string(), API_PORT.to_string()),
+                        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+                    ])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
