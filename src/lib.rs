@@ -8,3 +8,4 @@ pub mod logging;
 pub mod operator;
 pub mod preflight;
 pub mod uri;
+pub mod verify;

@@ -8,7 +8,9 @@ use crate::uri::{ClusterUri, UriError};
 
 pub const DEFAULT_PORT: u16 = 27182;
 pub const DEFAULT_LOAD_LEVEL: u8 = 3;
-const DEFAULT_PARTITION_MB: u64 = 64;
+/// Each partition costs the source one `_id`-range query, so partitions are large (the
+/// migration-verifier settled on about 400 MB) and writes within one run concurrently instead.
+const DEFAULT_PARTITION_MB: u64 = 400;
 
 /// mongosync's `--verbosity` levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -110,7 +112,7 @@ pub struct EngineArgs {
     )]
     #[serde(default)]
     pub api_token: Option<String>,
-    /// Target size of one copy partition in MiB [default: 64].
+    /// Target size of one copy partition in MiB [default: 400].
     #[arg(long = "partitionSizeMB", hide = true)]
     pub partition_size_mb: Option<u64>,
 }

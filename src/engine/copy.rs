@@ -29,6 +29,9 @@ pub struct CopyTuning {
     /// (mongosync's `detectRandomId` threshold): an `_id`-ordered read of random keys turns
     /// into random I/O on the source.
     pub random_id_natural_bytes: u64,
+    /// Concurrent insert streams per partition: writes within a collection run in parallel
+    /// without the source paying for another range query.
+    pub writers_per_partition: usize,
 }
 
 impl CopyTuning {
@@ -39,16 +42,19 @@ impl CopyTuning {
             3 => 4,
             _ => 8,
         };
-        // About three batches per partition are in memory (one read ahead, one being built, one
-        // being written) plus the driver's buffer of one server batch: the batch size shrinks
+        let writers_per_partition = if level <= 1 { 1 } else { 2 };
+        // Per partition, a batch per writer is being written and one more is queued for each,
+        // one is being built, and the driver buffers one server batch: the batch size shrinks
         // as concurrency grows, so that the copy's memory is set here and not by the data.
-        let batch_bytes = (COPY_MEMORY_BYTES / (concurrency * 4)).clamp(1 << 20, 8 << 20);
+        let in_flight = concurrency * (2 * writers_per_partition + 2);
+        let batch_bytes = (COPY_MEMORY_BYTES / in_flight).clamp(1 << 20, 8 << 20);
         Self {
             partition_bytes,
             batch_bytes,
             batch_docs: 10_000,
             concurrency,
             random_id_natural_bytes: 20 * 1024 * 1024 * 1024,
+            writers_per_partition,
         }
     }
 }
@@ -361,14 +367,20 @@ pub async fn copy_partition(
     };
     let opened = t.elapsed();
     let dst = destination_collection(destination, &part.db, &part.coll);
-    // One batch read ahead while the previous one is written: reads and writes overlap, and
-    // memory stays at about three batches per partition whatever the collection's size.
-    let (tx, mut rx) = mpsc::channel::<Vec<RawDocumentBuf>>(1);
+    // Batches are read ahead while earlier ones are written by several writers: reads and
+    // writes overlap, and memory stays at a few batches per partition whatever its size.
+    // Unordered inserts of distinct documents commute, so writers need no coordination.
+    let writers = tuning.writers_per_partition.max(1);
+    let (tx, rx) = mpsc::channel::<Vec<RawDocumentBuf>>(writers);
+    let rx = tokio::sync::Mutex::new(rx);
     // Time spent waiting on each side says which server a partition waits for.
     let started = Instant::now();
-    let writer = async {
+    let writer = || async {
         let mut writing = Duration::ZERO;
-        while let Some(batch) = rx.recv().await {
+        loop {
+            let Some(batch) = rx.lock().await.recv().await else {
+                break;
+            };
             let bytes: usize = batch.iter().map(|d| d.as_bytes().len()).sum();
             let t = Instant::now();
             insert_batch(&dst, batch).await?;
@@ -376,6 +388,10 @@ pub async fn copy_partition(
             copied.fetch_add(bytes as i64, Ordering::Relaxed);
         }
         Ok::<Duration, mongodb::error::Error>(writing)
+    };
+    let writer = async {
+        let times = futures::future::try_join_all((0..writers).map(|_| writer())).await?;
+        Ok::<Duration, mongodb::error::Error>(times.into_iter().sum())
     };
     let reader = async {
         let mut batch = Vec::new();

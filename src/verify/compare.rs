@@ -1,0 +1,370 @@
+//! Comparing two clusters namespace by namespace.
+//!
+//! Each collection is read once on each side, concurrently, for its count and digest (natural
+//! order, the cheapest scan). Only when those differ is it read a second time, sorted by
+//! `_id`, for the merge walk that names the differing documents. A few collections are
+//! compared at a time; nothing holds more than a cursor batch per scan.
+
+use std::collections::BTreeMap;
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use futures::{stream, StreamExt, TryFutureExt, TryStreamExt};
+use mongodb::error::ErrorKind;
+
+use super::digest::Digest;
+use super::metadata::{compare_indexes, compare_specs, kind_of};
+use super::report::{NamespaceReport, Report, SideReport};
+use super::walk::{walk, Entry, LookupWalk, WalkResult};
+use super::{Cluster, VerifyError, VerifyOptions};
+use crate::engine::catalog::{self, CollSpec};
+use crate::engine::mongo;
+
+/// Both clusters of one verification, for error messages scrubbed of both URIs' secrets.
+struct Pair<'a> {
+    source: &'a Cluster,
+    destination: &'a Cluster,
+}
+
+impl Pair<'_> {
+    fn scrub(&self, text: &str) -> String {
+        self.destination.uri.scrub(&self.source.uri.scrub(text))
+    }
+
+    fn failed(&self, on: &Cluster, what: String, e: &mongodb::error::Error) -> VerifyError {
+        VerifyError::Command {
+            label: on.label.clone(),
+            hosts: on.hosts().to_string(),
+            what,
+            reason: self.scrub(&mongo::describe(e)),
+        }
+    }
+
+    async fn ping(&self, on: &Cluster) -> Result<(), VerifyError> {
+        match on
+            .client
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let (label, hosts) = (on.label.clone(), on.hosts().to_string());
+                let reason = self.scrub(&mongo::describe(&e));
+                Err(match e.kind.as_ref() {
+                    ErrorKind::Authentication { .. } => VerifyError::Authentication {
+                        label,
+                        hosts,
+                        reason,
+                    },
+                    _ => VerifyError::Unreachable {
+                        label,
+                        hosts,
+                        reason,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Compares every namespace in scope on either cluster. `source` is the side data was copied
+/// from: "missing" and "extra" are from the destination's point of view.
+pub async fn verify(
+    source: &Cluster,
+    destination: &Cluster,
+    options: &VerifyOptions,
+) -> Result<Report, VerifyError> {
+    let scope = options.scope()?;
+    let pair = Pair {
+        source,
+        destination,
+    };
+    // Both pings run even when one fails, so that the source is named first when both are down.
+    let (ps, pd) = tokio::join!(pair.ping(source), pair.ping(destination));
+    ps?;
+    pd?;
+    let (src_specs, dst_specs) = tokio::try_join!(
+        async {
+            catalog::list_all(&source.client, &scope)
+                .await
+                .map_err(|e| pair.failed(source, "listing collections".into(), &e))
+        },
+        async {
+            catalog::list_all(&destination.client, &scope)
+                .await
+                .map_err(|e| pair.failed(destination, "listing collections".into(), &e))
+        },
+    )?;
+    let mut by_ns: BTreeMap<String, (Option<CollSpec>, Option<CollSpec>)> = BTreeMap::new();
+    for s in src_specs {
+        let ns = s.ns();
+        by_ns.entry(ns).or_default().0 = Some(s);
+    }
+    for d in dst_specs {
+        let ns = d.ns();
+        by_ns.entry(ns).or_default().1 = Some(d);
+    }
+    let pair = &pair;
+    let mut namespaces: Vec<NamespaceReport> = stream::iter(by_ns)
+        .map(|(ns, (s, d))| compare_namespace(pair, ns, s, d, options.max_mismatches))
+        .buffer_unordered(options.concurrency.max(1))
+        .try_collect()
+        .await?;
+    namespaces.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    Ok(Report {
+        namespaces,
+        max_mismatches: options.max_mismatches,
+    })
+}
+
+async fn compare_namespace(
+    pair: &Pair<'_>,
+    ns: String,
+    src: Option<CollSpec>,
+    dst: Option<CollSpec>,
+    limit: usize,
+) -> Result<NamespaceReport, VerifyError> {
+    let mut metadata = Vec::new();
+    let comparable = match (&src, &dst) {
+        (Some(s), Some(d)) => {
+            metadata.extend(compare_specs(s, d));
+            kind_of(s) == kind_of(d)
+        }
+        (Some(s), None) => {
+            metadata.push(format!("{} missing on the destination", kind_of(s)));
+            false
+        }
+        (None, Some(d)) => {
+            metadata.push(format!(
+                "{} extra on the destination (not on the source)",
+                kind_of(d)
+            ));
+            false
+        }
+        (None, None) => false,
+    };
+    let (src_docs, dst_docs) = (with_documents(src.as_ref()), with_documents(dst.as_ref()));
+    let compare_idx = comparable && src_docs.is_some();
+    let (src_digest, dst_digest, src_idx, dst_idx) = tokio::try_join!(
+        scan(pair, pair.source, src_docs),
+        scan(pair, pair.destination, dst_docs),
+        indexes(pair, pair.source, src_docs.filter(|_| compare_idx)),
+        indexes(pair, pair.destination, dst_docs.filter(|_| compare_idx)),
+    )?;
+    if compare_idx {
+        metadata.extend(compare_indexes(&src_idx, &dst_idx));
+    }
+    let mut report = NamespaceReport {
+        namespace: ns,
+        source: side(src.as_ref(), src_digest),
+        destination: side(dst.as_ref(), dst_digest),
+        equal: false,
+        mismatches: Vec::new(),
+        more_mismatches: false,
+        metadata_differences: Vec::new(),
+    };
+    let documents_differ = src_digest != dst_digest;
+    if comparable && documents_differ {
+        if let (Some(s), Some(d)) = (src_docs, dst_docs) {
+            let merged = walk(
+                sorted_by_id(pair, pair.source, s, &src_idx),
+                sorted_by_id(pair, pair.destination, d, &dst_idx),
+                limit,
+            )
+            .await?;
+            let found = match merged {
+                Some(found) => found,
+                None => {
+                    tracing::debug!(
+                        namespace = %s.ns(),
+                        "the servers sort some _ids otherwise than MongoDB; finding the differing documents by lookups"
+                    );
+                    lookups(pair, (s, &src_idx), (d, &dst_idx), limit).await?
+                }
+            };
+            if found.mismatches.is_empty() && !found.more {
+                metadata.push(
+                    "the documents' digests differ but a second read sorted by _id found no differing document; the data probably changed during verification, run it again"
+                        .into(),
+                );
+            }
+            report.mismatches = found.mismatches;
+            report.more_mismatches = found.more;
+        }
+    }
+    report.equal = metadata.is_empty() && !documents_differ && report.mismatches.is_empty();
+    report.metadata_differences = metadata;
+    Ok(report)
+}
+
+/// Views have no documents of their own to compare: they are computed from collections.
+fn with_documents(spec: Option<&CollSpec>) -> Option<&CollSpec> {
+    spec.filter(|s| s.kind != catalog::CollKind::View)
+}
+
+fn side(spec: Option<&CollSpec>, digest: Option<Digest>) -> Option<SideReport> {
+    spec.map(|s| SideReport {
+        kind: kind_of(s),
+        count: digest.map(|d| d.count),
+        digest,
+    })
+}
+
+async fn scan(
+    pair: &Pair<'_>,
+    on: &Cluster,
+    spec: Option<&CollSpec>,
+) -> Result<Option<Digest>, VerifyError> {
+    let Some(spec) = spec else { return Ok(None) };
+    super::digest::digest_collection(&on.client, &spec.db, &spec.name)
+        .await
+        .map(Some)
+        .map_err(|e| pair.failed(on, format!("reading {}", spec.ns()), &e))
+}
+
+async fn indexes(
+    pair: &Pair<'_>,
+    on: &Cluster,
+    spec: Option<&CollSpec>,
+) -> Result<Vec<Document>, VerifyError> {
+    let Some(spec) = spec else {
+        return Ok(Vec::new());
+    };
+    catalog::list_indexes(&on.client, &spec.db, &spec.name)
+        .await
+        .map_err(|e| pair.failed(on, format!("listing the indexes of {}", spec.ns()), &e))
+}
+
+/// How many `_id`s one lookup asks for.
+const LOOKUP_BATCH: usize = 500;
+
+/// The differing documents found without relying on the `_id` order (see [`LookupWalk`]).
+async fn lookups(
+    pair: &Pair<'_>,
+    src: (&CollSpec, &[Document]),
+    dst: (&CollSpec, &[Document]),
+    limit: usize,
+) -> Result<WalkResult, VerifyError> {
+    let mut w = LookupWalk::new(limit);
+    let mut entries = sorted_by_id(pair, pair.source, src.0, src.1);
+    while !w.done() {
+        let batch = next_batch(&mut entries).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let there = by_ids(pair, pair.destination, dst.0, &batch).await?;
+        w.source_batch(batch, &there);
+    }
+    let mut entries = sorted_by_id(pair, pair.destination, dst.0, dst.1);
+    while !w.done() {
+        let batch = next_batch(&mut entries).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let there = by_ids(pair, pair.source, src.0, &batch).await?;
+        w.destination_batch(batch, &there);
+    }
+    Ok(w.finish())
+}
+
+async fn next_batch(
+    entries: &mut (impl futures::Stream<Item = Result<Entry, VerifyError>> + Unpin),
+) -> Result<Vec<Entry>, VerifyError> {
+    let mut batch = Vec::with_capacity(LOOKUP_BATCH);
+    while batch.len() < LOOKUP_BATCH {
+        match entries.try_next().await? {
+            Some(e) => batch.push(e),
+            None => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// The documents of `spec` on `on` whose `_id` is one of `batch`'s.
+async fn by_ids(
+    pair: &Pair<'_>,
+    on: &Cluster,
+    spec: &CollSpec,
+    batch: &[Entry],
+) -> Result<Vec<Entry>, VerifyError> {
+    let ids: Vec<Bson> = batch
+        .iter()
+        .map(|e| Bson::try_from(e.id.clone()).unwrap_or(Bson::Null))
+        .collect();
+    let what = || format!("looking up documents of {} by _id", spec.ns());
+    on.client
+        .database(&spec.db)
+        .collection::<RawDocumentBuf>(&spec.name)
+        .find(doc! { "_id": { "$in": ids } })
+        .await
+        .map_err(|e| pair.failed(on, what(), &e))?
+        .map_ok(|d| Entry::of(&d))
+        .try_collect()
+        .await
+        .map_err(|e| pair.failed(on, what(), &e))
+}
+
+/// The name of the index on `{_id: 1}`, if the collection has one (time series collections do
+/// not).
+fn id_index(indexes: &[Document]) -> Option<String> {
+    indexes.iter().find_map(|ix| {
+        let key = ix.get_document("key").ok()?;
+        let ascending = matches!(key.get("_id")?, Bson::Int32(1) | Bson::Int64(1))
+            || key.get_f64("_id") == Ok(1.0);
+        (key.len() == 1 && ascending)
+            .then(|| ix.get_str("name").ok().map(str::to_string))
+            .flatten()
+    })
+}
+
+/// The collection as `(_id, hash)` entries in `_id` order, read through the `_id` index when
+/// there is one (no in-memory sort on the server).
+fn sorted_by_id<'a>(
+    pair: &'a Pair<'_>,
+    on: &'a Cluster,
+    spec: &'a CollSpec,
+    indexes: &[Document],
+) -> impl futures::Stream<Item = Result<Entry, VerifyError>> + Unpin + 'a {
+    let hint = id_index(indexes);
+    let what = move || format!("reading {} in _id order", spec.ns());
+    let open = async move {
+        let coll = on
+            .client
+            .database(&spec.db)
+            .collection::<RawDocumentBuf>(&spec.name);
+        let find = coll.find(doc! {}).sort(doc! { "_id": 1 });
+        let find = match hint {
+            Some(name) => find.hint(mongodb::options::Hint::Name(name)),
+            None => find.allow_disk_use(true),
+        };
+        let cursor = find.await.map_err(|e| pair.failed(on, what(), &e))?;
+        Ok::<_, VerifyError>(
+            cursor
+                .map_ok(|d: RawDocumentBuf| Entry::of(&d))
+                .map_err(move |e| pair.failed(on, what(), &e)),
+        )
+    };
+    Box::pin(open.try_flatten_stream())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_index_is_found_by_key_not_name() {
+        let ixs = [
+            doc! { "key": { "a": 1 }, "name": "a_1" },
+            doc! { "key": { "_id": 1 }, "name": "primary" },
+        ];
+        assert_eq!(id_index(&ixs).as_deref(), Some("primary"));
+        assert_eq!(
+            id_index(&[doc! { "key": { "_id": -1 }, "name": "x" }]),
+            None
+        );
+        assert_eq!(
+            id_index(&[doc! { "key": { "_id": 1, "a": 1 }, "name": "x" }]),
+            None
+        );
+    }
+}

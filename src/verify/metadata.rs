@@ -1,0 +1,241 @@
+//! Namespace metadata differences: type, collection options, view definitions and indexes,
+//! each worded as one sentence.
+
+use std::collections::BTreeMap;
+
+use bson::{Bson, Document};
+
+use super::report::NamespaceKind;
+use crate::engine::catalog::{CollKind, CollSpec};
+
+const MAX_VALUE_CHARS: usize = 200;
+
+pub fn kind_of(spec: &CollSpec) -> NamespaceKind {
+    match spec.kind {
+        CollKind::Collection => NamespaceKind::Collection,
+        CollKind::Timeseries => NamespaceKind::Timeseries,
+        CollKind::View => NamespaceKind::View,
+    }
+}
+
+/// A value as relaxed extended JSON, cut to a readable length.
+fn show(v: &Bson) -> String {
+    let s = v.clone().into_relaxed_extjson().to_string();
+    if s.chars().count() <= MAX_VALUE_CHARS {
+        return s;
+    }
+    let cut: String = s.chars().take(MAX_VALUE_CHARS).collect();
+    format!("{cut}…")
+}
+
+fn show_doc(d: &Document) -> String {
+    show(&Bson::Document(d.clone()))
+}
+
+/// Options as compared: the collection's UUID is per cluster by nature, and the clustered
+/// index's version is the server's choice (the engine creates it without one).
+fn normalized_options(spec: &CollSpec) -> Document {
+    let mut o = spec.options.clone();
+    o.remove("uuid");
+    if let Ok(ci) = o.get_document_mut("clusteredIndex") {
+        ci.remove("v");
+    }
+    o
+}
+
+/// Differences between the source's and the destination's definition of one namespace
+/// present on both.
+pub fn compare_specs(src: &CollSpec, dst: &CollSpec) -> Vec<String> {
+    let (ks, kd) = (kind_of(src), kind_of(dst));
+    if ks != kd {
+        return vec![format!(
+            "a {ks} on the source but a {kd} on the destination"
+        )];
+    }
+    let mut out = Vec::new();
+    let mut sopt = normalized_options(src);
+    let mut dopt = normalized_options(dst);
+    if ks == NamespaceKind::View {
+        let (sv, dv) = (sopt.remove("viewOn"), dopt.remove("viewOn"));
+        if sv != dv {
+            out.push(format!(
+                "view defined on {} on the source but on {} on the destination",
+                sv.as_ref().map(show).unwrap_or_else(|| "nothing".into()),
+                dv.as_ref().map(show).unwrap_or_else(|| "nothing".into()),
+            ));
+        }
+        let (sp, dp) = (sopt.remove("pipeline"), dopt.remove("pipeline"));
+        if sp != dp {
+            let none = || "none".to_string();
+            out.push(format!(
+                "view pipeline differs: source {} vs destination {}",
+                sp.as_ref().map(show).unwrap_or_else(none),
+                dp.as_ref().map(show).unwrap_or_else(none),
+            ));
+        }
+    }
+    out.extend(compare_options(&sopt, &dopt));
+    out
+}
+
+fn compare_options(src: &Document, dst: &Document) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, sv) in src {
+        match dst.get(k) {
+            None => out.push(format!(
+                "option `{k}` missing on the destination (source: {})",
+                show(sv)
+            )),
+            Some(dv) if dv != sv => out.push(format!(
+                "option `{k}` differs: source {} vs destination {}",
+                show(sv),
+                show(dv)
+            )),
+            Some(_) => {}
+        }
+    }
+    for (k, dv) in dst {
+        if !src.contains_key(k) {
+            out.push(format!(
+                "option `{k}` extra on the destination (destination: {})",
+                show(dv)
+            ));
+        }
+    }
+    out
+}
+
+/// `listIndexes` entries by name, as compared: without the fields that describe the server
+/// rather than the index (`v`, `ns`), without `background` (ignored by servers since 4.2 and
+/// not carried over by the engine), and without `prepareUnique: false` (a unique-index
+/// conversion leaves it behind on some servers; it means the same as absent).
+fn normalized_indexes(specs: &[Document]) -> BTreeMap<String, Document> {
+    specs
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            for f in ["v", "ns", "background"] {
+                s.remove(f);
+            }
+            if s.get_bool("prepareUnique") == Ok(false) {
+                s.remove("prepareUnique");
+            }
+            (s.get_str("name").unwrap_or_default().to_string(), s)
+        })
+        .collect()
+}
+
+/// Key patterns compare by bytes: `{a: 1, b: 1}` and `{b: 1, a: 1}` are different indexes,
+/// which `Document`'s equality would not see.
+fn same_index(a: &Document, b: &Document) -> bool {
+    let key_bytes = |d: &Document| {
+        d.get_document("key")
+            .ok()
+            .and_then(|k| bson::to_vec(k).ok())
+    };
+    key_bytes(a) == key_bytes(b) && a == b
+}
+
+/// Differences between two `listIndexes` outputs.
+pub fn compare_indexes(src: &[Document], dst: &[Document]) -> Vec<String> {
+    let (s, d) = (normalized_indexes(src), normalized_indexes(dst));
+    let mut out = Vec::new();
+    for (name, spec) in &s {
+        match d.get(name) {
+            None => out.push(format!("index `{name}` missing on the destination")),
+            Some(other) if !same_index(spec, other) => out.push(format!(
+                "index `{name}` differs: source {} vs destination {}",
+                show_doc(spec),
+                show_doc(other)
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in d.keys().filter(|n| !s.contains_key(*n)) {
+        out.push(format!("index `{name}` extra on the destination"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn spec(kind: CollKind, options: Document) -> CollSpec {
+        CollSpec {
+            db: "d".into(),
+            name: "c".into(),
+            kind,
+            options,
+            uuid: None,
+        }
+    }
+
+    #[test]
+    fn options_ignore_uuid_and_clustered_index_version() {
+        let a = spec(
+            CollKind::Collection,
+            doc! { "uuid": 1, "clusteredIndex": { "v": 2, "key": { "_id": 1 }, "unique": true } },
+        );
+        let b = spec(
+            CollKind::Collection,
+            doc! { "clusteredIndex": { "key": { "_id": 1 }, "unique": true } },
+        );
+        assert!(compare_specs(&a, &b).is_empty());
+    }
+
+    #[test]
+    fn option_differences_are_named() {
+        let a = spec(
+            CollKind::Collection,
+            doc! { "capped": true, "size": 4096, "validator": { "a": { "$type": "int" } } },
+        );
+        let b = spec(
+            CollKind::Collection,
+            doc! { "validator": { "a": { "$type": "string" } }, "validationLevel": "off" },
+        );
+        let d = compare_specs(&a, &b);
+        assert_eq!(d.len(), 4, "{d:?}");
+        assert!(d[0].starts_with("option `capped` missing on the destination"));
+        assert!(d[2].starts_with("option `validator` differs"), "{d:?}");
+        assert!(d[3].starts_with("option `validationLevel` extra"), "{d:?}");
+    }
+
+    #[test]
+    fn views_and_types() {
+        let v =
+            |on: &str, p: Document| spec(CollKind::View, doc! { "viewOn": on, "pipeline": [p] });
+        let a = v("x", doc! { "$match": { "a": 1 } });
+        assert!(compare_specs(&a, &a.clone()).is_empty());
+        let d = compare_specs(&a, &v("y", doc! { "$match": { "a": 2 } }));
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("\"x\"") && d[0].contains("\"y\""), "{d:?}");
+        assert!(d[1].starts_with("view pipeline differs"), "{d:?}");
+        let d = compare_specs(&a, &spec(CollKind::Collection, doc! {}));
+        assert_eq!(
+            d,
+            vec!["a view on the source but a collection on the destination"]
+        );
+    }
+
+    #[test]
+    fn index_differences() {
+        let id = doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" };
+        let ab = doc! { "v": 2, "key": { "a": 1, "b": 1 }, "name": "ab" };
+        let ba = doc! { "v": 1, "key": { "b": 1, "a": 1 }, "name": "ab" };
+        let t = doc! { "v": 2, "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60, "background": true };
+        let t2 = doc! { "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60, "prepareUnique": false };
+        let x = doc! { "key": { "x": 1 }, "name": "x_1" };
+        assert!(compare_indexes(&[id.clone(), t.clone()], &[t2.clone(), id.clone()]).is_empty());
+        let d = compare_indexes(&[id.clone(), ab.clone(), t.clone()], &[id.clone(), ba, x]);
+        assert_eq!(
+            d[1..],
+            [
+                "index `t_1` missing on the destination".to_string(),
+                "index `x_1` extra on the destination".to_string()
+            ]
+        );
+        assert!(d[0].starts_with("index `ab` differs"), "{d:?}");
+    }
+}

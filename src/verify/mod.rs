@@ -1,0 +1,142 @@
+//! Verifying that a destination cluster holds what the source holds.
+//!
+//! For every namespace in scope on either side: existence, type, collection options, view
+//! definition and indexes, and the documents, byte for byte, through an order-independent
+//! [`Digest`] of each side; where the digests differ, a merge walk in `_id` order names the
+//! first differing documents. Documents stay raw BSON throughout and are streamed, so memory
+//! does not grow with the data.
+//!
+//! This module prints nothing and knows no command line: `clustersync verify` is one user, and
+//! the engine's embedded verifier can be another.
+
+pub mod compare;
+pub mod digest;
+pub mod metadata;
+pub mod order;
+pub mod report;
+pub mod walk;
+
+use mongodb::Client;
+
+use crate::engine::filter::{FilterError, NamespaceFilter, Scope};
+use crate::uri::ClusterUri;
+
+pub use compare::verify;
+pub use digest::Digest;
+pub use report::{Mismatch, MismatchKind, NamespaceKind, NamespaceReport, Report, SideReport};
+
+/// How many differing `_id`s are listed per namespace unless asked otherwise.
+pub const DEFAULT_MAX_MISMATCHES: usize = 10;
+/// How many collections are compared at once unless asked otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// One side of the comparison: a client, the label it is reported under (e.g. `cluster0`) and
+/// its connection string, kept to scrub its secrets out of every error message.
+#[derive(Clone)]
+pub struct Cluster {
+    label: String,
+    uri: ClusterUri,
+    client: Client,
+}
+
+// By hand: only what is safe to show (a driver client's `Debug` goes into its options).
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("label", &self.label)
+            .field("hosts", &self.hosts())
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub fn new(label: impl Into<String>, uri: ClusterUri, client: Client) -> Self {
+        Self {
+            label: label.into(),
+            uri,
+            client,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Host list (or SRV name), safe to show.
+    pub fn hosts(&self) -> &str {
+        self.uri.hosts()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// What to compare and how much to report.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// `includeNamespaces` / `excludeNamespaces`, exactly as `/api/v1/start` takes them.
+    pub include: Vec<NamespaceFilter>,
+    pub exclude: Vec<NamespaceFilter>,
+    /// The most differing `_id`s listed per namespace.
+    pub max_mismatches: usize,
+    /// Collections compared at once (each reads both clusters).
+    pub concurrency: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            max_mismatches: DEFAULT_MAX_MISMATCHES,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+impl VerifyOptions {
+    /// The namespaces in scope; fails on a filter `/start` would refuse.
+    pub fn scope(&self) -> Result<Scope, VerifyError> {
+        Ok(Scope::compile(&self.include, &self.exclude)?)
+    }
+}
+
+/// Why a verification could not be carried out. Messages name the cluster by label and
+/// hosts; connection strings and passwords never appear in them.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("invalid namespace filter: {0}")]
+    Filter(#[from] FilterError),
+    #[error("cannot reach {label} ({hosts}): {reason}; check that the cluster is up and reachable from here and that its connection string names the right hosts and options")]
+    Unreachable {
+        label: String,
+        hosts: String,
+        reason: String,
+    },
+    #[error("cannot log in to {label} ({hosts}): {reason}")]
+    Authentication {
+        label: String,
+        hosts: String,
+        reason: String,
+    },
+    #[error("{label} ({hosts}): {what} failed: {reason}")]
+    Command {
+        label: String,
+        hosts: String,
+        what: String,
+        reason: String,
+    },
+}
+
+impl VerifyError {
+    /// The label of the cluster at fault, if one is.
+    pub fn cluster(&self) -> Option<&str> {
+        match self {
+            VerifyError::Filter(_) => None,
+            VerifyError::Unreachable { label, .. }
+            | VerifyError::Authentication { label, .. }
+            | VerifyError::Command { label, .. } => Some(label),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! What a verification found, per namespace, in a form both people and programs read
+//! (serde, camelCase JSON).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+
+/// What a namespace is on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NamespaceKind {
+    Collection,
+    Timeseries,
+    View,
+}
+
+impl NamespaceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamespaceKind::Collection => "collection",
+            NamespaceKind::Timeseries => "timeseries",
+            NamespaceKind::View => "view",
+        }
+    }
+}
+
+impl fmt::Display for NamespaceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One side of a namespace. Views have no documents of their own, so no count or digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SideReport {
+    #[serde(rename = "type")]
+    pub kind: NamespaceKind,
+    pub count: Option<u64>,
+    pub digest: Option<Digest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MismatchKind {
+    /// On the source only.
+    MissingOnDestination,
+    /// On the destination only.
+    ExtraOnDestination,
+    /// On both, with other bytes.
+    DifferentContent,
+}
+
+impl MismatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MismatchKind::MissingOnDestination => "missing on destination",
+            MismatchKind::ExtraOnDestination => "extra on destination",
+            MismatchKind::DifferentContent => "different content",
+        }
+    }
+}
+
+impl fmt::Display for MismatchKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One differing document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mismatch {
+    /// The `_id` in canonical extended JSON, so that `1` and `NumberLong(1)` stay apart.
+    pub id: serde_json::Value,
+    pub kind: MismatchKind,
+}
+
+impl Mismatch {
+    /// The `_id` in relaxed extended JSON (`5`, `"abc"`, `{"$oid": …}`), for people.
+    pub fn id_relaxed(&self) -> String {
+        match bson::Bson::try_from(self.id.clone()) {
+            Ok(b) => b.into_relaxed_extjson().to_string(),
+            Err(_) => self.id.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceReport {
+    /// `db.collection`.
+    pub namespace: String,
+    /// `None` when the namespace does not exist on that side.
+    pub source: Option<SideReport>,
+    pub destination: Option<SideReport>,
+    pub equal: bool,
+    /// The first differing documents, in `_id` order.
+    pub mismatches: Vec<Mismatch>,
+    /// More documents differ than `mismatches` lists.
+    pub more_mismatches: bool,
+    /// Differences in what the namespace is (existence, type, options, indexes, view
+    /// definition), one sentence each.
+    pub metadata_differences: Vec<String>,
+}
+
+impl NamespaceReport {
+    pub fn is_equal(&self) -> bool {
+        self.equal
+    }
+}
+
+/// The outcome of comparing two clusters: one entry per namespace in scope on either side,
+/// sorted by namespace.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub namespaces: Vec<NamespaceReport>,
+    /// The most mismatching `_id`s listed per namespace.
+    pub max_mismatches: usize,
+}
+
+impl Report {
+    pub fn is_equal(&self) -> bool {
+        self.namespaces.iter().all(|n| n.equal)
+    }
+
+    pub fn different(&self) -> impl Iterator<Item = &NamespaceReport> {
+        self.namespaces.iter().filter(|n| !n.equal)
+    }
+
+    pub fn namespace(&self, ns: &str) -> Option<&NamespaceReport> {
+        self.namespaces.iter().find(|n| n.namespace == ns)
+    }
+}
+
+// By hand so that the JSON carries the verdict (`equal`) and a summary, which are derived
+// from the namespaces and so are not fields that could disagree with them.
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Summary {
+            namespaces: usize,
+            equal: usize,
+            different: usize,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Out<'a> {
+            equal: bool,
+            summary: Summary,
+            max_mismatches: usize,
+            namespaces: &'a [NamespaceReport],
+        }
+        let different = self.different().count();
+        Out {
+            equal: self.is_equal(),
+            summary: Summary {
+                namespaces: self.namespaces.len(),
+                equal: self.namespaces.len() - different,
+                different,
+            },
+            max_mismatches: self.max_mismatches,
+            namespaces: &self.namespaces,
+        }
+        .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_camel_case_with_verdict() {
+        let r = Report {
+            namespaces: vec![NamespaceReport {
+                namespace: "a.b".into(),
+                source: Some(SideReport {
+                    kind: NamespaceKind::Collection,
+                    count: Some(2),
+                    digest: Some(Digest::default()),
+                }),
+                destination: None,
+                equal: false,
+                mismatches: vec![Mismatch {
+                    id: serde_json::json!({"$numberLong": "5"}),
+                    kind: MismatchKind::MissingOnDestination,
+                }],
+                more_mismatches: false,
+                metadata_differences: vec!["collection missing on the destination".into()],
+            }],
+            max_mismatches: 10,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["equal"], false);
+        assert_eq!(v["summary"]["different"], 1);
+        let ns = &v["namespaces"][0];
+        assert_eq!(ns["source"]["type"], "collection");
+        assert_eq!(ns["destination"], serde_json::Value::Null);
+        assert_eq!(ns["mismatches"][0]["kind"], "missingOnDestination");
+        assert_eq!(ns["moreMismatches"], false);
+        assert_eq!(
+            ns["metadataDifferences"][0],
+            "collection missing on the destination"
+        );
+        assert_eq!(r.namespaces[0].mismatches[0].id_relaxed(), "5");
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}
