@@ -311,7 +311,7 @@ async fn insert_batch(
 
 /// Copies one partition. `copied` is bumped as batches land so `/progress` moves smoothly.
 /// Returns the bytes and documents copied.
-#[tracing::instrument(skip_all, fields(partition = %part.id))]
+#[tracing::instrument(skip_all, fields(collection = %format_args!("{}.{}", part.db, part.coll), partition = part.index))]
 pub async fn copy_partition(
     source: &Client,
     destination: &Client,

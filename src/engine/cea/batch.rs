@@ -267,6 +267,7 @@ fn majority() -> RawDocumentBuf {
     wc
 }
 
+#[tracing::instrument(name = "apply_collection", skip_all, fields(collection = %format_args!("{db}.{coll}")))]
 async fn apply_ns(
     ctx: &Ctx,
     db: &str,
