@@ -157,11 +157,15 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
         .unwrap_or(42);
     let workload = Workload::start(a.uri(), seed);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // loadLevel 4: 8 partitions copied at once with 2 writers each, and 8 change-event
+    // writers, so the parallel paths are what is killed and checked (CLUSTERSYNC_TEST_LOAD_LEVEL
+    // replays another level).
+    let level = std::env::var("CLUSTERSYNC_TEST_LOAD_LEVEL").unwrap_or_else(|_| "4".into());
     let args = [
         "--partitionSizeMB",
         "1",
         "--loadLevel",
-        "1",
+        level.leak() as &str,
         "--verbosity",
         "DEBUG",
     ];
