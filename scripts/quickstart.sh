@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start on a fresh machine: installs the testbed, starts two local servers, seeds sample
 # data, runs `clustersync engine`, syncs with a live write during the sync, commits, and prints
-# the comparison of the two clusters. Everything it starts is stopped on exit.
+# `clustersync verify` of the two clusters. Everything it starts is stopped on exit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -46,4 +46,4 @@ echo "progress: $(api progress)"
 echo "POST /commit: $(api commit -XPOST --data '{}')"
 until [[ "$(api progress | field state)" == "COMMITTED" ]]; do sleep 0.5; done
 echo "progress: $(api progress)"
-"$PY" scripts/compare.py "${URIS[0]}" "${URIS[1]}"
+target/debug/clustersync verify --cluster0 "${URIS[0]}" --cluster1 "${URIS[1]}"
