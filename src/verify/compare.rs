@@ -15,7 +15,7 @@ use super::digest::Digest;
 use super::metadata::{compare_indexes, compare_specs, kind_of};
 use super::report::{NamespaceReport, Report, SideReport};
 use super::walk::{walk, Entry, LookupWalk, WalkResult};
-use super::{Cluster, VerifyError, VerifyOptions};
+use super::{Cluster, IndexForm, VerifyError, VerifyOptions};
 use crate::engine::catalog::{self, CollSpec};
 use crate::engine::mongo;
 
@@ -106,7 +106,9 @@ pub async fn verify(
     }
     let pair = &pair;
     let mut namespaces: Vec<NamespaceReport> = stream::iter(by_ns)
-        .map(|(ns, (s, d))| compare_namespace(pair, ns, s, d, options.max_mismatches))
+        .map(|(ns, (s, d))| {
+            compare_namespace(pair, ns, s, d, options.max_mismatches, options.index_form)
+        })
         .buffer_unordered(options.concurrency.max(1))
         .try_collect()
         .await?;
@@ -123,6 +125,7 @@ async fn compare_namespace(
     src: Option<CollSpec>,
     dst: Option<CollSpec>,
     limit: usize,
+    index_form: IndexForm,
 ) -> Result<NamespaceReport, VerifyError> {
     let mut metadata = Vec::new();
     let comparable = match (&src, &dst) {
@@ -152,7 +155,7 @@ async fn compare_namespace(
         indexes(pair, pair.destination, dst_docs.filter(|_| compare_idx)),
     )?;
     if compare_idx {
-        metadata.extend(compare_indexes(&src_idx, &dst_idx));
+        metadata.extend(compare_indexes(&src_idx, &dst_idx, index_form));
     }
     let mut report = NamespaceReport {
         namespace: ns,

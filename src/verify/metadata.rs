@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 
 use super::report::NamespaceKind;
-use crate::engine::catalog::{CollKind, CollSpec};
+use super::IndexForm;
+use crate::engine::catalog::{sync_form, CollKind, CollSpec};
+use crate::engine::options::BuildIndexes;
 
 const MAX_VALUE_CHARS: usize = 200;
 
@@ -136,9 +138,22 @@ fn same_index(a: &Document, b: &Document) -> bool {
     key_bytes(a) == key_bytes(b) && a == b
 }
 
-/// Differences between two `listIndexes` outputs.
-pub fn compare_indexes(src: &[Document], dst: &[Document]) -> Vec<String> {
-    let (s, d) = (normalized_indexes(src), normalized_indexes(dst));
+/// Differences between two `listIndexes` outputs, the destination expected in `form`.
+pub fn compare_indexes(src: &[Document], dst: &[Document], form: IndexForm) -> Vec<String> {
+    let (src, dst): (Vec<Document>, Vec<Document>) = match form {
+        IndexForm::Final => (src.to_vec(), dst.to_vec()),
+        IndexForm::DuringSync(BuildIndexes::Never) => return Vec::new(),
+        // Both sides in the form the sync builds: the destination's own provisional fields
+        // map to themselves, and an index it should not have still shows as extra.
+        IndexForm::DuringSync(mode) => (
+            src.iter().filter_map(|i| sync_form(i, mode)).collect(),
+            dst.iter()
+                .filter(|i| i.get_str("name") != Ok("_id_"))
+                .map(|i| sync_form(i, BuildIndexes::AfterDataCopy).unwrap_or_else(|| i.clone()))
+                .collect(),
+        ),
+    };
+    let (s, d) = (normalized_indexes(&src), normalized_indexes(&dst));
     let mut out = Vec::new();
     for (name, spec) in &s {
         match d.get(name) {
@@ -161,6 +176,49 @@ pub fn compare_indexes(src: &[Document], dst: &[Document]) -> Vec<String> {
 mod tests {
     use super::*;
     use bson::doc;
+
+    #[test]
+    fn mid_sync_indexes_compare_in_the_form_the_sync_builds() {
+        let src = vec![
+            doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" },
+            doc! { "v": 2, "key": { "email": 1 }, "name": "email_1", "unique": true },
+            doc! { "v": 2, "key": { "at": 1 }, "name": "at_1", "expireAfterSeconds": 3600 },
+            doc! { "v": 2, "key": { "h": "hashed" }, "name": "h_hashed" },
+        ];
+        // What the engine builds until commit.
+        let mid = vec![
+            doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" },
+            doc! { "v": 2, "key": { "email": 1 }, "name": "email_1" },
+            doc! { "v": 2, "key": { "at": 1 }, "name": "at_1", "expireAfterSeconds": 2_147_483_647 },
+            doc! { "v": 2, "key": { "h": "hashed" }, "name": "h_hashed" },
+        ];
+        let during = IndexForm::DuringSync(BuildIndexes::AfterDataCopy);
+        assert!(compare_indexes(&src, &mid, during).is_empty());
+        assert_eq!(
+            compare_indexes(&src, &mid, IndexForm::Final).len(),
+            2,
+            "finally, uniqueness and the TTL must be back"
+        );
+        // Under excludeHashed the hashed index is not expected; having it is a difference.
+        let no_hashed: Vec<Document> = mid[..3].to_vec();
+        assert!(compare_indexes(
+            &src,
+            &no_hashed,
+            IndexForm::DuringSync(BuildIndexes::ExcludeHashed)
+        )
+        .is_empty());
+        assert_eq!(
+            compare_indexes(
+                &src,
+                &mid,
+                IndexForm::DuringSync(BuildIndexes::ExcludeHashed)
+            ),
+            vec!["index `h_hashed` extra on the destination".to_string()]
+        );
+        // A dropped index is still missing mid-sync; `never` compares none.
+        assert_eq!(compare_indexes(&src, &mid[..2], during).len(), 2);
+        assert!(compare_indexes(&src, &[], IndexForm::DuringSync(BuildIndexes::Never)).is_empty());
+    }
 
     fn spec(kind: CollKind, options: Document) -> CollSpec {
         CollSpec {
@@ -227,8 +285,17 @@ mod tests {
         let t = doc! { "v": 2, "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60, "background": true };
         let t2 = doc! { "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60, "prepareUnique": false };
         let x = doc! { "key": { "x": 1 }, "name": "x_1" };
-        assert!(compare_indexes(&[id.clone(), t.clone()], &[t2.clone(), id.clone()]).is_empty());
-        let d = compare_indexes(&[id.clone(), ab.clone(), t.clone()], &[id.clone(), ba, x]);
+        assert!(compare_indexes(
+            &[id.clone(), t.clone()],
+            &[t2.clone(), id.clone()],
+            IndexForm::Final
+        )
+        .is_empty());
+        let d = compare_indexes(
+            &[id.clone(), ab.clone(), t.clone()],
+            &[id.clone(), ba, x],
+            IndexForm::Final,
+        );
         assert_eq!(
             d[1..],
             [

@@ -82,6 +82,20 @@ pub struct VerifyOptions {
     pub max_mismatches: usize,
     /// Collections compared at once (each reads both clusters).
     pub concurrency: usize,
+    /// The form the destination's indexes are expected in.
+    pub index_form: IndexForm,
+}
+
+/// The form the destination's indexes are expected in: a sync builds them in a provisional
+/// form until its commit (see [`crate::engine::catalog::sync_form`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IndexForm {
+    /// Exactly the source's indexes: after a commit, or after any other copy.
+    #[default]
+    Final,
+    /// Mid-sync under this `buildIndexes` mode: unique indexes built non-unique, TTL indexes
+    /// disabled, hashed ones left out under `excludeHashed*`; `never` compares no index.
+    DuringSync(crate::engine::options::BuildIndexes),
 }
 
 impl Default for VerifyOptions {
@@ -91,6 +105,7 @@ impl Default for VerifyOptions {
             exclude: Vec::new(),
             max_mismatches: DEFAULT_MAX_MISMATCHES,
             concurrency: DEFAULT_CONCURRENCY,
+            index_form: IndexForm::Final,
         }
     }
 }
