@@ -11,7 +11,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::state::State;
-use super::status::{EventKind, StatusCell};
+use super::status::{CollectionProgress, EventKind, StatusCell};
+
+/// A per-collection gauge: name, help, and its value from a collection's progress.
+type PerCollection = (&'static str, &'static str, fn(&CollectionProgress) -> i64);
 
 #[derive(Debug)]
 struct StatusCollector(Arc<StatusCell>);
@@ -90,35 +93,34 @@ impl Collector for StatusCollector {
         )?;
 
         let colls = counters.collections().clone();
-        let mut m = encoder.encode_descriptor(
-            "collection_partitions",
-            "Copy partitions of each collection",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (ns, c) in &colls {
-            let labels = [("collection", ns.as_str())];
-            ConstGauge::new(c.partitions as i64).encode(m.encode_family(&labels)?)?;
-        }
-        let mut m = encoder.encode_descriptor(
-            "collection_partitions_done",
-            "Copy partitions of each collection that are finished",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (ns, c) in &colls {
-            let labels = [("collection", ns.as_str())];
-            ConstGauge::new(c.partitions_done as i64).encode(m.encode_family(&labels)?)?;
-        }
-        let mut m = encoder.encode_descriptor(
-            "collection_copied_documents",
-            "Documents of each collection copied by finished partitions",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (ns, c) in &colls {
-            let labels = [("collection", ns.as_str())];
-            ConstGauge::new(c.copied_docs).encode(m.encode_family(&labels)?)?;
+        let per_collection: [PerCollection; 3] = [
+            (
+                "collection_partitions",
+                "Copy partitions of each collection",
+                |c| c.partitions as i64,
+            ),
+            (
+                "collection_partitions_done",
+                "Copy partitions of each collection that are finished",
+                |c| c.partitions_done as i64,
+            ),
+            (
+                "collection_copied_documents",
+                "Documents of each collection copied by finished partitions",
+                |c| c.copied_docs,
+            ),
+        ];
+        for (name, help, value) in per_collection {
+            let mut m = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (ns, c) in &colls {
+                let labels = [("collection", ns.as_str())];
+                ConstGauge::new(value(c)).encode(m.encode_family(&labels)?)?;
+            }
         }
 
         let mut m = encoder.encode_descriptor(
@@ -197,7 +199,7 @@ mod tests {
         status.counters.copied_bytes.store(1234, Ordering::Relaxed);
         status.counters.collections().insert(
             "shop.orders".into(),
-            super::super::status::CollectionProgress {
+            CollectionProgress {
                 partitions: 4,
                 partitions_done: 1,
                 copied_bytes: 10,

@@ -139,6 +139,42 @@ async fn read_batch(
     })
 }
 
+/// The resume token of everything applied so far, and what the last checkpoint recorded.
+#[derive(Default)]
+struct Checkpoint {
+    applied_token: Option<mongodb::change_stream::event::ResumeToken>,
+    saved: Option<(
+        Option<mongodb::change_stream::event::ResumeToken>,
+        bson::Timestamp,
+    )>,
+    saved_at: Option<Instant>,
+}
+
+impl Checkpoint {
+    /// Everything up to `token` (if the read gave one) is applied.
+    fn applied(&mut self, token: Option<mongodb::change_stream::event::ResumeToken>) {
+        if token.is_some() {
+            self.applied_token = token;
+        }
+    }
+
+    fn is_stale(&self) -> bool {
+        self.saved_at
+            .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY)
+    }
+
+    /// Records the applied token and time on the destination, unless they are recorded already.
+    async fn save(&mut self, ctx: &Ctx, applied: bson::Timestamp) -> Result<(), JobError> {
+        let now = (self.applied_token.clone(), applied);
+        if self.saved.as_ref() != Some(&now) {
+            ctx.store.checkpoint(now.0.as_ref(), applied).await?;
+            self.saved = Some(now);
+        }
+        self.saved_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
 impl<'a> Applier<'a> {
     async fn open_stream(&self) -> Result<ChangeStream<RawDocumentBuf>, JobError> {
         let doc = self.ctx.store.load().await?.ok_or_else(|| {
@@ -166,24 +202,14 @@ impl<'a> Applier<'a> {
     async fn run(&mut self) -> Result<(), JobError> {
         let ctx = self.ctx;
         let mut stream = self.open_stream().await?;
-        // What the last checkpoint recorded, and the token of everything applied so far.
-        let (mut saved_token, mut saved_applied) = (None, None);
-        let mut applied_token = None;
-        let mut last_checkpoint: Option<Instant> = None;
+        let mut checkpoint = Checkpoint::default();
         let writing = AtomicBool::new(false);
         let mut next = read_batch(ctx, &mut stream, &writing).await?;
         loop {
             if self.commit_point_reached() {
                 let applied = self.ctx.status.lock().applied_ts;
                 if let Some(applied) = applied {
-                    if applied_token != saved_token || Some(applied) != saved_applied {
-                        self.ctx
-                            .store
-                            .checkpoint(applied_token.as_ref(), applied)
-                            .await?;
-                        saved_token = applied_token.clone();
-                        saved_applied = Some(applied);
-                    }
+                    checkpoint.save(self.ctx, applied).await?;
                 }
                 // Fresh copies still waiting are done first; a DDL event that overtook one
                 // marks it again, so the stream is read once more before the commit ends.
@@ -273,20 +299,10 @@ impl<'a> Applier<'a> {
             // The token of what was just applied (not of a batch read ahead). A DDL event or
             // an idle stream is checkpointed at once; a stream of CRUD batches once a second.
             let applied = self.ctx.status.lock().applied_ts.unwrap_or(probe);
-            let due = barrier
-                || idle
-                || last_checkpoint.is_none_or(|t: Instant| t.elapsed() >= CHECKPOINT_EVERY);
-            if token.is_some() {
-                applied_token = token;
-            }
-            if due && (applied_token != saved_token || Some(applied) != saved_applied) {
-                self.ctx
-                    .store
-                    .checkpoint(applied_token.as_ref(), applied)
-                    .await?;
-                saved_token = applied_token.clone();
-                saved_applied = Some(applied);
-                last_checkpoint = Some(Instant::now());
+            let due = barrier || idle || checkpoint.is_stale();
+            checkpoint.applied(token);
+            if due {
+                checkpoint.save(self.ctx, applied).await?;
             }
             next = match read_ahead {
                 Some(r) => r,
