@@ -634,17 +634,11 @@ async fn api_token_guards_every_endpoint() {
 async fn log_path_writes_dated_json_log_files() {
     let (a, b) = two_servers().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port().to_string();
-    let engine = Engine::spawn(&[
-        "--cluster0",
+    let engine = Engine::spawn_between(
         &a.uri(),
-        "--cluster1",
         &b.uri(),
-        "--port",
-        &port,
-        "--logPath",
-        dir.path().to_str().unwrap(),
-    ]);
+        &["--logPath", dir.path().to_str().unwrap()],
+    );
     engine.wait_ready().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let (name, text) = loop {

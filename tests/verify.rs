@@ -209,13 +209,8 @@ async fn identical_clusters_are_equal_and_every_drift_is_named() {
 
     let report = run_verify(&a, &b, &VerifyOptions::default()).await;
     assert!(report.is_equal(), "{report:#?}");
-    let names: Vec<&str> = report
-        .namespaces
-        .iter()
-        .map(|n| n.namespace.as_str())
-        .collect();
     assert_eq!(
-        names,
+        names(&report),
         [
             "app.adults",
             "app.mixed",
@@ -408,12 +403,7 @@ async fn filters_restrict_the_comparison() {
         ..Default::default()
     };
     let report = run_verify(&a, &b, &options).await;
-    let names: Vec<&str> = report
-        .namespaces
-        .iter()
-        .map(|n| n.namespace.as_str())
-        .collect();
-    assert_eq!(names, ["app.adults", "shop.products"]);
+    assert_eq!(names(&report), ["app.adults", "shop.products"]);
     assert!(report.is_equal(), "{report:#?}");
 
     // Excluding the drifted namespaces (by name and by regex) leaves an equal remainder.
@@ -424,12 +414,7 @@ async fn filters_restrict_the_comparison() {
         ..Default::default()
     };
     let report = run_verify(&a, &b, &options).await;
-    let names: Vec<&str> = report
-        .namespaces
-        .iter()
-        .map(|n| n.namespace.as_str())
-        .collect();
-    assert_eq!(names, ["app.adults", "shop.products"]);
+    assert_eq!(names(&report), ["app.adults", "shop.products"]);
     assert!(report.is_equal(), "{report:#?}");
 
     // The CLI takes the same JSON; include first, then exclude.
@@ -594,4 +579,13 @@ async fn seed_dataset_copy_is_equal_and_odd_ids_are_found_exactly() {
             ),
         ]
     );
+}
+
+/// The namespaces a report covers, in its order.
+fn names(report: &Report) -> Vec<&str> {
+    report
+        .namespaces
+        .iter()
+        .map(|n| n.namespace.as_str())
+        .collect()
 }

@@ -174,10 +174,7 @@ pub async fn plan(
         .await?
         .try_collect()
         .await?;
-    let ids: Vec<Bson> = ids
-        .into_iter()
-        .filter_map(|mut d| d.remove("_id"))
-        .collect();
+    let ids = ids_of(ids);
     let mut bounds: Vec<Bson> = Vec::new();
     for i in 1..wanted {
         let pos = (i as usize * ids.len()) / wanted as usize;
@@ -231,11 +228,14 @@ async fn ids_look_random(source: &Client, spec: &CollSpec) -> mongodb::error::Re
         .await?
         .try_collect()
         .await?;
-    let ids: Vec<Bson> = ids
-        .into_iter()
+    Ok(ids_are_random(&ids_of(ids)))
+}
+
+/// The `_id`s of `_id`-only projections.
+fn ids_of(docs: Vec<Document>) -> Vec<Bson> {
+    docs.into_iter()
         .filter_map(|mut d| d.remove("_id"))
-        .collect();
-    Ok(ids_are_random(&ids))
+        .collect()
 }
 
 /// Fewer than 3 in 4 neighbours in ascending order means random; `_id`s of different types
