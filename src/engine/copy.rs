@@ -423,9 +423,9 @@ pub async fn copy_partition(
         drop(tx);
         Ok::<_, mongodb::error::Error>((total_bytes, total_docs, reading))
     };
-    let (read, written) = tokio::join!(reader, writer);
-    let writing = written?;
-    let (bytes, docs, reading) = read?;
+    // try_join: a failed write must also end the reader, which would otherwise wait forever
+    // to hand a batch to writers that have stopped (and the other way round).
+    let ((bytes, docs, reading), writing) = tokio::try_join!(reader, writer)?;
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,
         open_ms = opened.as_millis() as u64,
