@@ -91,7 +91,9 @@ pub struct EngineArgs {
     #[arg(long = "disableTelemetry")]
     #[serde(default)]
     pub disable_telemetry: bool,
-    /// Accepted for mongosync compatibility.
+    /// Turns the embedded verifier off for a migration already started (use
+    /// `verification.enabled: false` in `/start` for a new one); the commit then goes ahead
+    /// without the final comparison.
     #[arg(long = "disableVerification")]
     #[serde(default)]
     pub disable_verification: bool,
@@ -151,6 +153,7 @@ pub struct EngineConfig {
     pub id: Option<String>,
     pub partition_bytes: u64,
     pub api_token: Option<String>,
+    pub disable_verification: bool,
 }
 
 impl EngineConfig {
@@ -195,6 +198,7 @@ impl EngineConfig {
             id: merged.id,
             partition_bytes: mb * 1024 * 1024,
             api_token,
+            disable_verification: merged.disable_verification,
         })
     }
 }

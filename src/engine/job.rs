@@ -18,6 +18,7 @@ use super::mongo;
 use super::options::{BuildIndexes, StartOptions};
 use super::state::{DurableState, Phase};
 use super::status::StatusCell;
+use super::verifier::Verifier;
 
 /// Everything a job needs; cheap to clone.
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct Ctx {
     pub tuning: CopyTuning,
     pub blocker: Arc<dyn Blocker>,
     pub write_blocking: Mode,
+    /// Both clusters as the embedded verifier compares them; `None` when verification is off.
+    pub verifier: Option<Arc<super::verifier::Clusters>>,
 }
 
 impl Ctx {
@@ -88,6 +91,10 @@ pub enum JobError {
     Fatal(String),
     #[error(transparent)]
     Mongo(#[from] mongodb::error::Error),
+    /// A comparison by the embedded verifier could not be carried out (a cluster down, a
+    /// command failed); retried like the sync's other interruptions. Already scrubbed.
+    #[error("{0}")]
+    Verify(#[from] crate::verify::VerifyError),
 }
 
 impl JobError {
@@ -112,10 +119,15 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                 release_blocks(&ctx).await;
                 return;
             }
-            Err(JobError::Mongo(e)) => {
-                let transient = mongo::is_transient(&e);
+            Err(e @ (JobError::Mongo(_) | JobError::Verify(_))) => {
+                let (transient, msg) = match &e {
+                    JobError::Mongo(e) => (mongo::is_transient(e), scrub(&mongo::describe(e))),
+                    other => (
+                        matches!(other, JobError::Verify(crate::verify::VerifyError::Unreachable { .. })),
+                        scrub(&other.to_string()),
+                    ),
+                };
                 failures += 1;
-                let msg = scrub(&mongo::describe(&e));
                 if !transient && failures > 8 {
                     let msg = format!("the sync failed repeatedly and stopped: {msg}");
                     tracing::error!(error = %msg, "sync stopped");
@@ -166,8 +178,17 @@ async fn run(ctx: &Ctx) -> Result<(), JobError> {
             if doc.phase == Phase::Copy && s.copy_started.is_none() {
                 s.copy_started = Some(std::time::Instant::now());
             }
-            s.commit_ts = doc.commit_ts;
+            // `/commit` may have landed between the load and here (it does not wait for the
+            // job): a commit point already in memory is newer than the document read.
+            if doc.commit_ts.is_some() {
+                s.commit_ts = doc.commit_ts;
+            }
             s.can_write = doc.can_write;
+            if ctx.verifier.is_none() {
+                s.verification = None;
+            } else if s.verification.is_none() {
+                s.verification = Some(Default::default());
+            }
             if let Some(a) = doc.applied_ts {
                 drop(s);
                 ctx.status.applied_through(a);
@@ -178,7 +199,16 @@ async fn run(ctx: &Ctx) -> Result<(), JobError> {
             Phase::Copy => copy_phase(ctx).await?,
             Phase::IndexBuild => index_phase(ctx).await?,
             Phase::ChangeEvents => {
-                super::cea::run(ctx).await?;
+                match Verifier::open(ctx).await? {
+                    // The verifier follows the applier until the commit point is applied,
+                    // then is dropped: its state is on disk, and the final comparison opens
+                    // it again.
+                    Some(mut verifier) => tokio::select! {
+                        r = super::cea::run(ctx) => r?,
+                        r = verifier.background() => match r? {},
+                    },
+                    None => super::cea::run(ctx).await?,
+                }
                 ctx.store.set_phase(Phase::Finalize, doc! {}).await?;
             }
             Phase::Finalize => finalize_phase(ctx).await?,
@@ -394,6 +424,13 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     if ctx.options.build_indexes != BuildIndexes::Never {
         for spec in &colls {
             ctx.build_indexes(&spec.db, &spec.name, None).await?;
+        }
+    }
+    // Once `canWrite` is out, the destination belongs to the application: the final
+    // comparison runs before, and only then.
+    if !ctx.status.lock().can_write {
+        if let Some(verifier) = Verifier::open(ctx).await? {
+            verifier.final_check().await?;
         }
     }
     for spec in &colls {

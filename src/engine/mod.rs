@@ -16,6 +16,7 @@ pub mod mongo;
 pub mod options;
 pub mod state;
 pub mod status;
+pub mod verifier;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -385,6 +386,21 @@ impl Engine {
             tuning: self.tuning,
             blocker: self.blocker.clone(),
             write_blocking: self.status.lock().write_blocking,
+            verifier: (options.verification_enabled() && !self.config.disable_verification).then(
+                || {
+                    let cluster = |label: ClusterLabel| {
+                        crate::verify::Cluster::new(
+                            label.as_str(),
+                            self.uri(label).clone(),
+                            self.client(label).clone(),
+                        )
+                    };
+                    Arc::new(verifier::Clusters {
+                        source: cluster(options.source),
+                        destination: cluster(options.destination),
+                    })
+                },
+            ),
         }
     }
 

@@ -89,6 +89,114 @@ impl Counters {
     }
 }
 
+/// What the embedded verifier reports in `/progress.verification`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerificationStatus {
+    pub source: VerifierSide,
+    pub destination: VerifierSide,
+    /// Every namespace has had its initial pass on both sides.
+    pub initial_done: bool,
+    /// Differences confirmed by a re-read after the change applier had passed them, one
+    /// sentence each (the first few).
+    pub mismatches: Vec<String>,
+    /// How many differences are confirmed in all.
+    pub mismatch_count: u64,
+    /// Documents waiting to be compared again.
+    pub pending_rechecks: u64,
+    /// The final comparison at commit found both clusters equal.
+    pub verified: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerifierSide {
+    pub phase: VerifierPhase,
+    pub estimated_documents: u64,
+    pub hashed_documents: u64,
+    pub scanned_collections: u64,
+    pub total_collections: u64,
+    /// How far the verifier's change stream on this side is behind it.
+    pub lag_secs: Option<i64>,
+}
+
+/// mongosync's `verification.*.phase`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerifierPhase {
+    /// During the copy: the verifier starts with change event application.
+    #[default]
+    NotStarted,
+    InitialHashing,
+    StreamHashing,
+}
+
+impl VerifierPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifierPhase::NotStarted => "not started",
+            VerifierPhase::InitialHashing => "initial hashing",
+            VerifierPhase::StreamHashing => "stream hashing",
+        }
+    }
+}
+
+impl VerificationStatus {
+    fn lag_secs(&self) -> Option<i64> {
+        self.source.lag_secs.max(self.destination.lag_secs)
+    }
+
+    /// Why the verifier holds `canCommit` back, if it does.
+    fn commit_blocker(&self) -> Option<String> {
+        if self.mismatch_count > 0 {
+            return Some(format!(
+                "the embedded verifier found {} difference(s) between the clusters: {}",
+                self.mismatch_count,
+                self.mismatches.join("; ")
+            ));
+        }
+        if !self.initial_done {
+            return Some(format!(
+                "the embedded verifier's initial pass is not finished ({} of {} collections on the source, {} of {} on the destination)",
+                self.source.scanned_collections,
+                self.source.total_collections,
+                self.destination.scanned_collections,
+                self.destination.total_collections,
+            ));
+        }
+        match self.lag_secs() {
+            Some(l) if l > COMMIT_LAG_LIMIT_SECS => Some(format!(
+                "the embedded verifier's lag is {l} s; it must be at most {COMMIT_LAG_LIMIT_SECS} s"
+            )),
+            _ => None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let side = |s: &VerifierSide| {
+            json!({
+                "estimatedDocumentCount": s.estimated_documents,
+                "hashedDocumentCount": s.hashed_documents,
+                "lagTimeSeconds": s.lag_secs.unwrap_or(0),
+                "totalCollectionCount": s.total_collections,
+                "scannedCollectionCount": s.scanned_collections,
+                "phase": s.phase.as_str(),
+            })
+        };
+        let mut v = json!({
+            "source": side(&self.source),
+            "destination": side(&self.destination),
+        });
+        // Not in mongosync's reply (mongosync fails the migration instead): what differs,
+        // for people and for the operator's `Verified` condition.
+        if self.mismatch_count > 0 {
+            v["mismatchCount"] = json!(self.mismatch_count);
+            v["mismatches"] = json!(self.mismatches);
+        }
+        if self.verified {
+            v["verified"] = json!(true);
+        }
+        v
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub state: State,
@@ -120,6 +228,8 @@ pub struct Snapshot {
     pub warnings: BTreeMap<String, String>,
     pub fatal: Option<String>,
     pub write_blocking: super::blocking::Mode,
+    /// `None` when verification is off.
+    pub verification: Option<VerificationStatus>,
 }
 
 impl Default for Snapshot {
@@ -145,6 +255,7 @@ impl Default for Snapshot {
             warnings: BTreeMap::new(),
             fatal: None,
             write_blocking: super::blocking::Mode::None,
+            verification: None,
         }
     }
 }
@@ -197,7 +308,10 @@ impl Snapshot {
             Some(l) if l > COMMIT_LAG_LIMIT_SECS => Some(format!(
                 "lag is {l} s; it must be at most {COMMIT_LAG_LIMIT_SECS} s"
             )),
-            _ => None,
+            _ => self
+                .verification
+                .as_ref()
+                .and_then(VerificationStatus::commit_blocker),
         }
     }
 }
@@ -397,6 +511,9 @@ pub fn progress_json(
         };
         p.insert("source".into(), ping(s.index()));
         p.insert("destination".into(), ping(d.index()));
+    }
+    if let Some(v) = &snap.verification {
+        p.insert("verification".into(), v.to_json());
     }
     p.insert("mongosyncID".into(), json!(engine_id));
     p.insert("coordinatorID".into(), json!(engine_id));

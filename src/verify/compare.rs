@@ -15,7 +15,7 @@ use super::digest::Digest;
 use super::metadata::{compare_indexes, compare_specs, kind_of};
 use super::report::{NamespaceReport, Report, SideReport};
 use super::walk::{walk, Entry, LookupWalk, WalkResult};
-use super::{Cluster, IndexForm, VerifyError, VerifyOptions};
+use super::{Cluster, DocumentCheck, SideProgress, VerifyError, VerifyOptions};
 use crate::engine::catalog::{self, CollSpec};
 use crate::engine::mongo;
 
@@ -96,6 +96,9 @@ pub async fn verify(
         },
     )?;
     let mut by_ns: BTreeMap<String, (Option<CollSpec>, Option<CollSpec>)> = BTreeMap::new();
+    let wanted = |spec: &CollSpec| options.only.as_ref().is_none_or(|o| o.contains(&spec.ns()));
+    let src_specs = src_specs.into_iter().filter(|s| wanted(s));
+    let dst_specs = dst_specs.into_iter().filter(|s| wanted(s));
     for s in src_specs {
         let ns = s.ns();
         by_ns.entry(ns).or_default().0 = Some(s);
@@ -106,9 +109,7 @@ pub async fn verify(
     }
     let pair = &pair;
     let mut namespaces: Vec<NamespaceReport> = stream::iter(by_ns)
-        .map(|(ns, (s, d))| {
-            compare_namespace(pair, ns, s, d, options.max_mismatches, options.index_form)
-        })
+        .map(|(ns, (s, d))| compare_namespace(pair, ns, s, d, options))
         .buffer_unordered(options.concurrency.max(1))
         .try_collect()
         .await?;
@@ -124,9 +125,10 @@ async fn compare_namespace(
     ns: String,
     src: Option<CollSpec>,
     dst: Option<CollSpec>,
-    limit: usize,
-    index_form: IndexForm,
+    options: &VerifyOptions,
 ) -> Result<NamespaceReport, VerifyError> {
+    let (limit, index_form) = (options.max_mismatches, options.index_form);
+    let progress = options.progress.as_deref();
     let mut metadata = Vec::new();
     let comparable = match (&src, &dst) {
         (Some(s), Some(d)) => {
@@ -149,8 +151,8 @@ async fn compare_namespace(
     let (src_docs, dst_docs) = (with_documents(src.as_ref()), with_documents(dst.as_ref()));
     let compare_idx = comparable && src_docs.is_some();
     let (src_digest, dst_digest, src_idx, dst_idx) = tokio::try_join!(
-        scan(pair, pair.source, src_docs),
-        scan(pair, pair.destination, dst_docs),
+        scan(pair, pair.source, src_docs, options.documents, progress.map(|p| &p.source)),
+        scan(pair, pair.destination, dst_docs, options.documents, progress.map(|p| &p.destination)),
         indexes(pair, pair.source, src_docs.filter(|_| compare_idx)),
         indexes(pair, pair.destination, dst_docs.filter(|_| compare_idx)),
     )?;
@@ -159,15 +161,23 @@ async fn compare_namespace(
     }
     let mut report = NamespaceReport {
         namespace: ns,
-        source: side(src.as_ref(), src_digest),
-        destination: side(dst.as_ref(), dst_digest),
+        source: side(src.as_ref(), src_digest, options.documents),
+        destination: side(dst.as_ref(), dst_digest, options.documents),
         equal: false,
         mismatches: Vec::new(),
         more_mismatches: false,
         metadata_differences: Vec::new(),
     };
     let documents_differ = src_digest != dst_digest;
-    if comparable && documents_differ {
+    if options.documents == DocumentCheck::Count && comparable && documents_differ {
+        let count = |d: Option<Digest>| d.map_or(0, |d| d.count);
+        metadata.push(format!(
+            "document counts differ: {} on the source, {} on the destination",
+            count(src_digest),
+            count(dst_digest)
+        ));
+    }
+    if options.documents == DocumentCheck::Digest && comparable && documents_differ {
         if let (Some(s), Some(d)) = (src_docs, dst_docs) {
             let merged = walk(
                 sorted_by_id(pair, pair.source, s, &src_idx),
@@ -205,24 +215,58 @@ fn with_documents(spec: Option<&CollSpec>) -> Option<&CollSpec> {
     spec.filter(|s| s.kind != catalog::CollKind::View)
 }
 
-fn side(spec: Option<&CollSpec>, digest: Option<Digest>) -> Option<SideReport> {
+fn side(
+    spec: Option<&CollSpec>,
+    digest: Option<Digest>,
+    check: DocumentCheck,
+) -> Option<SideReport> {
     spec.map(|s| SideReport {
         kind: kind_of(s),
         count: digest.map(|d| d.count),
-        digest,
+        // A count-only comparison's digest holds the count alone.
+        digest: digest.filter(|_| check == DocumentCheck::Digest),
     })
 }
 
+/// The side's digest (under [`DocumentCheck::Count`], a digest holding only the count).
 async fn scan(
     pair: &Pair<'_>,
     on: &Cluster,
     spec: Option<&CollSpec>,
+    check: DocumentCheck,
+    progress: Option<&SideProgress>,
 ) -> Result<Option<Digest>, VerifyError> {
     let Some(spec) = spec else { return Ok(None) };
-    super::digest::digest_collection(&on.client, &spec.db, &spec.name)
+    let failed = |e: mongodb::error::Error| pair.failed(on, format!("reading {}", spec.ns()), &e);
+    let digest = match check {
+        DocumentCheck::Digest => super::digest::digest_collection(
+            &on.client,
+            &spec.db,
+            &spec.name,
+            progress.map(|p| &p.hashed_documents),
+        )
         .await
-        .map(Some)
-        .map_err(|e| pair.failed(on, format!("reading {}", spec.ns()), &e))
+        .map_err(failed)?,
+        DocumentCheck::Skip => return Ok(None),
+        DocumentCheck::Count => {
+            let count = on
+                .client
+                .database(&spec.db)
+                .collection::<RawDocumentBuf>(&spec.name)
+                .estimated_document_count()
+                .await
+                .map_err(failed)?;
+            Digest {
+                count,
+                ..Digest::new()
+            }
+        }
+    };
+    if let Some(p) = progress {
+        p.scanned_namespaces
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Some(digest))
 }
 
 async fn indexes(

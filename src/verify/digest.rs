@@ -78,11 +78,12 @@ impl<'a> FromIterator<&'a RawDocument> for Digest {
 }
 
 /// Digests a whole collection in one streaming scan (natural order; memory stays at one
-/// cursor batch).
+/// cursor batch), counting each document read into `hashed` as it goes.
 pub async fn digest_collection(
     client: &Client,
     db: &str,
     coll: &str,
+    hashed: Option<&std::sync::atomic::AtomicU64>,
 ) -> mongodb::error::Result<Digest> {
     let mut cursor = client
         .database(db)
@@ -92,6 +93,9 @@ pub async fn digest_collection(
     let mut digest = Digest::new();
     while let Some(doc) = cursor.try_next().await? {
         digest.add(&doc);
+        if let Some(h) = hashed {
+            h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     Ok(digest)
 }

@@ -16,6 +16,10 @@ pub mod order;
 pub mod report;
 pub mod walk;
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use mongodb::Client;
 
 use crate::engine::filter::{FilterError, NamespaceFilter, Scope};
@@ -70,6 +74,16 @@ impl Cluster {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// A failed command on this cluster, as an error scrubbed of its connection string.
+    pub fn failed(&self, what: impl Into<String>, e: &mongodb::error::Error) -> VerifyError {
+        VerifyError::Command {
+            label: self.label.clone(),
+            hosts: self.hosts().to_string(),
+            what: what.into(),
+            reason: self.uri.scrub(&crate::engine::mongo::describe(e)),
+        }
+    }
 }
 
 /// What to compare and how much to report.
@@ -84,6 +98,51 @@ pub struct VerifyOptions {
     pub concurrency: usize,
     /// The form the destination's indexes are expected in.
     pub index_form: IndexForm,
+    /// How documents are compared.
+    pub documents: DocumentCheck,
+    /// Only these namespaces (`db.collection`), when set; still within the filters.
+    pub only: Option<BTreeSet<String>>,
+    /// Counters a caller can watch while the comparison runs.
+    pub progress: Option<Arc<ScanProgress>>,
+}
+
+/// How a namespace's documents are compared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DocumentCheck {
+    /// Every document hashed on both sides; the differing ones named.
+    #[default]
+    Digest,
+    /// The servers' collection counts only (`count` without a filter: collection metadata
+    /// on `mongod`, no document read), for a caller that compares the documents another way.
+    /// After an unclean shutdown `mongod` may report a drifted count until it is validated.
+    Count,
+    /// Definitions only (existence, type, options, views, indexes).
+    Skip,
+}
+
+/// Progress of one comparison, per side: what a live report shows.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    pub source: SideProgress,
+    pub destination: SideProgress,
+}
+
+#[derive(Debug, Default)]
+pub struct SideProgress {
+    /// Documents read and hashed.
+    pub hashed_documents: AtomicU64,
+    /// Namespaces whose documents have been read to the end.
+    pub scanned_namespaces: AtomicU64,
+}
+
+impl SideProgress {
+    pub fn hashed(&self) -> u64 {
+        self.hashed_documents.load(Ordering::Relaxed)
+    }
+
+    pub fn scanned(&self) -> u64 {
+        self.scanned_namespaces.load(Ordering::Relaxed)
+    }
 }
 
 /// The form the destination's indexes are expected in: a sync builds them in a provisional
@@ -106,6 +165,9 @@ impl Default for VerifyOptions {
             max_mismatches: DEFAULT_MAX_MISMATCHES,
             concurrency: DEFAULT_CONCURRENCY,
             index_form: IndexForm::Final,
+            documents: DocumentCheck::Digest,
+            only: None,
+            progress: None,
         }
     }
 }

@@ -1,0 +1,673 @@
+//! The embedded verifier: checks, while the sync runs and again at commit, that the
+//! destination holds what the source holds, and holds the commit back when it does not.
+//!
+//! It follows the migration-verifier's design rather than mongosync's in-memory one, so that
+//! its memory stays bounded and it resumes after a restart:
+//!
+//! - **Streams.** When change event application starts, it opens a change stream on each
+//!   side. Every document either side changes from then on is queued, on disk, for a
+//!   comparison by `_id`.
+//! - **Initial pass.** Every collection is compared once on both sides (count and digest of
+//!   every document's raw BSON, then a merge walk where they differ, see [`crate::verify`]).
+//!   The documents it finds different are queued too.
+//! - **Rechecks.** A queued document is compared once the change applier has applied the source
+//!   up to the time it was queued. One that still differs when compared again after the
+//!   applier passed the previous comparison, the source document unchanged in between, is a
+//!   confirmed difference: `canCommit` stays false and `/progress` names it.
+//! - **Definitions.** Every few seconds, collection options, views and indexes are compared
+//!   (indexes in the form the sync builds them); a difference seen twice, the applier having
+//!   passed the first sighting, is confirmed.
+//! - **Commit.** Once the applier has applied everything up to the commit point, the streams
+//!   are read up to it, every queued document is compared, and definitions and counts are
+//!   compared once more. Any difference stops the commit before the destination is released
+//!   for writes, naming the namespaces and `_id`s.
+//!
+//! Not compared: the documents of capped collections (a capped collection drops documents
+//! without a change event, so the two sides' contents legitimately differ); their definitions
+//! are.
+
+pub mod recheck;
+pub mod store;
+pub mod stream;
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Timestamp};
+use futures::{StreamExt, TryStreamExt};
+
+use super::catalog::{self, CollKind, CollSpec};
+use super::job::{Ctx, JobError};
+use super::mongo;
+use super::status::{VerificationStatus, VerifierPhase};
+use crate::verify::{self, Cluster, DocumentCheck, IndexForm, ScanProgress, VerifyOptions};
+use store::{Queued, Recheck, Side, VerifierState, VerifierStore};
+use stream::SideStream;
+
+/// Both clusters, as the verifier reads them (errors scrubbed of their connection strings).
+pub struct Clusters {
+    pub source: Cluster,
+    pub destination: Cluster,
+}
+
+/// The most differing documents the initial pass of one collection queues. More than that
+/// in one pass means the collection is being rewritten as it is read: it is compared again.
+const INITIAL_MAX_MISMATCHES: usize = 10_000;
+/// How many times a collection is compared again in the initial pass before its differences
+/// are left to the rechecks.
+const INITIAL_ATTEMPTS: u32 = 3;
+/// Collections compared per initial-pass round (each reads both clusters).
+const INITIAL_CHUNK: usize = 8;
+const STREAM_BATCH: usize = 1000;
+const RECHECK_BATCH: i64 = 1000;
+const DEFINITIONS_EVERY: Duration = Duration::from_secs(5);
+const PUBLISH_EVERY: Duration = Duration::from_secs(2);
+const IDLE_PAUSE: Duration = Duration::from_millis(300);
+/// Differences named in `/progress` and in the commit's error.
+const SHOWN: usize = 10;
+
+pub struct Verifier<'a> {
+    ctx: &'a Ctx,
+    clusters: &'a Clusters,
+    store: VerifierStore,
+    state: VerifierState,
+    /// Behind a mutex only to make the verifier `Sync` (a change stream is not): it is
+    /// reached through `&mut self`, never locked.
+    streams: std::sync::Mutex<[SideStream; 2]>,
+    /// Where each stream stands (the side's time), and how far behind its side it is.
+    positions: [Option<Timestamp>; 2],
+    saved_tokens: [Option<mongodb::change_stream::event::ResumeToken>; 2],
+    progress: Arc<ScanProgress>,
+    /// Namespaces scanned before this process started, per the persisted state.
+    scanned_before: usize,
+    /// Documents compared again, per side.
+    rechecked: [u64; 2],
+    definitions: Definitions,
+}
+
+/// The definition differences of the last check, and which are confirmed.
+#[derive(Default)]
+struct Definitions {
+    last: Option<(Timestamp, BTreeSet<String>)>,
+    confirmed: BTreeSet<String>,
+}
+
+impl<'a> Verifier<'a> {
+    /// The verifier for this sync, resumed from its persisted state (or started anew for a
+    /// new run); `None` when verification is off.
+    pub async fn open(ctx: &'a Ctx) -> Result<Option<Verifier<'a>>, JobError> {
+        let Some(clusters) = ctx.verifier.as_deref() else {
+            return Ok(None);
+        };
+        let run = ctx
+            .store
+            .load()
+            .await?
+            .ok_or_else(|| JobError::fatal("the migration document disappeared from the destination"))?
+            .start_ts;
+        let store = VerifierStore::new(&ctx.destination);
+        let state = match store.load().await? {
+            Some(s) if s.run == run => s,
+            _ => Self::fresh_state(ctx, &store, run).await?,
+        };
+        let streams = match Self::open_streams(ctx, &state).await {
+            Ok(s) => s,
+            Err(e) if stream::history_lost(&e) => {
+                tracing::warn!("the verifier's change streams cannot resume (the oplog moved on); verification starts over");
+                let state = Self::fresh_state(ctx, &store, run).await?;
+                return Err(Self::restart_after_reset(state, e));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let scanned_before = state.scanned.len();
+        tracing::info!(
+            scanned = scanned_before,
+            resumed = state.source.token.is_some(),
+            "embedded verifier started"
+        );
+        Ok(Some(Verifier {
+            ctx,
+            clusters,
+            store,
+            state,
+            streams: std::sync::Mutex::new(streams),
+            positions: [None, None],
+            saved_tokens: [None, None],
+            progress: Arc::new(ScanProgress::default()),
+            scanned_before,
+            rechecked: [0, 0],
+            definitions: Definitions::default(),
+        }))
+    }
+
+    async fn fresh_state(
+        ctx: &Ctx,
+        store: &VerifierStore,
+        run: Timestamp,
+    ) -> Result<VerifierState, JobError> {
+        let (s, d) = tokio::try_join!(
+            mongo::cluster_time(&ctx.source),
+            mongo::cluster_time(&ctx.destination)
+        )?;
+        let state = VerifierState::new(run, s, d);
+        store.reset(&state).await?;
+        ctx.status.lock().verification = Some(VerificationStatus::default());
+        Ok(state)
+    }
+
+    fn restart_after_reset(_state: VerifierState, e: mongodb::error::Error) -> JobError {
+        // The job restarts and opens the verifier again, from the fresh state just saved.
+        JobError::Mongo(e)
+    }
+
+    async fn open_streams(
+        ctx: &Ctx,
+        state: &VerifierState,
+    ) -> mongodb::error::Result<[SideStream; 2]> {
+        let (s, d) = tokio::try_join!(
+            SideStream::open(&ctx.source, &state.source),
+            SideStream::open(&ctx.destination, &state.destination)
+        )?;
+        Ok([s, d])
+    }
+
+    fn options(&self, documents: DocumentCheck) -> VerifyOptions {
+        VerifyOptions {
+            include: self.ctx.options.include_namespaces.clone(),
+            exclude: self.ctx.options.exclude_namespaces.clone(),
+            max_mismatches: INITIAL_MAX_MISMATCHES,
+            concurrency: verify::DEFAULT_CONCURRENCY,
+            index_form: IndexForm::DuringSync(self.ctx.options.build_indexes),
+            documents,
+            only: None,
+            progress: Some(self.progress.clone()),
+        }
+    }
+
+    /// Runs alongside change event application until it is dropped (at the commit point, or
+    /// on a pause); returns only on an error.
+    pub async fn background(&mut self) -> Result<Infallible, JobError> {
+        self.set_phase(VerifierPhase::InitialHashing);
+        let (initial, follow) = self.split();
+        let initial = async {
+            initial.run().await?;
+            futures::future::pending::<Result<Infallible, JobError>>().await
+        };
+        tokio::try_join!(initial, follow.run()).map(|(never, _)| never)
+    }
+
+    fn split(&mut self) -> (InitialPass<'_>, Follow<'_, 'a>) {
+        let options = self.options(DocumentCheck::Digest);
+        (
+            InitialPass {
+                ctx: self.ctx,
+                clusters: self.clusters,
+                store: self.store.clone(),
+                scanned: self.state.scanned.iter().cloned().collect(),
+                options,
+                wait_for_applier: true,
+            },
+            Follow { v: self },
+        )
+    }
+
+    fn set_phase(&self, phase: VerifierPhase) {
+        let mut s = self.ctx.status.lock();
+        let v = s.verification.get_or_insert_with(Default::default);
+        v.source.phase = phase;
+        v.destination.phase = phase;
+        v.initial_done = phase == VerifierPhase::StreamHashing;
+    }
+
+    /// The final comparison, once everything up to the commit point has been applied: a
+    /// difference stops the commit.
+    #[tracing::instrument(name = "final_verification", skip_all)]
+    pub async fn final_check(mut self) -> Result<(), JobError> {
+        let started = Instant::now();
+        let commit = self.ctx.status.lock().commit_ts;
+        // The streams up to the commit point on the source, and to now on the destination.
+        let dest_now = mongo::cluster_time(&self.ctx.destination).await?;
+        loop {
+            let caught_up = self.read_streams().await?;
+            let source_done = commit.is_none_or(|c| self.positions[0].is_some_and(|p| p >= c));
+            let dest_done = self.positions[1].is_some_and(|p| p >= dest_now);
+            if caught_up && source_done && dest_done {
+                break;
+            }
+        }
+        // Collections the initial pass did not reach yet (a commit during the initial pass
+        // is refused, but a restart may have come in between).
+        let (initial, _) = self.split();
+        InitialPass {
+            wait_for_applier: false,
+            ..initial
+        }
+        .run()
+        .await?;
+        self.set_phase(VerifierPhase::StreamHashing);
+        // Every queued document, until each is equal or a confirmed difference.
+        let mut rounds = 0;
+        loop {
+            let batch = self.store.unconfirmed(RECHECK_BATCH).await?;
+            if batch.is_empty() || rounds > 64 {
+                break;
+            }
+            rounds += 1;
+            self.recheck(batch).await?;
+        }
+        // Confirmed ones once more: a difference may have healed since.
+        let (confirmed, _) = self.store.confirmed(RECHECK_BATCH).await?;
+        if !confirmed.is_empty() {
+            self.recheck(confirmed).await?;
+        }
+        let (first, count) = self.store.differing(SHOWN as i64).await?;
+        let mut differences: Vec<String> = first.iter().map(recheck::describe).collect();
+        let mut total = count;
+        // Definitions, and the servers' counts (every document the sync wrote was compared
+        // above; a count catches one it never wrote).
+        let defs = self.compare_definitions(DocumentCheck::Count).await?;
+        total += defs.len() as u64;
+        differences.extend(defs);
+        differences.truncate(SHOWN);
+        {
+            let mut s = self.ctx.status.lock();
+            let v = s.verification.get_or_insert_with(Default::default);
+            v.mismatches = differences.clone();
+            v.mismatch_count = total;
+            v.verified = total == 0;
+        }
+        self.publish().await?;
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            differences = total,
+            "final verification finished"
+        );
+        if total > 0 {
+            let more = total.saturating_sub(differences.len() as u64);
+            let more = if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            };
+            return Err(JobError::fatal(format!(
+                "the embedded verifier found {total} difference(s) between the source and the destination at commit, so the commit is stopped and the destination stays closed to writes: {}{more}. Something other than the sync changed the destination, or a write was lost. `clustersync verify` lists every difference; repair the destination and restart the engine to verify again, or restart the migration from scratch (restarting with --disableVerification commits without verifying)",
+                differences.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads each side's stream once and queues what changed. True when both were idle.
+    async fn read_streams(&mut self) -> Result<bool, JobError> {
+        let mut idle = true;
+        for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
+            // A destination change is compared once the applier has passed the source's time
+            // of reading it.
+            let source_probe = match side {
+                Side::Source => None,
+                Side::Destination => Some(mongo::cluster_time(&self.ctx.source).await?),
+            };
+            let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
+            let changes = match streams[i].read(&self.ctx.scope, STREAM_BATCH).await {
+                Ok(c) => c,
+                Err(e) if stream::history_lost(&e) => {
+                    tracing::warn!(side = side.field(), "the verifier's change stream fell off the oplog; verification starts over");
+                    let run = self.state.run;
+                    let state = Self::fresh_state(self.ctx, &self.store, run).await?;
+                    return Err(Self::restart_after_reset(state, e));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let queued: Vec<Queued> = changes
+                .documents
+                .iter()
+                .map(|(ns, id, ts)| Queued {
+                    ns: ns.clone(),
+                    id: id.clone(),
+                    due: source_probe.unwrap_or(*ts),
+                    source_changed: side == Side::Source,
+                })
+                .collect();
+            self.store.enqueue(&queued).await?;
+            if changes.token.is_some() && changes.token != self.saved_tokens[i] {
+                if let Some(t) = &changes.token {
+                    self.store.save_token(side, t).await?;
+                }
+                self.saved_tokens[i] = changes.token.clone();
+            }
+            let (position, lag) = if changes.idle {
+                (changes.probe, 0)
+            } else {
+                let last = changes.last.unwrap_or(changes.probe);
+                (last, changes.probe.time as i64 - last.time as i64)
+            };
+            self.positions[i] = Some(self.positions[i].map_or(position, |p| p.max(position)));
+            {
+                let mut s = self.ctx.status.lock();
+                let v = s.verification.get_or_insert_with(Default::default);
+                let side = if i == 0 {
+                    &mut v.source
+                } else {
+                    &mut v.destination
+                };
+                side.lag_secs = Some(lag.max(0));
+            }
+            if changes.ddl {
+                // A definition changed: the last definition check proves nothing now.
+                self.definitions.last = None;
+            }
+            idle &= changes.idle;
+        }
+        Ok(idle)
+    }
+
+    /// Compares `entries` again and records the outcome.
+    async fn recheck(&mut self, entries: Vec<Recheck>) -> Result<(), JobError> {
+        let probe = mongo::cluster_time(&self.ctx.source).await?;
+        let out = recheck::compare(self.clusters, entries, probe).await?;
+        self.store.remove(&out.equal).await?;
+        self.store.update(&out.different).await?;
+        self.rechecked[0] += out.read[0];
+        self.rechecked[1] += out.read[1];
+        Ok(())
+    }
+
+    /// Definition differences now (with `documents`: counts too, or not), one sentence each.
+    async fn compare_definitions(
+        &self,
+        documents: DocumentCheck,
+    ) -> Result<Vec<String>, JobError> {
+        let mut options = self.options(documents);
+        options.progress = None;
+        if documents == DocumentCheck::Count {
+            // Capped collections legitimately hold different documents: definitions only.
+            let capped = self.capped().await?;
+            if !capped.is_empty() {
+                let mut defs = self.compare_definitions_of(&options, DocumentCheck::Skip, Some(capped.clone())).await?;
+                let all = catalog::list_all(&self.ctx.source, &self.ctx.scope).await?;
+                let mut others: BTreeSet<String> = all.iter().map(CollSpec::ns).collect();
+                for d in catalog::list_all(&self.ctx.destination, &self.ctx.scope).await? {
+                    others.insert(d.ns());
+                }
+                others.retain(|ns| !capped.contains(ns));
+                defs.extend(self.compare_definitions_of(&options, DocumentCheck::Count, Some(others)).await?);
+                return Ok(defs);
+            }
+        }
+        self.compare_definitions_of(&options, documents, None).await
+    }
+
+    async fn compare_definitions_of(
+        &self,
+        options: &VerifyOptions,
+        documents: DocumentCheck,
+        only: Option<BTreeSet<String>>,
+    ) -> Result<Vec<String>, JobError> {
+        if only.as_ref().is_some_and(BTreeSet::is_empty) {
+            return Ok(Vec::new());
+        }
+        let options = VerifyOptions {
+            documents,
+            only,
+            ..options.clone()
+        };
+        let report =
+            verify::verify(&self.clusters.source, &self.clusters.destination, &options).await?;
+        let views_synced = !self.ctx.options.pre_existing_destination_data;
+        Ok(report
+            .different()
+            .filter(|n| {
+                views_synced
+                    || n.source.as_ref().is_none_or(|s| s.kind != verify::NamespaceKind::View)
+            })
+            .flat_map(|n| {
+                n.metadata_differences
+                    .iter()
+                    .map(move |d| format!("{}: {d}", n.namespace))
+            })
+            .collect())
+    }
+
+    async fn capped(&self) -> Result<BTreeSet<String>, JobError> {
+        Ok(catalog::list_all(&self.ctx.source, &self.ctx.scope)
+            .await?
+            .iter()
+            .filter(|s| s.is_capped())
+            .map(CollSpec::ns)
+            .collect())
+    }
+
+    /// A definition check during the sync. A difference is confirmed when the check before
+    /// saw it too, the applier having applied the source up to that check's start since, with
+    /// no definition change read in between.
+    async fn check_definitions(&mut self) -> Result<(), JobError> {
+        let applied = self.ctx.status.lock().applied_ts;
+        let started = mongo::cluster_time(&self.ctx.source).await?;
+        let found: BTreeSet<String> = self
+            .compare_definitions(DocumentCheck::Skip)
+            .await?
+            .into_iter()
+            .collect();
+        let settled = match (&self.definitions.last, applied) {
+            (Some((t, _)), Some(a)) => a >= *t,
+            _ => false,
+        };
+        self.definitions.confirmed = match &self.definitions.last {
+            Some((_, last)) if settled => found.intersection(last).cloned().collect(),
+            // Not settled: what was confirmed stays so while it is still seen.
+            _ => self
+                .definitions
+                .confirmed
+                .intersection(&found)
+                .cloned()
+                .collect(),
+        };
+        self.definitions.last = Some((started, found));
+        Ok(())
+    }
+
+    /// Writes the verifier's figures into the engine's status.
+    async fn publish(&self) -> Result<(), JobError> {
+        let (first, count) = self.store.confirmed(SHOWN as i64).await?;
+        let pending = self.store.queued().await?;
+        let mut mismatches: Vec<String> = first.iter().map(recheck::describe).collect();
+        mismatches.extend(self.definitions.confirmed.iter().cloned());
+        let total = count + self.definitions.confirmed.len() as u64;
+        let scanned = self.scanned_before as u64;
+        let mut s = self.ctx.status.lock();
+        let v = s.verification.get_or_insert_with(Default::default);
+        if !v.verified {
+            mismatches.truncate(SHOWN);
+            v.mismatches = mismatches;
+            v.mismatch_count = total;
+        }
+        v.pending_rechecks = pending;
+        v.source.hashed_documents = self.progress.source.hashed() + self.rechecked[0];
+        v.destination.hashed_documents = self.progress.destination.hashed() + self.rechecked[1];
+        v.source.scanned_collections = (scanned + self.progress.source.scanned())
+            .min(v.source.total_collections.max(scanned));
+        v.destination.scanned_collections = (scanned + self.progress.destination.scanned())
+            .min(v.destination.total_collections.max(scanned));
+        Ok(())
+    }
+}
+
+/// The initial pass: every collection not yet compared, compared once.
+struct InitialPass<'c> {
+    ctx: &'c Ctx,
+    clusters: &'c Clusters,
+    store: VerifierStore,
+    scanned: BTreeSet<String>,
+    options: VerifyOptions,
+    /// During the sync, a collection compared again waits for the applier to pass the
+    /// previous comparison; at commit everything is applied already.
+    wait_for_applier: bool,
+}
+
+impl InitialPass<'_> {
+    #[tracing::instrument(name = "verifier_initial_pass", skip_all)]
+    async fn run(self) -> Result<(), JobError> {
+        let ctx = self.ctx;
+        let (src, dst) = tokio::try_join!(
+            catalog::list_all(&ctx.source, &ctx.scope),
+            catalog::list_all(&ctx.destination, &ctx.scope)
+        )?;
+        let with_docs = |specs: &[CollSpec]| -> Vec<CollSpec> {
+            specs
+                .iter()
+                .filter(|s| s.kind != CollKind::View)
+                .cloned()
+                .collect()
+        };
+        let (src, dst) = (with_docs(&src), with_docs(&dst));
+        let (src_estimate, dst_estimate) =
+            tokio::try_join!(estimate(&ctx.source, &src), estimate(&ctx.destination, &dst))?;
+        {
+            let mut s = ctx.status.lock();
+            let v = s.verification.get_or_insert_with(Default::default);
+            v.source.total_collections = src.len() as u64;
+            v.destination.total_collections = dst.len() as u64;
+            v.source.estimated_documents = src_estimate;
+            v.destination.estimated_documents = dst_estimate;
+        }
+        let capped: BTreeSet<String> = src
+            .iter()
+            .chain(&dst)
+            .filter(|s| s.is_capped())
+            .map(CollSpec::ns)
+            .collect();
+        for ns in &capped {
+            tracing::info!(ns = %ns, "capped collection: its documents are not verified (capped deletions have no change event), its definition is");
+        }
+        let todo: BTreeSet<String> = src
+            .iter()
+            .chain(&dst)
+            .map(CollSpec::ns)
+            .filter(|ns| !self.scanned.contains(ns))
+            .collect();
+        let todo: Vec<String> = todo.into_iter().collect();
+        let started = Instant::now();
+        for chunk in todo.chunks(INITIAL_CHUNK) {
+            let (compare, skip): (Vec<String>, Vec<String>) =
+                chunk.iter().cloned().partition(|ns| !capped.contains(ns));
+            let mut left: BTreeSet<String> = compare.into_iter().collect();
+            let mut attempt = 0;
+            while !left.is_empty() {
+                attempt += 1;
+                let options = VerifyOptions {
+                    only: Some(left.clone()),
+                    ..self.options.clone()
+                };
+                let report =
+                    verify::verify(&self.clusters.source, &self.clusters.destination, &options)
+                        .await?;
+                let after = mongo::cluster_time(&ctx.source).await?;
+                let mut queued = Vec::new();
+                let mut done = Vec::new();
+                for ns in &report.namespaces {
+                    queued.extend(ns.mismatches.iter().filter_map(|m| {
+                        Some(Queued {
+                            ns: ns.namespace.clone(),
+                            id: Bson::try_from(m.id.clone()).ok()?,
+                            due: after,
+                            source_changed: false,
+                        })
+                    }));
+                    if !ns.more_mismatches || attempt >= INITIAL_ATTEMPTS {
+                        done.push(ns.namespace.clone());
+                    }
+                }
+                // A namespace gone from both sides since the listing is done too.
+                for ns in &left {
+                    if report.namespace(ns).is_none() {
+                        done.push(ns.clone());
+                    }
+                }
+                self.store.enqueue(&queued).await?;
+                self.store.mark_scanned(&done).await?;
+                for ns in &done {
+                    left.remove(ns);
+                }
+                if !left.is_empty() && self.wait_for_applier {
+                    tracing::info!(namespaces = ?left, "collections changing as they are compared; comparing them again once the applier catches up");
+                    wait_for_applier(ctx, after).await;
+                }
+            }
+            self.store.mark_scanned(&skip).await?;
+        }
+        tracing::info!(
+            collections = todo.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "verifier initial pass finished"
+        );
+        let mut s = ctx.status.lock();
+        let v = s.verification.get_or_insert_with(Default::default);
+        v.initial_done = true;
+        v.source.phase = VerifierPhase::StreamHashing;
+        v.destination.phase = VerifierPhase::StreamHashing;
+        v.source.scanned_collections = v.source.total_collections;
+        v.destination.scanned_collections = v.destination.total_collections;
+        Ok(())
+    }
+}
+
+async fn wait_for_applier(ctx: &Ctx, until: Timestamp) {
+    while ctx.status.lock().applied_ts.is_none_or(|a| a < until) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The servers' own document counts (no document read), summed.
+async fn estimate(client: &mongodb::Client, specs: &[CollSpec]) -> mongodb::error::Result<u64> {
+    let counts: Vec<_> = specs
+        .iter()
+        .map(|s| {
+            client
+                .database(&s.db)
+                .collection::<bson::RawDocumentBuf>(&s.name)
+        })
+        .collect();
+    let counts = futures::stream::iter(counts)
+        .map(|c| async move { c.estimated_document_count().await })
+        .buffer_unordered(8);
+    counts.try_fold(0u64, |sum, n| async move { Ok(sum + n) }).await
+}
+
+/// The streams and rechecks, while the sync runs.
+struct Follow<'v, 'a> {
+    v: &'v mut Verifier<'a>,
+}
+
+impl Follow<'_, '_> {
+    #[tracing::instrument(name = "verifier_follow", skip_all)]
+    async fn run(self) -> Result<(), JobError> {
+        let v = self.v;
+        let mut definitions_at: Option<Instant> = None;
+        let mut published_at: Option<Instant> = None;
+        loop {
+            let idle = v.read_streams().await?;
+            let applied = v.ctx.status.lock().applied_ts;
+            let mut full = false;
+            if let Some(applied) = applied {
+                let due = v.store.due(Some(applied), RECHECK_BATCH).await?;
+                full = due.len() as i64 >= RECHECK_BATCH;
+                if !due.is_empty() {
+                    v.recheck(due).await?;
+                }
+            }
+            if definitions_at.is_none_or(|t| t.elapsed() >= DEFINITIONS_EVERY) {
+                v.check_definitions().await?;
+                definitions_at = Some(Instant::now());
+            }
+            if published_at.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
+                v.publish().await?;
+                published_at = Some(Instant::now());
+            }
+            if idle && !full {
+                tokio::time::sleep(IDLE_PAUSE).await;
+            }
+        }
+    }
+}

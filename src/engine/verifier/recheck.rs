@@ -1,0 +1,122 @@
+//! Comparing queued documents again, by `_id`, on both sides.
+//!
+//! A document that differs is compared again once the change applier has passed the time of
+//! this comparison. It is a confirmed difference when it still differs then although the
+//! source document stayed the same: the applier had every change to it and the destination
+//! still disagrees, so something other than the sync wrote there, or the sync lost a write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bson::{doc, Bson, DateTime, RawBson, RawDocumentBuf, Timestamp};
+use futures::TryStreamExt;
+
+use super::store::{key, Recheck};
+use super::Clusters;
+use crate::verify::walk::{id_key, Entry};
+use crate::verify::{Cluster, MismatchKind, VerifyError};
+
+/// A confirmed difference is compared again at most this often (it may heal: the source
+/// changes the document, or someone repairs the destination).
+const CONFIRMED_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Keys of documents found equal (or absent on both sides).
+    pub equal: Vec<bson::Document>,
+    /// The others, updated.
+    pub different: Vec<Recheck>,
+    /// Documents read, per side.
+    pub read: [u64; 2],
+}
+
+/// Compares `entries` on both sides. `probe` is the source's time just before the reads.
+pub async fn compare(
+    clusters: &Clusters,
+    entries: Vec<Recheck>,
+    probe: Timestamp,
+) -> Result<Outcome, VerifyError> {
+    let mut by_ns: BTreeMap<String, Vec<Recheck>> = BTreeMap::new();
+    for e in entries {
+        by_ns.entry(e.key.ns.clone()).or_default().push(e);
+    }
+    let mut out = Outcome::default();
+    for (ns, entries) in by_ns {
+        let ids: Vec<Bson> = entries.iter().map(|e| e.key.id.clone()).collect();
+        let (src, dst) = tokio::try_join!(
+            lookup(&clusters.source, &ns, &ids),
+            lookup(&clusters.destination, &ns, &ids)
+        )?;
+        out.read[0] += src.len() as u64;
+        out.read[1] += dst.len() as u64;
+        for mut e in entries {
+            let k = RawBson::try_from(e.key.id.clone())
+                .map(|id| id_key(&id))
+                .unwrap_or_default();
+            let (s, d) = (src.get(&k).copied(), dst.get(&k).copied());
+            if s == d {
+                out.equal.push(key(&e.key.ns, &e.key.id));
+                continue;
+            }
+            let source_hash = s.map(|h| h as i64);
+            let confirmed = e.attempts >= 1 && e.source_hash == source_hash;
+            let kind = match (s, d) {
+                (Some(_), None) => MismatchKind::MissingOnDestination,
+                (None, Some(_)) => MismatchKind::ExtraOnDestination,
+                _ => MismatchKind::DifferentContent,
+            };
+            e.attempts += 1;
+            e.source_hash = source_hash;
+            e.confirmed = confirmed;
+            e.kind = Some(kind.as_str().to_string());
+            e.due = probe;
+            e.after = if confirmed {
+                DateTime::from_millis(
+                    DateTime::now().timestamp_millis() + CONFIRMED_BACKOFF.as_millis() as i64,
+                )
+            } else {
+                DateTime::from_millis(0)
+            };
+            out.different.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// The hashes of the documents of `ns` with these `_id`s, by `_id` bytes.
+async fn lookup(
+    on: &Cluster,
+    ns: &str,
+    ids: &[Bson],
+) -> Result<HashMap<Vec<u8>, u64>, VerifyError> {
+    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let what = || format!("comparing documents of {ns} again");
+    let docs: Vec<RawDocumentBuf> = on
+        .client()
+        .database(db)
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! { "_id": { "$in": ids } })
+        .await
+        .map_err(|e| on.failed(what(), &e))?
+        .try_collect()
+        .await
+        .map_err(|e| on.failed(what(), &e))?;
+    Ok(docs
+        .iter()
+        .map(|d| {
+            let e = Entry::of(d);
+            (id_key(&e.id), e.hash)
+        })
+        .collect())
+}
+
+/// One sentence naming a confirmed difference.
+pub fn describe(r: &Recheck) -> String {
+    let id = r.key.id.clone().into_relaxed_extjson().to_string();
+    format!(
+        "{}: _id {} {}",
+        r.key.ns,
+        id,
+        r.kind.as_deref().unwrap_or("differs")
+    )
+}

@@ -1,0 +1,343 @@
+//! The verifier's state on the destination's metadata database, so that it resumes after a
+//! restart instead of starting over: where each side's change stream stands, which
+//! namespaces had their initial pass, and the documents waiting to be compared again.
+//!
+//! The queue lives on disk, not in memory: however many documents change or differ, the
+//! verifier holds one batch of them at a time.
+
+use bson::{doc, Bson, DateTime, Document, Timestamp};
+use futures::TryStreamExt;
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
+use mongodb::{Client, Collection};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::filter::METADATA_DB;
+
+const STATE_ID: &str = "state";
+
+/// Where one side's change stream stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamPos {
+    /// The side's time when the verifier started: the stream's start without a token.
+    pub start_at: Timestamp,
+    pub token: Option<ResumeToken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifierState {
+    #[serde(rename = "_id")]
+    id: String,
+    /// The sync run this state belongs to (the migration's start time; a reversal starts a
+    /// new run).
+    pub run: Timestamp,
+    pub source: StreamPos,
+    pub destination: StreamPos,
+    /// Namespaces whose initial pass is done.
+    #[serde(default)]
+    pub scanned: Vec<String>,
+}
+
+impl VerifierState {
+    pub fn new(run: Timestamp, source_at: Timestamp, destination_at: Timestamp) -> Self {
+        Self {
+            id: STATE_ID.into(),
+            run,
+            source: StreamPos {
+                start_at: source_at,
+                token: None,
+            },
+            destination: StreamPos {
+                start_at: destination_at,
+                token: None,
+            },
+            scanned: Vec::new(),
+        }
+    }
+}
+
+/// Which side a stream or a read is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl Side {
+    pub fn field(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        }
+    }
+}
+
+/// The key of a queued document: `{ns, id}`, in that field order (an embedded document
+/// matches by its bytes).
+pub fn key(ns: &str, id: &Bson) -> Document {
+    doc! { "ns": ns, "id": id.clone() }
+}
+
+/// A document waiting to be compared again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recheck {
+    #[serde(rename = "_id")]
+    pub key: RecheckKey,
+    /// Compared once the change applier has applied the source up to this time.
+    pub due: Timestamp,
+    /// Not compared before this wall-clock time (confirmed differences back off).
+    #[serde(default = "never")]
+    pub after: DateTime,
+    /// Consecutive comparisons that found it different.
+    #[serde(default)]
+    pub attempts: i32,
+    /// The source document's hash at the last comparison (`None`: absent).
+    #[serde(default)]
+    pub source_hash: Option<i64>,
+    /// Different on two comparisons between which the source document did not change,
+    /// the applier having passed the first.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// What differs (`missingOnDestination`, `extraOnDestination`, `different`).
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+/// Not held back: the epoch (some servers refuse dates outside the usual years).
+fn never() -> DateTime {
+    DateTime::from_millis(0)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecheckKey {
+    pub ns: String,
+    pub id: Bson,
+}
+
+/// A change or a suspected difference to compare again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub ns: String,
+    pub id: Bson,
+    pub due: Timestamp,
+    /// The source changed this document: an earlier streak of differences is void.
+    pub source_changed: bool,
+}
+
+#[derive(Clone)]
+pub struct VerifierStore {
+    state: Collection<VerifierState>,
+    raw_state: Collection<Document>,
+    rechecks: Collection<Recheck>,
+    raw_rechecks: Collection<Document>,
+}
+
+impl VerifierStore {
+    pub fn new(destination: &Client) -> Self {
+        let db = destination.database_with_options(
+            METADATA_DB,
+            mongodb::options::DatabaseOptions::builder()
+                .write_concern(
+                    WriteConcern::builder()
+                        .w(Acknowledgment::Majority)
+                        .journal(true)
+                        .build(),
+                )
+                .read_concern(ReadConcern::majority())
+                .build(),
+        );
+        Self {
+            state: db.collection("verifier"),
+            raw_state: db.collection("verifier"),
+            rechecks: db.collection("verifierRechecks"),
+            raw_rechecks: db.collection("verifierRechecks"),
+        }
+    }
+
+    pub async fn load(&self) -> mongodb::error::Result<Option<VerifierState>> {
+        self.state.find_one(doc! { "_id": STATE_ID }).await
+    }
+
+    /// Starts over: a new state, an empty queue.
+    pub async fn reset(&self, state: &VerifierState) -> mongodb::error::Result<()> {
+        self.rechecks.delete_many(doc! {}).await?;
+        self.state
+            .replace_one(doc! { "_id": STATE_ID }, state)
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn save_token(
+        &self,
+        side: Side,
+        token: &ResumeToken,
+    ) -> mongodb::error::Result<()> {
+        let token = bson::to_bson(token).map_err(mongodb::error::Error::custom)?;
+        self.raw_state
+            .update_one(
+                doc! { "_id": STATE_ID },
+                doc! { "$set": { format!("{}.token", side.field()): token } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_scanned(&self, namespaces: &[String]) -> mongodb::error::Result<()> {
+        self.raw_state
+            .update_one(
+                doc! { "_id": STATE_ID },
+                doc! { "$addToSet": { "scanned": { "$each": namespaces } } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Queues documents for a comparison, one round trip for the lot. A document already
+    /// queued keeps its place; its due time only moves later.
+    pub async fn enqueue(&self, items: &[Queued]) -> mongodb::error::Result<()> {
+        for chunk in items.chunks(1000) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|q| {
+                    let u = if q.source_changed {
+                        doc! {
+                            "$max": { "due": q.due },
+                            "$set": { "attempts": 0, "confirmed": false, "after": DateTime::from_millis(0) },
+                        }
+                    } else {
+                        doc! {
+                            "$max": { "due": q.due },
+                            "$setOnInsert": { "attempts": 0, "confirmed": false, "after": DateTime::from_millis(0) },
+                        }
+                    };
+                    doc! { "q": { "_id": key(&q.ns, &q.id) }, "u": u, "upsert": true }
+                })
+                .collect();
+            self.raw_rechecks
+                .client()
+                .database(METADATA_DB)
+                .run_command(doc! {
+                    "update": self.raw_rechecks.name(),
+                    "updates": updates,
+                    "ordered": false,
+                    "writeConcern": { "w": "majority", "j": true },
+                })
+                .await
+                .and_then(write_errors)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` queued documents that are due: the applier has applied the source up to
+    /// `applied` (all of them, when `None`) and their back-off is over.
+    pub async fn due(
+        &self,
+        applied: Option<Timestamp>,
+        limit: i64,
+    ) -> mongodb::error::Result<Vec<Recheck>> {
+        let filter = match applied {
+            Some(ts) => doc! { "due": { "$lte": ts }, "after": { "$lte": DateTime::now() } },
+            None => doc! {},
+        };
+        self.rechecks.find(filter).limit(limit).await?.try_collect().await
+    }
+
+    pub async fn remove(&self, keys: &[Document]) -> mongodb::error::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.rechecks
+            .delete_many(doc! { "_id": { "$in": keys } })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update(&self, entries: &[Recheck]) -> mongodb::error::Result<()> {
+        for chunk in entries.chunks(1000) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|r| {
+                    let full = bson::to_document(r).unwrap_or_default();
+                    doc! { "q": { "_id": key(&r.key.ns, &r.key.id) }, "u": full, "upsert": true }
+                })
+                .collect();
+            self.raw_rechecks
+                .client()
+                .database(METADATA_DB)
+                .run_command(doc! {
+                    "update": self.raw_rechecks.name(),
+                    "updates": updates,
+                    "ordered": false,
+                    "writeConcern": { "w": "majority", "j": true },
+                })
+                .await
+                .and_then(write_errors)?;
+        }
+        Ok(())
+    }
+
+    /// The first `limit` confirmed differences, and how many there are.
+    pub async fn confirmed(&self, limit: i64) -> mongodb::error::Result<(Vec<Recheck>, u64)> {
+        let first = self
+            .rechecks
+            .find(doc! { "confirmed": true })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        let count = self
+            .rechecks
+            .count_documents(doc! { "confirmed": true })
+            .await?;
+        Ok((first, count))
+    }
+
+    /// Up to `limit` queued documents not (yet) confirmed different.
+    pub async fn unconfirmed(&self, limit: i64) -> mongodb::error::Result<Vec<Recheck>> {
+        self.rechecks
+            .find(doc! { "confirmed": { "$ne": true } })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await
+    }
+
+    /// The first `limit` queued documents that differ still (confirmed or not), and how many
+    /// there are: at commit, after every queued document has been compared.
+    pub async fn differing(&self, limit: i64) -> mongodb::error::Result<(Vec<Recheck>, u64)> {
+        let filter = doc! { "attempts": { "$gt": 0 } };
+        let first = self
+            .rechecks
+            .find(filter.clone())
+            .sort(doc! { "confirmed": -1 })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        let count = self.rechecks.count_documents(filter).await?;
+        Ok((first, count))
+    }
+
+    pub async fn queued(&self) -> mongodb::error::Result<u64> {
+        self.rechecks.count_documents(doc! {}).await
+    }
+}
+
+/// An unordered `update` command reports failed statements in its reply, not as an error.
+fn write_errors(reply: Document) -> mongodb::error::Result<()> {
+    match reply.get_array("writeErrors") {
+        Ok(errors) if !errors.is_empty() => Err(mongodb::error::Error::custom(format!(
+            "the verifier's queue could not be written: {}",
+            errors
+                .first()
+                .and_then(Bson::as_document)
+                .and_then(|d| d.get_str("errmsg").ok())
+                .unwrap_or("write error")
+        ))),
+        _ => Ok(()),
+    }
+}

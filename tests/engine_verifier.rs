@@ -1,0 +1,282 @@
+//! The embedded verifier against real servers: a clean sync verifies equal; documents and an
+//! index changed behind the engine's back on the destination are named and hold the commit
+//! back, across a SIGKILL, until repaired; a difference introduced just before the commit
+//! stops the commit itself.
+
+mod common;
+
+use std::time::Duration;
+
+use bson::{doc, Document};
+use common::{state_of, Engine, Server};
+use mongodb::IndexModel;
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn c0c1() -> Value {
+    json!({"source": "cluster0", "destination": "cluster1"})
+}
+
+async fn start_sync(engine: &Engine, body: Value) {
+    engine.wait_ready().await;
+    let (code, v) = engine.post("start", body).await;
+    assert_eq!(code, 200, "start refused: {v}");
+}
+
+/// Two collections of `n` documents each, one with a secondary index.
+async fn seed(src: &mongodb::Client, n: i32) {
+    let db = src.database("shop");
+    for name in ["orders", "items"] {
+        let docs: Vec<Document> = (0..n)
+            .map(|i| doc! { "_id": i, "n": i, "name": format!("{name}-{i}"), "tags": ["a", "b"] })
+            .collect();
+        db.collection::<Document>(name)
+            .insert_many(docs)
+            .await
+            .unwrap();
+    }
+    db.collection::<Document>("orders")
+        .create_index(IndexModel::builder().keys(doc! { "n": 1 }).build())
+        .await
+        .unwrap();
+}
+
+fn verification(p: &Value) -> &Value {
+    &p["progress"]["verification"]
+}
+
+fn mismatch_text(p: &Value) -> String {
+    verification(p)["mismatches"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_sync_verifies_equal_with_live_writes() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    seed(&src, 3_000).await;
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    start_sync(&engine, c0c1()).await;
+    // During the copy the verifier has not started (as mongosync 1.22+).
+    let p = engine
+        .wait_until(|p| !verification(p).is_null(), LONG)
+        .await;
+    for side in ["source", "destination"] {
+        let v = &verification(&p)[side];
+        for key in [
+            "estimatedDocumentCount",
+            "hashedDocumentCount",
+            "lagTimeSeconds",
+            "totalCollectionCount",
+            "scannedCollectionCount",
+            "phase",
+        ] {
+            assert!(!v[key].is_null(), "{side}.{key} missing: {p}");
+        }
+    }
+    // Live writes while the verifier follows both sides.
+    let orders = src.database("shop").collection::<Document>("orders");
+    engine
+        .wait_until(
+            |p| p["progress"]["info"] == "change event application",
+            LONG,
+        )
+        .await;
+    for i in 0..200 {
+        orders
+            .update_one(doc! { "_id": i }, doc! { "$set": { "n": -i } })
+            .await
+            .unwrap();
+    }
+    orders.delete_many(doc! { "_id": { "$gte": 2_900 } }).await.unwrap();
+    orders
+        .insert_one(doc! { "_id": "late", "n": 1 })
+        .await
+        .unwrap();
+    let p = engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    let v = verification(&p);
+    for side in ["source", "destination"] {
+        assert_eq!(v[side]["phase"], "stream hashing", "{p}");
+        assert_eq!(
+            v[side]["scannedCollectionCount"], v[side]["totalCollectionCount"],
+            "{p}"
+        );
+        assert_eq!(v[side]["totalCollectionCount"], 2, "{p}");
+        assert!(
+            v[side]["hashedDocumentCount"].as_u64().unwrap() >= 5_000,
+            "{side} hashed too few documents: {p}"
+        );
+    }
+    assert!(v["mismatches"].is_null(), "no difference expected: {p}");
+    let (code, body) = engine.post("commit", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let p = engine.wait_state("COMMITTED", LONG).await;
+    assert_eq!(verification(&p)["verified"], true, "{p}");
+    let log = engine.log_contents();
+    assert!(log.contains("final verification finished"), "{log}");
+    assert!(log.contains("verifier initial pass finished"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destination_tampering_is_named_blocks_commit_survives_sigkill_and_heals() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    let dst = b.client().await;
+    seed(&src, 1_000).await;
+    let port = common::free_port().to_string();
+    let args = |uri_a: &str, uri_b: &str| {
+        vec![
+            "--cluster0".to_string(),
+            uri_a.to_string(),
+            "--cluster1".into(),
+            uri_b.to_string(),
+            "--port".into(),
+            port.clone(),
+        ]
+    };
+    let argv = args(&a.uri(), &b.uri());
+    let spawn = || Engine::spawn(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let engine = spawn();
+    start_sync(&engine, c0c1()).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+
+    // Behind the engine's back, on the destination: one document changed, one deleted, one
+    // added, one index dropped.
+    let orders = dst.database("shop").collection::<Document>("orders");
+    let items = dst.database("shop").collection::<Document>("items");
+    orders
+        .update_one(doc! { "_id": 17 }, doc! { "$set": { "name": "tampered" } })
+        .await
+        .unwrap();
+    items.delete_one(doc! { "_id": 23 }).await.unwrap();
+    items
+        .insert_one(doc! { "_id": 5_000_000, "name": "intruder" })
+        .await
+        .unwrap();
+    orders.drop_index("n_1").await.unwrap();
+
+    let all_named = |p: &Value| {
+        let t = mismatch_text(p);
+        t.contains("shop.orders: _id 17 different content")
+            && t.contains("shop.items: _id 23 missing on destination")
+            && t.contains("shop.items: _id 5000000 extra on destination")
+            && t.contains("shop.orders: index `n_1`")
+    };
+    let p = engine.wait_until(all_named, LONG).await;
+    assert_eq!(p["progress"]["canCommit"], false, "{p}");
+    assert_eq!(verification(&p)["mismatchCount"], 4, "{p}");
+    let (code, body) = engine.post("commit", json!({})).await;
+    assert_ne!(code, 200, "a commit must be refused while differences stand: {body}");
+    let refusal = body.to_string();
+    assert!(
+        refusal.contains("_id 17") && refusal.contains("embedded verifier"),
+        "the refusal names what differs: {refusal}"
+    );
+
+    // SIGKILL: the differences are on disk, and the verifier resumes instead of starting
+    // over.
+    engine.kill();
+    drop(engine);
+    let engine = spawn();
+    let p = engine.wait_until(all_named, LONG).await;
+    assert_eq!(state_of(&p), Some("RUNNING"), "{p}");
+    let log = engine.log_contents();
+    assert!(
+        log.contains("\"resumed\":true"),
+        "the verifier resumes from its saved streams: {log}"
+    );
+    assert!(
+        !log.contains("verifier initial pass finished\",\"collections\":2"),
+        "no collection compared again after the restart: {log}"
+    );
+
+    // Repaired: the differences heal and the commit goes through.
+    let original = src
+        .database("shop")
+        .collection::<Document>("orders")
+        .find_one(doc! { "_id": 17 })
+        .await
+        .unwrap()
+        .unwrap();
+    orders
+        .replace_one(doc! { "_id": 17 }, original)
+        .await
+        .unwrap();
+    let deleted = src
+        .database("shop")
+        .collection::<Document>("items")
+        .find_one(doc! { "_id": 23 })
+        .await
+        .unwrap()
+        .unwrap();
+    items.insert_one(deleted).await.unwrap();
+    items.delete_one(doc! { "_id": 5_000_000 }).await.unwrap();
+    orders
+        .create_index(IndexModel::builder().keys(doc! { "n": 1 }).build())
+        .await
+        .unwrap();
+    let p = engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    assert!(verification(&p)["mismatches"].is_null(), "{p}");
+    let (code, body) = engine.post("commit", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let p = engine.wait_state("COMMITTED", LONG).await;
+    assert_eq!(verification(&p)["verified"], true, "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_difference_made_just_before_commit_stops_the_commit() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    let dst = b.client().await;
+    seed(&src, 500).await;
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    start_sync(&engine, c0c1()).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    // Changed on the destination, and committed at once, before the verifier could confirm
+    // the difference twice: the final comparison at commit must find it.
+    dst.database("shop")
+        .collection::<Document>("items")
+        .update_one(doc! { "_id": 42 }, doc! { "$set": { "name": "late tamper" } })
+        .await
+        .unwrap();
+    let (code, body) = engine.post("commit", json!({})).await;
+    let p = if code == 200 {
+        engine
+            .wait_until(|p| !p["progress"]["syncError"].is_null(), LONG)
+            .await
+    } else {
+        // The verifier was quicker than the request: it refused the commit instead.
+        assert!(body.to_string().contains("_id 42"), "{body}");
+        engine.progress().await
+    };
+    let text = if code == 200 {
+        p["progress"]["syncError"].as_str().unwrap_or_default().to_string()
+    } else {
+        body.to_string()
+    };
+    assert!(
+        text.contains("shop.items: _id 42 different content"),
+        "the difference is named: {text}"
+    );
+    assert_eq!(p["progress"]["canWrite"], false, "{p}");
+    assert_ne!(state_of(&p), Some("COMMITTED"), "{p}");
+    for secret in ["mongodb://", "password"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
