@@ -96,7 +96,10 @@ async fn clean_sync_verifies_equal_with_live_writes() {
             .await
             .unwrap();
     }
-    orders.delete_many(doc! { "_id": { "$gte": 2_900 } }).await.unwrap();
+    orders
+        .delete_many(doc! { "_id": { "$gte": 2_900 } })
+        .await
+        .unwrap();
     orders
         .insert_one(doc! { "_id": "late", "n": 1 })
         .await
@@ -118,6 +121,22 @@ async fn clean_sync_verifies_equal_with_live_writes() {
         );
     }
     assert!(v["mismatches"].is_null(), "no difference expected: {p}");
+    // The same figures on /metrics.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", engine.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+    };
+    assert!(sample("clustersync_engine_verifier_hashed_documents{side=\"source\"}") >= 5_000.0);
+    assert_eq!(sample("clustersync_engine_verifier_initial_pass_done"), 1.0);
+    assert_eq!(sample("clustersync_engine_verifier_mismatches"), 0.0);
     let (code, body) = engine.post("commit", json!({})).await;
     assert_eq!(code, 200, "{body}");
     let p = engine.wait_state("COMMITTED", LONG).await;
@@ -178,7 +197,10 @@ async fn destination_tampering_is_named_blocks_commit_survives_sigkill_and_heals
     assert_eq!(p["progress"]["canCommit"], false, "{p}");
     assert_eq!(verification(&p)["mismatchCount"], 4, "{p}");
     let (code, body) = engine.post("commit", json!({})).await;
-    assert_ne!(code, 200, "a commit must be refused while differences stand: {body}");
+    assert_ne!(
+        code, 200,
+        "a commit must be refused while differences stand: {body}"
+    );
     let refusal = body.to_string();
     assert!(
         refusal.contains("_id 17") && refusal.contains("embedded verifier"),
@@ -252,7 +274,10 @@ async fn a_difference_made_just_before_commit_stops_the_commit() {
     // the difference twice: the final comparison at commit must find it.
     dst.database("shop")
         .collection::<Document>("items")
-        .update_one(doc! { "_id": 42 }, doc! { "$set": { "name": "late tamper" } })
+        .update_one(
+            doc! { "_id": 42 },
+            doc! { "$set": { "name": "late tamper" } },
+        )
         .await
         .unwrap();
     let (code, body) = engine.post("commit", json!({})).await;
@@ -266,7 +291,10 @@ async fn a_difference_made_just_before_commit_stops_the_commit() {
         engine.progress().await
     };
     let text = if code == 200 {
-        p["progress"]["syncError"].as_str().unwrap_or_default().to_string()
+        p["progress"]["syncError"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     } else {
         body.to_string()
     };

@@ -420,7 +420,7 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
         assert!(Instant::now() < deadline, "the kubelet restarts the engine");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_status(
+    let st = wait_status(
         &fake,
         &kubelet,
         "move",
@@ -431,6 +431,49 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
                 && s.can_commit
                 && cond_is(s, "EngineAvailable", "True")
         },
+    )
+    .await;
+
+    // A document changed behind the engine's back on the destination: Verified turns False
+    // with the document named, a Warning Event says so, and the commit is held back; once it
+    // is repaired, Verified is True again.
+    assert!(cond_is(&st, "Verified", "True"), "{:?}", st.conditions);
+    let tampered = dst.database("bulk").collection::<bson::Document>("docs");
+    tampered
+        .update_one(doc! { "_id": 7 }, doc! { "$set": { "pad": "tampered" } })
+        .await
+        .unwrap();
+    let st = wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "Verified=False (Mismatch)",
+        Duration::from_secs(120),
+        |s| condition(s, "Verified").is_some_and(|c| c.reason == "Mismatch"),
+    )
+    .await;
+    let msg = &condition(&st, "Verified").unwrap().message;
+    assert!(msg.contains("bulk.docs: _id 7 different content"), "{msg}");
+    assert!(!st.can_commit, "the verifier holds the commit back");
+    wait_event(&fake, "VerificationMismatch").await;
+    let original = src
+        .database("bulk")
+        .collection::<bson::Document>("docs")
+        .find_one(doc! { "_id": 7 })
+        .await
+        .unwrap()
+        .unwrap();
+    tampered
+        .replace_one(doc! { "_id": 7 }, original)
+        .await
+        .unwrap();
+    wait_status(
+        &fake,
+        &kubelet,
+        "move",
+        "Verified=True again after the repair",
+        Duration::from_secs(120),
+        |s| s.can_commit && cond_is(s, "Verified", "True"),
     )
     .await;
 
@@ -450,6 +493,16 @@ async fn a_sync_runs_from_idle_to_committed_and_is_cleaned_up() {
     )
     .await;
     assert!(cond_is(&st, "Ready", "True"), "{:?}", st.conditions);
+    // The embedded verifier (on by default) compared both clusters at commit.
+    assert!(cond_is(&st, "Verified", "True"), "{:?}", st.conditions);
+    assert!(
+        st.verification
+            .as_ref()
+            .is_some_and(|v| v.verified && v.mismatch_count == 0),
+        "{:?}",
+        st.verification
+    );
+    wait_event(&fake, "Verified").await;
     common::assert_clusters_equal(&src, &dst).await;
     assert!(
         st.total_bytes.unwrap_or(0) > 1_000_000 && st.copied_bytes == st.total_bytes,

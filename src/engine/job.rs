@@ -123,7 +123,10 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                 let (transient, msg) = match &e {
                     JobError::Mongo(e) => (mongo::is_transient(e), scrub(&mongo::describe(e))),
                     other => (
-                        matches!(other, JobError::Verify(crate::verify::VerifyError::Unreachable { .. })),
+                        matches!(
+                            other,
+                            JobError::Verify(crate::verify::VerifyError::Unreachable { .. })
+                        ),
                         scrub(&other.to_string()),
                     ),
                 };

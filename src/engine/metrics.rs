@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::state::State;
-use super::status::{CollectionProgress, EventKind, StatusCell};
+use super::status::{CollectionProgress, EventKind, StatusCell, VerificationStatus, VerifierSide};
 
 /// A per-collection gauge: name, help, and its value from a collection's progress.
 type PerCollection = (&'static str, &'static str, fn(&CollectionProgress) -> i64);
@@ -168,8 +168,83 @@ impl Collector for StatusCollector {
             "1 once the destination may take application writes",
             i64::from(snap.can_write),
         )?;
+        if let Some(v) = &snap.verification {
+            encode_verification(&mut encoder, v)?;
+        }
         Ok(())
     }
+}
+
+/// A per-side verifier gauge: name, help, and its value from one side's figures.
+type PerSide = (&'static str, &'static str, fn(&VerifierSide) -> i64);
+
+/// The embedded verifier's figures (absent when verification is off).
+fn encode_verification(
+    encoder: &mut DescriptorEncoder,
+    v: &VerificationStatus,
+) -> Result<(), std::fmt::Error> {
+    let per_side: [PerSide; 5] = [
+        (
+            "verifier_hashed_documents",
+            "Documents the embedded verifier has hashed (initial pass and rechecks), by side",
+            |s| s.hashed_documents as i64,
+        ),
+        (
+            "verifier_estimated_documents",
+            "Documents the servers count in the collections the verifier compares, by side",
+            |s| s.estimated_documents as i64,
+        ),
+        (
+            "verifier_scanned_collections",
+            "Collections the verifier's initial pass has compared, by side",
+            |s| s.scanned_collections as i64,
+        ),
+        (
+            "verifier_total_collections",
+            "Collections the verifier's initial pass compares, by side",
+            |s| s.total_collections as i64,
+        ),
+        (
+            "verifier_lag_seconds",
+            "How far the verifier's change stream on each side is behind that side",
+            |s| s.lag_secs.unwrap_or(0),
+        ),
+    ];
+    for (name, help, value) in per_side {
+        let mut m = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (side, figures) in [("source", &v.source), ("destination", &v.destination)] {
+            ConstGauge::new(value(figures)).encode(m.encode_family(&[("side", side)])?)?;
+        }
+    }
+    gauge(
+        encoder,
+        "verifier_mismatches",
+        "Confirmed differences between the clusters (the commit is held back while any stand)",
+        v.mismatch_count as i64,
+    )?;
+    gauge(
+        encoder,
+        "verifier_pending_rechecks",
+        "Documents waiting to be compared again",
+        v.pending_rechecks as i64,
+    )?;
+    gauge(
+        encoder,
+        "verifier_initial_pass_done",
+        "1 once every collection has been compared once",
+        i64::from(v.initial_done),
+    )?;
+    gauge(
+        encoder,
+        "verifier_verified",
+        "1 once the final comparison at commit found the clusters equal",
+        i64::from(v.verified),
+    )
 }
 
 /// The registry `/metrics` renders; metric names start with `clustersync_engine_`.
@@ -228,5 +303,24 @@ mod tests {
             increment: 1,
         });
         assert!(render(&reg).contains("clustersync_engine_lag_seconds 3"));
+        assert!(
+            !render(&reg).contains("verifier"),
+            "verification off: no verifier series"
+        );
+        status.lock().verification = Some(VerificationStatus {
+            mismatch_count: 2,
+            source: VerifierSide {
+                hashed_documents: 42,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let text = render(&reg);
+        assert!(
+            text.contains("clustersync_engine_verifier_hashed_documents{side=\"source\"} 42"),
+            "{text}"
+        );
+        assert!(text.contains("clustersync_engine_verifier_mismatches 2"));
+        assert!(text.contains("clustersync_engine_verifier_initial_pass_done 0"));
     }
 }

@@ -583,6 +583,63 @@ mod tests {
     }
 
     #[test]
+    fn the_verifier_holds_can_commit_back_and_reports_mongosync_fields() {
+        let mut snap = Snapshot {
+            state: State::Running,
+            phase: Some(Phase::ChangeEvents),
+            applied_ts: Some(Timestamp {
+                time: 100,
+                increment: 1,
+            }),
+            source_now: Some(Timestamp {
+                time: 100,
+                increment: 1,
+            }),
+            verification: Some(VerificationStatus::default()),
+            ..Snapshot::default()
+        };
+        let why = snap.commit_blocker().unwrap();
+        assert!(why.contains("initial pass is not finished"), "{why}");
+        let v = snap.verification.as_mut().unwrap();
+        v.initial_done = true;
+        v.source.phase = VerifierPhase::StreamHashing;
+        v.destination.lag_secs = Some(45);
+        let why = snap.commit_blocker().unwrap();
+        assert!(why.contains("verifier's lag is 45 s"), "{why}");
+        let v = snap.verification.as_mut().unwrap();
+        v.destination.lag_secs = Some(0);
+        assert_eq!(snap.commit_blocker(), None);
+        let v = snap.verification.as_mut().unwrap();
+        v.mismatch_count = 1;
+        v.mismatches = vec!["a.b: _id 7 different content".into()];
+        let why = snap.commit_blocker().unwrap();
+        assert!(why.contains("a.b: _id 7 different content"), "{why}");
+        let p = progress_json(&snap, &Counters::default(), ["h0", "h1"], "coordinator");
+        let v = &p["progress"]["verification"];
+        assert_eq!(v["source"]["phase"], "stream hashing");
+        assert_eq!(v["destination"]["phase"], "not started");
+        for k in [
+            "estimatedDocumentCount",
+            "hashedDocumentCount",
+            "lagTimeSeconds",
+            "totalCollectionCount",
+            "scannedCollectionCount",
+        ] {
+            assert!(
+                v["source"][k].is_u64() || v["source"][k].is_i64(),
+                "{k}: {v}"
+            );
+        }
+        assert_eq!(v["mismatchCount"], 1);
+        snap.verification = None;
+        let p = progress_json(&snap, &Counters::default(), ["h0", "h1"], "coordinator");
+        assert!(
+            p["progress"].get("verification").is_none(),
+            "off: no verification field"
+        );
+    }
+
+    #[test]
     fn lag_counts_from_the_oldest_unapplied_change_not_from_a_quiet_spell() {
         let ts = |t| Timestamp {
             time: t,

@@ -11,6 +11,7 @@ pub mod types {
     pub const ENGINE_AVAILABLE: &str = "EngineAvailable";
     pub const IN_SYNC: &str = "InSync";
     pub const COMMITTED: &str = "Committed";
+    pub const VERIFIED: &str = "Verified";
 }
 
 /// Sets (or adds) a condition. The transition time moves only when the status changes;

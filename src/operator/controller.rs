@@ -247,6 +247,7 @@ async fn apply(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
             ),
         ));
     }
+    events.extend(verification_events(&old, &status));
     if status != old {
         let api: Api<ClusterSync> =
             Api::namespaced(ctx.client.clone(), &cs.namespace().unwrap_or_default());
@@ -266,6 +267,35 @@ async fn apply(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics
         .sync_state(&key, Some(status.state.as_deref().unwrap_or("UNKNOWN")));
     Ok(Action::requeue(outcome.requeue))
+}
+
+/// An Event when the verifier first finds a difference, and when it passes at commit.
+fn verification_events(old: &ClusterSyncStatus, new: &ClusterSyncStatus) -> Vec<Event> {
+    let (Some(v), before) = (&new.verification, old.verification.as_ref()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if v.mismatch_count > 0 && before.is_none_or(|b| b.mismatch_count == 0) {
+        out.push(event(
+            EventType::Warning,
+            "VerificationMismatch",
+            "Verify",
+            format!(
+                "the embedded verifier found {} difference(s) between the clusters: {}",
+                v.mismatch_count,
+                v.mismatches.join("; ")
+            ),
+        ));
+    }
+    if v.verified && !before.is_some_and(|b| b.verified) {
+        out.push(event(
+            EventType::Normal,
+            "Verified",
+            "Verify",
+            "the final comparison at commit found the destination equal to the source".into(),
+        ));
+    }
+    out
 }
 
 /// A JSON merge patch turning `old` into `new`: top-level fields that disappeared are nulled,
@@ -710,6 +740,70 @@ fn set_sync_conditions(conds: &mut Conditions<'_>, state: Option<EngineState>) {
     };
     conds.set(types::IN_SYNC, in_sync, reason, message);
     conds.set(types::COMMITTED, committed, c_reason, c_message);
+    let (verified, v_reason, v_message) = verified_condition(conds.status, state);
+    conds.set(types::VERIFIED, verified, v_reason, v_message);
+}
+
+/// `Verified`, from the engine's embedded verifier.
+fn verified_condition(
+    st: &ClusterSyncStatus,
+    state: Option<EngineState>,
+) -> (bool, &'static str, String) {
+    let Some(v) = &st.verification else {
+        return match state {
+            None | Some(EngineState::Initializing | EngineState::Idle) => (
+                false,
+                "NotStarted",
+                "the embedded verifier starts with change event application".into(),
+            ),
+            Some(_) => (
+                false,
+                "Disabled",
+                "verification is off (spec.verification.enabled is false, or the engine runs with --disableVerification): nothing checks the destination against the source".into(),
+            ),
+        };
+    };
+    if v.mismatch_count > 0 {
+        return (
+            false,
+            "Mismatch",
+            format!(
+                "the embedded verifier found {} difference(s) between the clusters, and holds the commit back: {}",
+                v.mismatch_count,
+                v.mismatches.join("; ")
+            ),
+        );
+    }
+    if v.verified {
+        return (
+            true,
+            "Verified",
+            "the final comparison at commit found the destination equal to the source".into(),
+        );
+    }
+    match v.phase.as_deref() {
+        Some("stream hashing") => (
+            true,
+            "Consistent",
+            format!(
+                "all {} collections compared equal; changes are compared as they are applied, and again at commit",
+                v.total_collections
+            ),
+        ),
+        Some("initial hashing") => (
+            false,
+            "InitialPass",
+            format!(
+                "comparing the collections: {} of {} done",
+                v.scanned_collections, v.total_collections
+            ),
+        ),
+        _ => (
+            false,
+            "NotStarted",
+            "the embedded verifier starts with change event application".into(),
+        ),
+    }
 }
 
 async fn cached_preflight(
@@ -950,6 +1044,65 @@ mod tests {
         set_sync_conditions(&mut c, Some(EngineState::Committed));
         assert_eq!(find(c.status, types::COMMITTED).status, "True");
         assert_eq!(find(c.status, types::IN_SYNC).status, "True");
+    }
+
+    #[test]
+    fn verified_follows_the_embedded_verifier_and_its_changes_are_events() {
+        use crate::operator::crd::VerificationStatus;
+        let running = Some(EngineState::Running);
+        let mut st = ClusterSyncStatus::default();
+        let (ok, reason, msg) = verified_condition(&st, running);
+        assert!(!ok && reason == "Disabled" && msg.contains("verification is off"));
+        assert_eq!(
+            verified_condition(&st, Some(EngineState::Idle)).1,
+            "NotStarted"
+        );
+        st.verification = Some(VerificationStatus {
+            phase: Some("initial hashing".into()),
+            scanned_collections: 3,
+            total_collections: 8,
+            ..Default::default()
+        });
+        let (ok, reason, msg) = verified_condition(&st, running);
+        assert!(
+            !ok && reason == "InitialPass" && msg.contains("3 of 8"),
+            "{msg}"
+        );
+        let before = st.clone();
+        let v = st.verification.as_mut().unwrap();
+        v.phase = Some("stream hashing".into());
+        assert_eq!(verified_condition(&st, running).1, "Consistent");
+        assert!(verification_events(&before, &st).is_empty());
+
+        let consistent = st.clone();
+        let v = st.verification.as_mut().unwrap();
+        v.mismatch_count = 2;
+        v.mismatches = vec![
+            "a.b: _id 5 different content".into(),
+            "a.b: index `x_1` missing on the destination".into(),
+        ];
+        let (ok, reason, msg) = verified_condition(&st, running);
+        assert!(!ok && reason == "Mismatch");
+        assert!(msg.contains("_id 5") && msg.contains("x_1"), "{msg}");
+        let events = verification_events(&consistent, &st);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "VerificationMismatch");
+        assert!(matches!(events[0].type_, EventType::Warning));
+        // Still mismatching on the next pass: no second Event.
+        assert!(verification_events(&st, &st.clone()).is_empty());
+
+        let mismatching = st.clone();
+        let v = st.verification.as_mut().unwrap();
+        v.mismatch_count = 0;
+        v.mismatches.clear();
+        v.verified = true;
+        let (ok, reason, _) = verified_condition(&st, Some(EngineState::Committed));
+        assert!(ok && reason == "Verified");
+        let events = verification_events(&mismatching, &st);
+        assert_eq!(
+            events.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+            ["Verified"]
+        );
     }
 
     #[test]

@@ -193,8 +193,34 @@ pub struct ClusterSyncStatus {
     /// Names of the Deployment, Service and token Secret running the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_workload: Option<String>,
+    /// The engine's embedded verifier; absent when verification is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What the embedded verifier reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationStatus {
+    /// "not started", "initial hashing" or "stream hashing".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Collections compared in the initial pass, on the source.
+    #[serde(default)]
+    pub scanned_collections: i64,
+    #[serde(default)]
+    pub total_collections: i64,
+    /// Confirmed differences between the clusters.
+    #[serde(default)]
+    pub mismatch_count: i64,
+    /// The first differences, one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<String>,
+    /// The final comparison at commit found the clusters equal.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

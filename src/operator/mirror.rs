@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::crd::ClusterSyncStatus;
+use super::crd::{ClusterSyncStatus, VerificationStatus};
 
 /// Copies what `/progress` reports into `status`, leaving the controller's own fields
 /// (conditions, workload names, observed generation) alone.
@@ -23,6 +23,23 @@ pub fn apply_progress(status: &mut ClusterSyncStatus, progress: &Value) {
         }
         _ => None,
     };
+    let v = &p["verification"];
+    status.verification = v.is_object().then(|| VerificationStatus {
+        phase: v["source"]["phase"].as_str().map(String::from),
+        scanned_collections: v["source"]["scannedCollectionCount"].as_i64().unwrap_or(0),
+        total_collections: v["source"]["totalCollectionCount"].as_i64().unwrap_or(0),
+        mismatch_count: v["mismatchCount"].as_i64().unwrap_or(0),
+        mismatches: v["mismatches"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        verified: v["verified"].as_bool().unwrap_or(false),
+    });
 }
 
 #[cfg(test)]
@@ -51,6 +68,26 @@ mod tests {
             (s.lag_seconds, s.copied_percent.as_deref()),
             (Some(3), Some("100%"))
         );
+    }
+
+    #[test]
+    fn verification_is_mirrored_and_vanishes_when_off() {
+        let mut s = ClusterSyncStatus::default();
+        apply_progress(
+            &mut s,
+            &json!({"progress": {"state": "RUNNING", "verification": {
+                "source": {"phase": "stream hashing", "scannedCollectionCount": 4, "totalCollectionCount": 4},
+                "destination": {"phase": "stream hashing"},
+                "mismatchCount": 1, "mismatches": ["a.b: _id 1 missing on destination"]}}}),
+        );
+        let v = s.verification.clone().unwrap();
+        assert_eq!(v.phase.as_deref(), Some("stream hashing"));
+        assert_eq!((v.scanned_collections, v.total_collections), (4, 4));
+        assert_eq!(v.mismatch_count, 1);
+        assert_eq!(v.mismatches, ["a.b: _id 1 missing on destination"]);
+        assert!(!v.verified);
+        apply_progress(&mut s, &json!({"progress": {"state": "RUNNING"}}));
+        assert_eq!(s.verification, None);
     }
 
     #[test]

@@ -151,8 +151,20 @@ async fn compare_namespace(
     let (src_docs, dst_docs) = (with_documents(src.as_ref()), with_documents(dst.as_ref()));
     let compare_idx = comparable && src_docs.is_some();
     let (src_digest, dst_digest, src_idx, dst_idx) = tokio::try_join!(
-        scan(pair, pair.source, src_docs, options.documents, progress.map(|p| &p.source)),
-        scan(pair, pair.destination, dst_docs, options.documents, progress.map(|p| &p.destination)),
+        scan(
+            pair,
+            pair.source,
+            src_docs,
+            options.documents,
+            progress.map(|p| &p.source)
+        ),
+        scan(
+            pair,
+            pair.destination,
+            dst_docs,
+            options.documents,
+            progress.map(|p| &p.destination)
+        ),
         indexes(pair, pair.source, src_docs.filter(|_| compare_idx)),
         indexes(pair, pair.destination, dst_docs.filter(|_| compare_idx)),
     )?;

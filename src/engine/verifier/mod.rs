@@ -105,7 +105,9 @@ impl<'a> Verifier<'a> {
             .store
             .load()
             .await?
-            .ok_or_else(|| JobError::fatal("the migration document disappeared from the destination"))?
+            .ok_or_else(|| {
+                JobError::fatal("the migration document disappeared from the destination")
+            })?
             .start_ts;
         let store = VerifierStore::new(&ctx.destination);
         let state = match store.load().await? {
@@ -229,11 +231,13 @@ impl<'a> Verifier<'a> {
         let commit = self.ctx.status.lock().commit_ts;
         // The streams up to the commit point on the source, and to now on the destination.
         let dest_now = mongo::cluster_time(&self.ctx.destination).await?;
+        // (By position, not by an idle stream: without write blocking an application may
+        // still be writing, and what it writes after the commit point is not the sync's.)
         loop {
-            let caught_up = self.read_streams().await?;
+            self.read_streams().await?;
             let source_done = commit.is_none_or(|c| self.positions[0].is_some_and(|p| p >= c));
             let dest_done = self.positions[1].is_some_and(|p| p >= dest_now);
-            if caught_up && source_done && dest_done {
+            if source_done && dest_done {
                 break;
             }
         }
@@ -247,14 +251,16 @@ impl<'a> Verifier<'a> {
         .run()
         .await?;
         self.set_phase(VerifierPhase::StreamHashing);
-        // Every queued document, until each is equal or a confirmed difference.
-        let mut rounds = 0;
-        loop {
+        // Every queued document, until each is equal or a confirmed difference. Two
+        // comparisons confirm one that is not equal; a source document that keeps changing
+        // (writes not stopped) gets a few more, then counts as different.
+        let queued = self.store.queued().await?;
+        let max_rounds = 4 * queued.div_ceil(RECHECK_BATCH as u64) + 4;
+        for _ in 0..max_rounds {
             let batch = self.store.unconfirmed(RECHECK_BATCH).await?;
-            if batch.is_empty() || rounds > 64 {
+            if batch.is_empty() {
                 break;
             }
-            rounds += 1;
             self.recheck(batch).await?;
         }
         // Confirmed ones once more: a difference may have healed since.
@@ -313,7 +319,10 @@ impl<'a> Verifier<'a> {
             let changes = match streams[i].read(&self.ctx.scope, STREAM_BATCH).await {
                 Ok(c) => c,
                 Err(e) if stream::history_lost(&e) => {
-                    tracing::warn!(side = side.field(), "the verifier's change stream fell off the oplog; verification starts over");
+                    tracing::warn!(
+                        side = side.field(),
+                        "the verifier's change stream fell off the oplog; verification starts over"
+                    );
                     let run = self.state.run;
                     let state = Self::fresh_state(self.ctx, &self.store, run).await?;
                     return Err(Self::restart_after_reset(state, e));
@@ -375,24 +384,26 @@ impl<'a> Verifier<'a> {
     }
 
     /// Definition differences now (with `documents`: counts too, or not), one sentence each.
-    async fn compare_definitions(
-        &self,
-        documents: DocumentCheck,
-    ) -> Result<Vec<String>, JobError> {
+    async fn compare_definitions(&self, documents: DocumentCheck) -> Result<Vec<String>, JobError> {
         let mut options = self.options(documents);
         options.progress = None;
         if documents == DocumentCheck::Count {
             // Capped collections legitimately hold different documents: definitions only.
             let capped = self.capped().await?;
             if !capped.is_empty() {
-                let mut defs = self.compare_definitions_of(&options, DocumentCheck::Skip, Some(capped.clone())).await?;
+                let mut defs = self
+                    .compare_definitions_of(&options, DocumentCheck::Skip, Some(capped.clone()))
+                    .await?;
                 let all = catalog::list_all(&self.ctx.source, &self.ctx.scope).await?;
                 let mut others: BTreeSet<String> = all.iter().map(CollSpec::ns).collect();
                 for d in catalog::list_all(&self.ctx.destination, &self.ctx.scope).await? {
                     others.insert(d.ns());
                 }
                 others.retain(|ns| !capped.contains(ns));
-                defs.extend(self.compare_definitions_of(&options, DocumentCheck::Count, Some(others)).await?);
+                defs.extend(
+                    self.compare_definitions_of(&options, DocumentCheck::Count, Some(others))
+                        .await?,
+                );
                 return Ok(defs);
             }
         }
@@ -420,7 +431,9 @@ impl<'a> Verifier<'a> {
             .different()
             .filter(|n| {
                 views_synced
-                    || n.source.as_ref().is_none_or(|s| s.kind != verify::NamespaceKind::View)
+                    || n.source
+                        .as_ref()
+                        .is_none_or(|s| s.kind != verify::NamespaceKind::View)
             })
             .flat_map(|n| {
                 n.metadata_differences
@@ -486,10 +499,12 @@ impl<'a> Verifier<'a> {
         v.pending_rechecks = pending;
         v.source.hashed_documents = self.progress.source.hashed() + self.rechecked[0];
         v.destination.hashed_documents = self.progress.destination.hashed() + self.rechecked[1];
-        v.source.scanned_collections = (scanned + self.progress.source.scanned())
-            .min(v.source.total_collections.max(scanned));
-        v.destination.scanned_collections = (scanned + self.progress.destination.scanned())
-            .min(v.destination.total_collections.max(scanned));
+        if !v.initial_done {
+            v.source.scanned_collections = (scanned + self.progress.source.scanned())
+                .min(v.source.total_collections.max(scanned));
+            v.destination.scanned_collections = (scanned + self.progress.destination.scanned())
+                .min(v.destination.total_collections.max(scanned));
+        }
         Ok(())
     }
 }
@@ -522,8 +537,10 @@ impl InitialPass<'_> {
                 .collect()
         };
         let (src, dst) = (with_docs(&src), with_docs(&dst));
-        let (src_estimate, dst_estimate) =
-            tokio::try_join!(estimate(&ctx.source, &src), estimate(&ctx.destination, &dst))?;
+        let (src_estimate, dst_estimate) = tokio::try_join!(
+            estimate(&ctx.source, &src),
+            estimate(&ctx.destination, &dst)
+        )?;
         {
             let mut s = ctx.status.lock();
             let v = s.verification.get_or_insert_with(Default::default);
@@ -609,6 +626,12 @@ impl InitialPass<'_> {
         v.destination.phase = VerifierPhase::StreamHashing;
         v.source.scanned_collections = v.source.total_collections;
         v.destination.scanned_collections = v.destination.total_collections;
+        // Until the next publication adds the rechecks in.
+        if let Some(p) = &self.options.progress {
+            v.source.hashed_documents = v.source.hashed_documents.max(p.source.hashed());
+            v.destination.hashed_documents =
+                v.destination.hashed_documents.max(p.destination.hashed());
+        }
         Ok(())
     }
 }
@@ -632,7 +655,9 @@ async fn estimate(client: &mongodb::Client, specs: &[CollSpec]) -> mongodb::erro
     let counts = futures::stream::iter(counts)
         .map(|c| async move { c.estimated_document_count().await })
         .buffer_unordered(8);
-    counts.try_fold(0u64, |sum, n| async move { Ok(sum + n) }).await
+    counts
+        .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+        .await
 }
 
 /// The streams and rechecks, while the sync runs.
@@ -645,6 +670,7 @@ impl Follow<'_, '_> {
     async fn run(self) -> Result<(), JobError> {
         let v = self.v;
         let mut definitions_at: Option<Instant> = None;
+        let mut definitions_every = DEFINITIONS_EVERY;
         let mut published_at: Option<Instant> = None;
         loop {
             let idle = v.read_streams().await?;
@@ -657,8 +683,12 @@ impl Follow<'_, '_> {
                     v.recheck(due).await?;
                 }
             }
-            if definitions_at.is_none_or(|t| t.elapsed() >= DEFINITIONS_EVERY) {
+            if definitions_at.is_none_or(|t| t.elapsed() >= definitions_every) {
+                let started = Instant::now();
                 v.check_definitions().await?;
+                // Thousands of collections make a check long: it then takes at most a tenth
+                // of the verifier's time.
+                definitions_every = DEFINITIONS_EVERY.max(started.elapsed() * 10);
                 definitions_at = Some(Instant::now());
             }
             if published_at.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {

@@ -171,11 +171,7 @@ impl VerifierStore {
         Ok(())
     }
 
-    pub async fn save_token(
-        &self,
-        side: Side,
-        token: &ResumeToken,
-    ) -> mongodb::error::Result<()> {
+    pub async fn save_token(&self, side: Side, token: &ResumeToken) -> mongodb::error::Result<()> {
         let token = bson::to_bson(token).map_err(mongodb::error::Error::custom)?;
         self.raw_state
             .update_one(
@@ -243,7 +239,12 @@ impl VerifierStore {
             Some(ts) => doc! { "due": { "$lte": ts }, "after": { "$lte": DateTime::now() } },
             None => doc! {},
         };
-        self.rechecks.find(filter).limit(limit).await?.try_collect().await
+        self.rechecks
+            .find(filter)
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await
     }
 
     pub async fn remove(&self, keys: &[Document]) -> mongodb::error::Result<()> {
@@ -306,24 +307,23 @@ impl VerifierStore {
             .await
     }
 
-    /// The first `limit` queued documents that differ still (confirmed or not), and how many
-    /// there are: at commit, after every queued document has been compared.
+    /// The first `limit` queued documents, confirmed differences first, and how many there
+    /// are: at commit, once every queued document has been compared (those found equal are
+    /// gone), each one left differs.
     pub async fn differing(&self, limit: i64) -> mongodb::error::Result<(Vec<Recheck>, u64)> {
-        let filter = doc! { "attempts": { "$gt": 0 } };
         let first = self
             .rechecks
-            .find(filter.clone())
+            .find(doc! {})
             .sort(doc! { "confirmed": -1 })
             .limit(limit)
             .await?
             .try_collect()
             .await?;
-        let count = self.rechecks.count_documents(filter).await?;
-        Ok((first, count))
+        Ok((first, self.queued().await?))
     }
 
     pub async fn queued(&self) -> mongodb::error::Result<u64> {
-        self.rechecks.count_documents(doc! {}).await
+        self.rechecks.estimated_document_count().await
     }
 }
 
