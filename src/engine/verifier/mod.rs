@@ -118,8 +118,9 @@ impl<'a> Verifier<'a> {
             Ok(s) => s,
             Err(e) if stream::history_lost(&e) => {
                 tracing::warn!("the verifier's change streams cannot resume (the oplog moved on); verification starts over");
-                let state = Self::fresh_state(ctx, &store, run).await?;
-                return Err(Self::restart_after_reset(state, e));
+                // The job retries, and opens the verifier again from the fresh state.
+                Self::fresh_state(ctx, &store, run).await?;
+                return Err(e.into());
             }
             Err(e) => return Err(e.into()),
         };
@@ -157,11 +158,6 @@ impl<'a> Verifier<'a> {
         store.reset(&state).await?;
         ctx.status.lock().verification = Some(VerificationStatus::default());
         Ok(state)
-    }
-
-    fn restart_after_reset(_state: VerifierState, e: mongodb::error::Error) -> JobError {
-        // The job restarts and opens the verifier again, from the fresh state just saved.
-        JobError::Mongo(e)
     }
 
     async fn open_streams(
@@ -323,9 +319,9 @@ impl<'a> Verifier<'a> {
                         side = side.field(),
                         "the verifier's change stream fell off the oplog; verification starts over"
                     );
-                    let run = self.state.run;
-                    let state = Self::fresh_state(self.ctx, &self.store, run).await?;
-                    return Err(Self::restart_after_reset(state, e));
+                    // The job retries, and opens the verifier again from the fresh state.
+                    Self::fresh_state(self.ctx, &self.store, self.state.run).await?;
+                    return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -49,38 +49,52 @@ pub async fn compare(
         )?;
         out.read[0] += src.len() as u64;
         out.read[1] += dst.len() as u64;
-        for mut e in entries {
+        for e in entries {
             let k = RawBson::try_from(e.key.id.clone())
                 .map(|id| id_key(&id))
                 .unwrap_or_default();
-            let (s, d) = (src.get(&k).copied(), dst.get(&k).copied());
-            if s == d {
-                out.equal.push(key(&e.key.ns, &e.key.id));
-                continue;
+            match judge(e, src.get(&k).copied(), dst.get(&k).copied(), probe) {
+                Ok(equal) => out.equal.push(equal),
+                Err(different) => out.different.push(different),
             }
-            let source_hash = s.map(|h| h as i64);
-            let confirmed = e.attempts >= 1 && e.source_hash == source_hash;
-            let kind = match (s, d) {
-                (Some(_), None) => MismatchKind::MissingOnDestination,
-                (None, Some(_)) => MismatchKind::ExtraOnDestination,
-                _ => MismatchKind::DifferentContent,
-            };
-            e.attempts += 1;
-            e.source_hash = source_hash;
-            e.confirmed = confirmed;
-            e.kind = Some(kind.as_str().to_string());
-            e.due = probe;
-            e.after = if confirmed {
-                DateTime::from_millis(
-                    DateTime::now().timestamp_millis() + CONFIRMED_BACKOFF.as_millis() as i64,
-                )
-            } else {
-                DateTime::from_millis(0)
-            };
-            out.different.push(e);
         }
     }
     Ok(out)
+}
+
+/// One comparison of a queued document, given its hash on each side (`None`: absent): the
+/// key to drop when both agree, or the entry updated for its next comparison.
+fn judge(
+    mut e: Recheck,
+    s: Option<u64>,
+    d: Option<u64>,
+    probe: Timestamp,
+) -> Result<bson::Document, Recheck> {
+    if s == d {
+        return Ok(key(&e.key.ns, &e.key.id));
+    }
+    let source_hash = s.map(|h| h as i64);
+    // The entry is due only once the applier has passed the previous comparison: if the
+    // source document is the same as then, the destination has had every change to it.
+    let confirmed = e.attempts >= 1 && e.source_hash == source_hash;
+    let kind = match (s, d) {
+        (Some(_), None) => MismatchKind::MissingOnDestination,
+        (None, Some(_)) => MismatchKind::ExtraOnDestination,
+        _ => MismatchKind::DifferentContent,
+    };
+    e.attempts += 1;
+    e.source_hash = source_hash;
+    e.confirmed = confirmed;
+    e.kind = Some(kind.as_str().to_string());
+    e.due = probe;
+    e.after = if confirmed {
+        DateTime::from_millis(
+            DateTime::now().timestamp_millis() + CONFIRMED_BACKOFF.as_millis() as i64,
+        )
+    } else {
+        DateTime::from_millis(0)
+    };
+    Err(e)
 }
 
 /// The hashes of the documents of `ns` with these `_id`s, by `_id` bytes.
@@ -119,4 +133,57 @@ pub fn describe(r: &Recheck) -> String {
         id,
         r.kind.as_deref().unwrap_or("differs")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::verifier::store::RecheckKey;
+
+    fn queued() -> Recheck {
+        Recheck {
+            key: RecheckKey {
+                ns: "shop.orders".into(),
+                id: Bson::Int32(17),
+            },
+            due: Timestamp {
+                time: 1,
+                increment: 0,
+            },
+            after: DateTime::from_millis(0),
+            attempts: 0,
+            source_hash: None,
+            confirmed: false,
+            kind: None,
+        }
+    }
+
+    #[test]
+    fn a_difference_is_confirmed_only_when_it_outlasts_an_unchanged_source_document() {
+        let t = |time| Timestamp { time, increment: 0 };
+        // Equal (or absent on both sides): dropped from the queue.
+        assert!(judge(queued(), Some(5), Some(5), t(2)).is_ok());
+        assert!(judge(queued(), None, None, t(2)).is_ok());
+        // First sighting: not confirmed, due again once the applier passes this read.
+        let first = judge(queued(), Some(5), Some(6), t(2)).unwrap_err();
+        assert!(!first.confirmed);
+        assert_eq!((first.attempts, first.due), (1, t(2)));
+        assert_eq!(first.kind.as_deref(), Some("different content"));
+        // The source changed in between: the applier may not have it yet.
+        let moved = judge(first.clone(), Some(7), Some(6), t(3)).unwrap_err();
+        assert!(!moved.confirmed);
+        // Same source document, still different: confirmed, and backed off.
+        let confirmed = judge(first, Some(5), Some(6), t(3)).unwrap_err();
+        assert!(confirmed.confirmed);
+        assert!(confirmed.after > DateTime::now());
+        assert_eq!(
+            describe(&confirmed),
+            "shop.orders: _id 17 different content"
+        );
+        // Kinds.
+        let missing = judge(queued(), Some(5), None, t(2)).unwrap_err();
+        assert_eq!(missing.kind.as_deref(), Some("missing on destination"));
+        let extra = judge(queued(), None, Some(5), t(2)).unwrap_err();
+        assert_eq!(extra.kind.as_deref(), Some("extra on destination"));
+    }
 }
