@@ -105,20 +105,26 @@ pub struct Store {
     recopy: Collection<Document>,
 }
 
+/// The metadata database on the destination, read and written with majority concerns (and
+/// journaled writes): what it records must survive a failover.
+pub fn database(destination: &Client) -> mongodb::Database {
+    destination.database_with_options(
+        METADATA_DB,
+        mongodb::options::DatabaseOptions::builder()
+            .write_concern(
+                WriteConcern::builder()
+                    .w(Acknowledgment::Majority)
+                    .journal(true)
+                    .build(),
+            )
+            .read_concern(ReadConcern::majority())
+            .build(),
+    )
+}
+
 impl Store {
     pub fn new(destination: &Client) -> Self {
-        let db = destination.database_with_options(
-            METADATA_DB,
-            mongodb::options::DatabaseOptions::builder()
-                .write_concern(
-                    WriteConcern::builder()
-                        .w(Acknowledgment::Majority)
-                        .journal(true)
-                        .build(),
-                )
-                .read_concern(ReadConcern::majority())
-                .build(),
-        );
+        let db = database(destination);
         Self {
             migration: db.collection("migration"),
             raw_migration: db.collection("migration"),

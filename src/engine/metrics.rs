@@ -39,6 +39,26 @@ fn gauge(
     g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+/// A gauge family with one label: a sample per `(label value, value)`.
+fn gauge_family<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl Iterator<Item = (&'a str, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (value_of_label, value) in samples {
+        ConstGauge::new(value).encode(m.encode_family(&[(label, value_of_label)])?)?;
+    }
+    Ok(())
+}
+
 const STATES: [State; 7] = [
     State::Initializing,
     State::Idle,
@@ -111,16 +131,8 @@ impl Collector for StatusCollector {
             ),
         ];
         for (name, help, value) in per_collection {
-            let mut m = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for (ns, c) in &colls {
-                let labels = [("collection", ns.as_str())];
-                ConstGauge::new(value(c)).encode(m.encode_family(&labels)?)?;
-            }
+            let samples = colls.iter().map(|(ns, c)| (ns.as_str(), value(c)));
+            gauge_family(&mut encoder, name, help, "collection", samples)?;
         }
 
         let mut m = encoder.encode_descriptor(
@@ -211,15 +223,11 @@ fn encode_verification(
         ),
     ];
     for (name, help, value) in per_side {
-        let mut m = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (side, figures) in [("source", &v.source), ("destination", &v.destination)] {
-            ConstGauge::new(value(figures)).encode(m.encode_family(&[("side", side)])?)?;
-        }
+        let samples = [
+            ("source", value(&v.source)),
+            ("destination", value(&v.destination)),
+        ];
+        gauge_family(encoder, name, help, "side", samples.into_iter())?;
     }
     gauge(
         encoder,

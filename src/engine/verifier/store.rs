@@ -8,7 +8,6 @@
 use bson::{doc, Bson, DateTime, Document, Timestamp};
 use futures::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
-use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection};
 use serde::{Deserialize, Serialize};
 
@@ -137,18 +136,7 @@ pub struct VerifierStore {
 
 impl VerifierStore {
     pub fn new(destination: &Client) -> Self {
-        let db = destination.database_with_options(
-            METADATA_DB,
-            mongodb::options::DatabaseOptions::builder()
-                .write_concern(
-                    WriteConcern::builder()
-                        .w(Acknowledgment::Majority)
-                        .journal(true)
-                        .build(),
-                )
-                .read_concern(ReadConcern::majority())
-                .build(),
-        );
+        let db = crate::engine::metadata::database(destination);
         Self {
             state: db.collection("verifier"),
             raw_state: db.collection("verifier"),
@@ -213,17 +201,7 @@ impl VerifierStore {
                     doc! { "q": { "_id": key(&q.ns, &q.id) }, "u": u, "upsert": true }
                 })
                 .collect();
-            self.raw_rechecks
-                .client()
-                .database(METADATA_DB)
-                .run_command(doc! {
-                    "update": self.raw_rechecks.name(),
-                    "updates": updates,
-                    "ordered": false,
-                    "writeConcern": { "w": "majority", "j": true },
-                })
-                .await
-                .and_then(write_errors)?;
+            self.bulk_update(updates).await?;
         }
         Ok(())
     }
@@ -266,17 +244,7 @@ impl VerifierStore {
                     doc! { "q": { "_id": key(&r.key.ns, &r.key.id) }, "u": full, "upsert": true }
                 })
                 .collect();
-            self.raw_rechecks
-                .client()
-                .database(METADATA_DB)
-                .run_command(doc! {
-                    "update": self.raw_rechecks.name(),
-                    "updates": updates,
-                    "ordered": false,
-                    "writeConcern": { "w": "majority", "j": true },
-                })
-                .await
-                .and_then(write_errors)?;
+            self.bulk_update(updates).await?;
         }
         Ok(())
     }
@@ -324,6 +292,22 @@ impl VerifierStore {
 
     pub async fn queued(&self) -> mongodb::error::Result<u64> {
         self.rechecks.estimated_document_count().await
+    }
+}
+
+impl VerifierStore {
+    /// One unordered `update` command for many statements: the driver's `update_one` would
+    /// take a round trip each.
+    async fn bulk_update(&self, updates: Vec<Document>) -> mongodb::error::Result<()> {
+        let db = self.raw_rechecks.client().database(METADATA_DB);
+        db.run_command(doc! {
+            "update": self.raw_rechecks.name(),
+            "updates": updates,
+            "ordered": false,
+            "writeConcern": { "w": "majority", "j": true },
+        })
+        .await
+        .and_then(write_errors)
     }
 }
 
