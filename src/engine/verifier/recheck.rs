@@ -54,24 +54,26 @@ pub async fn compare(
                 .map(|id| id_key(&id))
                 .unwrap_or_default();
             match judge(e, src.get(&k).copied(), dst.get(&k).copied(), probe) {
-                Ok(equal) => out.equal.push(equal),
-                Err(different) => out.different.push(different),
+                Verdict::Equal(key) => out.equal.push(key),
+                Verdict::Different(entry) => out.different.push(*entry),
             }
         }
     }
     Ok(out)
 }
 
-/// One comparison of a queued document, given its hash on each side (`None`: absent): the
-/// key to drop when both agree, or the entry updated for its next comparison.
-fn judge(
-    mut e: Recheck,
-    s: Option<u64>,
-    d: Option<u64>,
-    probe: Timestamp,
-) -> Result<bson::Document, Recheck> {
+#[derive(Debug)]
+enum Verdict {
+    /// Both sides agree: the key to drop from the queue.
+    Equal(bson::Document),
+    /// The entry, updated for its next comparison.
+    Different(Box<Recheck>),
+}
+
+/// One comparison of a queued document, given its hash on each side (`None`: absent).
+fn judge(mut e: Recheck, s: Option<u64>, d: Option<u64>, probe: Timestamp) -> Verdict {
     if s == d {
-        return Ok(key(&e.key.ns, &e.key.id));
+        return Verdict::Equal(key(&e.key.ns, &e.key.id));
     }
     let source_hash = s.map(|h| h as i64);
     // The entry is due only once the applier has passed the previous comparison: if the
@@ -94,7 +96,7 @@ fn judge(
     } else {
         DateTime::from_millis(0)
     };
-    Err(e)
+    Verdict::Different(Box::new(e))
 }
 
 /// The hashes of the documents of `ns` with these `_id`s, by `_id` bytes.
@@ -158,22 +160,35 @@ mod tests {
         }
     }
 
+    fn different(v: Verdict) -> Recheck {
+        match v {
+            Verdict::Different(e) => *e,
+            Verdict::Equal(k) => panic!("expected a difference, got equal {k}"),
+        }
+    }
+
     #[test]
     fn a_difference_is_confirmed_only_when_it_outlasts_an_unchanged_source_document() {
         let t = |time| Timestamp { time, increment: 0 };
         // Equal (or absent on both sides): dropped from the queue.
-        assert!(judge(queued(), Some(5), Some(5), t(2)).is_ok());
-        assert!(judge(queued(), None, None, t(2)).is_ok());
+        assert!(matches!(
+            judge(queued(), Some(5), Some(5), t(2)),
+            Verdict::Equal(_)
+        ));
+        assert!(matches!(
+            judge(queued(), None, None, t(2)),
+            Verdict::Equal(_)
+        ));
         // First sighting: not confirmed, due again once the applier passes this read.
-        let first = judge(queued(), Some(5), Some(6), t(2)).unwrap_err();
+        let first = different(judge(queued(), Some(5), Some(6), t(2)));
         assert!(!first.confirmed);
         assert_eq!((first.attempts, first.due), (1, t(2)));
         assert_eq!(first.kind.as_deref(), Some("different content"));
         // The source changed in between: the applier may not have it yet.
-        let moved = judge(first.clone(), Some(7), Some(6), t(3)).unwrap_err();
+        let moved = different(judge(first.clone(), Some(7), Some(6), t(3)));
         assert!(!moved.confirmed);
         // Same source document, still different: confirmed, and backed off.
-        let confirmed = judge(first, Some(5), Some(6), t(3)).unwrap_err();
+        let confirmed = different(judge(first, Some(5), Some(6), t(3)));
         assert!(confirmed.confirmed);
         assert!(confirmed.after > DateTime::now());
         assert_eq!(
@@ -181,9 +196,9 @@ mod tests {
             "shop.orders: _id 17 different content"
         );
         // Kinds.
-        let missing = judge(queued(), Some(5), None, t(2)).unwrap_err();
+        let missing = different(judge(queued(), Some(5), None, t(2)));
         assert_eq!(missing.kind.as_deref(), Some("missing on destination"));
-        let extra = judge(queued(), None, Some(5), t(2)).unwrap_err();
+        let extra = different(judge(queued(), None, Some(5), t(2)));
         assert_eq!(extra.kind.as_deref(), Some("extra on destination"));
     }
 }
