@@ -26,6 +26,7 @@
 //! without a change event, so the two sides' contents legitimately differ); their definitions
 //! are.
 
+pub mod queue;
 pub mod recheck;
 pub mod store;
 pub mod stream;
@@ -43,6 +44,7 @@ use super::job::{Ctx, JobError};
 use super::mongo;
 use super::status::{VerificationStatus, VerifierPhase};
 use crate::verify::{self, Cluster, DocumentCheck, IndexForm, ScanProgress, VerifyOptions};
+use queue::Queue;
 use store::{Queued, Recheck, Side, VerifierState, VerifierStore};
 use stream::SideStream;
 
@@ -61,8 +63,11 @@ const INITIAL_ATTEMPTS: u32 = 3;
 /// Collections compared per initial-pass round (each reads both clusters).
 const INITIAL_CHUNK: usize = 8;
 const STREAM_BATCH: usize = 1000;
-const RECHECK_BATCH: i64 = 1000;
+const RECHECK_BATCH: usize = 1000;
 const DEFINITIONS_EVERY: Duration = Duration::from_secs(5);
+/// How often the queue and the streams' positions are saved: a restart replays at most this
+/// much of both streams.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);
 const IDLE_PAUSE: Duration = Duration::from_millis(300);
 /// Differences named in `/progress` and in the commit's error.
@@ -78,7 +83,10 @@ pub struct Verifier<'a> {
     streams: std::sync::Mutex<[SideStream; 2]>,
     /// Where each stream stands (the side's time), and how far behind its side it is.
     positions: [Option<Timestamp>; 2],
-    saved_tokens: [Option<mongodb::change_stream::event::ResumeToken>; 2],
+    /// Each stream's resume token after the last read, saved at checkpoints.
+    tokens: [Option<mongodb::change_stream::event::ResumeToken>; 2],
+    /// Shared with the initial pass, which runs alongside; never held across an await.
+    queue: Arc<std::sync::Mutex<Queue>>,
     progress: Arc<ScanProgress>,
     /// Namespaces scanned before this process started, per the persisted state.
     scanned_before: usize,
@@ -125,6 +133,7 @@ impl<'a> Verifier<'a> {
             Err(e) => return Err(e.into()),
         };
         let scanned_before = state.scanned.len();
+        let queue = Queue::from_saved(store.load_queue().await?);
         tracing::info!(
             scanned = scanned_before,
             resumed = state.source.token.is_some(),
@@ -137,7 +146,8 @@ impl<'a> Verifier<'a> {
             state,
             streams: std::sync::Mutex::new(streams),
             positions: [None, None],
-            saved_tokens: [None, None],
+            tokens: [None, None],
+            queue: Arc::new(std::sync::Mutex::new(queue)),
             progress: Arc::new(ScanProgress::default()),
             scanned_before,
             rechecked: [0, 0],
@@ -203,12 +213,29 @@ impl<'a> Verifier<'a> {
                 ctx: self.ctx,
                 clusters: self.clusters,
                 store: self.store.clone(),
+                queue: self.queue.clone(),
                 scanned: self.state.scanned.iter().cloned().collect(),
                 options,
                 wait_for_applier: true,
             },
             Follow { v: self },
         )
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Saves the queue, then where both streams stand: everything read before the saved
+    /// positions is in the saved queue or was found equal.
+    async fn checkpoint(&mut self) -> Result<(), JobError> {
+        let (save, delete) = self.queue().take_changes();
+        self.store.remove(&delete).await?;
+        self.store.update(&save).await?;
+        self.store
+            .save_tokens(self.tokens[0].as_ref(), self.tokens[1].as_ref())
+            .await?;
+        Ok(())
     }
 
     fn set_phase(&self, phase: VerifierPhase) {
@@ -250,21 +277,22 @@ impl<'a> Verifier<'a> {
         // Every queued document, until each is equal or a confirmed difference. Two
         // comparisons confirm one that is not equal; a source document that keeps changing
         // (writes not stopped) gets a few more, then counts as different.
-        let queued = self.store.queued().await?;
-        let max_rounds = 4 * queued.div_ceil(RECHECK_BATCH as u64) + 4;
+        let queued = self.queue().len();
+        let max_rounds = 4 * queued.div_ceil(RECHECK_BATCH) + 4;
         for _ in 0..max_rounds {
-            let batch = self.store.unconfirmed(RECHECK_BATCH).await?;
+            let batch = self.queue().unconfirmed(RECHECK_BATCH);
             if batch.is_empty() {
                 break;
             }
             self.recheck(batch).await?;
         }
         // Confirmed ones once more: a difference may have healed since.
-        let (confirmed, _) = self.store.confirmed(RECHECK_BATCH).await?;
+        let (confirmed, _) = self.queue().confirmed(RECHECK_BATCH);
         if !confirmed.is_empty() {
             self.recheck(confirmed).await?;
         }
-        let (first, count) = self.store.differing(SHOWN as i64).await?;
+        self.checkpoint().await?;
+        let (first, count) = self.queue().differing(SHOWN);
         let mut differences: Vec<String> = first.iter().map(recheck::describe).collect();
         let mut total = count;
         // Definitions, and the servers' counts (every document the sync wrote was compared
@@ -280,7 +308,7 @@ impl<'a> Verifier<'a> {
             v.mismatch_count = total;
             v.verified = total == 0;
         }
-        self.publish().await?;
+        self.publish();
         tracing::info!(
             took_ms = started.elapsed().as_millis() as u64,
             differences = total,
@@ -311,6 +339,11 @@ impl<'a> Verifier<'a> {
                 Side::Source => None,
                 Side::Destination => Some(mongo::cluster_time(&self.ctx.source).await?),
             };
+            if self.queue().is_full() {
+                // Back-pressure: the rechecks drain the queue as the applier moves on.
+                idle = false;
+                continue;
+            }
             let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
             let changes = match streams[i].read(&self.ctx.scope, STREAM_BATCH).await {
                 Ok(c) => c,
@@ -335,12 +368,9 @@ impl<'a> Verifier<'a> {
                     source_changed: side == Side::Source,
                 })
                 .collect();
-            self.store.enqueue(&queued).await?;
-            if changes.token.is_some() && changes.token != self.saved_tokens[i] {
-                if let Some(t) = &changes.token {
-                    self.store.save_token(side, t).await?;
-                }
-                self.saved_tokens[i] = changes.token.clone();
+            self.queue().add(&queued);
+            if changes.token.is_some() {
+                self.tokens[i] = changes.token.clone();
             }
             let (position, lag) = if changes.idle {
                 (changes.probe, 0)
@@ -372,8 +402,7 @@ impl<'a> Verifier<'a> {
     async fn recheck(&mut self, entries: Vec<Recheck>) -> Result<(), JobError> {
         let probe = mongo::cluster_time(&self.ctx.source).await?;
         let out = recheck::compare(self.clusters, entries, probe).await?;
-        self.store.remove(&out.equal).await?;
-        self.store.update(&out.different).await?;
+        self.queue().compared(&out.equal, out.different);
         self.rechecked[0] += out.read[0];
         self.rechecked[1] += out.read[1];
         Ok(())
@@ -478,9 +507,11 @@ impl<'a> Verifier<'a> {
     }
 
     /// Writes the verifier's figures into the engine's status.
-    async fn publish(&self) -> Result<(), JobError> {
-        let (first, count) = self.store.confirmed(SHOWN as i64).await?;
-        let pending = self.store.queued().await?;
+    fn publish(&self) {
+        let ((first, count), pending) = {
+            let q = self.queue();
+            (q.confirmed(SHOWN), q.len() as u64)
+        };
         let mut mismatches: Vec<String> = first.iter().map(recheck::describe).collect();
         mismatches.extend(self.definitions.confirmed.iter().cloned());
         let total = count + self.definitions.confirmed.len() as u64;
@@ -501,7 +532,6 @@ impl<'a> Verifier<'a> {
             v.destination.scanned_collections = (scanned + self.progress.destination.scanned())
                 .min(v.destination.total_collections.max(scanned));
         }
-        Ok(())
     }
 }
 
@@ -510,6 +540,7 @@ struct InitialPass<'c> {
     ctx: &'c Ctx,
     clusters: &'c Clusters,
     store: VerifierStore,
+    queue: Arc<std::sync::Mutex<Queue>>,
     scanned: BTreeSet<String>,
     options: VerifyOptions,
     /// During the sync, a collection compared again waits for the applier to pass the
@@ -598,7 +629,13 @@ impl InitialPass<'_> {
                         done.push(ns.clone());
                     }
                 }
+                // On disk before the collections are recorded as compared.
                 self.store.enqueue(&queued).await?;
+                {
+                    let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    q.add(&queued);
+                    q.saved(&queued);
+                }
                 self.store.mark_scanned(&done).await?;
                 for ns in &done {
                     left.remove(ns);
@@ -668,13 +705,14 @@ impl Follow<'_, '_> {
         let mut definitions_at: Option<Instant> = None;
         let mut definitions_every = DEFINITIONS_EVERY;
         let mut published_at: Option<Instant> = None;
+        let mut checkpoint_at = Instant::now();
         loop {
             let idle = v.read_streams().await?;
             let applied = v.ctx.status.lock().applied_ts;
             let mut full = false;
             if let Some(applied) = applied {
-                let due = v.store.due(Some(applied), RECHECK_BATCH).await?;
-                full = due.len() as i64 >= RECHECK_BATCH;
+                let due = v.queue().due(Some(applied), RECHECK_BATCH);
+                full = due.len() >= RECHECK_BATCH;
                 if !due.is_empty() {
                     v.recheck(due).await?;
                 }
@@ -687,8 +725,12 @@ impl Follow<'_, '_> {
                 definitions_every = DEFINITIONS_EVERY.max(started.elapsed() * 10);
                 definitions_at = Some(Instant::now());
             }
+            if checkpoint_at.elapsed() >= CHECKPOINT_EVERY {
+                v.checkpoint().await?;
+                checkpoint_at = Instant::now();
+            }
             if published_at.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
-                v.publish().await?;
+                v.publish();
                 published_at = Some(Instant::now());
             }
             if idle && !full {

@@ -159,13 +159,24 @@ impl VerifierStore {
         Ok(())
     }
 
-    pub async fn save_token(&self, side: Side, token: &ResumeToken) -> mongodb::error::Result<()> {
-        let token = bson::to_bson(token).map_err(mongodb::error::Error::custom)?;
+    /// Where both streams stand; saved after the queue they fed.
+    pub async fn save_tokens(
+        &self,
+        source: Option<&ResumeToken>,
+        destination: Option<&ResumeToken>,
+    ) -> mongodb::error::Result<()> {
+        let mut set = Document::new();
+        for (side, token) in [(Side::Source, source), (Side::Destination, destination)] {
+            if let Some(t) = token {
+                let t = bson::to_bson(t).map_err(mongodb::error::Error::custom)?;
+                set.insert(format!("{}.token", side.field()), t);
+            }
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
         self.raw_state
-            .update_one(
-                doc! { "_id": STATE_ID },
-                doc! { "$set": { format!("{}.token", side.field()): token } },
-            )
+            .update_one(doc! { "_id": STATE_ID }, doc! { "$set": set })
             .await?;
         Ok(())
     }
@@ -180,8 +191,9 @@ impl VerifierStore {
         Ok(())
     }
 
-    /// Queues documents for a comparison, one round trip for the lot. A document already
-    /// queued keeps its place; its due time only moves later.
+    /// Queues documents for a comparison on disk at once, one round trip for the lot (the
+    /// initial pass's findings, saved before a collection is recorded as compared). A
+    /// document already queued keeps its place; its due time only moves later.
     pub async fn enqueue(&self, items: &[Queued]) -> mongodb::error::Result<()> {
         for chunk in items.chunks(1000) {
             let updates: Vec<Document> = chunk
@@ -204,25 +216,6 @@ impl VerifierStore {
             self.bulk_update(updates).await?;
         }
         Ok(())
-    }
-
-    /// Up to `limit` queued documents that are due: the applier has applied the source up to
-    /// `applied` (all of them, when `None`) and their back-off is over.
-    pub async fn due(
-        &self,
-        applied: Option<Timestamp>,
-        limit: i64,
-    ) -> mongodb::error::Result<Vec<Recheck>> {
-        let filter = match applied {
-            Some(ts) => doc! { "due": { "$lte": ts }, "after": { "$lte": DateTime::now() } },
-            None => doc! {},
-        };
-        self.rechecks
-            .find(filter)
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await
     }
 
     pub async fn remove(&self, keys: &[Document]) -> mongodb::error::Result<()> {
@@ -249,49 +242,9 @@ impl VerifierStore {
         Ok(())
     }
 
-    /// The first `limit` confirmed differences, and how many there are.
-    pub async fn confirmed(&self, limit: i64) -> mongodb::error::Result<(Vec<Recheck>, u64)> {
-        let first = self
-            .rechecks
-            .find(doc! { "confirmed": true })
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
-        let count = self
-            .rechecks
-            .count_documents(doc! { "confirmed": true })
-            .await?;
-        Ok((first, count))
-    }
-
-    /// Up to `limit` queued documents not (yet) confirmed different.
-    pub async fn unconfirmed(&self, limit: i64) -> mongodb::error::Result<Vec<Recheck>> {
-        self.rechecks
-            .find(doc! { "confirmed": { "$ne": true } })
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await
-    }
-
-    /// The first `limit` queued documents, confirmed differences first, and how many there
-    /// are: at commit, once every queued document has been compared (those found equal are
-    /// gone), each one left differs.
-    pub async fn differing(&self, limit: i64) -> mongodb::error::Result<(Vec<Recheck>, u64)> {
-        let first = self
-            .rechecks
-            .find(doc! {})
-            .sort(doc! { "confirmed": -1 })
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((first, self.queued().await?))
-    }
-
-    pub async fn queued(&self) -> mongodb::error::Result<u64> {
-        self.rechecks.estimated_document_count().await
+    /// The queue as saved at the last checkpoint.
+    pub async fn load_queue(&self) -> mongodb::error::Result<Vec<Recheck>> {
+        self.rechecks.find(doc! {}).await?.try_collect().await
     }
 }
 
