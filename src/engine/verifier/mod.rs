@@ -64,6 +64,8 @@ const INITIAL_ATTEMPTS: u32 = 3;
 const INITIAL_CHUNK: usize = 8;
 const STREAM_BATCH: usize = 1000;
 const RECHECK_BATCH: usize = 1000;
+/// Rechecks run while the applier's lag is at most this.
+const RECHECK_LAG_SECS: i64 = 5;
 const DEFINITIONS_EVERY: Duration = Duration::from_secs(5);
 /// How often the queue and the streams' positions are saved: a restart replays at most this
 /// much of both streams.
@@ -708,9 +710,17 @@ impl Follow<'_, '_> {
         let mut checkpoint_at = Instant::now();
         loop {
             let idle = v.read_streams().await?;
-            let applied = v.ctx.status.lock().applied_ts;
+            let (applied, lag) = {
+                let s = v.ctx.status.lock();
+                (s.applied_ts, s.lag_secs())
+            };
+            // While the applier works off a backlog the rechecks wait (they would read both
+            // clusters as often as it writes, measured: a backlog applied at a quarter of its
+            // rate); a document changed many times meanwhile is compared once. A full queue
+            // is drained regardless, so that the streams can be read on.
+            let yield_to_applier = lag.is_none_or(|l| l > RECHECK_LAG_SECS) && !v.queue().is_full();
             let mut full = false;
-            if let Some(applied) = applied {
+            if let (Some(applied), false) = (applied, yield_to_applier) {
                 let due = v.queue().due(Some(applied), RECHECK_BATCH);
                 full = due.len() >= RECHECK_BATCH;
                 if !due.is_empty() {
