@@ -72,6 +72,8 @@ const DEFINITIONS_EVERY: Duration = Duration::from_secs(5);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);
 const IDLE_PAUSE: Duration = Duration::from_millis(300);
+/// The shortest time between two reads of the streams, unless a read came back full.
+const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Differences named in `/progress` and in the commit's error.
 const SHOWN: usize = 10;
 
@@ -331,9 +333,12 @@ impl<'a> Verifier<'a> {
         Ok(())
     }
 
-    /// Reads each side's stream once and queues what changed. True when both were idle.
-    async fn read_streams(&mut self) -> Result<bool, JobError> {
-        let mut idle = true;
+    /// Reads each side's stream once and queues what changed.
+    async fn read_streams(&mut self) -> Result<StreamsRead, JobError> {
+        let mut read = StreamsRead {
+            idle: true,
+            full: false,
+        };
         for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
             // A destination change is compared once the applier has passed the source's time
             // of reading it.
@@ -343,7 +348,7 @@ impl<'a> Verifier<'a> {
             };
             if self.queue().is_full() {
                 // Back-pressure: the rechecks drain the queue as the applier moves on.
-                idle = false;
+                read.idle = false;
                 continue;
             }
             let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
@@ -395,9 +400,10 @@ impl<'a> Verifier<'a> {
                 // A definition changed: the last definition check proves nothing now.
                 self.definitions.last = None;
             }
-            idle &= changes.idle;
+            read.idle &= changes.idle;
+            read.full |= changes.events >= STREAM_BATCH;
         }
-        Ok(idle)
+        Ok(read)
     }
 
     /// Compares `entries` again and records the outcome.
@@ -535,6 +541,14 @@ impl<'a> Verifier<'a> {
                 .min(v.destination.total_collections.max(scanned));
         }
     }
+}
+
+/// What one read of both streams found.
+struct StreamsRead {
+    /// Both streams had nothing more.
+    idle: bool,
+    /// A stream returned as much as one read takes: more is waiting.
+    full: bool,
 }
 
 /// The initial pass: every collection not yet compared, compared once.
@@ -709,20 +723,29 @@ impl Follow<'_, '_> {
         let mut published_at: Option<Instant> = None;
         let mut checkpoint_at = Instant::now();
         loop {
-            let idle = v.read_streams().await?;
             let (applied, lag) = {
                 let s = v.ctx.status.lock();
                 (s.applied_ts, s.lag_secs())
             };
-            // While the applier works off a backlog the rechecks wait (they would read both
-            // clusters as often as it writes, measured: a backlog applied at a quarter of its
-            // rate); a document changed many times meanwhile is compared once. A full queue
-            // is drained regardless, so that the streams can be read on.
-            let yield_to_applier = lag.is_none_or(|l| l > RECHECK_LAG_SECS) && !v.queue().is_full();
-            let mut full = false;
-            if let (Some(applied), false) = (applied, yield_to_applier) {
+            // While the applier works off a backlog the verifier steps aside: reading both
+            // streams and comparing documents as fast as the applier writes them slowed the
+            // catch-up to a quarter of its rate on the test servers. The changes wait in the
+            // oplogs (as with mongosync's verifier, the destination's must hold them), and a
+            // document changed many times meanwhile is compared once.
+            if lag.is_none_or(|l| l > RECHECK_LAG_SECS) {
+                if published_at.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
+                    v.publish();
+                    published_at = Some(Instant::now());
+                }
+                tokio::time::sleep(IDLE_PAUSE).await;
+                continue;
+            }
+            let started = Instant::now();
+            let read = v.read_streams().await?;
+            let mut full = read.full;
+            if let Some(applied) = applied {
                 let due = v.queue().due(Some(applied), RECHECK_BATCH);
-                full = due.len() >= RECHECK_BATCH;
+                full |= due.len() >= RECHECK_BATCH;
                 if !due.is_empty() {
                     v.recheck(due).await?;
                 }
@@ -743,8 +766,10 @@ impl Follow<'_, '_> {
                 v.publish();
                 published_at = Some(Instant::now());
             }
-            if idle && !full {
-                tokio::time::sleep(IDLE_PAUSE).await;
+            // A steady trickle is read a few times a second, not in a tight loop of reads
+            // that each bring a handful of events; a full read is followed at once.
+            if !full {
+                tokio::time::sleep(POLL_EVERY.saturating_sub(started.elapsed())).await;
             }
         }
     }

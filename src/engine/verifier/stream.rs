@@ -27,6 +27,8 @@ pub struct Changes {
     pub ddl: bool,
     /// The stream had nothing more: it is caught up to `probe`.
     pub idle: bool,
+    /// Events read (in scope or not).
+    pub events: usize,
     /// The side's time just before the read.
     pub probe: Timestamp,
     /// The side's time of the last event read.
@@ -68,17 +70,17 @@ impl SideStream {
             documents: Vec::new(),
             ddl: false,
             idle: false,
+            events: 0,
             probe: mongo::cluster_time(&self.client).await?,
             last: None,
             token: None,
         };
-        let mut events = 0;
-        while events < max {
+        while out.events < max {
             let Some(ev) = self.stream.next_if_any().await? else {
                 out.idle = true;
                 break;
             };
-            events += 1;
+            out.events += 1;
             let ts = ev.get_timestamp("clusterTime").ok();
             out.last = ts.or(out.last);
             let op = ev.get_str("operationType").unwrap_or("");
