@@ -87,6 +87,8 @@ pub struct Verifier<'a> {
     streams: std::sync::Mutex<[SideStream; 2]>,
     /// Where each stream stands (the side's time), and how far behind its side it is.
     positions: [Option<Timestamp>; 2],
+    /// When each stream was last read, and its lag then.
+    read_at: [Option<(Instant, i64)>; 2],
     /// Each stream's resume token after the last read, saved at checkpoints.
     tokens: [Option<mongodb::change_stream::event::ResumeToken>; 2],
     /// Shared with the initial pass, which runs alongside; never held across an await.
@@ -150,6 +152,7 @@ impl<'a> Verifier<'a> {
             state,
             streams: std::sync::Mutex::new(streams),
             positions: [None, None],
+            read_at: [None, None],
             tokens: [None, None],
             queue: Arc::new(std::sync::Mutex::new(queue)),
             progress: Arc::new(ScanProgress::default()),
@@ -395,6 +398,7 @@ impl<'a> Verifier<'a> {
                     &mut v.destination
                 };
                 side.lag_secs = Some(lag.max(0));
+                self.read_at[i] = Some((Instant::now(), lag.max(0)));
             }
             if changes.ddl {
                 // A definition changed: the last definition check proves nothing now.
@@ -404,6 +408,18 @@ impl<'a> Verifier<'a> {
             read.full |= changes.events >= STREAM_BATCH;
         }
         Ok(read)
+    }
+
+    /// While the streams are not read, their lag grows with the time since the last read
+    /// (the applier is behind, so there are changes waiting).
+    fn age_lag(&self) {
+        let mut s = self.ctx.status.lock();
+        let v = s.verification.get_or_insert_with(Default::default);
+        for (i, side) in [&mut v.source, &mut v.destination].into_iter().enumerate() {
+            if let Some((at, lag)) = self.read_at[i] {
+                side.lag_secs = Some(lag + at.elapsed().as_secs() as i64);
+            }
+        }
     }
 
     /// Compares `entries` again and records the outcome.
@@ -733,6 +749,7 @@ impl Follow<'_, '_> {
             // oplogs (as with mongosync's verifier, the destination's must hold them), and a
             // document changed many times meanwhile is compared once.
             if lag.is_none_or(|l| l > RECHECK_LAG_SECS) {
+                v.age_lag();
                 if published_at.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
                     v.publish();
                     published_at = Some(Instant::now());
