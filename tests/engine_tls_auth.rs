@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bson::{doc, Document};
-use common::{client_for, state_of, Engine, Server};
+use common::{client_for, metric, state_of, Engine, Server};
 use mongodb::IndexModel;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -322,7 +322,7 @@ async fn sync_over_tls_with_auth() {
         "{ready}"
     );
     bodies.push(ready);
-    let before = metrics(&engine).await;
+    let before = engine.metrics().await;
     assert!(
         metric(&before, "clustersync_engine_copied_bytes_total") > 0.0,
         "{before}"
@@ -373,7 +373,7 @@ async fn sync_over_tls_with_auth() {
             .await,
     );
 
-    let during = metrics(&engine).await;
+    let during = engine.metrics().await;
     let applied = |text: &str, kind: &str| {
         metric(
             text,
@@ -431,22 +431,6 @@ async fn sync_over_tls_with_auth() {
     engine.terminate();
     assert!(engine.wait_exit(Duration::from_secs(10)).await.is_some());
     assert_no_leak("the engine log after shutdown", &engine.log_contents());
-}
-
-/// The engine's `/metrics` text (served without the API token, like `/healthz`).
-async fn metrics(engine: &Engine) -> String {
-    let resp = reqwest::get(format!("http://127.0.0.1:{}/metrics", engine.port))
-        .await
-        .expect("GET /metrics");
-    assert_eq!(resp.status(), 200);
-    resp.text().await.unwrap()
-}
-
-/// The value of the sample `name` (with its labels) in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }
 
 /// The one warning of an INITIALIZING engine that names `label`, once it appears.

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bson::{doc, Document};
-use common::{state_of, Engine, Server};
+use common::{metric, state_of, Engine, Server};
 use mongodb::IndexModel;
 use serde_json::{json, Value};
 
@@ -122,18 +122,8 @@ async fn clean_sync_verifies_equal_with_live_writes() {
     }
     assert!(v["mismatches"].is_null(), "no difference expected: {p}");
     // The same figures on /metrics.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", engine.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sample = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
-    };
+    let metrics = engine.metrics().await;
+    let sample = |name: &str| metric(&metrics, name);
     assert!(sample("clustersync_engine_verifier_hashed_documents{side=\"source\"}") >= 5_000.0);
     assert_eq!(sample("clustersync_engine_verifier_initial_pass_done"), 1.0);
     assert_eq!(sample("clustersync_engine_verifier_mismatches"), 0.0);

@@ -8,7 +8,9 @@ use std::process::Output;
 
 use bson::{doc, oid::ObjectId, spec::BinarySubtype, Binary, Bson, DateTime, Document};
 use clustersync::uri::ClusterUri;
-use clustersync::verify::{self, Cluster, MismatchKind, NamespaceKind, Report, VerifyOptions};
+use clustersync::verify::{
+    self, Cluster, DocumentCheck, MismatchKind, NamespaceKind, Report, VerifyOptions,
+};
 use common::Server;
 use mongodb::{Client, IndexModel};
 use serde_json::Value;
@@ -288,6 +290,52 @@ async fn identical_clusters_are_equal_and_every_drift_is_named() {
     );
     assert!(report.namespace("app.adults").unwrap().equal);
     assert!(report.namespace("shop.products").unwrap().equal);
+
+    // The embedded verifier's cheaper modes, on the same drift: counts only (the extra order
+    // shows, the changed user does not), definitions only, and a namespace subset.
+    let counts = run_verify(
+        &a,
+        &b,
+        &VerifyOptions {
+            documents: DocumentCheck::Count,
+            ..VerifyOptions::default()
+        },
+    )
+    .await;
+    let orders = counts.namespace("shop.orders").unwrap();
+    assert!(orders.mismatches.is_empty(), "{orders:?}");
+    assert!(
+        orders
+            .metadata_differences
+            .iter()
+            .any(|d| d.starts_with("document counts differ:") && d.contains("on the destination")),
+        "{orders:?}"
+    );
+    let users = counts.namespace("app.users").unwrap();
+    assert!(users.mismatches.is_empty());
+    assert_eq!(
+        users.metadata_differences,
+        ["index `age_1` missing on the destination"]
+    );
+    assert_eq!(users.source.as_ref().unwrap().digest, None);
+    let definitions = run_verify(
+        &a,
+        &b,
+        &VerifyOptions {
+            documents: DocumentCheck::Skip,
+            only: Some(["shop.orders".to_string(), "app.users".to_string()].into()),
+            ..VerifyOptions::default()
+        },
+    )
+    .await;
+    let names: Vec<&str> = definitions
+        .namespaces
+        .iter()
+        .map(|n| n.namespace.as_str())
+        .collect();
+    assert_eq!(names, ["app.users", "shop.orders"]);
+    assert!(definitions.namespace("shop.orders").unwrap().equal);
+    assert!(!definitions.namespace("app.users").unwrap().equal);
 
     let envs = [
         ("CLUSTERSYNC_CLUSTER0", a.uri()),

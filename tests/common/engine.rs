@@ -166,6 +166,15 @@ impl Engine {
         (status, body)
     }
 
+    /// The engine's `/metrics` text (served without the API token, like `/healthz`).
+    pub async fn metrics(&self) -> String {
+        let resp = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
     /// GET /api/v1/progress, or the transport error.
     pub async fn try_progress(&self) -> Result<Value, String> {
         let (status, body) = self.try_get("progress").await?;
@@ -303,4 +312,12 @@ impl Drop for Engine {
             eprintln!("engine log kept at {}", self.log_path().display());
         }
     }
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus text exposition.
+#[allow(dead_code)]
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }

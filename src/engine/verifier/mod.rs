@@ -438,23 +438,28 @@ impl<'a> Verifier<'a> {
         options.progress = None;
         if documents == DocumentCheck::Count {
             // Capped collections legitimately hold different documents: definitions only.
-            let capped = self.capped().await?;
-            if !capped.is_empty() {
-                let mut defs = self
-                    .compare_definitions_of(&options, DocumentCheck::Skip, Some(capped.clone()))
-                    .await?;
-                let all = catalog::list_all(&self.ctx.source, &self.ctx.scope).await?;
-                let mut others: BTreeSet<String> = all.iter().map(CollSpec::ns).collect();
-                for d in catalog::list_all(&self.ctx.destination, &self.ctx.scope).await? {
-                    others.insert(d.ns());
-                }
-                others.retain(|ns| !capped.contains(ns));
-                defs.extend(
-                    self.compare_definitions_of(&options, DocumentCheck::Count, Some(others))
-                        .await?,
-                );
-                return Ok(defs);
+            let (src, dst) = tokio::try_join!(
+                catalog::list_all(&self.ctx.source, &self.ctx.scope),
+                catalog::list_all(&self.ctx.destination, &self.ctx.scope)
+            )?;
+            let (mut capped, mut others) = (BTreeSet::new(), BTreeSet::new());
+            for spec in src.iter().chain(&dst) {
+                let set = if spec.is_capped() {
+                    &mut capped
+                } else {
+                    &mut others
+                };
+                set.insert(spec.ns());
             }
+            others.retain(|ns| !capped.contains(ns));
+            let mut defs = self
+                .compare_definitions_of(&options, DocumentCheck::Skip, Some(capped))
+                .await?;
+            defs.extend(
+                self.compare_definitions_of(&options, DocumentCheck::Count, Some(others))
+                    .await?,
+            );
+            return Ok(defs);
         }
         self.compare_definitions_of(&options, documents, None).await
     }
@@ -489,15 +494,6 @@ impl<'a> Verifier<'a> {
                     .iter()
                     .map(move |d| format!("{}: {d}", n.namespace))
             })
-            .collect())
-    }
-
-    async fn capped(&self) -> Result<BTreeSet<String>, JobError> {
-        Ok(catalog::list_all(&self.ctx.source, &self.ctx.scope)
-            .await?
-            .iter()
-            .filter(|s| s.is_capped())
-            .map(CollSpec::ns)
             .collect())
     }
 

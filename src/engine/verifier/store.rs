@@ -246,9 +246,7 @@ impl VerifierStore {
     pub async fn load_queue(&self) -> mongodb::error::Result<Vec<Recheck>> {
         self.rechecks.find(doc! {}).await?.try_collect().await
     }
-}
 
-impl VerifierStore {
     /// One unordered `update` command for many statements: the driver's `update_one` would
     /// take a round trip each.
     async fn bulk_update(&self, updates: Vec<Document>) -> mongodb::error::Result<()> {
