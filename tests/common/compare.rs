@@ -69,11 +69,6 @@ pub async fn list_index_specs(db: &Database, coll: &str) -> Result<BTreeMap<Stri
     while let Some(mut spec) = cursor.try_next().await? {
         spec.remove("v");
         spec.remove("ns");
-        // A unique-index conversion (collMod prepareUnique, then unique) leaves
-        // `prepareUnique: false` behind on some servers; it means the same as absent.
-        if spec.get_bool("prepareUnique") == Ok(false) {
-            spec.remove("prepareUnique");
-        }
         let name = spec.get_str("name").unwrap_or_default().to_string();
         out.insert(name, spec);
     }
