@@ -10,6 +10,7 @@
 //! the engine's embedded verifier can be another.
 
 pub mod compare;
+pub mod diff;
 pub mod digest;
 pub mod metadata;
 pub mod order;
