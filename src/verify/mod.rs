@@ -105,6 +105,9 @@ pub struct VerifyOptions {
     pub only: Option<BTreeSet<String>>,
     /// Counters a caller can watch while the comparison runs.
     pub progress: Option<Arc<ScanProgress>>,
+    /// Whether each document listed as `differentContent` is read again on both sides to say
+    /// what differs in it (see [`diff`]): a lookup by `_id` of the listed documents only.
+    pub describe: bool,
 }
 
 /// How a namespace's documents are compared.
@@ -169,6 +172,7 @@ impl Default for VerifyOptions {
             documents: DocumentCheck::Digest,
             only: None,
             progress: None,
+            describe: true,
         }
     }
 }
