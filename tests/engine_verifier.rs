@@ -185,6 +185,13 @@ async fn destination_tampering_is_named_blocks_commit_survives_sigkill_and_heals
     };
     let p = engine.wait_until(all_named, LONG).await;
     assert_eq!(p["progress"]["canCommit"], false, "{p}");
+    let log = engine.log_contents();
+    assert!(
+        log.contains("confirmed a difference")
+            && log.contains("shop.orders: _id 17 different content (fields: name)"),
+        "the log names the differing field: {log}"
+    );
+    assert!(!log.contains("tampered"), "no value is logged");
     assert_eq!(verification(&p)["mismatchCount"], 4, "{p}");
     let (code, body) = engine.post("commit", json!({})).await;
     assert_ne!(
