@@ -3,8 +3,9 @@
 //! For every namespace in scope on either side: existence, type, collection options, view
 //! definition and indexes, and the documents, byte for byte, through an order-independent
 //! [`Digest`] of each side; where the digests differ, a merge walk in `_id` order names the
-//! first differing documents. Documents stay raw BSON throughout and are streamed, so memory
-//! does not grow with the data.
+//! first differing documents, and [`diff`] says which fields differ in each one that is on both
+//! sides (paths and BSON types, never values). Documents stay raw BSON throughout and are
+//! streamed, so memory does not grow with the data.
 //!
 //! This module prints nothing and knows no command line: `clustersync verify` is one user, and
 //! the engine's embedded verifier can be another.
