@@ -320,6 +320,8 @@ pub struct Lease {
     renewer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Told once, with the reason, when another engine takes the lease.
     on_lost: Box<dyn Fn(&str) + Send + Sync>,
+    /// Removes connection-string secrets from driver errors before they are logged.
+    scrub: Box<dyn Fn(&str) -> String + Send + Sync>,
 }
 
 fn lease_collection(destination: &Client) -> Collection<Document> {
@@ -339,6 +341,7 @@ impl Lease {
         me: Identity,
         timing: Timing,
         on_lost: Box<dyn Fn(&str) + Send + Sync>,
+        scrub: Box<dyn Fn(&str) -> String + Send + Sync>,
     ) -> Arc<Self> {
         Arc::new(Self {
             me,
@@ -347,6 +350,7 @@ impl Lease {
             coll: Mutex::new(None),
             renewer: Mutex::new(None),
             on_lost,
+            scrub,
         })
     }
 
@@ -492,7 +496,7 @@ impl Lease {
                         return;
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(error = %mongo::describe(&e), "could not renew the lease; retrying")
+                        tracing::warn!(error = %(lease.scrub)(&mongo::describe(&e)), "could not renew the lease; retrying")
                     }
                     Err(_) => tracing::warn!("renewing the lease timed out; retrying"),
                 }
@@ -507,7 +511,7 @@ impl Lease {
         match self.acquire(destination, |_, _| {}).await {
             Ok(Acquired::Yes) => {}
             Ok(Acquired::Held(h)) => return Err(h.refusal()),
-            Err(e) => return Err(mongo::describe(&e)),
+            Err(e) => return Err((self.scrub)(&mongo::describe(&e))),
         }
         if let Some(old) = old {
             let _ = old
@@ -533,7 +537,7 @@ impl Lease {
             {
                 Ok(_) => tracing::info!("lease released"),
                 Err(e) => {
-                    tracing::warn!(error = %mongo::describe(&e), "could not release the lease; the next engine waits for it to expire")
+                    tracing::warn!(error = %(self.scrub)(&mongo::describe(&e)), "could not release the lease; the next engine waits for it to expire")
                 }
             }
         }

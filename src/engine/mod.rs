@@ -180,6 +180,10 @@ impl Engine {
                 Box::new(move |why: &str| {
                     status.lock().fatal = Some(why.to_string());
                 }),
+                {
+                    let (c0, c1) = (config.cluster0.clone(), config.cluster1.clone());
+                    Box::new(move |t: &str| c1.scrub(&c0.scrub(t)))
+                },
             )
         };
         Ok(Arc::new(Self {
@@ -968,6 +972,14 @@ impl Engine {
         self.status.lock().state = State::Reversing;
         let result = self.write_reversal(&old, &options, mode, from).await;
         if let Err(e) = result {
+            // The metadata stays where it was, and so does the lease.
+            if let Err(why) = self
+                .lease
+                .move_to(self.client(old_options.destination))
+                .await
+            {
+                tracing::warn!(error = %self.scrub(&why), "could not move the lease back after a failed reversal");
+            }
             self.status.lock().state = State::Committed;
             return Err(e);
         }
