@@ -804,8 +804,12 @@ impl Engine {
         }
         .await;
         if result.is_err() {
-            // Nothing was started: the next /start, here or elsewhere, need not wait.
+            // Nothing was started: the next /start, here or elsewhere, need not wait, and a
+            // refused /start leaves nothing behind on the destination.
             self.lease.release().await;
+            if let Err(e) = drop_if_only_lease(destination).await {
+                tracing::debug!(error = %self.scrub(&mongo::describe(&e)), "could not drop the metadata database left by a refused /start");
+            }
         }
         result
     }
@@ -1053,6 +1057,24 @@ impl Engine {
             .map_err(|e| self.store_error(e))?;
         Ok(())
     }
+}
+
+/// Drops the metadata database when all it holds is an empty lease collection (a refused
+/// `/start` created it), so that a refusal leaves the destination as it was.
+async fn drop_if_only_lease(destination: &Client) -> mongodb::error::Result<()> {
+    let db = destination.database(METADATA_DB);
+    let names = db.list_collection_names().await?;
+    if names.iter().any(|n| n != lease::LEASE_COLLECTION) {
+        return Ok(());
+    }
+    let leases = db
+        .collection::<bson::Document>(lease::LEASE_COLLECTION)
+        .count_documents(doc! {})
+        .await?;
+    if leases == 0 {
+        db.drop().await?;
+    }
+    Ok(())
 }
 
 fn source_blocked_warning(source: ClusterLabel, hosts: &str) -> String {
