@@ -493,6 +493,14 @@ impl Engine {
 
     fn spawn_job(self: &Arc<Self>, options: &StartOptions) -> JoinHandle<()> {
         let ctx = self.ctx(options);
+        // Before the job runs, so that no `/progress` between here and the verifier's first
+        // report shows `canCommit` true for a sync whose verifier has not started yet.
+        if ctx.verifier.is_some() {
+            self.status
+                .lock()
+                .verification
+                .get_or_insert_with(Default::default);
+        }
         let me = self.clone();
         tokio::spawn(async move { job::supervise(ctx, move |t| me.scrub(t)).await })
     }
