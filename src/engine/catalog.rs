@@ -446,14 +446,7 @@ pub async fn finalize_unique(
             Ok(()) => {}
             Err(e) if error_code(&e) == Some(codes::COMMAND_NOT_FOUND) => {
                 // A server without unique conversion: rebuild the index as unique.
-                drop_index(destination, db, coll, name).await?;
-                let mut spec = s.clone();
-                spec.remove("v");
-                spec.remove("ns");
-                destination
-                    .database(db)
-                    .run_command(doc! { "createIndexes": coll, "indexes": [spec] })
-                    .await?;
+                rebuild_index(destination, db, coll, &s).await?;
             }
             Err(e) => return Err(e),
         }
