@@ -222,6 +222,13 @@ impl Supervisor {
                 if pred(&p) {
                     return Ok(p);
                 }
+                if let Some(err) = p["progress"]["syncError"].as_str() {
+                    self.save_log();
+                    return Err(format!(
+                        "engine stopped with syncError while waiting for {what} (state {:?}): {err}",
+                        state_of(&p)
+                    ));
+                }
                 last = Some(p);
             }
             if Instant::now() > deadline {
@@ -248,7 +255,10 @@ impl Supervisor {
             .ok()?;
         let code = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        Some((code, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Some((
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 }
 
@@ -349,10 +359,15 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
             netns = Some(ns);
             pair
         }
-        _ => tokio::join!(Server::start_with_args(extra), Server::start_with_args(extra)),
+        _ => tokio::join!(
+            Server::start_with_args(extra),
+            Server::start_with_args(extra)
+        ),
     };
     let sc = src.client().await;
-    common::seed_full_dataset(&sc).await.expect("seed_full_dataset");
+    common::seed_full_dataset(&sc)
+        .await
+        .expect("seed_full_dataset");
     seed_bulk(&sc, size.bulk_docs, seed).await;
     let pre = Workload::start_with_options(src.uri(), seed ^ 0x5EED, full_options());
     tokio::time::sleep(size.pre).await;
@@ -380,7 +395,10 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
         })
         .await?;
         let (code, v) = sup
-            .try_post("start", json!({"source": "cluster0", "destination": "cluster1"}))
+            .try_post(
+                "start",
+                json!({"source": "cluster0", "destination": "cluster1"}),
+            )
             .await
             .ok_or("POST /start: no answer")?;
         if code != 200 {
@@ -394,7 +412,8 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
                 let delay = Duration::from_millis(rng.random_range(0..1500));
                 tokio::time::sleep(delay).await;
                 let p = sup.progress().await.unwrap_or_default();
-                if info_of(&p) == "collection copy" && p["progress"].get("indexBuilding").is_none() {
+                if info_of(&p) == "collection copy" && p["progress"].get("indexBuilding").is_none()
+                {
                     sup.kill_and_restart("planning/copy");
                 } else {
                     sup.observations
@@ -423,12 +442,20 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
                 let at = Duration::from_millis(rng.random_range(1000..12_000));
                 let down = Duration::from_millis(rng.random_range(300..3000));
                 sleep_until(t0, at).await;
-                let s = if side == Side::Source { &mut src } else { &mut dst };
+                let s = if side == Side::Source {
+                    &mut src
+                } else {
+                    &mut dst
+                };
                 s.kill();
-                sup.faults.push(format!("{} SIGKILL {side:?} server, down {down:?}", sup.t()));
+                sup.faults.push(format!(
+                    "{} SIGKILL {side:?} server, down {down:?}",
+                    sup.t()
+                ));
                 tokio::time::sleep(down).await;
                 s.restart().await;
-                sup.faults.push(format!("{} {side:?} server restarted", sup.t()));
+                sup.faults
+                    .push(format!("{} {side:?} server restarted", sup.t()));
             }
             Fault::ServerStop(side) => {
                 let at = Duration::from_millis(rng.random_range(1000..8000));
@@ -436,16 +463,18 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
                 sleep_until(t0, at).await;
                 let s = if side == Side::Source { &src } else { &dst };
                 s.sigstop();
-                sup.faults.push(format!("{} SIGSTOP {side:?} server for {pause:?}", sup.t()));
+                sup.faults
+                    .push(format!("{} SIGSTOP {side:?} server for {pause:?}", sup.t()));
                 tokio::time::sleep(pause).await;
                 s.sigcont();
-                sup.faults.push(format!("{} SIGCONT {side:?} server", sup.t()));
+                sup.faults
+                    .push(format!("{} SIGCONT {side:?} server", sup.t()));
             }
             Fault::Partition(side) => {
                 let at = Duration::from_millis(rng.random_range(1000..8000));
                 let cut = Duration::from_millis(rng.random_range(4000..12_000));
-                let mode = [CutMode::PeerDown, CutMode::HostDown, CutMode::Loss]
-                    [rng.random_range(0..3)];
+                let mode =
+                    [CutMode::PeerDown, CutMode::HostDown, CutMode::Loss][rng.random_range(0..3)];
                 sleep_until(t0, at).await;
                 let ns = netns.as_mut().unwrap();
                 let used = ns.cut(mode)?;
@@ -479,19 +508,25 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
     sup.save_log();
     report.faults = std::mem::take(&mut sup.faults);
     report.observations.append(&mut sup.observations);
+    let mut failures = Vec::new();
+    let committed = result.is_ok();
     if let Err(e) = result {
-        report.result = format!("FAIL: {e}");
-        return report;
+        failures.push(e);
     }
 
-    // The destination must equal the source (the truth) byte for byte.
+    // The destination must equal the source (the truth) byte for byte (compared even
+    // when the commit failed: the differences are the finding).
     let dc = dst.client().await;
-    let mut failures = Vec::new();
     match compare_clusters_exact(&sc, &dc).await {
         Ok(d) if d.is_empty() => {}
         Ok(d) => failures.push(format!(
-            "{} differences after COMMITTED:\n{}",
+            "{} differences {}:\n{}",
             d.len(),
+            if committed {
+                "after COMMITTED"
+            } else {
+                "(not committed)"
+            },
             d.iter()
                 .take(15)
                 .map(|x| format!("  - {x}"))
@@ -645,7 +680,12 @@ async fn fault_engine_sigkill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_source_sigkill() {
-    scenario("fault_source_sigkill", Fault::ServerKill(Side::Source), &[21]).await;
+    scenario(
+        "fault_source_sigkill",
+        Fault::ServerKill(Side::Source),
+        &[21],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -660,7 +700,12 @@ async fn fault_destination_sigkill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_source_sigstop() {
-    scenario("fault_source_sigstop", Fault::ServerStop(Side::Source), &[31]).await;
+    scenario(
+        "fault_source_sigstop",
+        Fault::ServerStop(Side::Source),
+        &[31],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -675,7 +720,12 @@ async fn fault_destination_sigstop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_source_partition() {
-    scenario("fault_source_partition", Fault::Partition(Side::Source), &[41]).await;
+    scenario(
+        "fault_source_partition",
+        Fault::Partition(Side::Source),
+        &[41],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

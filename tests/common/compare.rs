@@ -351,7 +351,9 @@ async fn compare_database_mode(
         let (sa, sb) = (without_uuid_info(sa), without_uuid_info(sb));
         if exact && !strict_eq(&sa, &sb) {
             out.push(trunc(
-                format!("{ns}: listCollections spec differs (bytes/field order): src {sa} vs dst {sb}"),
+                format!(
+                    "{ns}: listCollections spec differs (bytes/field order): src {sa} vs dst {sb}"
+                ),
                 2 * MAX_DIFF_LINE,
             ));
         }

@@ -21,8 +21,7 @@ pub mod workload;
 #[allow(unused_imports)]
 pub use compare::{
     assert_clusters_converge, assert_clusters_equal, compare_clusters, compare_clusters_exact,
-    compare_database,
-    wait_clusters_equal,
+    compare_database, wait_clusters_equal,
 };
 #[allow(unused_imports)]
 pub use copy::copy_cluster_naive;

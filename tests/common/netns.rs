@@ -54,7 +54,9 @@ pub fn unavailable() -> Option<String> {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref() != Some("0") {
-        return Some(format!("not root (uid {uid:?}): cannot create network namespaces"));
+        return Some(format!(
+            "not root (uid {uid:?}): cannot create network namespaces"
+        ));
     }
     if Command::new("ip")
         .arg("-V")
@@ -95,7 +97,15 @@ impl Netns {
     fn setup(&self) -> Result<(), String> {
         run(&["ip", "netns", "add", &self.name])?;
         run(&[
-            "ip", "link", "add", &self.host_if, "type", "veth", "peer", "name", &self.ns_if,
+            "ip",
+            "link",
+            "add",
+            &self.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.ns_if,
         ])?;
         run(&["ip", "link", "set", &self.ns_if, "netns", &self.name])?;
         run(&[
@@ -107,7 +117,14 @@ impl Netns {
             &self.host_if,
         ])?;
         run(&["ip", "link", "set", &self.host_if, "up"])?;
-        self.exec(&["ip", "addr", "add", &format!("{}/30", self.ns_ip), "dev", &self.ns_if])?;
+        self.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", self.ns_ip),
+            "dev",
+            &self.ns_if,
+        ])?;
         self.exec(&["ip", "link", "set", &self.ns_if, "up"])?;
         self.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(())
@@ -132,12 +149,27 @@ impl Netns {
             }
             CutMode::Loss => {
                 let host = run(&[
-                    "tc", "qdisc", "add", "dev", &self.host_if, "root", "netem", "loss", "100%",
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    &self.host_if,
+                    "root",
+                    "netem",
+                    "loss",
+                    "100%",
                 ]);
                 match host {
                     Ok(()) => {
                         let _ = self.exec(&[
-                            "tc", "qdisc", "add", "dev", &self.ns_if, "root", "netem", "loss",
+                            "tc",
+                            "qdisc",
+                            "add",
+                            "dev",
+                            &self.ns_if,
+                            "root",
+                            "netem",
+                            "loss",
                             "100%",
                         ]);
                         CutMode::Loss

@@ -131,7 +131,10 @@ impl Server {
     }
 
     pub fn uri(&self) -> String {
-        format!("mongodb://{}:{}/?directConnection=true", self.host, self.port)
+        format!(
+            "mongodb://{}:{}/?directConnection=true",
+            self.host, self.port
+        )
     }
 
     /// SIGSTOP the server process (it keeps its sockets but answers nothing).

@@ -739,7 +739,11 @@ impl Op {
                     )
                     .await?;
             }
-            Op::InsertBlob { mut doc, size, fill } => {
+            Op::InsertBlob {
+                mut doc,
+                size,
+                fill,
+            } => {
                 doc.insert("blob", fill.to_string().repeat(size));
                 c.insert_one(doc).await?;
             }
@@ -806,7 +810,9 @@ fn random_validator(rng: &mut StdRng) -> Document {
     let validator = match rng.random_range(0..3) {
         0 => doc! { "$or": [ { "n": { "$exists": true } }, { "k": { "$type": "string" } } ] },
         1 => doc! { "r": { "$gte": 0 } },
-        _ => doc! { "$jsonSchema": { "bsonType": "object", "properties": { "s": { "bsonType": "string" } } } },
+        _ => {
+            doc! { "$jsonSchema": { "bsonType": "object", "properties": { "s": { "bsonType": "string" } } } }
+        }
     };
     doc! { "validator": validator, "validationLevel": level, "validationAction": action }
 }
@@ -956,7 +962,9 @@ fn generate_full(kind: &str, rng: &mut StdRng, id: Bson, coll: &str) -> Option<O
             0 => update(doc! { "$min": { "n": rng.random_range(0..500) } }),
             1 => update(doc! { "$max": { "n": rng.random_range(500..1500), "hi": 1 } }),
             2 => {
-                let by = [Bson::Int32(2), Bson::Double(1.5), Bson::Int64(3)][rng.random_range(0..3)].clone();
+                let by = [Bson::Int32(2), Bson::Double(1.5), Bson::Int64(3)]
+                    [rng.random_range(0..3)]
+                .clone();
                 update(doc! { "$mul": { "n": by } })
             }
             _ => update(doc! { "$mul": { "newnum": 3 }, "$min": { "lo": rng.random_range(0..9) } }),
@@ -965,13 +973,17 @@ fn generate_full(kind: &str, rng: &mut StdRng, id: Bson, coll: &str) -> Option<O
             if rng.random_bool(0.5) {
                 update(doc! { "$currentDate": { "cd": true } })
             } else {
-                update(doc! { "$currentDate": { "ts.t": { "$type": "timestamp" }, "cd": { "$type": "date" } } })
+                update(
+                    doc! { "$currentDate": { "ts.t": { "$type": "timestamp" }, "cd": { "$type": "date" } } },
+                )
             }
         }
         "update_numeric_keys" => {
             let year = rng.random_range(2015..2030);
             match rng.random_range(0..3) {
-                0 => update(doc! { "$set": { format!("scores.{year}"): rng.random_range(0..100) } }),
+                0 => {
+                    update(doc! { "$set": { format!("scores.{year}"): rng.random_range(0..100) } })
+                }
                 1 => update(doc! { "$inc": { format!("scores.{year}"): 1 } }),
                 _ => update(doc! { "$set": {
                     format!("years.{year}.q{}", rng.random_range(1..5)): random_scalar(rng)
@@ -1063,7 +1075,10 @@ fn generate_full(kind: &str, rng: &mut StdRng, id: Bson, coll: &str) -> Option<O
             let view = format!("vw{}", rng.random_range(0..3));
             let pipeline = match rng.random_range(0..3) {
                 0 => vec![doc! { "$match": { "r": { "$lt": rng.random_range(1..10) } } }],
-                1 => vec![doc! { "$project": { "n": 1, "s": 1 } }, doc! { "$sort": { "n": 1 } }],
+                1 => vec![
+                    doc! { "$project": { "n": 1, "s": 1 } },
+                    doc! { "$sort": { "n": 1 } },
+                ],
                 _ => vec![],
             };
             Op::Command(doc! { "create": view, "viewOn": coll, "pipeline": pipeline })
