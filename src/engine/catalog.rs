@@ -310,14 +310,26 @@ async fn coll_mod_index(
 /// First half of the commit-time restoration, before `canWrite`: TTL values, hidden flags,
 /// and `prepareUnique` on indexes that are unique on the source (so new writes already
 /// respect uniqueness).
+///
+/// With `rebuild_unique` (a destination whose unique conversion leaves traces, see
+/// [`unique_conversion_leaves_traces`]) those indexes are instead rebuilt from the source's
+/// definition here, while the destination is still closed to application writes (so no
+/// duplicate can slip in between the drop and the build).
 pub async fn finalize_before_write(
     source: &Client,
     destination: &Client,
     db: &str,
     coll: &str,
+    rebuild_unique: bool,
 ) -> mongodb::error::Result<()> {
     for (s, d) in index_pairs(source, destination, db, coll).await? {
         let name = s.get_str("name").unwrap_or_default();
+        let unique = s.get_bool("unique").unwrap_or(false) && name != "_id_";
+        let leftover = d.contains_key("prepareUnique") && !s.contains_key("prepareUnique");
+        if rebuild_unique && unique && (!d.get_bool("unique").unwrap_or(false) || leftover) {
+            rebuild_index(destination, db, coll, &s).await?;
+            continue;
+        }
         if let Some(ttl) = s.get("expireAfterSeconds") {
             if d.get("expireAfterSeconds") != Some(ttl) {
                 coll_mod_index(
@@ -354,6 +366,65 @@ pub async fn finalize_before_write(
         }
     }
     Ok(())
+}
+
+/// Drops the destination's index of that name and builds the source's definition in its place.
+async fn rebuild_index(
+    destination: &Client,
+    db: &str,
+    coll: &str,
+    source_spec: &Document,
+) -> mongodb::error::Result<()> {
+    let name = source_spec.get_str("name").unwrap_or_default();
+    drop_index(destination, db, coll, name).await?;
+    let mut spec = source_spec.clone();
+    spec.remove("v");
+    spec.remove("ns");
+    destination
+        .database(db)
+        .run_command(doc! { "createIndexes": coll, "indexes": [spec] })
+        .await
+        .map(|_| ())
+}
+
+/// Whether the destination's unique-index conversion (`collMod` `prepareUnique`, then
+/// `unique`) leaves the index definition other than a unique index built as such: MongoDB
+/// removes `prepareUnique` once the index is unique, some servers leave `prepareUnique: false`
+/// behind, and a server without the conversion cannot do it at all. Tried once on a scratch
+/// collection in the metadata database.
+pub async fn unique_conversion_leaves_traces(destination: &Client) -> mongodb::error::Result<bool> {
+    let db = destination.database(super::filter::METADATA_DB);
+    let coll = "unique_conversion_probe";
+    let _ = db.run_command(doc! { "drop": coll }).await;
+    let probe = async {
+        db.run_command(doc! { "create": coll }).await?;
+        db.run_command(doc! {
+            "createIndexes": coll,
+            "indexes": [{ "key": { "p": 1 }, "name": "p_1" }],
+        })
+        .await?;
+        for step in [doc! { "prepareUnique": true }, doc! { "unique": true }] {
+            let mut index = doc! { "name": "p_1" };
+            index.extend(step);
+            if let Err(e) = db
+                .run_command(doc! { "collMod": coll, "index": index })
+                .await
+            {
+                tracing::debug!(error = %super::mongo::describe(&e), "the destination cannot convert an index to unique in place");
+                return Ok(true);
+            }
+        }
+        let specs = list_indexes(destination, super::filter::METADATA_DB, coll).await?;
+        Ok::<bool, mongodb::error::Error>(
+            specs
+                .iter()
+                .filter(|s| s.get_str("name") == Ok("p_1"))
+                .any(|s| s.contains_key("prepareUnique") || !s.get_bool("unique").unwrap_or(false)),
+        )
+    }
+    .await;
+    let _ = db.run_command(doc! { "drop": coll }).await;
+    probe
 }
 
 /// Second half, after `canWrite`: converts `prepareUnique` indexes to unique.

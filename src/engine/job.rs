@@ -436,8 +436,21 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
             verifier.final_check().await?;
         }
     }
+    // Unique indexes end exactly as the source defines them: converted in place after
+    // `canWrite` where the server's conversion leaves no trace, else rebuilt before it.
+    let rebuild_unique = catalog::unique_conversion_leaves_traces(&ctx.destination).await?;
+    if rebuild_unique {
+        tracing::info!("the destination's unique-index conversion leaves traces in the index definition; unique indexes are rebuilt before canWrite instead");
+    }
     for spec in &colls {
-        catalog::finalize_before_write(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
+        catalog::finalize_before_write(
+            &ctx.source,
+            &ctx.destination,
+            &spec.db,
+            &spec.name,
+            rebuild_unique,
+        )
+        .await?;
     }
     // Every application write on the destination comes after this point (they are blocked
     // until the release just below): a reversal replays the destination from here.

@@ -162,6 +162,18 @@ impl Collector for StatusCollector {
             "Times the sync was interrupted by an error and retried",
             load(&counters.retries),
         )?;
+        counter(
+            &mut encoder,
+            "documents_repaired",
+            "Documents read from the source by _id and written whole because a change to them could not be replayed exactly",
+            load(&counters.documents_repaired),
+        )?;
+        counter(
+            &mut encoder,
+            "collections_recopied",
+            "Collections copied again whole because a DDL event (a rename or drop) overtook their copy",
+            load(&counters.collections_recopied),
+        )?;
         gauge(
             &mut encoder,
             "sync_stopped",

@@ -25,6 +25,11 @@ pub struct Counters {
     pub events_by_kind: [AtomicU64; 5],
     /// Times the sync was interrupted by an error and retried.
     pub retries: AtomicU64,
+    /// Documents read from the source and written whole because a change to them could not
+    /// be replayed exactly (see `cea::repair`).
+    pub documents_repaired: AtomicU64,
+    /// Collections copied again whole because a DDL event overtook their copy.
+    pub collections_recopied: AtomicU64,
     /// Copy progress by namespace, from the planned partitions and those finished.
     pub collections: Mutex<BTreeMap<String, CollectionProgress>>,
 }

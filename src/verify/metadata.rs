@@ -108,9 +108,9 @@ fn compare_options(src: &Document, dst: &Document) -> Vec<String> {
 }
 
 /// `listIndexes` entries by name, as compared: without the fields that describe the server
-/// rather than the index (`v`, `ns`), without `background` (ignored by servers since 4.2 and
-/// not carried over by the engine), and without `prepareUnique: false` (a unique-index
-/// conversion leaves it behind on some servers; it means the same as absent).
+/// rather than the index (`v`, `ns`) and without `background` (ignored by servers since 4.2
+/// and not carried over by the engine). A `prepareUnique` left behind by a unique-index
+/// conversion is a difference: the definition is not the source's.
 fn normalized_indexes(specs: &[Document]) -> BTreeMap<String, Document> {
     specs
         .iter()
@@ -118,9 +118,6 @@ fn normalized_indexes(specs: &[Document]) -> BTreeMap<String, Document> {
             let mut s = s.clone();
             for f in ["v", "ns", "background"] {
                 s.remove(f);
-            }
-            if s.get_bool("prepareUnique") == Ok(false) {
-                s.remove("prepareUnique");
             }
             (s.get_str("name").unwrap_or_default().to_string(), s)
         })
@@ -283,7 +280,7 @@ mod tests {
         let ab = doc! { "v": 2, "key": { "a": 1, "b": 1 }, "name": "ab" };
         let ba = doc! { "v": 1, "key": { "b": 1, "a": 1 }, "name": "ab" };
         let t = doc! { "v": 2, "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60, "background": true };
-        let t2 = doc! { "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60, "prepareUnique": false };
+        let t2 = doc! { "key": { "t": 1 }, "name": "t_1", "expireAfterSeconds": 60 };
         let x = doc! { "key": { "x": 1 }, "name": "x_1" };
         assert!(compare_indexes(
             &[id.clone(), t.clone()],
@@ -304,5 +301,12 @@ mod tests {
             ]
         );
         assert!(d[0].starts_with("index `ab` differs"), "{d:?}");
+        // A unique conversion's leftover is not the source's definition.
+        let u = doc! { "key": { "u": 1 }, "name": "u_1", "unique": true };
+        let u2 = doc! { "key": { "u": 1 }, "name": "u_1", "prepareUnique": false, "unique": true };
+        assert_eq!(
+            compare_indexes(&[id.clone(), u], &[id.clone(), u2], IndexForm::Final).len(),
+            1
+        );
     }
 }

@@ -84,11 +84,6 @@ pub async fn list_index_specs_mode(
             continue;
         }
         spec.remove("v");
-        // A unique-index conversion (collMod prepareUnique, then unique) leaves
-        // `prepareUnique: false` behind on some servers; it means the same as absent.
-        if spec.get_bool("prepareUnique") == Ok(false) {
-            spec.remove("prepareUnique");
-        }
         let name = spec.get_str("name").unwrap_or_default().to_string();
         out.insert(name, spec);
     }

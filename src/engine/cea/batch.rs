@@ -2,12 +2,12 @@
 //!
 //! Per document only what matters survives: an insert, replace or delete sets the whole
 //! document (so it cancels whatever came before it), and the updates after it are kept in order
-//! as deltas (`updateDescription`: `$set` of the updated fields, raw; `$unset` of the removed
-//! ones; `$push`/`$slice` for truncated arrays). Deltas need no read of the source, so they work
-//! whatever happened to the collection since. A delta that cannot be expressed (ambiguous
-//! paths) or that the destination refuses (a document copied in a later state than the event
-//! saw) marks the collection for a fresh copy once the stream has caught up (see `ddl`): rare,
-//! and the only way to read the source without risking another collection's answer.
+//! as deltas ([`delta`]: `$set` of the updated fields, raw; `$unset` of the removed ones;
+//! `$push`/`$slice` for truncated arrays), each with the preconditions under which it
+//! reproduces the source's bytes, field order included. Deltas need no read of the source. A
+//! document whose delta cannot be proven exact, whose precondition fails on the destination, or
+//! that the destination refuses is repaired: read from the source by `_id` and written whole
+//! ([`repair`]). One document's event never costs more than that document.
 
 use std::collections::HashMap;
 
@@ -22,7 +22,8 @@ use super::super::filter::Scope;
 use super::super::job::{Ctx, JobError};
 use super::super::mongo;
 use super::super::status::EventKind;
-use super::Applier;
+use super::delta::{self, Delta, Plan};
+use super::{repair, Applier};
 
 const WRITE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 const WRITE_CHUNK_OPS: usize = 1_000;
@@ -44,10 +45,13 @@ impl DocId {
             value,
         }
     }
-    fn bson(&self) -> Bson {
+    pub(crate) fn bson(&self) -> Bson {
         Bson::try_from(self.value.clone()).unwrap_or(Bson::Null)
     }
-    fn filter(&self) -> RawDocumentBuf {
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+    pub(crate) fn filter(&self) -> RawDocumentBuf {
         let mut q = RawDocumentBuf::new();
         q.append("_id", self.value.clone());
         q
@@ -62,10 +66,10 @@ enum Base {
 struct DocOps {
     id: DocId,
     base: Option<Base>,
-    /// Update documents, in event order, applied after `base`.
-    deltas: Vec<RawDocumentBuf>,
+    /// Updates, in event order, applied after `base`.
+    deltas: Vec<Delta>,
     /// Settle by reading the source instead.
-    fetch: bool,
+    repair: bool,
 }
 
 #[derive(Default)]
@@ -90,58 +94,6 @@ fn ns_of(ev: &RawDocument) -> Option<(String, String)> {
         ns.get_str("db").ok()?.to_string(),
         ns.get_str("coll").ok()?.to_string(),
     ))
-}
-
-/// The update documents that replay an `updateDescription`, or `None` when it cannot be
-/// replayed exactly.
-fn deltas(desc: &RawDocument) -> Option<Vec<RawDocumentBuf>> {
-    if let Ok(paths) = desc.get_document("disambiguatedPaths") {
-        if !paths.is_empty() {
-            return None;
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(truncated) = desc.get_array("truncatedArrays") {
-        let mut push = RawDocumentBuf::new();
-        for t in truncated {
-            let t = t.ok()?.as_document()?;
-            let field = t.get_str("field").ok()?;
-            let size = match t.get("newSize").ok()?? {
-                RawBsonRef::Int32(v) => v as i64,
-                RawBsonRef::Int64(v) => v,
-                RawBsonRef::Double(v) => v as i64,
-                _ => return None,
-            };
-            let mut spec = RawDocumentBuf::new();
-            spec.append("$each", RawArrayBuf::new());
-            spec.append("$slice", size);
-            push.append(field, spec);
-        }
-        if !push.is_empty() {
-            let mut u = RawDocumentBuf::new();
-            u.append("$push", push);
-            out.push(u);
-        }
-    }
-    let mut u = RawDocumentBuf::new();
-    if let Ok(set) = desc.get_document("updatedFields") {
-        if !set.is_empty() {
-            u.append("$set", set.to_raw_document_buf());
-        }
-    }
-    if let Ok(removed) = desc.get_array("removedFields") {
-        let mut unset = RawDocumentBuf::new();
-        for r in removed {
-            unset.append(r.ok()?.as_str()?, "");
-        }
-        if !unset.is_empty() {
-            u.append("$unset", unset);
-        }
-    }
-    if !u.is_empty() {
-        out.push(u);
-    }
-    Some(out)
 }
 
 impl Batch {
@@ -177,7 +129,7 @@ impl Batch {
             id,
             base: None,
             deltas: Vec::new(),
-            fetch: false,
+            repair: false,
         });
         match op {
             "insert" | "replace" => match ev.get_document("fullDocument") {
@@ -185,26 +137,31 @@ impl Batch {
                     self.bytes += d.as_bytes().len();
                     entry.base = Some(Base::Upsert(d.to_raw_document_buf()));
                     entry.deltas.clear();
-                    entry.fetch = false;
+                    entry.repair = false;
                 }
-                Err(_) => entry.fetch = true,
+                Err(_) => entry.repair = true,
             },
             "delete" => {
                 entry.base = Some(Base::Delete);
                 entry.deltas.clear();
-                entry.fetch = false;
+                entry.repair = false;
             }
             _ => {
-                if entry.fetch {
+                if entry.repair {
                     return;
                 }
-                match ev.get_document("updateDescription").ok().and_then(deltas) {
-                    Some(d) => {
-                        self.bytes += d.iter().map(|u| u.as_bytes().len()).sum::<usize>();
+                let plan = match ev.get_document("updateDescription") {
+                    Ok(desc) => delta::plan(desc),
+                    Err(_) => Plan::Repair(delta::RepairReason::Malformed),
+                };
+                match plan {
+                    Plan::Replay(d) => {
+                        self.bytes += d.iter().map(|u| u.update.as_bytes().len()).sum::<usize>();
                         entry.deltas.extend(d);
                     }
-                    None => {
-                        entry.fetch = true;
+                    Plan::Repair(reason) => {
+                        tracing::trace!(?reason, "an update that cannot be replayed exactly");
+                        entry.repair = true;
                         entry.deltas.clear();
                     }
                 }
@@ -276,13 +233,16 @@ async fn apply_ns(
     kind: Option<CollKind>,
 ) -> Result<(), JobError> {
     let mut deletes = Vec::new();
-    let mut statements: Vec<(usize, RawDocumentBuf)> = Vec::new();
+    let mut statements: Vec<Statement> = Vec::new();
     let mut docs: Vec<DocOps> = nso.docs.into_values().collect();
-    let mut fetch: Vec<usize> = Vec::new();
+    let mut to_repair: Vec<usize> = Vec::new();
     let mut inserts_ts = Vec::new();
+    // A time series collection has no unique `_id` for a guard to trip on: its (rare)
+    // deltas are replayed unguarded.
+    let guarded = kind != Some(CollKind::Timeseries);
     for (i, d) in docs.iter_mut().enumerate() {
-        if d.fetch {
-            fetch.push(i);
+        if d.repair {
+            to_repair.push(i);
             continue;
         }
         match d.base.take() {
@@ -290,14 +250,14 @@ async fn apply_ns(
             Some(Base::Upsert(doc)) if kind == Some(CollKind::Timeseries) => {
                 inserts_ts.push((d.id.clone(), doc))
             }
-            Some(Base::Upsert(doc)) => statements.push((i, stmt(&d.id, doc, true))),
+            Some(Base::Upsert(doc)) => statements.push(Statement::whole(i, &d.id, doc)),
             None => {}
         }
         for u in d.deltas.drain(..) {
-            statements.push((i, stmt(&d.id, u, false)));
+            statements.push(Statement::delta(i, &d.id, u, guarded));
         }
     }
-    tracing::debug!(ns = %format!("{db}.{coll}"), deletes = deletes.len(), writes = statements.len(), fetch = fetch.len(), "applying batch");
+    tracing::debug!(ns = %format!("{db}.{coll}"), deletes = deletes.len(), writes = statements.len(), repairs = to_repair.len(), "applying batch");
     let writers = ctx.tuning.concurrency.max(1);
     // Deletes are independent of each other: chunks at once (a batch holds a few at most).
     let mut delete_chunks = Vec::new();
@@ -310,19 +270,21 @@ async fn apply_ns(
     }
     // Statements go to parallel writers by document: each writer keeps its documents'
     // statements in order (a document's deltas follow its upsert); documents are independent.
-    let mut groups: Vec<Vec<(usize, RawDocumentBuf)>> = vec![Vec::new(); writers];
-    for (owner, stmt) in statements {
-        groups[writer_of(&docs[owner].id.key, writers)].push((owner, stmt));
+    let mut groups: Vec<Vec<Statement>> = (0..writers).map(|_| Vec::new()).collect();
+    for s in statements {
+        groups[writer_of(&docs[s.owner].id.key, writers)].push(s);
     }
     let mut writes = Vec::new();
     for g in groups.into_iter().filter(|g| !g.is_empty()) {
         writes.push(write_statements(&ctx.destination, db, coll, g));
     }
     let refused = futures::future::try_join_all(writes).await?;
-    fetch.extend(refused.into_iter().flatten());
-    if !fetch.is_empty() {
-        tracing::info!(ns = %format!("{db}.{coll}"), documents = fetch.len(), "changes that cannot be replayed exactly; the collection will be copied again");
-        ctx.store.mark_recopy(&format!("{db}.{coll}")).await?;
+    to_repair.extend(refused.into_iter().flatten());
+    if !to_repair.is_empty() {
+        to_repair.sort_unstable();
+        to_repair.dedup();
+        let ids: Vec<DocId> = to_repair.iter().map(|&i| docs[i].id.clone()).collect();
+        repair::documents(ctx, db, coll, nso.uuid.as_ref(), kind, ids).await?;
     }
     Ok(())
 }
@@ -336,17 +298,53 @@ fn writer_of(key: &[u8], writers: usize) -> usize {
     (h % writers as u64) as usize
 }
 
-fn stmt(id: &DocId, u: RawDocumentBuf, upsert: bool) -> RawDocumentBuf {
-    let mut s = RawDocumentBuf::new();
-    s.append("q", id.filter());
-    s.append("u", u);
-    if upsert {
-        s.append("upsert", true);
-    }
-    s
+/// One update statement of the `update` command, and the document it belongs to.
+pub(crate) struct Statement {
+    /// The document's index in the batch (what a refusal names for repair).
+    pub owner: usize,
+    pub body: RawDocumentBuf,
+    /// Its filter carries a delta's guards: the statement upserts so that a guard that fails
+    /// on an existing document trips the `_id` index (a duplicate key error naming the
+    /// statement), and an upsert reports a document missing on the destination. Either way
+    /// the document is repaired.
+    pub guarded: bool,
 }
 
-async fn write_deletes(
+impl Statement {
+    /// The whole document, inserted or replaced.
+    pub(crate) fn whole(owner: usize, id: &DocId, doc: RawDocumentBuf) -> Self {
+        let mut s = RawDocumentBuf::new();
+        s.append("q", id.filter());
+        s.append("u", doc);
+        s.append("upsert", true);
+        Statement {
+            owner,
+            body: s,
+            guarded: false,
+        }
+    }
+
+    fn delta(owner: usize, id: &DocId, d: Delta, guard: bool) -> Self {
+        let guarded = guard && !d.guards.is_empty();
+        let mut q = id.filter();
+        if guarded {
+            q.append("$and", delta::guard_filter(&d.guards));
+        }
+        let mut s = RawDocumentBuf::new();
+        s.append("q", q);
+        s.append("u", d.update);
+        if guarded {
+            s.append("upsert", true);
+        }
+        Statement {
+            owner,
+            body: s,
+            guarded,
+        }
+    }
+}
+
+pub(crate) async fn write_deletes(
     client: &Client,
     db: &str,
     coll: &str,
@@ -371,14 +369,14 @@ async fn write_deletes(
 }
 
 /// Runs update statements in order (a document's deltas must follow its upsert), in
-/// byte-bounded commands. A statement the server refuses marks its document for settling
-/// from the source, and that document's later statements are skipped; the others go on.
-/// Returns the refused documents.
-async fn write_statements(
+/// byte-bounded commands. A statement the server refuses, or whose guard fails, marks its
+/// document for repair from the source, and that document's later statements are skipped; the
+/// others go on. Returns the documents to repair.
+pub(crate) async fn write_statements(
     client: &Client,
     db: &str,
     coll: &str,
-    statements: Vec<(usize, RawDocumentBuf)>,
+    statements: Vec<Statement>,
 ) -> Result<Vec<usize>, JobError> {
     let mut refused: Vec<usize> = Vec::new();
     let mut next = 0;
@@ -387,16 +385,16 @@ async fn write_statements(
         let mut sent: Vec<usize> = Vec::new();
         let mut bytes = 0;
         while next < statements.len() {
-            let (owner, s) = &statements[next];
-            let len = s.as_bytes().len();
+            let s = &statements[next];
+            let len = s.body.as_bytes().len();
             if !sent.is_empty()
                 && (bytes + len > WRITE_CHUNK_BYTES || sent.len() >= WRITE_CHUNK_OPS)
             {
                 break;
             }
-            if !refused.contains(owner) {
+            if !refused.contains(&s.owner) {
                 bytes += len;
-                stmts.push(s.clone());
+                stmts.push(s.body.clone());
                 sent.push(next);
             }
             next += 1;
@@ -422,6 +420,21 @@ async fn write_statements(
                 },
             )));
         }
+        // A guarded delta that upserted found no document: the copy has not written it (or
+        // the source deleted it since); what the upsert made is replaced by the repair.
+        if let Ok(upserted) = reply.get_array("upserted") {
+            for u in upserted {
+                let Some(i) = u.as_document().and_then(|u| u.get_i32("index").ok()) else {
+                    continue;
+                };
+                if let Some(&position) = sent.get(i.max(0) as usize) {
+                    let s = &statements[position];
+                    if s.guarded && !refused.contains(&s.owner) {
+                        refused.push(s.owner);
+                    }
+                }
+            }
+        }
         // Ordered: at most one error, and nothing after it in this command ran.
         if let Some(Bson::Document(e)) = reply.get_array("writeErrors").ok().and_then(|a| a.first())
         {
@@ -429,9 +442,11 @@ async fn write_statements(
             let position = sent[at];
             tracing::debug!(
                 code = e.get_i32("code").unwrap_or_default(),
-                "a delta was refused by the destination; settling the document from the source"
+                "a delta was refused by the destination or its guard failed; repairing the document from the source"
             );
-            refused.push(statements[position].0);
+            if !refused.contains(&statements[position].owner) {
+                refused.push(statements[position].owner);
+            }
             next = position + 1;
         }
     }
@@ -475,6 +490,7 @@ async fn insert_missing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::doc;
 
     fn raw(d: bson::Document) -> RawDocumentBuf {
         RawDocumentBuf::from_document(&d).unwrap()
@@ -484,35 +500,6 @@ mod tests {
         v.iter()
             .map(|d| bson::Document::try_from(d.as_ref()).unwrap())
             .collect()
-    }
-
-    #[test]
-    fn update_description_becomes_set_unset_and_truncation() {
-        let desc = raw(doc! {
-            "updatedFields": { "a.b": 1, "arr.0": "x" },
-            "removedFields": ["gone", "n.m"],
-            "truncatedArrays": [{ "field": "arr", "newSize": 2 }],
-            "disambiguatedPaths": {},
-        });
-        let out = as_docs(deltas(&desc).unwrap());
-        assert_eq!(
-            out,
-            vec![
-                doc! { "$push": { "arr": { "$each": [], "$slice": 2i64 } } },
-                doc! { "$set": { "a.b": 1, "arr.0": "x" }, "$unset": { "gone": "", "n.m": "" } },
-            ]
-        );
-    }
-
-    #[test]
-    fn ambiguous_paths_are_not_replayed() {
-        let desc = raw(doc! {
-            "updatedFields": { "a.0": 1 },
-            "removedFields": [],
-            "truncatedArrays": [],
-            "disambiguatedPaths": { "a.0": ["a", "0"] },
-        });
-        assert!(deltas(&desc).is_none());
     }
 
     #[test]
@@ -537,7 +524,7 @@ mod tests {
         let d = ops.docs.values().next().unwrap();
         assert!(matches!(d.base, Some(Base::Upsert(_))));
         assert_eq!(
-            as_docs(d.deltas.clone()),
+            as_docs(d.deltas.iter().map(|d| d.update.clone()).collect()),
             vec![doc! { "$set": { "v": 2 } }, doc! { "$set": { "v": 3 } }]
         );
         b.add(&scope, &ev("delete", doc! {}), "delete");

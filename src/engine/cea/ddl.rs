@@ -208,13 +208,23 @@ pub async fn recopy_pending(ctx: &Ctx) -> Result<(), JobError> {
         let read_at = super::super::mongo::cluster_time(&ctx.source).await?;
         // Gone from the source: a drop event the stream has not delivered yet removes it.
         if let Some(spec) = catalog::find_spec(&ctx.source, db, coll).await? {
-            tracing::info!(ns = %ns, "copying a collection again: it was renamed while the initial copy ran, or a change could not be replayed exactly");
+            tracing::warn!(ns = %ns, "copying a collection again whole: a rename or drop on the source overtook its copy, or the changes to some of its documents were made to a collection renamed since");
             catalog::drop_collection(&ctx.destination, db, coll).await?;
             catalog::create(&ctx.destination, &spec).await?;
             ctx.copy_whole(&spec).await?;
             if spec.kind != CollKind::View && ctx.options.build_indexes != BuildIndexes::Never {
                 ctx.build_indexes(db, coll, None).await?;
             }
+            let n = ctx
+                .status
+                .counters
+                .collections_recopied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            ctx.status.warn(
+                "recopies",
+                format!("collection {ns} was copied again whole because a rename or drop on the source overtook its copy ({n} collection re-copies in this process)"),
+            );
         }
         ctx.store.recopy_done(&ns, read_at).await?;
     }

@@ -8,6 +8,8 @@
 
 mod batch;
 mod ddl;
+mod delta;
+mod repair;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
