@@ -64,8 +64,7 @@ pub async fn list_index_specs(db: &Database, coll: &str) -> Result<BTreeMap<Stri
     list_index_specs_mode(db, coll, false).await
 }
 
-/// listIndexes keyed by name; `exact` keeps every field (only `ns` is removed) and
-/// does not treat `prepareUnique: false` as absent.
+/// listIndexes keyed by name, `ns` removed; `exact` also keeps the index version `v`.
 pub async fn list_index_specs_mode(
     db: &Database,
     coll: &str,

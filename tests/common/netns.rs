@@ -80,7 +80,7 @@ impl Netns {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tag = format!("{:x}{k:x}", pid % 0xfffff);
-        let octet3 = 1 + (pid.wrapping_mul(31).wrapping_add(k * 7) % 254);
+        let octet3 = 1 + (pid.wrapping_mul(31).wrapping_add(k * 7) % 160);
         let base = 4 * (k % 60);
         let ns = Netns {
             name: format!("csdiff-{tag}"),

@@ -542,6 +542,9 @@ enum Op {
     },
     /// A database command run as is (DDL with options: createIndexes, collMod, create...).
     Command(Document),
+    /// `drop` of the collection (its error ignored), then `create` with these options:
+    /// turns a pool collection into a capped one.
+    Recreate(Document),
 }
 
 impl Op {
@@ -755,6 +758,10 @@ impl Op {
                 .await?;
             }
             Op::Command(cmd) => {
+                db.run_command(cmd).await?;
+            }
+            Op::Recreate(cmd) => {
+                let _ = db.run_command(doc! { "drop": coll }).await;
                 db.run_command(cmd).await?;
             }
         }
@@ -1061,7 +1068,7 @@ fn generate_full(kind: &str, rng: &mut StdRng, id: Bson, coll: &str) -> Option<O
             if rng.random_bool(0.5) {
                 cmd.insert("max", rng.random_range(20..200));
             }
-            Op::Command(cmd)
+            Op::Recreate(cmd)
         }
         "create_validated" => {
             let mut cmd = doc! { "create": coll };
