@@ -546,7 +546,7 @@ fn verify_text(report: &clustersync::verify::Report, hosts0: &str, hosts1: &str)
             let _ = writeln!(out, "    - {d}");
         }
         for m in &n.mismatches {
-            let _ = writeln!(out, "    - _id {}: {}", m.id_relaxed(), m.kind);
+            let _ = writeln!(out, "    - _id {}: {}", m.id_relaxed(), m.verdict());
         }
         if n.more_mismatches {
             let _ = writeln!(

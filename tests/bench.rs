@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bson::{doc, rawdoc, RawDocumentBuf};
-use common::{Engine, Server};
+use common::{metric, Engine, Server};
 use futures::future::join_all;
 use mongodb::Client;
 use serde_json::json;
@@ -102,9 +102,20 @@ fn usage(pid: u32) -> (u64, f64) {
     (hwm, ticks as f64 / 100.0)
 }
 
+/// Which updates the change mix makes.
+#[derive(Clone, Copy, PartialEq)]
+enum Mix {
+    /// `$set` of existing fields: replayed as deltas.
+    Deltas,
+    /// `$set` of two new fields at once: the change event cannot say in which order the
+    /// source's server put them, so every such update is repaired from the source by `_id`.
+    Repairs,
+}
+
 /// One batch of the change mix on ids below `docs`: half updates, three tenths upserts
 /// (replacements, some of new ids), a fifth deletes. Returns (update commands, delete command).
 fn mix_batch(
+    mix: Mix,
     seed: u64,
     ops: u64,
     docs: u64,
@@ -115,9 +126,17 @@ fn mix_batch(
     for k in 0..ops {
         let x = (seed * 7_919 + k * 104_729) % (docs * 2).max(1);
         match k % 10 {
-            0..=4 => updates.push(doc! { "q": { "_id": (x % docs.max(1)) as i64 }, "u": { "$set": { "n": (seed + k) as i64, "sub.a": (k % 13) as i32 } } }),
+            0..=4 => {
+                let set = match mix {
+                    Mix::Deltas => doc! { "n": (seed + k) as i64, "sub.a": (k % 13) as i32 },
+                    Mix::Repairs => doc! { format!("r{seed}_{k}"): 1, format!("q{seed}_{k}"): 2 },
+                };
+                updates
+                    .push(doc! { "q": { "_id": (x % docs.max(1)) as i64 }, "u": { "$set": set } })
+            }
             5..=7 => {
-                let d: bson::Document = bson::from_slice(document(x, doc_bytes).as_bytes()).unwrap();
+                let d: bson::Document =
+                    bson::from_slice(document(x, doc_bytes).as_bytes()).unwrap();
                 updates.push(doc! { "q": { "_id": x as i64 }, "u": d, "upsert": true })
             }
             _ => deletes.push(doc! { "q": { "_id": (x % docs.max(1)) as i64 }, "limit": 1 }),
@@ -127,7 +146,11 @@ fn mix_batch(
 }
 
 async fn apply_mix(client: &Client, seed: u64, ops: u64, docs: u64, doc_bytes: usize) {
-    let (updates, deletes) = mix_batch(seed, ops, docs, doc_bytes);
+    apply_mix_of(Mix::Deltas, client, seed, ops, docs, doc_bytes).await
+}
+
+async fn apply_mix_of(mix: Mix, client: &Client, seed: u64, ops: u64, docs: u64, doc_bytes: usize) {
+    let (updates, deletes) = mix_batch(mix, seed, ops, docs, doc_bytes);
     let db = client.database("bench");
     db.run_command(doc! { "update": "docs", "updates": updates, "ordered": false })
         .await
@@ -141,6 +164,10 @@ const MIX_BATCH: u64 = 200;
 
 /// The destination's raw rate for the change mix: `streams` writers as fast as they go.
 async fn raw_mix_rate(client: &Client, p: &Params) -> f64 {
+    raw_rate_of(Mix::Deltas, client, p).await
+}
+
+async fn raw_rate_of(mix: Mix, client: &Client, p: &Params) -> f64 {
     let seconds = p.cea_seconds.max(2);
     let t = Instant::now();
     let counts = join_all((0..p.streams).map(|s| {
@@ -149,7 +176,7 @@ async fn raw_mix_rate(client: &Client, p: &Params) -> f64 {
             let mut n = 0u64;
             let mut seed = s * 1_000_003;
             while t.elapsed() < Duration::from_secs(seconds) {
-                apply_mix(&client, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
+                apply_mix_of(mix, &client, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
                 n += MIX_BATCH;
                 seed += 1;
             }
@@ -425,46 +452,23 @@ async fn run(p: Params) {
     let raw_mix = raw_mix_rate(&raw_client, &p).await;
     let probe_ops = if p.smoke { 1_000 } else { 10_000 };
     let (source_write, stream_read) = source_stream_rates(&raw_client, &p, probe_ops).await;
+    let raw_repair_mix = raw_rate_of(Mix::Repairs, &raw_client, &p).await;
     drop(raw_dest);
-    // Catch-up: a backlog written while the engine is paused, then applied as fast as it can.
+    // Catch-up: a backlog written while the engine is paused, then applied as fast as it can;
+    // then the same with the mix whose updates are all repaired from the source.
     let backlog = if p.smoke { 2_000 } else { 20_000 };
-    let (code, v) = engine.post("pause", json!({})).await;
-    assert_eq!(code, 200, "{v}");
-    let before = engine.progress().await["progress"]["totalEventsApplied"]
-        .as_u64()
-        .unwrap_or(0);
-    let mut written = 0;
-    let mut seed = 5_000_000;
-    while written < backlog {
-        apply_mix(&src, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
-        written += MIX_BATCH;
-        seed += 1;
-    }
-    let t = Instant::now();
-    let (code, v) = engine.post("resume", json!({})).await;
-    assert_eq!(code, 200, "{v}");
-    // Done when the engine reports no lag and its count of applied events has stopped moving
-    // for 2 s (a batch can take longer than that to read, so the count alone is not enough).
-    let (mut last_count, mut last_change) = (before, Instant::now());
-    loop {
-        let pr = engine.progress().await;
-        let c = pr["progress"]["totalEventsApplied"].as_u64().unwrap_or(0);
-        if c != last_count {
-            (last_count, last_change) = (c, Instant::now());
-        }
-        let lag = pr["progress"]["lagTimeSeconds"].as_i64().unwrap_or(99);
-        if last_count > before && lag < 1 && last_change.elapsed() >= Duration::from_secs(2) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(1_800),
-            "catch-up did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let catch_up_secs = (last_change - t).as_secs_f64().max(0.001);
-    let caught_up_events = last_count - before;
-    let catch_up_rate = caught_up_events as f64 / catch_up_secs;
+    let (catch_up_rate, caught_up_events, catch_up_secs) =
+        catch_up(&engine, &src, &p, Mix::Deltas, backlog, 5_000_000).await;
+    let repaired_before = metric(
+        &engine.metrics().await,
+        "clustersync_engine_documents_repaired_total",
+    );
+    let (repair_rate, repair_events, repair_secs) =
+        catch_up(&engine, &src, &p, Mix::Repairs, backlog, 6_000_000).await;
+    let repaired = metric(
+        &engine.metrics().await,
+        "clustersync_engine_documents_repaired_total",
+    ) - repaired_before;
 
     let mut sustained = 0.0f64;
     let mut steps = Vec::new();
@@ -539,7 +543,17 @@ async fn run(p: Params) {
     println!("  source raw write rate, 1 stream     {source_write:>10.0} ops/s");
     println!("  source change stream read, raw      {stream_read:>10.0} events/s (same driver and options as the engine)");
     println!(
-        "  engine catch-up of a backlog        {catch_up_rate:>10.0} events/s ({caught_up_events} events in {catch_up_secs:.1} s)"
+        "  engine catch-up of a backlog        {catch_up_rate:>10.0} events/s ({caught_up_events} events in {catch_up_secs:.1} s, {:.2}x raw)",
+        catch_up_rate / raw_mix
+    );
+    println!("  the same mix, its updates setting two new fields each (every update repaired from the source):");
+    println!(
+        "  destination raw rate, {} streams   {raw_repair_mix:>10.0} ops/s",
+        p.streams
+    );
+    println!(
+        "  engine catch-up of a backlog        {repair_rate:>10.0} events/s ({repair_events} events in {repair_secs:.1} s, {repaired:.0} documents repaired, {:.2}x raw)",
+        repair_rate / raw_repair_mix
     );
     for (asked, achieved, lag) in &steps {
         let short = if *achieved < asked * 0.95 {
@@ -579,6 +593,59 @@ async fn run(p: Params) {
     );
     assert!(cpu1 >= cpu0);
     assert!(!steps.is_empty() && steps[0].1 > 0.0);
+    // The repair mix went through the repair path.
+    assert!(
+        repair_rate.is_finite() && repair_rate > 0.0 && repaired > 0.0,
+        "{repair_rate} {repaired}"
+    );
+}
+
+/// Writes a backlog of `backlog` changes of `mix` while the engine is paused, resumes it and
+/// measures how fast it applies them. Returns (events/s, events, seconds).
+async fn catch_up(
+    engine: &Engine,
+    src: &Client,
+    p: &Params,
+    mix: Mix,
+    backlog: u64,
+    mut seed: u64,
+) -> (f64, u64, f64) {
+    let (code, v) = engine.post("pause", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let before = engine.progress().await["progress"]["totalEventsApplied"]
+        .as_u64()
+        .unwrap_or(0);
+    let mut written = 0;
+    while written < backlog {
+        apply_mix_of(mix, src, seed, MIX_BATCH, p.docs, p.doc_bytes).await;
+        written += MIX_BATCH;
+        seed += 1;
+    }
+    let t = Instant::now();
+    let (code, v) = engine.post("resume", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    // Done when the engine reports no lag and its count of applied events has stopped moving
+    // for 2 s (a batch can take longer than that to read, so the count alone is not enough).
+    let (mut last_count, mut last_change) = (before, Instant::now());
+    loop {
+        let pr = engine.progress().await;
+        let c = pr["progress"]["totalEventsApplied"].as_u64().unwrap_or(0);
+        if c != last_count {
+            (last_count, last_change) = (c, Instant::now());
+        }
+        let lag = pr["progress"]["lagTimeSeconds"].as_i64().unwrap_or(99);
+        if last_count > before && lag < 1 && last_change.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1_800),
+            "catch-up did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = (last_change - t).as_secs_f64().max(0.001);
+    let events = last_count - before;
+    (events as f64 / secs, events, secs)
 }
 
 fn main() {

@@ -178,13 +178,20 @@ async fn destination_tampering_is_named_blocks_commit_survives_sigkill_and_heals
 
     let all_named = |p: &Value| {
         let t = mismatch_text(p);
-        t.contains("shop.orders: _id 17 different content")
+        t.contains("shop.orders: _id 17 different content (fields: name)")
             && t.contains("shop.items: _id 23 missing on destination")
             && t.contains("shop.items: _id 5000000 extra on destination")
             && t.contains("shop.orders: index `n_1`")
     };
     let p = engine.wait_until(all_named, LONG).await;
     assert_eq!(p["progress"]["canCommit"], false, "{p}");
+    let log = engine.log_contents();
+    assert!(
+        log.contains("confirmed a difference")
+            && log.contains("shop.orders: _id 17 different content (fields: name)"),
+        "the log names the differing field: {log}"
+    );
+    assert!(!log.contains("tampered"), "no value is logged");
     assert_eq!(verification(&p)["mismatchCount"], 4, "{p}");
     let (code, body) = engine.post("commit", json!({})).await;
     assert_ne!(
@@ -297,9 +304,10 @@ async fn a_difference_made_just_before_commit_stops_the_commit() {
         body.to_string()
     };
     assert!(
-        text.contains("shop.items: _id 42 different content"),
-        "the difference is named: {text}"
+        text.contains("shop.items: _id 42 different content (fields: name)"),
+        "the difference is named, with the field that differs: {text}"
     );
+    assert!(!text.contains("late tamper"), "no value is shown: {text}");
     assert_eq!(p["progress"]["canWrite"], false, "{p}");
     assert_ne!(state_of(&p), Some("COMMITTED"), "{p}");
     for secret in ["mongodb://", "password"] {

@@ -353,7 +353,7 @@ async fn identical_clusters_are_equal_and_every_drift_is_named() {
     let text = stdout(&out);
     for want in [
         "RESULT: DIFFERENT (4 of 6 namespaces differ)",
-        "_id 7: different content",
+        "_id 7: different content (fields: address.city)",
         "_id \"s3\": missing on destination",
         "_id \"o-999\": extra on destination",
         "index `age_1` missing on the destination",
@@ -382,6 +382,10 @@ async fn identical_clusters_are_equal_and_every_drift_is_named() {
         serde_json::json!({"$numberInt": "7"})
     );
     assert_eq!(users["mismatches"][0]["kind"], "differentContent");
+    assert_eq!(
+        users["mismatches"][0]["fields"],
+        serde_json::json!(["address.city"])
+    );
     assert_eq!(
         users["metadataDifferences"][0],
         "index `age_1` missing on the destination"
@@ -433,6 +437,97 @@ async fn identical_clusters_are_equal_and_every_drift_is_named() {
         ]
     );
     assert_eq!(users["moreMismatches"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_differing_document_is_described_by_field_paths_never_values() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let (src, dst) = (a.client().await, b.client().await);
+    let (s, d) = (
+        src.database("shop").collection::<Document>("orders"),
+        dst.database("shop").collection::<Document>("orders"),
+    );
+    s.insert_many([
+        doc! { "_id": 1, "k": "x", "v": 87, "sub": { "y": { "z": "c" } } },
+        doc! { "_id": 2, "k": "secret-src", "sub": { "y": { "z": "c", "w": 1 } } },
+        doc! { "_id": 3, "n": 1, "arr": [1, 2, 3], "a.b": true },
+        doc! { "_id": 4, "same": 1 },
+    ])
+    .await
+    .unwrap();
+    d.insert_many([
+        // Same fields, different order.
+        doc! { "_id": 1, "k": "x", "sub": { "y": { "z": "c" } }, "v": 87 },
+        // A nested field changed.
+        doc! { "_id": 2, "k": "secret-src", "sub": { "y": { "z": "d", "w": 1 } } },
+        // A type, an array's length and a dotted name.
+        doc! { "_id": 3, "n": 1.0, "arr": [1, 2], "a.b": false },
+        doc! { "_id": 4, "same": 1 },
+    ])
+    .await
+    .unwrap();
+
+    let report = run_verify(&a, &b, &VerifyOptions::default()).await;
+    let orders = report.namespace("shop.orders").unwrap();
+    let details: Vec<Option<&str>> = orders
+        .mismatches
+        .iter()
+        .map(|m| m.detail.as_deref())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            Some("same fields, different order at top level"),
+            Some("fields: sub.y.z"),
+            Some(
+                "fields: n (int32 on the source, double on the destination), arr (array of 3 on the source, 2 on the destination), \"a.b\""
+            ),
+        ],
+        "{orders:#?}"
+    );
+    assert_eq!(orders.mismatches[1].fields, ["sub.y.z"]);
+
+    let envs = [
+        ("CLUSTERSYNC_CLUSTER0", a.uri()),
+        ("CLUSTERSYNC_CLUSTER1", b.uri()),
+    ];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = cli(&[], &envs).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "_id 1: different content (same fields, different order at top level)",
+        "_id 2: different content (fields: sub.y.z)",
+        "_id 3: different content (fields: n (int32 on the source, double on the destination)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // No value, on the difference lines (the header's ports are numbers too).
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("    - "))
+            .all(|l| !l.contains("secret") && !l.contains("87")),
+        "{text}"
+    );
+
+    let out = cli(&["--json"], &envs).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let mismatches = &json["namespaces"][0]["mismatches"];
+    assert_eq!(mismatches[0]["kind"], "differentContent");
+    assert_eq!(
+        mismatches[0]["detail"],
+        "same fields, different order at top level"
+    );
+    assert!(mismatches[0].get("fields").is_none(), "{json}");
+    assert_eq!(mismatches[1]["id"], serde_json::json!({"$numberInt": "2"}));
+    assert_eq!(mismatches[1]["fields"], serde_json::json!(["sub.y.z"]));
+    assert_eq!(mismatches[1]["detail"], "fields: sub.y.z");
+    assert_eq!(
+        mismatches[2]["fields"],
+        serde_json::json!(["n", "arr", "\"a.b\""])
+    );
+    assert!(!out.stdout.windows(6).any(|w| w == b"secret"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

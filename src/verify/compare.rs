@@ -5,16 +5,17 @@
 //! `_id`, for the merge walk that names the differing documents. A few collections are
 //! compared at a time; nothing holds more than a cursor batch per scan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use bson::{doc, Bson, Document, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
 use futures::{stream, StreamExt, TryFutureExt, TryStreamExt};
 use mongodb::error::ErrorKind;
 
+use super::diff;
 use super::digest::Digest;
 use super::metadata::{compare_indexes, compare_specs, kind_of};
-use super::report::{NamespaceReport, Report, SideReport};
-use super::walk::{walk, Entry, LookupWalk, WalkResult};
+use super::report::{Mismatch, MismatchKind, NamespaceReport, Report, SideReport};
+use super::walk::{id_key, walk, Entry, LookupWalk, WalkResult};
 use super::{Cluster, DocumentCheck, SideProgress, VerifyError, VerifyOptions};
 use crate::engine::catalog::{self, CollSpec};
 use crate::engine::mongo;
@@ -215,6 +216,9 @@ async fn compare_namespace(
             }
             report.mismatches = found.mismatches;
             report.more_mismatches = found.more;
+            if options.describe {
+                describe(pair, s, d, &mut report.mismatches).await?;
+            }
         }
     }
     report.equal = metadata.is_empty() && !documents_differ && report.mismatches.is_empty();
@@ -362,6 +366,72 @@ async fn by_ids(
         .try_collect()
         .await
         .map_err(|e| pair.failed(on, what(), &e))
+}
+
+/// Reads the documents listed as `differentContent` again on both sides, by `_id`, and records
+/// what differs in each. A document changed since the walk may now be equal (nothing recorded);
+/// an `_id` several documents share (time series) is not described.
+async fn describe(
+    pair: &Pair<'_>,
+    src: &CollSpec,
+    dst: &CollSpec,
+    mismatches: &mut [Mismatch],
+) -> Result<(), VerifyError> {
+    let ids: Vec<Bson> = mismatches
+        .iter()
+        .filter(|m| m.kind == MismatchKind::DifferentContent)
+        .filter_map(|m| Bson::try_from(m.id.clone()).ok())
+        .collect();
+    for chunk in ids.chunks(LOOKUP_BATCH) {
+        let (a, b) = tokio::try_join!(
+            documents_by_id(pair, pair.source, src, chunk),
+            documents_by_id(pair, pair.destination, dst, chunk),
+        )?;
+        for m in mismatches
+            .iter_mut()
+            .filter(|m| m.kind == MismatchKind::DifferentContent)
+        {
+            let Some(key) = Bson::try_from(m.id.clone())
+                .ok()
+                .and_then(|id| RawBson::try_from(id).ok())
+                .map(|id| id_key(&id))
+            else {
+                continue;
+            };
+            if let (Some([x]), Some([y])) = (
+                a.get(&key).map(Vec::as_slice),
+                b.get(&key).map(Vec::as_slice),
+            ) {
+                m.set_diff(&diff::diff(x, y));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The documents of `spec` on `on` with these `_id`s, by `_id` bytes.
+async fn documents_by_id(
+    pair: &Pair<'_>,
+    on: &Cluster,
+    spec: &CollSpec,
+    ids: &[Bson],
+) -> Result<HashMap<Vec<u8>, Vec<RawDocumentBuf>>, VerifyError> {
+    let what = || format!("reading differing documents of {}", spec.ns());
+    let docs: Vec<RawDocumentBuf> = on
+        .client
+        .database(&spec.db)
+        .collection::<RawDocumentBuf>(&spec.name)
+        .find(doc! { "_id": { "$in": ids.to_vec() } })
+        .await
+        .map_err(|e| pair.failed(on, what(), &e))?
+        .try_collect()
+        .await
+        .map_err(|e| pair.failed(on, what(), &e))?;
+    let mut out: HashMap<Vec<u8>, Vec<RawDocumentBuf>> = HashMap::new();
+    for d in docs {
+        out.entry(id_key(&Entry::of(&d).id)).or_default().push(d);
+    }
+    Ok(out)
 }
 
 /// The name of the index on `{_id: 1}`, if the collection has one (time series collections do

@@ -3,13 +3,15 @@
 //! For every namespace in scope on either side: existence, type, collection options, view
 //! definition and indexes, and the documents, byte for byte, through an order-independent
 //! [`Digest`] of each side; where the digests differ, a merge walk in `_id` order names the
-//! first differing documents. Documents stay raw BSON throughout and are streamed, so memory
-//! does not grow with the data.
+//! first differing documents, and [`diff`] says which fields differ in each one that is on both
+//! sides (paths and BSON types, never values). Documents stay raw BSON throughout and are
+//! streamed, so memory does not grow with the data.
 //!
 //! This module prints nothing and knows no command line: `clustersync verify` is one user, and
 //! the engine's embedded verifier can be another.
 
 pub mod compare;
+pub mod diff;
 pub mod digest;
 pub mod metadata;
 pub mod order;
@@ -104,6 +106,9 @@ pub struct VerifyOptions {
     pub only: Option<BTreeSet<String>>,
     /// Counters a caller can watch while the comparison runs.
     pub progress: Option<Arc<ScanProgress>>,
+    /// Whether each document listed as `differentContent` is read again on both sides to say
+    /// what differs in it (see [`diff`]): a lookup by `_id` of the listed documents only.
+    pub describe: bool,
 }
 
 /// How a namespace's documents are compared.
@@ -168,6 +173,7 @@ impl Default for VerifyOptions {
             documents: DocumentCheck::Digest,
             only: None,
             progress: None,
+            describe: true,
         }
     }
 }

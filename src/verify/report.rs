@@ -76,9 +76,43 @@ pub struct Mismatch {
     /// The `_id` in canonical extended JSON, so that `1` and `NumberLong(1)` stay apart.
     pub id: serde_json::Value,
     pub kind: MismatchKind,
+    /// For a `differentContent` document: the paths of the differing fields (the first few,
+    /// escaped for display, see [`super::diff`]); no value is ever shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// For a `differentContent` document: what differs, in words (`fields: v, sub.y`, `same
+    /// fields, different order at top level`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Mismatch {
+    pub fn new(id: serde_json::Value, kind: MismatchKind) -> Self {
+        Self {
+            id,
+            kind,
+            fields: Vec::new(),
+            detail: None,
+        }
+    }
+
+    /// Records what differs between the source's and the destination's document.
+    pub fn set_diff(&mut self, diff: &super::diff::DocumentDiff) {
+        if diff.is_empty() {
+            return;
+        }
+        self.fields = diff.fields();
+        self.detail = Some(diff.to_string());
+    }
+
+    /// The kind, and what differs when known: `different content (fields: v, sub.y)`.
+    pub fn verdict(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{} ({d})", self.kind),
+            None => self.kind.to_string(),
+        }
+    }
+
     /// The `_id` in relaxed extended JSON (`5`, `"abc"`, `{"$oid": …}`), for people.
     pub fn id_relaxed(&self) -> String {
         match bson::Bson::try_from(self.id.clone()) {
@@ -186,10 +220,23 @@ mod tests {
                 }),
                 destination: None,
                 equal: false,
-                mismatches: vec![Mismatch {
-                    id: serde_json::json!({"$numberLong": "5"}),
-                    kind: MismatchKind::MissingOnDestination,
-                }],
+                mismatches: vec![
+                    Mismatch::new(
+                        serde_json::json!({"$numberLong": "5"}),
+                        MismatchKind::MissingOnDestination,
+                    ),
+                    {
+                        let mut m = Mismatch::new(
+                            serde_json::json!({"$numberInt": "6"}),
+                            MismatchKind::DifferentContent,
+                        );
+                        m.set_diff(&crate::verify::diff::diff(
+                            &bson::rawdoc! { "_id": 6, "v": 1, "s": { "a": 1, "b": 1 } },
+                            &bson::rawdoc! { "_id": 6, "v": 2, "s": { "b": 1, "a": 1 } },
+                        ));
+                        m
+                    },
+                ],
                 more_mismatches: false,
                 metadata_differences: vec!["collection missing on the destination".into()],
             }],
@@ -202,6 +249,16 @@ mod tests {
         assert_eq!(ns["source"]["type"], "collection");
         assert_eq!(ns["destination"], serde_json::Value::Null);
         assert_eq!(ns["mismatches"][0]["kind"], "missingOnDestination");
+        assert!(ns["mismatches"][0].get("detail").is_none());
+        assert_eq!(ns["mismatches"][1]["fields"], serde_json::json!(["v"]));
+        assert_eq!(
+            ns["mismatches"][1]["detail"],
+            "fields: v; s: same fields, different order"
+        );
+        assert_eq!(
+            r.namespaces[0].mismatches[1].verdict(),
+            "different content (fields: v; s: same fields, different order)"
+        );
         assert_eq!(ns["moreMismatches"], false);
         assert_eq!(
             ns["metadataDifferences"][0],

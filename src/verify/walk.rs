@@ -265,10 +265,7 @@ fn diff_runs(mut a: Vec<Entry>, mut b: Vec<Entry>) -> Vec<Mismatch> {
 
 fn mismatch(id: RawBson, kind: MismatchKind) -> Mismatch {
     let id = Bson::try_from(id).unwrap_or(Bson::Null);
-    Mismatch {
-        id: id.into_canonical_extjson(),
-        kind,
-    }
+    Mismatch::new(id.into_canonical_extjson(), kind)
 }
 
 #[cfg(test)]

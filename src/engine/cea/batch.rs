@@ -303,7 +303,8 @@ pub(crate) struct Statement {
     /// The document's index in the batch (what a refusal names for repair).
     pub owner: usize,
     pub body: RawDocumentBuf,
-    /// Its filter carries a delta's guards: the statement upserts so that a guard that fails
+    /// Its filter carries a delta's guards (beside the `_id`, which keeps the `_id` index in
+    /// use): the statement upserts so that a guard that fails
     /// on an existing document trips the `_id` index (a duplicate key error naming the
     /// statement), and an upsert reports a document missing on the destination. Either way
     /// the document is repaired.
@@ -328,7 +329,9 @@ impl Statement {
         let guarded = guard && !d.guards.is_empty();
         let mut q = id.filter();
         if guarded {
-            q.append("$and", delta::guard_filter(&d.guards));
+            for e in delta::guard_filter(&d.guards).iter().flatten() {
+                q.append(e.0, e.1.to_raw_bson());
+            }
         }
         let mut s = RawDocumentBuf::new();
         s.append("q", q);

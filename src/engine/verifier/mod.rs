@@ -198,6 +198,8 @@ impl<'a> Verifier<'a> {
             documents,
             only: None,
             progress: Some(self.progress.clone()),
+            // The documents found differing are queued, and their rechecks say what differs.
+            describe: false,
         }
     }
 
@@ -426,6 +428,16 @@ impl<'a> Verifier<'a> {
     async fn recheck(&mut self, entries: Vec<Recheck>) -> Result<(), JobError> {
         let probe = mongo::cluster_time(&self.ctx.source).await?;
         let out = recheck::compare(self.clusters, entries, probe).await?;
+        const LOGGED: usize = 10;
+        for d in out.newly_confirmed.iter().take(LOGGED) {
+            tracing::warn!(difference = %d, "the embedded verifier confirmed a difference between the source and the destination");
+        }
+        if out.newly_confirmed.len() > LOGGED {
+            tracing::warn!(
+                more = out.newly_confirmed.len() - LOGGED,
+                "the embedded verifier confirmed more differences (see /progress)"
+            );
+        }
         self.queue().compared(&out.equal, out.different);
         self.rechecked[0] += out.read[0];
         self.rechecked[1] += out.read[1];

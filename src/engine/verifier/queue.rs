@@ -79,6 +79,7 @@ impl Queue {
                 source_hash: None,
                 confirmed: false,
                 kind: None,
+                detail: None,
             });
             e.due = e.due.max(q.due);
             if q.source_changed {

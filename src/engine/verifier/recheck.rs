@@ -13,6 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::store::{key, Recheck};
 use super::Clusters;
+use crate::verify::diff;
 use crate::verify::walk::{id_key, Entry};
 use crate::verify::{Cluster, MismatchKind, VerifyError};
 
@@ -28,6 +29,8 @@ pub struct Outcome {
     pub different: Vec<Recheck>,
     /// Documents read, per side.
     pub read: [u64; 2],
+    /// The differences this comparison confirmed (they were not before), described.
+    pub newly_confirmed: Vec<String>,
 }
 
 /// Compares `entries` on both sides. `probe` is the source's time just before the reads.
@@ -41,6 +44,7 @@ pub async fn compare(
         by_ns.entry(e.key.ns.clone()).or_default().push(e);
     }
     let mut out = Outcome::default();
+    let mut newly_confirmed = Vec::new();
     for (ns, entries) in by_ns {
         let ids: Vec<Bson> = entries.iter().map(|e| e.key.id.clone()).collect();
         let (src, dst) = tokio::try_join!(
@@ -53,13 +57,81 @@ pub async fn compare(
             let k = RawBson::try_from(e.key.id.clone())
                 .map(|id| id_key(&id))
                 .unwrap_or_default();
+            let was_confirmed = e.confirmed;
             match judge(e, src.get(&k).copied(), dst.get(&k).copied(), probe) {
                 Verdict::Equal(key) => out.equal.push(key),
-                Verdict::Different(entry) => out.different.push(*entry),
+                Verdict::Different(entry) => {
+                    if entry.confirmed && !was_confirmed {
+                        newly_confirmed.push(out.different.len());
+                    }
+                    out.different.push(*entry);
+                }
             }
         }
     }
+    describe_contents(clusters, &mut out.different).await?;
+    out.newly_confirmed = newly_confirmed
+        .into_iter()
+        .map(|i| describe(&out.different[i]))
+        .collect();
     Ok(out)
+}
+
+/// The most documents with different content one comparison reads again to say what differs
+/// in them (confirmed differences first: they are the ones shown).
+const DESCRIBED: usize = 100;
+
+/// Reads the documents with different content again on both sides and records what differs
+/// in each (a document changed in between may compare equal now: nothing is recorded then).
+async fn describe_contents(
+    clusters: &Clusters,
+    entries: &mut [Recheck],
+) -> Result<(), VerifyError> {
+    let content = MismatchKind::DifferentContent.as_str();
+    let mut todo: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].kind.as_deref() == Some(content))
+        .collect();
+    todo.sort_by_key(|&i| !entries[i].confirmed);
+    todo.truncate(DESCRIBED);
+    let mut by_ns: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for i in todo {
+        by_ns.entry(entries[i].key.ns.clone()).or_default().push(i);
+    }
+    for (ns, at) in by_ns {
+        let ids: Vec<Bson> = at.iter().map(|&i| entries[i].key.id.clone()).collect();
+        let (src, dst) = tokio::try_join!(
+            documents(&clusters.source, &ns, &ids),
+            documents(&clusters.destination, &ns, &ids)
+        )?;
+        for i in at {
+            let Ok(id) = RawBson::try_from(entries[i].key.id.clone()) else {
+                continue;
+            };
+            let k = id_key(&id);
+            if let (Some(a), Some(b)) = (src.get(&k), dst.get(&k)) {
+                let d = diff::diff(a, b);
+                entries[i].detail = (!d.is_empty()).then(|| d.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The documents of `ns` with these `_id`s, by `_id` bytes.
+async fn documents(
+    on: &Cluster,
+    ns: &str,
+    ids: &[Bson],
+) -> Result<HashMap<Vec<u8>, RawDocumentBuf>, VerifyError> {
+    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let coll = on.client().database(db).collection::<RawDocumentBuf>(coll);
+    let docs = find_by_ids(coll, ids.to_vec())
+        .await
+        .map_err(|e| on.failed(format!("reading differing documents of {ns}"), &e))?;
+    Ok(docs
+        .into_iter()
+        .map(|d| (id_key(&Entry::of(&d).id), d))
+        .collect())
 }
 
 #[derive(Debug)]
@@ -88,6 +160,8 @@ fn judge(mut e: Recheck, s: Option<u64>, d: Option<u64>, probe: Timestamp) -> Ve
     e.source_hash = source_hash;
     e.confirmed = confirmed;
     e.kind = Some(kind.as_str().to_string());
+    // Said again by `describe_contents`, for a document with different content.
+    e.detail = None;
     e.due = probe;
     e.after = if confirmed {
         DateTime::from_millis(
@@ -142,8 +216,13 @@ async fn find_by_ids(
 /// One sentence naming a confirmed difference.
 pub fn describe(r: &Recheck) -> String {
     let id = r.key.id.clone().into_relaxed_extjson().to_string();
+    let detail = r
+        .detail
+        .as_ref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
     format!(
-        "{}: _id {} {}",
+        "{}: _id {} {}{detail}",
         r.key.ns,
         id,
         r.kind.as_deref().unwrap_or("differs")
@@ -170,6 +249,7 @@ mod tests {
             source_hash: None,
             confirmed: false,
             kind: None,
+            detail: None,
         }
     }
 
@@ -207,6 +287,19 @@ mod tests {
         assert_eq!(
             describe(&confirmed),
             "shop.orders: _id 17 different content"
+        );
+        let described = Recheck {
+            detail: Some("fields: name".into()),
+            ..confirmed.clone()
+        };
+        assert_eq!(
+            describe(&described),
+            "shop.orders: _id 17 different content (fields: name)"
+        );
+        // A new comparison says again what differs.
+        assert_eq!(
+            different(judge(described, Some(5), Some(6), t(4))).detail,
+            None
         );
         // Kinds.
         let missing = different(judge(queued(), Some(5), None, t(2)));

@@ -103,6 +103,10 @@ pub struct Recheck {
     /// What differs (`missingOnDestination`, `extraOnDestination`, `different`).
     #[serde(default)]
     pub kind: Option<String>,
+    /// For a document with different content: what differs (field paths and types, never
+    /// values; see [`crate::verify::diff`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Not held back: the epoch (some servers refuse dates outside the usual years).
