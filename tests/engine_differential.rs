@@ -517,7 +517,14 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
     // The destination must equal the source (the truth) byte for byte (compared even
     // when the commit failed: the differences are the finding).
     let dc = dst.client().await;
-    match compare_clusters_exact(&sc, &dc).await {
+    let compared = tokio::time::timeout(BOUND, compare_clusters_exact(&sc, &dc))
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "comparing the clusters did not finish within {BOUND:?} (a server does not answer)"
+            ))
+        });
+    match compared {
         Ok(d) if d.is_empty() => {}
         Ok(d) => failures.push(format!(
             "{} differences {}:\n{}",
@@ -537,7 +544,10 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
     }
     let (s_uri, d_uri) = (src.uri(), dst.uri());
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_clustersync"))
+        // `timeout`: bounded even when a server hangs.
+        std::process::Command::new("timeout")
+            .arg(BOUND.as_secs().to_string())
+            .arg(env!("CARGO_BIN_EXE_clustersync"))
             .args(["verify", "--cluster0", &s_uri, "--cluster1", &d_uri])
             .env_remove("CLUSTERSYNC_CLUSTER0")
             .env_remove("CLUSTERSYNC_CLUSTER1")
