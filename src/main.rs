@@ -332,7 +332,11 @@ async fn serve(config: EngineConfig) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal());
     let init = engine.initialize();
     tokio::select! {
-        r = server => r.map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"))?,
+        r = server => {
+            // Stopped on a signal: let the lease go, so a restarted engine need not wait.
+            engine.shutdown().await;
+            r.map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"))?
+        }
         r = async { init.await?; std::future::pending::<Result<(), StartupError>>().await } => {
             r?;
         }

@@ -11,6 +11,7 @@ use mongodb::{Client, Collection};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::catalog::{self, CollKind, CollSpec};
+use super::lease::Fence;
 use super::metadata::{CopyOrder, PartitionDoc};
 use super::mongo::{codes, error_code};
 
@@ -319,7 +320,10 @@ pub async fn copy_partition(
     tuning: &CopyTuning,
     copied: &AtomicI64,
     opening: &Semaphore,
+    fence: &Fence,
 ) -> mongodb::error::Result<(i64, i64)> {
+    // A closed fence travels as a driver error, which the job turns back into a lease error.
+    let fenced = || fence.check().map_err(mongodb::error::Error::custom);
     let current = catalog::find_spec(source, &part.db, &part.coll).await?;
     let Some(current) = current.filter(|c| part.uuid.is_none() || c.uuid == part.uuid) else {
         tracing::debug!(
@@ -328,6 +332,7 @@ pub async fn copy_partition(
         return Ok((0, 0));
     };
     if part.recreate {
+        fenced()?;
         catalog::drop_collection(destination, &part.db, &part.coll).await?;
         catalog::create(destination, &current).await?;
     }
@@ -383,6 +388,8 @@ pub async fn copy_partition(
             };
             let bytes: usize = batch.iter().map(|d| d.as_bytes().len()).sum();
             let t = Instant::now();
+            // Checked per batch: an engine that lost its lease stops within one batch.
+            fenced()?;
             insert_batch(&dst, batch).await?;
             writing += t.elapsed();
             copied.fetch_add(bytes as i64, Ordering::Relaxed);
@@ -445,6 +452,7 @@ pub async fn copy_all<F, Fut>(
     parts: Vec<PartitionDoc>,
     tuning: CopyTuning,
     copied: &AtomicI64,
+    fence: &Fence,
     done: F,
 ) -> mongodb::error::Result<()>
 where
@@ -454,7 +462,7 @@ where
     let opening = Semaphore::new(1);
     let opening = &opening;
     let mut results = futures::stream::iter(parts.into_iter().map(|p| async move {
-        let r = copy_partition(source, destination, &p, &tuning, copied, opening).await;
+        let r = copy_partition(source, destination, &p, &tuning, copied, opening, fence).await;
         (p, r)
     }))
     .buffer_unordered(tuning.concurrency.max(1));

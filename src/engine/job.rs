@@ -13,6 +13,7 @@ use super::blocking::{Blocker, Controller, Mode};
 use super::catalog::{self, CollKind};
 use super::copy::{self, CopyTuning};
 use super::filter::Scope;
+use super::lease::{Fence, Fenced};
 use super::metadata::{PartitionDoc, Store};
 use super::mongo;
 use super::options::{BuildIndexes, StartOptions};
@@ -34,9 +35,16 @@ pub struct Ctx {
     pub write_blocking: Mode,
     /// Both clusters as the embedded verifier compares them; `None` when verification is off.
     pub verifier: Option<Arc<super::verifier::Clusters>>,
+    /// This engine's lease on the destination: every write checks it first.
+    pub fence: Arc<Fence>,
 }
 
 impl Ctx {
+    /// Ok while this engine provably holds the destination's lease; checked before writes.
+    pub fn fenced(&self) -> Result<(), JobError> {
+        Ok(self.fence.check()?)
+    }
+
     pub fn blocking(&self) -> Controller<'_> {
         Controller {
             blocker: self.blocker.as_ref(),
@@ -78,6 +86,7 @@ impl Ctx {
             &self.tuning,
             &std::sync::atomic::AtomicI64::new(0),
             &tokio::sync::Semaphore::new(1),
+            &self.fence,
         )
         .await?;
         Ok(())
@@ -95,6 +104,9 @@ pub enum JobError {
     /// command failed); retried like the sync's other interruptions. Already scrubbed.
     #[error("{0}")]
     Verify(#[from] crate::verify::VerifyError),
+    /// This engine's lease on the destination is lost (fatal) or unproven (retried).
+    #[error(transparent)]
+    Lease(#[from] Fenced),
 }
 
 impl JobError {
@@ -108,7 +120,31 @@ impl JobError {
 pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
     let mut failures = 0u32;
     loop {
-        match run(&ctx).await {
+        // A fence closed deep inside a write (a copy batch) comes back as a driver error.
+        let result = run(&ctx).await.map_err(|e| match e {
+            JobError::Mongo(m) => match m.get_custom::<Fenced>() {
+                Some(f) => JobError::Lease(f.clone()),
+                None => JobError::Mongo(m),
+            },
+            other => other,
+        });
+        match result {
+            Err(JobError::Lease(Fenced::Lost(msg))) => {
+                // Not a failure of the sync: another engine drives it now. Its write blocks
+                // are that engine's to keep, so nothing is released here.
+                tracing::error!(error = %msg, "sync stopped: lease lost");
+                ctx.status.lock().fatal = Some(msg);
+                return;
+            }
+            Err(JobError::Lease(e @ Fenced::Unproven(_))) => {
+                // The destination is slow or away: the renewal retries on its own, and the
+                // job waits for it rather than writing unfenced.
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, "sync paused until the lease is renewed");
+                ctx.status.warn("sync", msg);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             Ok(()) => {
                 ctx.status.clear_warning("sync");
                 return;
@@ -119,7 +155,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                 release_blocks(&ctx).await;
                 return;
             }
-            Err(e @ (JobError::Mongo(_) | JobError::Verify(_))) => {
+            Err(e) => {
                 let (transient, msg) = match &e {
                     JobError::Mongo(e) => (mongo::is_transient(e), scrub(&mongo::describe(e))),
                     other => (
@@ -228,6 +264,7 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     let before = ctx.options.build_indexes.before_copy() == Some(true);
     // Collections first, then views (a view may sit on any of them).
     for spec in specs.iter().filter(|s| s.kind != CollKind::View) {
+        ctx.fenced()?;
         catalog::create(&ctx.destination, spec).await?;
         if before {
             ctx.build_indexes(&spec.db, &spec.name, None).await?;
@@ -235,6 +272,7 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     }
     if !ctx.options.pre_existing_destination_data {
         for spec in specs.iter().filter(|s| s.kind == CollKind::View) {
+            ctx.fenced()?;
             catalog::create(&ctx.destination, spec).await?;
         }
     }
@@ -270,6 +308,7 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
         bytes = total,
         "copy planned"
     );
+    ctx.fenced()?;
     ctx.store.replace_partitions(&parts).await?;
     ctx.store
         .set_phase(Phase::Copy, doc! { "estimatedTotalBytes": total })
@@ -312,10 +351,13 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         todo,
         ctx.tuning,
         &ctx.status.counters.copied_bytes,
+        &ctx.fence,
         |p, bytes, docs| {
             let store = store.clone();
             let status = ctx.status.clone();
+            let fence = ctx.fence.clone();
             async move {
+                fence.check().map_err(mongodb::error::Error::custom)?;
                 store.finish_partition(&p.id, bytes, docs).await?;
                 let counters = &status.counters;
                 counters
@@ -370,6 +412,7 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     let mut built = 0;
     ctx.status.lock().indexes = Some((0, total));
     for spec in colls {
+        ctx.fenced()?;
         ctx.build_indexes(&spec.db, &spec.name, None).await?;
         built += catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
             .await?
@@ -410,6 +453,7 @@ async fn create_unannounced(ctx: &Ctx) -> Result<(), JobError> {
             continue;
         }
         tracing::info!(ns = %spec.ns(), "creating a collection the change stream never announced");
+        ctx.fenced()?;
         catalog::create(&ctx.destination, &spec).await?;
         ctx.copy_whole(&spec).await?;
     }
@@ -426,6 +470,7 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
     if ctx.options.build_indexes != BuildIndexes::Never {
         for spec in &colls {
+            ctx.fenced()?;
             ctx.build_indexes(&spec.db, &spec.name, None).await?;
         }
     }
@@ -438,11 +483,13 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     }
     // Unique indexes end exactly as the source defines them: converted in place after
     // `canWrite` where the server's conversion leaves no trace, else rebuilt before it.
+    ctx.fenced()?;
     let rebuild_unique = catalog::unique_conversion_leaves_traces(&ctx.destination).await?;
     if rebuild_unique {
         tracing::info!("the destination's unique-index conversion leaves traces in the index definition; unique indexes are rebuilt before canWrite instead");
     }
     for spec in &colls {
+        ctx.fenced()?;
         catalog::finalize_before_write(
             &ctx.source,
             &ctx.destination,
@@ -455,7 +502,9 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     // Every application write on the destination comes after this point (they are blocked
     // until the release just below): a reversal replays the destination from here.
     let can_write_ts = mongo::cluster_time(&ctx.destination).await?;
+    ctx.fenced()?;
     ctx.store.set(doc! { "canWriteTs": can_write_ts }).await?;
+    ctx.fenced()?;
     ctx.blocking().on_can_write().await.map_err(|e| {
         JobError::fatal(format!(
             "cannot release the destination's write blocking: {e}"
@@ -464,8 +513,10 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     ctx.store.set(doc! { "canWrite": true }).await?;
     ctx.status.lock().can_write = true;
     for spec in &colls {
+        ctx.fenced()?;
         catalog::finalize_unique(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
     }
+    ctx.fenced()?;
     ctx.store
         .set_phase(
             Phase::Done,

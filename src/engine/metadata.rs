@@ -55,6 +55,11 @@ pub struct MigrationDoc {
     /// application write on it comes later, so a reversal replays from here.
     #[serde(default)]
     pub can_write_ts: Option<Timestamp>,
+    /// The token of the engine holding the destination's lease (see [`super::lease`]):
+    /// updates are conditional on it, so an engine that lost the lease cannot overwrite
+    /// its successor's progress.
+    #[serde(default)]
+    pub lease_token: Option<String>,
 }
 
 fn no_blocking() -> super::blocking::Mode {
@@ -103,6 +108,9 @@ pub struct Store {
     raw_migration: Collection<Document>,
     partitions: Collection<PartitionDoc>,
     recopy: Collection<Document>,
+    /// Set on the store of the engine that holds the lease: its updates of the migration
+    /// document match only while the document names it.
+    lease_token: Option<String>,
 }
 
 /// The metadata database on the destination, read and written with majority concerns (and
@@ -130,7 +138,28 @@ impl Store {
             raw_migration: db.collection("migration"),
             partitions: db.collection("partitions"),
             recopy: db.collection("recopy"),
+            lease_token: None,
         }
+    }
+
+    /// A store whose migration-document updates are conditional on holding the lease.
+    pub fn fenced(destination: &Client, token: &str) -> Self {
+        Self {
+            lease_token: Some(token.to_string()),
+            ..Self::new(destination)
+        }
+    }
+
+    /// Records this engine (just granted the lease) as the one the migration document's
+    /// updates must come from.
+    pub async fn claim(&self, token: &str) -> mongodb::error::Result<()> {
+        self.raw_migration
+            .update_one(
+                doc! { "_id": MIGRATION_ID },
+                doc! { "$set": { "leaseToken": token } },
+            )
+            .await
+            .map(|_| ())
     }
 
     pub async fn load(&self) -> mongodb::error::Result<Option<MigrationDoc>> {
@@ -170,6 +199,7 @@ impl Store {
             write_blocking_note: None,
             generation: 0,
             can_write_ts: None,
+            lease_token: None,
         }
     }
 
@@ -187,12 +217,23 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Sets fields of the migration document.
+    /// Sets fields of the migration document; from a fenced store, only while the document
+    /// names this engine's lease.
     pub async fn set(&self, fields: Document) -> mongodb::error::Result<()> {
-        self.raw_migration
-            .update_one(doc! { "_id": MIGRATION_ID }, doc! { "$set": fields })
-            .await
-            .map(|_| ())
+        let mut filter = doc! { "_id": MIGRATION_ID };
+        if let Some(t) = &self.lease_token {
+            filter.insert("leaseToken", t);
+        }
+        let r = self
+            .raw_migration
+            .update_one(filter, doc! { "$set": fields })
+            .await?;
+        if r.matched_count == 0 && self.lease_token.is_some() {
+            return Err(mongodb::error::Error::custom(super::lease::Fenced::Lost(
+                "the migration document on the destination now names another engine's lease, so this engine stopped writing; that engine drives the sync now".into(),
+            )));
+        }
+        Ok(())
     }
 
     pub async fn set_state(&self, state: DurableState) -> mongodb::error::Result<()> {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod copy;
 pub mod filter;
 pub mod job;
+pub mod lease;
 pub mod metadata;
 pub mod metrics;
 pub mod mongo;
@@ -71,6 +72,9 @@ pub enum ApiError {
     WriteBlockingUnsupported(String),
     #[error("write blocking failed: {0}")]
     WriteBlockingFailed(String),
+    /// Another live engine holds the destination's lease.
+    #[error("{0}")]
+    LeaseHeld(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::PreflightFailed(_) => "PreflightFailed",
             ApiError::WriteBlockingUnsupported(_) => "WriteBlockingUnsupported",
             ApiError::WriteBlockingFailed(_) => "WriteBlockingFailed",
+            ApiError::LeaseHeld(_) => "LeaseHeld",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -103,6 +108,7 @@ impl ApiError {
             | ApiError::DestinationNotEmpty(_)
             | ApiError::NamespaceConflict(_)
             | ApiError::NotReversible
+            | ApiError::LeaseHeld(_)
             | ApiError::UnsupportedTopology(_) => 409,
             ApiError::ClusterUnavailable(_) | ApiError::WriteBlockingFailed(_) => 503,
             ApiError::InsufficientPermissions(_) => 403,
@@ -131,6 +137,8 @@ pub struct Engine {
     control: Mutex<Option<JoinHandle<()>>>,
     tuning: CopyTuning,
     blocker: Arc<dyn blocking::Blocker>,
+    /// This process's lease on the sync's destination: held while it drives a sync.
+    lease: Arc<lease::Lease>,
 }
 
 impl Engine {
@@ -162,13 +170,30 @@ impl Engine {
                 scrub: scrubber,
             })
         });
+        let status = StatusCell::new();
+        let lease = {
+            let status = status.clone();
+            lease::Lease::new(
+                lease::Identity::for_this_process(config.port),
+                lease::Timing::from_env(),
+                // Reported at once, whether or not a job is running to notice it.
+                Box::new(move |why: &str| {
+                    status.lock().fatal = Some(why.to_string());
+                }),
+                {
+                    let (c0, c1) = (config.cluster0.clone(), config.cluster1.clone());
+                    Box::new(move |t: &str| c1.scrub(&c0.scrub(t)))
+                },
+            )
+        };
         Ok(Arc::new(Self {
             blocker,
             config,
             clients,
-            status: StatusCell::new(),
+            status,
             control: Mutex::new(None),
             tuning,
+            lease,
         }))
     }
 
@@ -228,7 +253,19 @@ impl Engine {
         let mut attempt = 0u32;
         let found = loop {
             match self.find_persisted().await {
-                Ok(found) => break found,
+                Ok(None) => break None,
+                Ok(Some(doc)) => match self.take_lease(&doc).await {
+                    Ok(()) => break Some(doc),
+                    Err(InitError::Refused(msg)) => return Err(StartupError::Refused(msg)),
+                    Err(InitError::Unreachable(label, msg)) => {
+                        tracing::warn!(
+                            "cannot take the lease on {} ({}): {msg}; retrying",
+                            label.as_str(),
+                            self.uri(label).hosts()
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
                 Err(InitError::Refused(msg)) => return Err(StartupError::Refused(msg)),
                 Err(InitError::Unreachable(label, msg)) => {
                     attempt += 1;
@@ -316,6 +353,55 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes the destination's lease before anything is written for a persisted sync. A lease
+    /// that its holder keeps renewing refuses the start; one nobody renews (its engine was
+    /// killed) is waited out and taken over.
+    async fn take_lease(&self, doc: &MigrationDoc) -> Result<(), InitError> {
+        let label = doc.options.destination;
+        let client = self.client(label);
+        let unreachable = |e: mongodb::error::Error| {
+            InitError::Unreachable(label, self.scrub(&mongo::describe(&e)))
+        };
+        let acquired = self
+            .lease
+            .acquire(client, |holder, within| {
+                let msg = format!(
+                    "the destination's lease is held by another engine (host {}, pid {}, port {}); waiting up to {} s to see whether it is still renewed: if it is, this engine refuses to start, otherwise it takes over",
+                    holder.hostname,
+                    holder.pid,
+                    holder.port,
+                    within.as_secs_f64().ceil() as u64
+                );
+                tracing::warn!("{msg}");
+                self.status.warn("lease", msg);
+            })
+            .await
+            .map_err(unreachable)?;
+        self.status.clear_warning("lease");
+        match acquired {
+            lease::Acquired::Held(holder) => Err(InitError::Refused(holder.refusal())),
+            lease::Acquired::Yes => {
+                Store::new(client)
+                    .claim(&self.lease.me.token)
+                    .await
+                    .map_err(unreachable)?;
+                tracing::info!(
+                    lease_ms = self.lease.timing.duration.as_millis() as u64,
+                    "holding the destination's lease"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Clean shutdown: the job stops and the lease is let go, so that an engine started next
+    /// need not wait for it to expire.
+    pub async fn shutdown(&self) {
+        let mut control = self.control.lock().await;
+        Self::stop_job(&mut control).await;
+        self.lease.release().await;
+    }
+
     async fn find_persisted(&self) -> Result<Option<MigrationDoc>, InitError> {
         let mut found = Vec::new();
         for label in [ClusterLabel::Cluster0, ClusterLabel::Cluster1] {
@@ -378,7 +464,8 @@ impl Engine {
         let destination = self.client(options.destination).clone();
         Ctx {
             source: self.client(options.source).clone(),
-            store: Store::new(&destination),
+            store: Store::fenced(&destination, &self.lease.me.token),
+            fence: self.lease.fence.clone(),
             destination,
             scope: Arc::new(scope),
             options: options.clone(),
@@ -582,107 +669,149 @@ impl Engine {
             let all: Vec<String> = report.problems.iter().map(|p| p.message.clone()).collect();
             return Err(ApiError::PreflightFailed(all.join("; ")));
         }
-        let store = Store::new(destination);
-        if Store::exists(destination)
-            .await
-            .map_err(|e| unavailable(options.destination, e))?
-        {
-            match store.load().await.map_err(|e| unavailable(options.destination, e))? {
-                // Left by a /start that failed half-way: nothing in it is worth keeping.
-                None => destination
-                    .database(METADATA_DB)
-                    .drop()
-                    .await
-                    .map_err(|e| unavailable(options.destination, e))?,
-                Some(_) => {
-                    return Err(ApiError::DestinationNotEmpty(format!(
-                        "the destination already holds another sync's metadata (database {METADATA_DB}); drop it to start over"
-                    )))
+        // The lease comes before anything is written: a destination another live engine
+        // drives is refused, naming it.
+        let me = self.lease.me.token.clone();
+        let acquired = self
+            .lease
+            .acquire(destination, |holder, within| {
+                tracing::warn!(
+                    hostname = %holder.hostname,
+                    pid = holder.pid,
+                    port = holder.port,
+                    wait_s = within.as_secs_f64().ceil() as u64,
+                    "the destination's lease is held by another engine; watching whether it is still renewed"
+                );
+            })
+            .await;
+        match acquired {
+            Ok(lease::Acquired::Yes) => {}
+            Ok(lease::Acquired::Held(holder)) => return Err(ApiError::LeaseHeld(holder.refusal())),
+            Err(e) => return Err(unavailable(options.destination, e)),
+        }
+        let result: Result<(), ApiError> = async {
+            let store = Store::new(destination);
+            if Store::exists(destination)
+                .await
+                .map_err(|e| unavailable(options.destination, e))?
+            {
+                match store.load().await.map_err(|e| unavailable(options.destination, e))? {
+                    // Left by a /start that failed half-way: nothing in it is worth keeping, but
+                    // for the lease just taken.
+                    None => {
+                        let db = destination.database(METADATA_DB);
+                        let names = db
+                            .list_collection_names()
+                            .await
+                            .map_err(|e| unavailable(options.destination, e))?;
+                        for name in names.iter().filter(|n| *n != lease::LEASE_COLLECTION) {
+                            db.collection::<bson::Document>(name)
+                                .drop()
+                                .await
+                                .map_err(|e| unavailable(options.destination, e))?;
+                        }
+                    }
+                    Some(_) => {
+                        return Err(ApiError::DestinationNotEmpty(format!(
+                            "the destination already holds another sync's metadata (database {METADATA_DB}); drop it to start over"
+                        )))
+                    }
                 }
             }
-        }
-        let existing = catalog::user_namespaces(destination)
-            .await
-            .map_err(|e| unavailable(options.destination, e))?;
-        if !existing.is_empty() {
-            if !options.pre_existing_destination_data {
-                let shown: Vec<_> = existing.iter().take(5).cloned().collect();
-                return Err(ApiError::DestinationNotEmpty(format!(
-                    "the destination ({}) already holds user data ({}{}); empty it, or set preExistingDestinationData: true with a namespace filter that keeps the synced namespaces apart",
-                    self.uri(options.destination).hosts(),
-                    shown.join(", "),
-                    if existing.len() > 5 { format!(" and {} more", existing.len() - 5) } else { String::new() }
-                )));
+            let existing = catalog::user_namespaces(destination)
+                .await
+                .map_err(|e| unavailable(options.destination, e))?;
+            if !existing.is_empty() {
+                if !options.pre_existing_destination_data {
+                    let shown: Vec<_> = existing.iter().take(5).cloned().collect();
+                    return Err(ApiError::DestinationNotEmpty(format!(
+                        "the destination ({}) already holds user data ({}{}); empty it, or set preExistingDestinationData: true with a namespace filter that keeps the synced namespaces apart",
+                        self.uri(options.destination).hosts(),
+                        shown.join(", "),
+                        if existing.len() > 5 { format!(" and {} more", existing.len() - 5) } else { String::new() }
+                    )));
+                }
+                let source_ns = catalog::list_all(source, &scope)
+                    .await
+                    .map_err(|e| unavailable(options.source, e))?;
+                let clashes: Vec<_> = source_ns
+                    .iter()
+                    .map(|s| s.ns())
+                    .filter(|ns| existing.contains(ns))
+                    .take(5)
+                    .collect();
+                if !clashes.is_empty() {
+                    return Err(ApiError::NamespaceConflict(format!(
+                        "namespaces to sync already exist on the destination: {}; exclude them with excludeNamespaces or drop them from the destination",
+                        clashes.join(", ")
+                    )));
+                }
             }
-            let source_ns = catalog::list_all(source, &scope)
+            // Open the change stream before anything is read, and keep its starting point: the
+            // opening's resume token, or, from a server that gives none, the time read just before
+            // (opening "now" rather than at a time spares servers that scan their oplog to find
+            // a start time).
+            let start_ts = mongo::cluster_time(source)
                 .await
                 .map_err(|e| unavailable(options.source, e))?;
-            let clashes: Vec<_> = source_ns
-                .iter()
-                .map(|s| s.ns())
-                .filter(|ns| existing.contains(ns))
-                .take(5)
-                .collect();
-            if !clashes.is_empty() {
-                return Err(ApiError::NamespaceConflict(format!(
-                    "namespaces to sync already exist on the destination: {}; exclude them with excludeNamespaces or drop them from the destination",
-                    clashes.join(", ")
-                )));
+            let stream = source
+                .watch()
+                .show_expanded_events(true)
+                .await
+                .map_err(|e| unavailable(options.source, e))?;
+            let token = stream.resume_token();
+            drop(stream);
+            let mut doc = Store::new_migration_doc(
+                self.config.engine_id(),
+                self.hosts(),
+                options.clone(),
+                start_ts,
+                token,
+            );
+            doc.write_blocking = mode;
+            doc.write_blocking_note = blocking_note.clone();
+            doc.lease_token = Some(me.clone());
+            let ctl = self.blocking(&options, mode);
+            ctl.on_start()
+                .await
+                .map_err(|e| ApiError::WriteBlockingFailed(e.to_string()))?;
+            if let Err(e) = store.create(&doc).await {
+                // Nothing was recorded: nothing may stay blocked either.
+                if let Err(release) = ctl.release_all().await {
+                    tracing::error!(error = %release, "could not release write blocking after a failed /start");
+                }
+                return Err(unavailable(options.destination, e));
+            }
+            tracing::info!(
+                migration = %doc.migration_id,
+                source = %self.uri(options.source).hosts(),
+                destination = %self.uri(options.destination).hosts(),
+                "sync started"
+            );
+            {
+                let mut s = self.status.lock();
+                s.state = State::Running;
+                s.phase = Some(state::Phase::Catalog);
+                s.options = Some(options.clone());
+                s.fatal = None;
+                s.write_blocking = mode;
+                if let Some(note) = blocking_note {
+                    s.warnings.insert("write-blocking".into(), note);
+                }
+            }
+            *control = Some(self.spawn_job(&options));
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Nothing was started: the next /start, here or elsewhere, need not wait, and a
+            // refused /start leaves nothing behind on the destination.
+            self.lease.release().await;
+            if let Err(e) = drop_if_only_lease(destination).await {
+                tracing::debug!(error = %self.scrub(&mongo::describe(&e)), "could not drop the metadata database left by a refused /start");
             }
         }
-        // Open the change stream before anything is read, and keep its starting point: the
-        // opening's resume token, or, from a server that gives none, the time read just before
-        // (opening "now" rather than at a time spares servers that scan their oplog to find
-        // a start time).
-        let start_ts = mongo::cluster_time(source)
-            .await
-            .map_err(|e| unavailable(options.source, e))?;
-        let stream = source
-            .watch()
-            .show_expanded_events(true)
-            .await
-            .map_err(|e| unavailable(options.source, e))?;
-        let token = stream.resume_token();
-        drop(stream);
-        let mut doc = Store::new_migration_doc(
-            self.config.engine_id(),
-            self.hosts(),
-            options.clone(),
-            start_ts,
-            token,
-        );
-        doc.write_blocking = mode;
-        doc.write_blocking_note = blocking_note.clone();
-        let ctl = self.blocking(&options, mode);
-        ctl.on_start()
-            .await
-            .map_err(|e| ApiError::WriteBlockingFailed(e.to_string()))?;
-        if let Err(e) = store.create(&doc).await {
-            // Nothing was recorded: nothing may stay blocked either.
-            if let Err(release) = ctl.release_all().await {
-                tracing::error!(error = %release, "could not release write blocking after a failed /start");
-            }
-            return Err(unavailable(options.destination, e));
-        }
-        tracing::info!(
-            migration = %doc.migration_id,
-            source = %self.uri(options.source).hosts(),
-            destination = %self.uri(options.destination).hosts(),
-            "sync started"
-        );
-        {
-            let mut s = self.status.lock();
-            s.state = State::Running;
-            s.phase = Some(state::Phase::Catalog);
-            s.options = Some(options.clone());
-            s.fatal = None;
-            s.write_blocking = mode;
-            if let Some(note) = blocking_note {
-                s.warnings.insert("write-blocking".into(), note);
-            }
-        }
-        *control = Some(self.spawn_job(&options));
-        Ok(())
+        result
     }
 
     async fn stop_job(control: &mut Option<JoinHandle<()>>) {
@@ -700,7 +829,7 @@ impl Engine {
             .as_ref()
             .map(|o| o.destination)
             .ok_or_else(|| ApiError::Internal("no sync options in memory".into()))?;
-        Ok(Store::new(self.client(dest)))
+        Ok(Store::fenced(self.client(dest), &self.lease.me.token))
     }
 
     fn store_error(&self, e: mongodb::error::Error) -> ApiError {
@@ -839,9 +968,22 @@ impl Engine {
         // Both clusters now play both parts: the multiple-reversals roles on each.
         self.preflight(&options, preflight::SyncKind::MultipleReversals)
             .await?;
+        // The lease moves with the metadata: the new destination is taken before anything is
+        // written to it.
+        if let Err(why) = self.lease.move_to(self.client(options.destination)).await {
+            return Err(ApiError::LeaseHeld(self.scrub(&why)));
+        }
         self.status.lock().state = State::Reversing;
         let result = self.write_reversal(&old, &options, mode, from).await;
         if let Err(e) = result {
+            // The metadata stays where it was, and so does the lease.
+            if let Err(why) = self
+                .lease
+                .move_to(self.client(old_options.destination))
+                .await
+            {
+                tracing::warn!(error = %self.scrub(&why), "could not move the lease back after a failed reversal");
+            }
             self.status.lock().state = State::Committed;
             return Err(e);
         }
@@ -889,6 +1031,7 @@ impl Engine {
         doc.commit_ts = None;
         doc.can_write = false;
         doc.can_write_ts = None;
+        doc.lease_token = Some(self.lease.me.token.clone());
         let parts = old_store
             .partitions()
             .await
@@ -914,6 +1057,24 @@ impl Engine {
             .map_err(|e| self.store_error(e))?;
         Ok(())
     }
+}
+
+/// Drops the metadata database when all it holds is an empty lease collection (a refused
+/// `/start` created it), so that a refusal leaves the destination as it was.
+async fn drop_if_only_lease(destination: &Client) -> mongodb::error::Result<()> {
+    let db = destination.database(METADATA_DB);
+    let names = db.list_collection_names().await?;
+    if names.iter().any(|n| n != lease::LEASE_COLLECTION) {
+        return Ok(());
+    }
+    let leases = db
+        .collection::<bson::Document>(lease::LEASE_COLLECTION)
+        .count_documents(doc! {})
+        .await?;
+    if leases == 0 {
+        db.drop().await?;
+    }
+    Ok(())
 }
 
 fn source_blocked_warning(source: ClusterLabel, hosts: &str) -> String {

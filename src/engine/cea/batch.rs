@@ -371,89 +371,99 @@ pub(crate) async fn write_deletes(
     Ok(())
 }
 
-/// Runs update statements in order (a document's deltas must follow its upsert), in
-/// byte-bounded commands. A statement the server refuses, or whose guard fails, marks its
+/// Runs update statements, a document's in order (its deltas follow its upsert), in
+/// byte-bounded unordered commands: round `k` holds each document's `k`-th statement, so no
+/// command holds two statements of one document and the server may run them in any order and
+/// go on past a failure. A statement the server refuses, or whose guard fails, marks its
 /// document for repair from the source, and that document's later statements are skipped; the
-/// others go on. Returns the documents to repair.
+/// others go on, at no extra round trip. Returns the documents to repair.
 pub(crate) async fn write_statements(
     client: &Client,
     db: &str,
     coll: &str,
     statements: Vec<Statement>,
 ) -> Result<Vec<usize>, JobError> {
-    let mut refused: Vec<usize> = Vec::new();
-    let mut next = 0;
-    while next < statements.len() {
-        let mut stmts = RawArrayBuf::new();
-        let mut sent: Vec<usize> = Vec::new();
-        let mut bytes = 0;
-        while next < statements.len() {
-            let s = &statements[next];
-            let len = s.body.as_bytes().len();
-            if !sent.is_empty()
-                && (bytes + len > WRITE_CHUNK_BYTES || sent.len() >= WRITE_CHUNK_OPS)
-            {
-                break;
+    let mut refused: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    for round in rounds(&statements) {
+        let mut next = 0;
+        while next < round.len() {
+            let mut stmts = RawArrayBuf::new();
+            let mut sent: Vec<usize> = Vec::new();
+            let mut bytes = 0;
+            while next < round.len() {
+                let s = &statements[round[next]];
+                let len = s.body.as_bytes().len();
+                if !sent.is_empty()
+                    && (bytes + len > WRITE_CHUNK_BYTES || sent.len() >= WRITE_CHUNK_OPS)
+                {
+                    break;
+                }
+                if !refused.contains(&s.owner) {
+                    bytes += len;
+                    stmts.push(s.body.clone());
+                    sent.push(round[next]);
+                }
+                next += 1;
             }
-            if !refused.contains(&s.owner) {
-                bytes += len;
-                stmts.push(s.body.clone());
-                sent.push(next);
+            if sent.is_empty() {
+                continue;
             }
-            next += 1;
-        }
-        if sent.is_empty() {
-            continue;
-        }
-        let mut cmd = RawDocumentBuf::new();
-        cmd.append("update", coll);
-        cmd.append("updates", stmts);
-        cmd.append("ordered", true);
-        cmd.append("bypassDocumentValidation", true);
-        cmd.append("writeConcern", majority());
-        let reply = client.database(db).run_raw_command(cmd).await?;
-        if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(JobError::Mongo(mongodb::error::Error::custom(
-                mongo::WriteRejected {
-                    code: wce.get_i32("code").unwrap_or_default(),
-                    msg: wce
-                        .get_str("errmsg")
-                        .unwrap_or("write concern error")
-                        .to_string(),
-                },
-            )));
-        }
-        // A guarded delta that upserted found no document: the copy has not written it (or
-        // the source deleted it since); what the upsert made is replaced by the repair.
-        if let Ok(upserted) = reply.get_array("upserted") {
-            for u in upserted {
-                let Some(i) = u.as_document().and_then(|u| u.get_i32("index").ok()) else {
-                    continue;
-                };
-                if let Some(&position) = sent.get(i.max(0) as usize) {
-                    let s = &statements[position];
-                    if s.guarded && !refused.contains(&s.owner) {
-                        refused.push(s.owner);
-                    }
+            let mut cmd = RawDocumentBuf::new();
+            cmd.append("update", coll);
+            cmd.append("updates", stmts);
+            cmd.append("ordered", false);
+            cmd.append("bypassDocumentValidation", true);
+            cmd.append("writeConcern", majority());
+            let reply = client.database(db).run_raw_command(cmd).await?;
+            if let Ok(wce) = reply.get_document("writeConcernError") {
+                return Err(JobError::Mongo(mongodb::error::Error::custom(
+                    mongo::WriteRejected {
+                        code: wce.get_i32("code").unwrap_or_default(),
+                        msg: wce
+                            .get_str("errmsg")
+                            .unwrap_or("write concern error")
+                            .to_string(),
+                    },
+                )));
+            }
+            let at = |d: &Bson| -> Option<&Statement> {
+                let i = d.as_document()?.get_i32("index").ok()?;
+                sent.get(usize::try_from(i).ok()?).map(|&p| &statements[p])
+            };
+            // A guarded delta that upserted found no document: the copy has not written it (or
+            // the source deleted it since); what the upsert made is replaced by the repair.
+            for u in reply.get_array("upserted").into_iter().flatten() {
+                if let Some(s) = at(u).filter(|s| s.guarded) {
+                    refused.insert(s.owner);
+                }
+            }
+            for e in reply.get_array("writeErrors").into_iter().flatten() {
+                if let Some(s) = at(e) {
+                    tracing::trace!(
+                        code = e.as_document().and_then(|e| e.get_i32("code").ok()),
+                        "a delta was refused by the destination or its guard failed; repairing the document from the source"
+                    );
+                    refused.insert(s.owner);
                 }
             }
         }
-        // Ordered: at most one error, and nothing after it in this command ran.
-        if let Some(Bson::Document(e)) = reply.get_array("writeErrors").ok().and_then(|a| a.first())
-        {
-            let at = (e.get_i32("index").unwrap_or(0).max(0) as usize).min(sent.len() - 1);
-            let position = sent[at];
-            tracing::debug!(
-                code = e.get_i32("code").unwrap_or_default(),
-                "a delta was refused by the destination or its guard failed; repairing the document from the source"
-            );
-            if !refused.contains(&statements[position].owner) {
-                refused.push(statements[position].owner);
-            }
-            next = position + 1;
-        }
     }
-    Ok(refused)
+    Ok(refused.into_iter().collect())
+}
+
+/// Statement indexes by round: a document's `k`-th statement is in round `k`.
+fn rounds(statements: &[Statement]) -> Vec<Vec<usize>> {
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, s) in statements.iter().enumerate() {
+        let k = seen.entry(s.owner).or_insert(0);
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(i);
+        *k += 1;
+    }
+    rounds
 }
 
 /// Time series collections have no unique `_id`: insert only what is not there yet.
@@ -503,6 +513,17 @@ mod tests {
         v.iter()
             .map(|d| bson::Document::try_from(d.as_ref()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn rounds_hold_one_statement_per_document_in_order() {
+        let id = DocId::new(bson::RawBsonRef::Int32(1));
+        let st = |owner| Statement::whole(owner, &id, RawDocumentBuf::new());
+        let statements = vec![st(0), st(1), st(0), st(2), st(0), st(1)];
+        assert_eq!(
+            rounds(&statements),
+            vec![vec![0, 1, 3], vec![2, 5], vec![4]]
+        );
     }
 
     #[test]

@@ -169,6 +169,7 @@ impl Checkpoint {
     async fn save(&mut self, ctx: &Ctx, applied: bson::Timestamp) -> Result<(), JobError> {
         let now = (self.applied_token.clone(), applied);
         if self.saved.as_ref() != Some(&now) {
+            ctx.fenced()?;
             ctx.store.checkpoint(now.0.as_ref(), applied).await?;
             self.saved = Some(now);
         }
@@ -218,6 +219,7 @@ impl<'a> Applier<'a> {
                 if self.ctx.store.pending_recopies().await?.is_empty() {
                     return Ok(());
                 }
+                ctx.fenced()?;
                 ddl::recopy_pending(self.ctx).await?;
                 self.kinds.clear();
             }
@@ -240,6 +242,8 @@ impl<'a> Applier<'a> {
             let mut read_ahead = None;
             if overlap {
                 writing.store(true, Ordering::Release);
+                // The fence is checked right before each batch reaches the destination.
+                ctx.fenced()?;
                 let apply = async {
                     let r = self.apply_batch(pending).await;
                     writing.store(false, Ordering::Release);
@@ -249,6 +253,7 @@ impl<'a> Applier<'a> {
                 applied?;
                 read_ahead = Some(read?);
             } else if !pending.is_empty() {
+                ctx.fenced()?;
                 self.apply_batch(pending).await?;
             }
             if n > 0 {
@@ -267,6 +272,7 @@ impl<'a> Applier<'a> {
             if let Some(ev) = ddl_event {
                 let ts = ev.get_timestamp("clusterTime").ok();
                 self.kinds.clear();
+                ctx.fenced()?;
                 ddl::apply(self.ctx, &ev).await?;
                 self.ctx.status.counters.applied(EventKind::Ddl, 1);
                 if let Some(ts) = ts {
@@ -278,6 +284,7 @@ impl<'a> Applier<'a> {
                 // The server had nothing after `probe`: everything up to it is applied.
                 self.ctx.status.applied_through(probe);
                 // Caught up: the collections marked for a fresh copy are named as they are now.
+                ctx.fenced()?;
                 ddl::recopy_pending(self.ctx).await?;
                 self.ctx.store.forget_recopies_before(probe).await?;
                 self.kinds.clear();
