@@ -61,14 +61,28 @@ pub async fn list_collection_specs(db: &Database) -> Result<BTreeMap<String, Doc
 
 /// listIndexes normalized: `v` and `ns` removed, keyed (sorted) by name.
 pub async fn list_index_specs(db: &Database, coll: &str) -> Result<BTreeMap<String, Document>> {
+    list_index_specs_mode(db, coll, false).await
+}
+
+/// listIndexes keyed by name, `ns` removed; `exact` also keeps the index version `v`.
+pub async fn list_index_specs_mode(
+    db: &Database,
+    coll: &str,
+    exact: bool,
+) -> Result<BTreeMap<String, Document>> {
     let mut cursor = db
         .run_cursor_command(doc! { "listIndexes": coll })
         .await
         .with_context(|| format!("listIndexes on {}.{coll}", db.name()))?;
     let mut out = BTreeMap::new();
     while let Some(mut spec) = cursor.try_next().await? {
-        spec.remove("v");
         spec.remove("ns");
+        if exact {
+            let name = spec.get_str("name").unwrap_or_default().to_string();
+            out.insert(name, spec);
+            continue;
+        }
+        spec.remove("v");
         let name = spec.get_str("name").unwrap_or_default().to_string();
         out.insert(name, spec);
     }
@@ -186,12 +200,23 @@ fn is_timeseries(spec: &Document) -> bool {
             .unwrap_or(false)
 }
 
+/// Top-level field names of a raw document, in order.
+fn field_names(d: &RawDocument) -> String {
+    let names: Vec<String> = d
+        .iter_elements()
+        .filter_map(|e| e.ok())
+        .map(|e| e.key().to_string())
+        .collect();
+    trunc(format!("{names:?}"), 200)
+}
+
 async fn compare_documents(
     ns: &str,
     src: &Database,
     dst: &Database,
     coll: &str,
     multiset: bool,
+    exact: bool,
     out: &mut Vec<String>,
 ) -> Result<()> {
     let (a, b) = tokio::try_join!(read_docs(src, coll), read_docs(dst, coll))?;
@@ -237,6 +262,15 @@ async fn compare_documents(
     for (k, da) in &ma {
         match mb.get(k) {
             None => out.push(format!("{ns}: document _id={} missing in dst", id_debug(k))),
+            Some(d2) if da.as_bytes() != d2.as_bytes() && exact => out.push(format!(
+                "{ns}: document _id={} differs: {}; src fields {} ({} bytes), dst fields {} ({} bytes)",
+                id_debug(k),
+                describe_doc_diff(da, d2),
+                field_names(da),
+                da.as_bytes().len(),
+                field_names(d2),
+                d2.as_bytes().len(),
+            )),
             Some(d2) if da.as_bytes() != d2.as_bytes() => out.push(format!(
                 "{ns}: document _id={} differs: {}",
                 id_debug(k),
@@ -255,6 +289,18 @@ async fn compare_documents(
 /// Wording: "missing in dst" = only in src, "extra in dst" = only in dst.
 /// A database missing on one side is reported once, then per collection/view.
 pub async fn compare_clusters(src: &Client, dst: &Client) -> Result<Vec<String>> {
+    compare_clusters_mode(src, dst, false).await
+}
+
+/// [`compare_clusters`] with nothing normalized away: collection specs (options,
+/// `idIndex`, `info` without the uuid) and index specs (with `v`, `prepareUnique`, …)
+/// compared as BSON bytes, field order included; documents byte for byte with both
+/// documents' field names listed when they differ.
+pub async fn compare_clusters_exact(src: &Client, dst: &Client) -> Result<Vec<String>> {
+    compare_clusters_mode(src, dst, true).await
+}
+
+async fn compare_clusters_mode(src: &Client, dst: &Client, exact: bool) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let dbs_a = user_databases(src).await?;
     let dbs_b = user_databases(dst).await?;
@@ -266,13 +312,22 @@ pub async fn compare_clusters(src: &Client, dst: &Client) -> Result<Vec<String>>
     }
     let all: BTreeSet<&String> = dbs_a.iter().chain(dbs_b.iter()).collect();
     for name in all {
-        compare_database(&src.database(name), &dst.database(name), &mut out).await?;
+        compare_database_mode(&src.database(name), &dst.database(name), exact, &mut out).await?;
     }
     Ok(out)
 }
 
 /// Compare one database of each side (collections, views, options, indexes, documents).
 pub async fn compare_database(src: &Database, dst: &Database, out: &mut Vec<String>) -> Result<()> {
+    compare_database_mode(src, dst, false, out).await
+}
+
+async fn compare_database_mode(
+    src: &Database,
+    dst: &Database,
+    exact: bool,
+    out: &mut Vec<String>,
+) -> Result<()> {
     let dbn = src.name().to_string();
     let ca = list_collection_specs(src).await?;
     let cb = list_collection_specs(dst).await?;
@@ -288,6 +343,14 @@ pub async fn compare_database(src: &Database, dst: &Database, out: &mut Vec<Stri
         let Some(sb) = cb.get(name) else { continue };
         let ns = format!("{dbn}.{name}");
         let (sa, sb) = (without_uuid_info(sa), without_uuid_info(sb));
+        if exact && !strict_eq(&sa, &sb) {
+            out.push(trunc(
+                format!(
+                    "{ns}: listCollections spec differs (bytes/field order): src {sa} vs dst {sb}"
+                ),
+                2 * MAX_DIFF_LINE,
+            ));
+        }
         let ta = sa.get_str("type").unwrap_or("collection");
         let tb = sb.get_str("type").unwrap_or("collection");
         if ta != tb {
@@ -305,8 +368,8 @@ pub async fn compare_database(src: &Database, dst: &Database, out: &mut Vec<Stri
         if ta == "view" {
             continue;
         }
-        let ia = list_index_specs(src, name).await?;
-        let ib = list_index_specs(dst, name).await?;
+        let ia = list_index_specs_mode(src, name, exact).await?;
+        let ib = list_index_specs_mode(dst, name, exact).await?;
         for (iname, spec) in &ia {
             match ib.get(iname) {
                 None => out.push(trunc(
@@ -316,7 +379,10 @@ pub async fn compare_database(src: &Database, dst: &Database, out: &mut Vec<Stri
                 Some(other) => {
                     let keys_a = spec.get_document("key").cloned().unwrap_or_default();
                     let keys_b = other.get_document("key").cloned().unwrap_or_default();
-                    if spec != other || !strict_eq(&keys_a, &keys_b) {
+                    if spec != other
+                        || !strict_eq(&keys_a, &keys_b)
+                        || (exact && !strict_eq(spec, other))
+                    {
                         out.push(trunc(
                             format!("{ns}: index {iname} differs: src {spec} vs dst {other}"),
                             2 * MAX_DIFF_LINE,
@@ -331,7 +397,7 @@ pub async fn compare_database(src: &Database, dst: &Database, out: &mut Vec<Stri
                 MAX_DIFF_LINE,
             ));
         }
-        compare_documents(&ns, src, dst, name, is_timeseries(&sa), out).await?;
+        compare_documents(&ns, src, dst, name, is_timeseries(&sa), exact, out).await?;
     }
     Ok(())
 }

@@ -13,14 +13,15 @@ pub mod copy;
 pub mod engine;
 pub mod kube_fake;
 pub mod kubelet;
+pub mod netns;
 pub mod seed;
 pub mod server;
 pub mod workload;
 
 #[allow(unused_imports)]
 pub use compare::{
-    assert_clusters_converge, assert_clusters_equal, compare_clusters, compare_database,
-    wait_clusters_equal,
+    assert_clusters_converge, assert_clusters_equal, compare_clusters, compare_clusters_exact,
+    compare_database, wait_clusters_equal,
 };
 #[allow(unused_imports)]
 pub use copy::copy_cluster_naive;
@@ -31,4 +32,4 @@ pub use seed::{error_summary, seed_full_dataset, try_create_unsupported_indexes}
 #[allow(unused_imports)]
 pub use server::{client_for, free_port, uri_for_port, Server};
 #[allow(unused_imports)]
-pub use workload::{plan as workload_plan, Workload, WorkloadOptions, WorkloadStats};
+pub use workload::{plan as workload_plan, Shapes, Workload, WorkloadOptions, WorkloadStats};

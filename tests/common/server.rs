@@ -53,6 +53,16 @@ pub(crate) fn sigterm(pid: u32) {
         .status();
 }
 
+/// `kill -SIG pid`.
+pub(crate) fn send_signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Last `n` lines of a file (empty string if unreadable).
 pub(crate) fn tail_file(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -70,6 +80,10 @@ pub struct Server {
     generation: u32,
     /// URI used to wait for `ping` after a (re)start; `None` = [`Server::uri`].
     ready_uri: Option<String>,
+    /// Address the server listens on (default 127.0.0.1).
+    host: String,
+    /// Network namespace the server runs in (`ip netns exec NS …`), if any.
+    netns: Option<String>,
 }
 
 impl Server {
@@ -81,6 +95,16 @@ impl Server {
     /// Like [`Server::start`], with extra `secantusd-py` flags (e.g. `--auth`).
     /// The flags are reused on `restart`.
     pub async fn start_with_args(extra: &[&str]) -> Server {
+        Self::start_full("127.0.0.1", None, extra).await
+    }
+
+    /// Start a server inside network namespace `netns`, listening on `host` (an address
+    /// of that namespace reachable from here), with extra flags; `restart` keeps both.
+    pub async fn start_in_netns(netns: &str, host: &str, extra: &[&str]) -> Server {
+        Self::start_full(host, Some(netns.to_string()), extra).await
+    }
+
+    async fn start_full(host: &str, netns: Option<String>, extra: &[&str]) -> Server {
         // A port grabbed by someone else between free_port() and bind: retry.
         let mut last_err = String::new();
         for _ in 0..3 {
@@ -95,6 +119,8 @@ impl Server {
                 child: None,
                 generation: 0,
                 ready_uri: None,
+                host: host.to_string(),
+                netns: netns.clone(),
             };
             match server.launch_and_wait().await {
                 Ok(()) => return server,
@@ -105,7 +131,24 @@ impl Server {
     }
 
     pub fn uri(&self) -> String {
-        uri_for_port(self.port)
+        format!(
+            "mongodb://{}:{}/?directConnection=true",
+            self.host, self.port
+        )
+    }
+
+    /// SIGSTOP the server process (it keeps its sockets but answers nothing).
+    pub fn sigstop(&self) {
+        if let Some(pid) = self.pid() {
+            send_signal(pid, "STOP");
+        }
+    }
+
+    /// SIGCONT after [`Server::sigstop`].
+    pub fn sigcont(&self) {
+        if let Some(pid) = self.pid() {
+            send_signal(pid, "CONT");
+        }
     }
 
     /// A new driver client connected directly to this server
@@ -213,9 +256,17 @@ impl Server {
         let log_path = self.log_path();
         let log = File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(secantusd_path())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(secantusd_path());
+                c
+            }
+            None => Command::new(secantusd_path()),
+        };
+        let child = cmd
             .arg("--host")
-            .arg("127.0.0.1")
+            .arg(&self.host)
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--storage-path")

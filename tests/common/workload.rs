@@ -45,6 +45,67 @@ pub const DDL_OPS: &[&str] = &[
     "drop_index",
 ];
 
+/// Extra op kinds of [`Shapes::Full`] (appended to [`OPS`]).
+pub const FULL_OPS: &[(&str, u32)] = &[
+    ("insert_shaped", 60),
+    ("update_set_many_fields", 60),
+    ("update_pipeline_set", 30),
+    ("update_pipeline_merge", 25),
+    ("update_pipeline_addfields_unset", 20),
+    ("update_rename", 20),
+    ("update_all_positional", 20),
+    ("update_array_filters", 20),
+    ("update_push_modifiers", 25),
+    ("update_pop", 15),
+    ("update_add_to_set", 20),
+    ("update_array_pad", 15),
+    ("update_min_max_mul", 25),
+    ("update_current_date", 10),
+    ("update_numeric_keys", 30),
+    ("update_dollar_dot_fields", 10),
+    ("update_unicode_fields", 15),
+    ("update_nested_arrays", 15),
+    ("update_unique_field", 15),
+    ("insert_large", 2),
+    ("insert_huge", 1),
+    ("update_grow_large", 2),
+    ("create_index_unique", 4),
+    ("create_index_ttl", 4),
+    ("coll_mod_ttl", 4),
+    ("coll_mod_validator", 4),
+    ("create_capped", 3),
+    ("create_validated", 4),
+    ("create_view", 4),
+    ("drop_view", 3),
+];
+
+/// DDL op kinds of [`FULL_OPS`].
+pub const FULL_DDL_OPS: &[&str] = &[
+    "create_index_unique",
+    "create_index_ttl",
+    "coll_mod_ttl",
+    "coll_mod_validator",
+    "create_capped",
+    "create_validated",
+    "create_view",
+    "drop_view",
+];
+
+fn is_ddl(kind: &str) -> bool {
+    DDL_OPS.contains(&kind) || FULL_DDL_OPS.contains(&kind)
+}
+
+/// Which op mix the workload draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shapes {
+    /// [`OPS`] only (what the older tests were written against).
+    #[default]
+    Basic,
+    /// [`OPS`] + [`FULL_OPS`]: every update shape, large documents, more DDL
+    /// (unique/TTL indexes, collMod, capped collections, validators, views).
+    Full,
+}
+
 /// Index specs the workload creates/drops: (name, key).
 fn index_specs() -> Vec<(&'static str, Document)> {
     vec![
@@ -68,6 +129,8 @@ pub struct WorkloadOptions {
     pub pause: Duration,
     /// Include DDL ops (default true).
     pub ddl: bool,
+    /// Op mix (default [`Shapes::Basic`]).
+    pub shapes: Shapes,
 }
 
 impl Default for WorkloadOptions {
@@ -78,6 +141,7 @@ impl Default for WorkloadOptions {
             workers: 2,
             pause: Duration::from_millis(4),
             ddl: true,
+            shapes: Shapes::Basic,
         }
     }
 }
@@ -124,7 +188,11 @@ impl WorkloadStats {
     }
     /// Successful DDL ops.
     pub fn ddl(&self) -> u64 {
-        DDL_OPS.iter().map(|k| self.ok_count(k)).sum()
+        DDL_OPS
+            .iter()
+            .chain(FULL_DDL_OPS.iter())
+            .map(|k| self.ok_count(k))
+            .sum()
     }
     fn merge(&mut self, other: WorkloadStats) {
         for (k, v) in other.ok {
@@ -173,12 +241,14 @@ impl Workload {
 
     pub fn start_with_options(uri: String, seed: u64, opts: WorkloadOptions) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
+        let huge_done = Arc::new(AtomicBool::new(false));
         let opts = Arc::new(opts);
         let handles = (0..opts.workers.max(1))
             .map(|i| {
                 let (uri, opts, stop) = (uri.clone(), opts.clone(), stop.clone());
+                let huge_done = huge_done.clone();
                 let seed = worker_seed(seed, i);
-                tokio::spawn(async move { worker(uri, seed, opts, stop).await })
+                tokio::spawn(async move { worker(uri, seed, opts, stop, huge_done).await })
             })
             .collect();
         Workload { stop, handles }
@@ -224,9 +294,14 @@ fn worker_seed(seed: u64, worker: usize) -> u64 {
 }
 
 fn enabled_ops(opts: &WorkloadOptions) -> Vec<(&'static str, u32)> {
+    let extra: &[(&str, u32)] = match opts.shapes {
+        Shapes::Basic => &[],
+        Shapes::Full => FULL_OPS,
+    };
     OPS.iter()
+        .chain(extra.iter())
         .copied()
-        .filter(|(k, _)| opts.ddl || !DDL_OPS.contains(k))
+        .filter(|(k, _)| opts.ddl || !is_ddl(k))
         .collect()
 }
 
@@ -257,6 +332,7 @@ async fn worker(
     seed: u64,
     opts: Arc<WorkloadOptions>,
     stop: Arc<AtomicBool>,
+    huge_done: Arc<AtomicBool>,
 ) -> WorkloadStats {
     let mut stats = WorkloadStats::default();
     let client = match ClientOptions::parse(&uri).await.and_then(|mut o| {
@@ -274,12 +350,17 @@ async fn worker(
     let ops = enabled_ops(&opts);
     while !stop.load(Ordering::SeqCst) {
         let (kind, db, coll, op) = next_op(&mut rng, &ops, &opts);
+        // At most one near-16 MB document per run (the choice is still the seed's).
+        if kind == "insert_huge" && huge_done.swap(true, Ordering::SeqCst) {
+            *stats.ok.entry("insert_huge_skipped".into()).or_default() += 1;
+            continue;
+        }
         let db = client.database(db);
-        let res = tokio::time::timeout(Duration::from_secs(15), op.run(&db, coll)).await;
+        let res = tokio::time::timeout(Duration::from_secs(30), op.run(&db, coll)).await;
         let err = match res {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(mongo_error_summary(&e)),
-            Err(_) => Some("timed out after 15s".to_string()),
+            Err(_) => Some("timed out after 30s".to_string()),
         };
         match err {
             None => *stats.ok.entry(kind.to_string()).or_default() += 1,
@@ -435,6 +516,35 @@ enum Op {
         key: Document,
     },
     DropIndex(String),
+    /// Pipeline update (`update_one(filter, [stages])`).
+    UpdatePipeline {
+        filter: Document,
+        pipeline: Vec<Document>,
+        upsert: bool,
+    },
+    /// Operator update with `arrayFilters`.
+    UpdateArrayFilters {
+        filter: Document,
+        update: Document,
+        array_filters: Vec<Document>,
+    },
+    /// Insert `doc` plus a `blob` string of `size` bytes of `fill` (built when run).
+    InsertBlob {
+        doc: Document,
+        size: usize,
+        fill: char,
+    },
+    /// `$set: {blob: <size bytes of fill>}` on `filter`.
+    UpdateBlob {
+        filter: Document,
+        size: usize,
+        fill: char,
+    },
+    /// A database command run as is (DDL with options: createIndexes, collMod, create...).
+    Command(Document),
+    /// `drop` of the collection (its error ignored), then `create` with these options:
+    /// turns a pool collection into a capped one.
+    Recreate(Document),
 }
 
 impl Op {
@@ -549,7 +659,8 @@ impl Op {
                 let specs = index_specs();
                 Op::DropIndex(specs[rng.random_range(0..specs.len())].0.to_string())
             }
-            other => unreachable!("unknown op kind {other}"),
+            other => generate_full(other, rng, id, coll)
+                .unwrap_or_else(|| unreachable!("unknown op kind {other}")),
         }
     }
 
@@ -609,7 +720,378 @@ impl Op {
                 db.run_command(doc! { "dropIndexes": coll, "index": name })
                     .await?;
             }
+            Op::UpdatePipeline {
+                filter,
+                pipeline,
+                upsert,
+            } => {
+                c.update_one(filter, pipeline)
+                    .with_options(UpdateOptions::builder().upsert(upsert).build())
+                    .await?;
+            }
+            Op::UpdateArrayFilters {
+                filter,
+                update,
+                array_filters,
+            } => {
+                c.update_one(filter, update)
+                    .with_options(
+                        UpdateOptions::builder()
+                            .array_filters(array_filters)
+                            .build(),
+                    )
+                    .await?;
+            }
+            Op::InsertBlob {
+                mut doc,
+                size,
+                fill,
+            } => {
+                doc.insert("blob", fill.to_string().repeat(size));
+                c.insert_one(doc).await?;
+            }
+            Op::UpdateBlob { filter, size, fill } => {
+                c.update_one(
+                    filter,
+                    doc! { "$set": { "blob": fill.to_string().repeat(size) } },
+                )
+                .await?;
+            }
+            Op::Command(cmd) => {
+                db.run_command(cmd).await?;
+            }
+            Op::Recreate(cmd) => {
+                let _ = db.run_command(doc! { "drop": coll }).await;
+                db.run_command(cmd).await?;
+            }
         }
         Ok(())
     }
+}
+
+/// Distinct picks of `k` items of `pool`, in a random order.
+fn pick_distinct<'a>(rng: &mut StdRng, pool: &[&'a str], k: usize) -> Vec<&'a str> {
+    let mut left: Vec<&str> = pool.to_vec();
+    let mut out = Vec::new();
+    while out.len() < k && !left.is_empty() {
+        out.push(left.remove(rng.random_range(0..left.len())));
+    }
+    out
+}
+
+/// A year-keyed map (`{"2021": …, "2023": …}`: numeric object keys).
+fn year_map(rng: &mut StdRng) -> Document {
+    let mut d = Document::new();
+    for y in pick_distinct(rng, &["2019", "2020", "2021", "2022", "2023", "2024"], 3) {
+        d.insert(y, rng.random_range(0..100));
+    }
+    d
+}
+
+fn nested_array(rng: &mut StdRng) -> Bson {
+    let n = rng.random_range(0..4);
+    Bson::Array(
+        (0..n)
+            .map(|_| {
+                let m = rng.random_range(0..3);
+                Bson::Array(
+                    (0..m)
+                        .map(|_| {
+                            if rng.random_bool(0.3) {
+                                Bson::Array(vec![Bson::Int32(rng.random_range(0..9))])
+                            } else {
+                                Bson::Int32(rng.random_range(0..9))
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A validator for `create`/`collMod` (valid for most workload documents).
+fn random_validator(rng: &mut StdRng) -> Document {
+    let level = ["strict", "moderate"][rng.random_range(0..2)];
+    let action = ["warn", "error"][rng.random_range(0..2)];
+    let validator = match rng.random_range(0..3) {
+        0 => doc! { "$or": [ { "n": { "$exists": true } }, { "k": { "$type": "string" } } ] },
+        1 => doc! { "r": { "$gte": 0 } },
+        _ => {
+            doc! { "$jsonSchema": { "bsonType": "object", "properties": { "s": { "bsonType": "string" } } } }
+        }
+    };
+    doc! { "validator": validator, "validationLevel": level, "validationAction": action }
+}
+
+/// `expireAfterSeconds` values for the TTL index on `when`: about 60–66 years, so no
+/// workload document (all dated 1970 or later) ever expires on either side.
+fn ttl_seconds(rng: &mut StdRng) -> i64 {
+    rng.random_range(1_900_000_000i64..2_100_000_000)
+}
+
+/// Op kinds of [`FULL_OPS`] (`None` for an unknown kind).
+fn generate_full(kind: &str, rng: &mut StdRng, id: Bson, coll: &str) -> Option<Op> {
+    let by_id = doc! { "_id": id.clone() };
+    let update = |update: Document| Op::Update {
+        filter: by_id.clone(),
+        update,
+        upsert: false,
+    };
+    let pipeline = |stages: Vec<Document>| Op::UpdatePipeline {
+        filter: by_id.clone(),
+        pipeline: stages,
+        upsert: false,
+    };
+    let op = match kind {
+        "insert_shaped" => {
+            let mut d = doc! { "_id": id.clone() };
+            d.extend(random_body(rng));
+            d.insert("scores", year_map(rng));
+            d.insert("na", nested_array(rng));
+            if rng.random_bool(0.5) {
+                d.insert("ключ", random_scalar(rng));
+                d.insert("名前", doc! { "子": random_string(rng) });
+            }
+            if rng.random_bool(0.3) {
+                d.insert("uq", rng.random_range(0..40));
+            }
+            Op::Insert(d)
+        }
+        "update_set_many_fields" => {
+            let pool = ["k", "v", "sub.y.z", "zz", "aa", "m.n.o", "s", "b2.c"];
+            let k = rng.random_range(2..5);
+            let mut set = Document::new();
+            for f in pick_distinct(rng, &pool, k) {
+                set.insert(f, random_value(rng, 1));
+            }
+            Op::Update {
+                filter: by_id.clone(),
+                update: doc! { "$set": set },
+                upsert: rng.random_bool(0.1),
+            }
+        }
+        "update_pipeline_set" => {
+            let mut set = Document::new();
+            let k = rng.random_range(2..4);
+            for f in pick_distinct(rng, &["zz", "aa", "mm", "n", "p.q"], k) {
+                set.insert(f, Bson::Document(doc! { "$literal": random_value(rng, 1) }));
+            }
+            Op::UpdatePipeline {
+                filter: by_id.clone(),
+                pipeline: vec![doc! { "$set": set }],
+                upsert: rng.random_bool(0.1),
+            }
+        }
+        "update_pipeline_merge" => {
+            let mut extra = Document::new();
+            for f in pick_distinct(rng, &["new1", "a", "zz", "s", "sub"], 2) {
+                extra.insert(f, doc! { "$literal": random_value(rng, 2) });
+            }
+            pipeline(vec![
+                doc! { "$replaceWith": { "$mergeObjects": [ "$$ROOT", extra ] } },
+            ])
+        }
+        "update_pipeline_addfields_unset" => {
+            let unset = pick_distinct(rng, &["s", "a.x", "tags", "zz", "v"], 2);
+            pipeline(vec![
+                doc! { "$addFields": {
+                    "sub.w": { "$literal": random_scalar(rng) },
+                    "total": { "$add": [ rng.random_range(0..9), 1 ] },
+                } },
+                doc! { "$unset": unset },
+            ])
+        }
+        "update_rename" => {
+            let pairs = [
+                ("s", "s2"),
+                ("s2", "s"),
+                ("a.x", "ax"),
+                ("v", "vv"),
+                ("vv", "v"),
+                ("a.b", "ab"),
+                ("tags", "sub.tags"),
+            ];
+            let (from, to) = pairs[rng.random_range(0..pairs.len())];
+            update(doc! { "$rename": { from: to } })
+        }
+        "update_all_positional" => {
+            if rng.random_bool(0.5) {
+                update(doc! { "$inc": { "arr.$[]": rng.random_range(1..3) } })
+            } else {
+                update(doc! { "$set": { "na.$[]": [rng.random_range(0..9)] } })
+            }
+        }
+        "update_array_filters" => {
+            let lim = rng.random_range(0..10);
+            Op::UpdateArrayFilters {
+                filter: by_id.clone(),
+                update: doc! { "$set": { "arr.$[e]": rng.random_range(0..10) } },
+                array_filters: vec![doc! { "e": { "$gte": lim } }],
+            }
+        }
+        "update_push_modifiers" => {
+            let each: Vec<i32> = (0..rng.random_range(1..4))
+                .map(|_| rng.random_range(0..10))
+                .collect();
+            let mut m = doc! { "$each": each };
+            if rng.random_bool(0.6) {
+                m.insert("$position", rng.random_range(-2..3));
+            }
+            if rng.random_bool(0.5) {
+                m.insert("$sort", [1, -1][rng.random_range(0..2)]);
+            }
+            if rng.random_bool(0.6) {
+                m.insert("$slice", rng.random_range(-6..7));
+            }
+            update(doc! { "$push": { "arr": m } })
+        }
+        "update_pop" => {
+            let f = ["arr", "tags", "na"][rng.random_range(0..3)];
+            let end = [1, -1][rng.random_range(0..2)];
+            update(doc! { "$pop": { f: end } })
+        }
+        "update_add_to_set" => {
+            if rng.random_bool(0.5) {
+                update(doc! { "$addToSet": { "tags": format!("tag{}", rng.random_range(0..6)) } })
+            } else {
+                let each: Vec<String> = (0..rng.random_range(1..4))
+                    .map(|_| format!("tag{}", rng.random_range(0..6)))
+                    .collect();
+                update(doc! { "$addToSet": { "tags": { "$each": each } } })
+            }
+        }
+        "update_array_pad" => {
+            let path = format!("arr.{}", rng.random_range(6..12));
+            update(doc! { "$set": { path: rng.random_range(0..10) } })
+        }
+        "update_min_max_mul" => match rng.random_range(0..4) {
+            0 => update(doc! { "$min": { "n": rng.random_range(0..500) } }),
+            1 => update(doc! { "$max": { "n": rng.random_range(500..1500), "hi": 1 } }),
+            2 => {
+                let by = [Bson::Int32(2), Bson::Double(1.5), Bson::Int64(3)]
+                    [rng.random_range(0..3)]
+                .clone();
+                update(doc! { "$mul": { "n": by } })
+            }
+            _ => update(doc! { "$mul": { "newnum": 3 }, "$min": { "lo": rng.random_range(0..9) } }),
+        },
+        "update_current_date" => {
+            if rng.random_bool(0.5) {
+                update(doc! { "$currentDate": { "cd": true } })
+            } else {
+                update(
+                    doc! { "$currentDate": { "ts.t": { "$type": "timestamp" }, "cd": { "$type": "date" } } },
+                )
+            }
+        }
+        "update_numeric_keys" => {
+            let year = rng.random_range(2015..2030);
+            match rng.random_range(0..3) {
+                0 => {
+                    update(doc! { "$set": { format!("scores.{year}"): rng.random_range(0..100) } })
+                }
+                1 => update(doc! { "$inc": { format!("scores.{year}"): 1 } }),
+                _ => update(doc! { "$set": {
+                    format!("years.{year}.q{}", rng.random_range(1..5)): random_scalar(rng)
+                } }),
+            }
+        }
+        "update_dollar_dot_fields" => {
+            let field = ["a.b", "$price", "x.y.z", "$"][rng.random_range(0..4)];
+            let value = random_scalar(rng);
+            if rng.random_bool(0.8) {
+                pipeline(vec![doc! { "$replaceWith": { "$setField": {
+                    "field": { "$literal": field },
+                    "input": "$$ROOT",
+                    "value": { "$literal": value },
+                } } }])
+            } else {
+                pipeline(vec![doc! { "$replaceWith": { "$unsetField": {
+                    "field": { "$literal": field },
+                    "input": "$$ROOT",
+                } } }])
+            }
+        }
+        "update_unicode_fields" => {
+            let mut set = Document::new();
+            let k = rng.random_range(1..4);
+            for f in pick_distinct(rng, &["ключ", "名前.子", "é", "😀", "Ωmega.ß"], k) {
+                set.insert(f, random_scalar(rng));
+            }
+            update(doc! { "$set": set })
+        }
+        "update_nested_arrays" => match rng.random_range(0..3) {
+            0 => update(doc! { "$set": { "na": nested_array(rng) } }),
+            1 => update(doc! { "$push": { "na.0": rng.random_range(0..9) } }),
+            _ => update(doc! { "$set": { "na.1.0": rng.random_range(0..9) } }),
+        },
+        "update_unique_field" => update(doc! { "$set": { "uq": rng.random_range(0..40) } }),
+        "insert_large" => {
+            let mut d = doc! { "_id": id.clone() };
+            d.extend(random_body(rng));
+            Op::InsertBlob {
+                doc: d,
+                size: rng.random_range(1_000_000..4_000_000),
+                fill: ['L', 'ü', 'x'][rng.random_range(0..3)],
+            }
+        }
+        "insert_huge" => Op::InsertBlob {
+            doc: doc! { "_id": format!("huge-{}", rng.random_range(0..1000)), "n": 1 },
+            size: rng.random_range(16_000_000..16_500_000),
+            fill: 'H',
+        },
+        "update_grow_large" => Op::UpdateBlob {
+            filter: by_id.clone(),
+            size: rng.random_range(1_000_000..3_000_000),
+            fill: 'G',
+        },
+        "create_index_unique" => Op::Command(doc! {
+            "createIndexes": coll,
+            "indexes": [ { "key": { "uq": 1 }, "name": "uq_1", "unique": true, "sparse": true } ],
+        }),
+        "create_index_ttl" => Op::Command(doc! {
+            "createIndexes": coll,
+            "indexes": [ { "key": { "when": 1 }, "name": "ttl_when", "expireAfterSeconds": ttl_seconds(rng) } ],
+        }),
+        "coll_mod_ttl" => Op::Command(doc! {
+            "collMod": coll,
+            "index": { "name": "ttl_when", "expireAfterSeconds": ttl_seconds(rng) },
+        }),
+        "coll_mod_validator" => {
+            let mut cmd = doc! { "collMod": coll };
+            cmd.extend(random_validator(rng));
+            Op::Command(cmd)
+        }
+        "create_capped" => {
+            let mut cmd = doc! { "create": coll, "capped": true, "size": rng.random_range(65_536..1_048_576) };
+            if rng.random_bool(0.5) {
+                cmd.insert("max", rng.random_range(20..200));
+            }
+            Op::Recreate(cmd)
+        }
+        "create_validated" => {
+            let mut cmd = doc! { "create": coll };
+            cmd.extend(random_validator(rng));
+            if rng.random_bool(0.3) {
+                cmd.insert("collation", doc! { "locale": "fr", "strength": 1 });
+            }
+            Op::Command(cmd)
+        }
+        "create_view" => {
+            let view = format!("vw{}", rng.random_range(0..3));
+            let pipeline = match rng.random_range(0..3) {
+                0 => vec![doc! { "$match": { "r": { "$lt": rng.random_range(1..10) } } }],
+                1 => vec![
+                    doc! { "$project": { "n": 1, "s": 1 } },
+                    doc! { "$sort": { "n": 1 } },
+                ],
+                _ => vec![],
+            };
+            Op::Command(doc! { "create": view, "viewOn": coll, "pipeline": pipeline })
+        }
+        "drop_view" => Op::Command(doc! { "drop": format!("vw{}", rng.random_range(0..3)) }),
+        _ => return None,
+    };
+    Some(op)
 }
