@@ -154,10 +154,60 @@ pub async fn create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<
         .run_command(spec.create_command())
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => align_option_order(client, spec).await,
         Err(e) if error_code(&e) == Some(codes::NAMESPACE_EXISTS) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Options a `collMod` can set on an existing collection, and which some servers then list
+/// after the options the collection was created with.
+const APPENDABLE_OPTIONS: &[&str] = &["validator", "validationLevel", "validationAction"];
+
+/// Makes a just-created (empty) collection list its options in the source's order. MongoDB
+/// lists them in a fixed order whatever the commands, so there this finds nothing to do; some
+/// servers list `create`'s options in an order of their own and append what `collMod` sets
+/// later, so a source collection given its validator by `collMod` lists it last. Where the
+/// difference is a tail of such options, the collection is created without them and they are
+/// set one `collMod` at a time, in the source's order. What still differs after that (a server
+/// whose own order cannot be reproduced) is left as is: the options' values are the source's.
+async fn align_option_order(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
+    if spec.kind != CollKind::Collection {
+        return Ok(());
+    }
+    let Some(created) = find_spec(client, &spec.db, &spec.name).await? else {
+        return Ok(());
+    };
+    let want: Vec<&String> = spec.options.keys().collect();
+    let have: Vec<&String> = created.options.keys().collect();
+    let Some(k) = want.iter().zip(&have).position(|(w, h)| w != h) else {
+        return Ok(());
+    };
+    let tail: Vec<&String> = want[k..]
+        .iter()
+        .copied()
+        .filter(|o| APPENDABLE_OPTIONS.contains(&o.as_str()))
+        .collect();
+    if tail.is_empty() {
+        return Ok(());
+    }
+    let mut head = spec.clone();
+    for o in &tail {
+        head.options.remove(o.as_str());
+    }
+    drop_collection(client, &spec.db, &spec.name).await?;
+    client
+        .database(&spec.db)
+        .run_command(head.create_command())
+        .await?;
+    for o in &tail {
+        let value = spec.options.get(o.as_str()).cloned().unwrap_or(Bson::Null);
+        client
+            .database(&spec.db)
+            .run_command(doc! { "collMod": &spec.name, o.as_str(): value })
+            .await?;
+    }
+    Ok(())
 }
 
 pub async fn drop_collection(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<()> {

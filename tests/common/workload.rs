@@ -998,7 +998,12 @@ fn generate_full(kind: &str, rng: &mut StdRng, id: Bson, coll: &str) -> Option<O
             }
         }
         "update_dollar_dot_fields" => {
-            let field = ["a.b", "$price", "x.y.z", "$"][rng.random_range(0..4)];
+            // Not "a.b": the documents have a sub-document `a`, and the test server reports
+            // a new top-level "a.b" exactly as it reports `$set: {"a.b": …}` on it (MongoDB 6.1+
+            // tells them apart with `disambiguatedPaths`, which the engine uses; see README,
+            // "What the tests run against"). Names whose first part the documents lack are
+            // exercised instead.
+            let field = ["d.e", "$price", "x.y.z", "$"][rng.random_range(0..4)];
             let value = random_scalar(rng);
             if rng.random_bool(0.8) {
                 pipeline(vec![doc! { "$replaceWith": { "$setField": {
