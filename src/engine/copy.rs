@@ -273,11 +273,20 @@ fn same_type_cmp(a: &Bson, b: &Bson) -> Option<std::cmp::Ordering> {
     }
 }
 
+/// Copied documents are written journaled: a partition is recorded as done (a journaled write)
+/// only after its documents are, so a destination that crashes right after cannot have lost
+/// documents the engine no longer copies. MongoDB journals majority writes anyway
+/// (`writeConcernMajorityJournalDefault`); not every server does.
 fn destination_collection(client: &Client, db: &str, coll: &str) -> Collection<RawDocumentBuf> {
     client.database(db).collection_with_options(
         coll,
         mongodb::options::CollectionOptions::builder()
-            .write_concern(WriteConcern::builder().w(Acknowledgment::Majority).build())
+            .write_concern(
+                WriteConcern::builder()
+                    .w(Acknowledgment::Majority)
+                    .journal(true)
+                    .build(),
+            )
             .build(),
     )
 }

@@ -152,7 +152,7 @@ impl VerificationStatus {
     fn commit_blocker(&self) -> Option<String> {
         if self.mismatch_count > 0 {
             return Some(format!(
-                "the embedded verifier found {} difference(s) between the clusters: {}",
+                "the embedded verifier found {} difference(s) between the clusters: {}; polling alone will not clear them: make those documents or definitions on the destination equal to the source's (the verifier rechecks them and the difference heals), or start the migration over",
                 self.mismatch_count,
                 self.mismatches.join("; ")
             ));

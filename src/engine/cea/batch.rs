@@ -218,9 +218,13 @@ impl Applier<'_> {
     }
 }
 
+/// Majority and journaled: the resume token checkpointed after a batch must never be ahead of
+/// writes a destination crash could lose (MongoDB journals majority writes anyway; not every
+/// server does).
 fn majority() -> RawDocumentBuf {
     let mut wc = RawDocumentBuf::new();
     wc.append("w", "majority");
+    wc.append("j", true);
     wc
 }
 
