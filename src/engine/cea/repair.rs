@@ -106,6 +106,11 @@ async fn read_guarded(
     if !same().await? {
         return Ok(None);
     }
+    // The read must see every change already applied: a majority snapshot that lags them
+    // would find a just-inserted document absent and the repair would delete it. A causally
+    // consistent session after the source's current majority time makes the server wait for a
+    // snapshot at least that new (`afterClusterTime`).
+    let after = super::super::mongo::cluster_time(&ctx.source).await?;
     let source = ctx.source.database(db).collection::<RawDocumentBuf>(coll);
     let chunks: Vec<Vec<Bson>> = ids
         .chunks(READ_CHUNK)
@@ -113,13 +118,20 @@ async fn read_guarded(
         .collect();
     let reads = futures::stream::iter(chunks.into_iter().map(|values| {
         let source = source.clone();
+        let client = ctx.source.clone();
         async move {
-            source
+            let mut session = client.start_session().causal_consistency(true).await?;
+            session.advance_operation_time(after);
+            let mut cursor = source
                 .find(doc! { "_id": { "$in": values } })
                 .read_concern(ReadConcern::majority())
-                .await?
-                .try_collect::<Vec<RawDocumentBuf>>()
-                .await
+                .session(&mut session)
+                .await?;
+            let mut out = Vec::new();
+            while let Some(d) = cursor.next(&mut session).await {
+                out.push(d?);
+            }
+            Ok::<_, mongodb::error::Error>(out)
         }
     }))
     .buffer_unordered(READ_CONCURRENCY)
