@@ -14,12 +14,6 @@ use serde_json::{json, Value};
 const META: &str = "clustersync_reserved_for_internal_use";
 const LONG: Duration = Duration::from_secs(180);
 
-async fn start_sync(engine: &Engine, body: Value) {
-    engine.wait_ready().await;
-    let (code, v) = engine.post("start", body).await;
-    assert_eq!(code, 200, "start refused: {v}");
-}
-
 async fn commit_and_wait(engine: &Engine) -> Value {
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
@@ -111,7 +105,7 @@ async fn full_dataset_is_copied_exactly_and_committed() {
             "INFO",
         ],
     );
-    start_sync(&engine, c0c1()).await;
+    engine.start_sync(c0c1()).await;
     let p = engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;
@@ -183,7 +177,7 @@ async fn live_workload_with_sigkills_during_copy_and_cea_converges() {
         Engine::spawn(&all)
     };
     let e1 = spawn();
-    start_sync(&e1, c0c1()).await;
+    e1.start_sync(c0c1()).await;
     let (code, v) = e1.post("commit", json!({})).await;
     assert_eq!(
         (code, v["error"].as_str()),
@@ -348,7 +342,7 @@ async fn clusters_down_at_start_and_mid_sync() {
     assert_eq!(state_of(&engine.progress().await), Some("IDLE"));
     a.restart().await;
     let src = a.client().await;
-    start_sync(&engine, c0c1()).await;
+    engine.start_sync(c0c1()).await;
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;
@@ -416,7 +410,7 @@ async fn restarts_return_to_the_persisted_state_and_refuse_other_clusters() {
         |args: Vec<String>| Engine::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
 
     let e1 = spawn(same(&[]));
-    start_sync(&e1, c0c1()).await;
+    e1.start_sync(c0c1()).await;
     e1.wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;
     e1.post("pause", json!({})).await;
@@ -504,16 +498,14 @@ async fn build_indexes_modes() {
         .unwrap();
     let never = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
     let before = Engine::spawn_between(&a.uri(), &c.uri(), &[]);
-    start_sync(
-        &never,
-        json!({"source":"cluster0","destination":"cluster1","buildIndexes":"never"}),
-    )
-    .await;
-    start_sync(
-        &before,
-        json!({"source":"cluster0","destination":"cluster1","buildIndexes":"beforeDataCopy"}),
-    )
-    .await;
+    never
+        .start_sync(json!({"source":"cluster0","destination":"cluster1","buildIndexes":"never"}))
+        .await;
+    before
+        .start_sync(
+            json!({"source":"cluster0","destination":"cluster1","buildIndexes":"beforeDataCopy"}),
+        )
+        .await;
     // During the sync the destination's unique index is not unique and its TTL expires nothing.
     before
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
@@ -575,7 +567,7 @@ async fn special_collections_and_ddl_during_sync() {
         .await
         .unwrap();
     let engine = Engine::spawn_between(&a.uri(), &b.uri(), &["--verbosity", "INFO"]);
-    start_sync(&engine, c0c1()).await;
+    engine.start_sync(c0c1()).await;
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;
@@ -673,11 +665,8 @@ async fn reversible_round_trip_with_multiple_reversals() {
         ])
     };
     let e1 = spawn();
-    start_sync(
-        &e1,
-        json!({"source": "cluster0", "destination": "cluster1", "reversible": true}),
-    )
-    .await;
+    e1.start_sync(json!({"source": "cluster0", "destination": "cluster1", "reversible": true}))
+        .await;
     e1.wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -783,7 +772,7 @@ async fn events_lost_from_the_oplog_stop_the_sync_with_the_reason() {
         .await
         .unwrap();
     let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
-    start_sync(&engine, c0c1()).await;
+    engine.start_sync(c0c1()).await;
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;

@@ -18,12 +18,6 @@ fn c0c1() -> Value {
     json!({"source": "cluster0", "destination": "cluster1"})
 }
 
-async fn start_sync(engine: &Engine, body: Value) {
-    engine.wait_ready().await;
-    let (code, v) = engine.post("start", body).await;
-    assert_eq!(code, 200, "start refused: {v}");
-}
-
 /// Two collections of `n` documents each, one with a secondary index.
 async fn seed(src: &mongodb::Client, n: i32) {
     let db = src.database("shop");
@@ -64,7 +58,7 @@ async fn clean_sync_verifies_equal_with_live_writes() {
     let src = a.client().await;
     seed(&src, 3_000).await;
     let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
-    start_sync(&engine, c0c1()).await;
+    engine.start_sync(c0c1()).await;
     // During the copy the verifier has not started (as mongosync 1.22+).
     let p = engine
         .wait_until(|p| !verification(p).is_null(), LONG)
@@ -156,7 +150,7 @@ async fn destination_tampering_is_named_blocks_commit_survives_sigkill_and_heals
     let argv = args(&a.uri(), &b.uri());
     let spawn = || Engine::spawn(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     let engine = spawn();
-    start_sync(&engine, c0c1()).await;
+    engine.start_sync(c0c1()).await;
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;
@@ -271,7 +265,7 @@ async fn a_difference_made_just_before_commit_stops_the_commit() {
     let dst = b.client().await;
     seed(&src, 500).await;
     let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
-    start_sync(&engine, c0c1()).await;
+    engine.start_sync(c0c1()).await;
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;

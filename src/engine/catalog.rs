@@ -172,7 +172,12 @@ const APPENDABLE_OPTIONS: &[&str] = &["validator", "validationLevel", "validatio
 /// set one `collMod` at a time, in the source's order. What still differs after that (a server
 /// whose own order cannot be reproduced) is left as is: the options' values are the source's.
 async fn align_option_order(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
-    if spec.kind != CollKind::Collection {
+    // Only a collection with such options can differ: the others cost no listCollections.
+    if spec.kind != CollKind::Collection
+        || !APPENDABLE_OPTIONS
+            .iter()
+            .any(|o| spec.options.contains_key(*o))
+    {
         return Ok(());
     }
     let Some(created) = find_spec(client, &spec.db, &spec.name).await? else {

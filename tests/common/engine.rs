@@ -212,6 +212,13 @@ impl Engine {
         }
     }
 
+    /// Waits until the engine serves, then `/start`s a sync with `body`; panics if refused.
+    pub async fn start_sync(&self, body: Value) {
+        self.wait_ready().await;
+        let (code, v) = self.post("start", body).await;
+        assert_eq!(code, 200, "start refused: {v}");
+    }
+
     /// POST a JSON body to `path` (e.g. "start", "commit", "pause", "resume", "reverse").
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_raw(path, &body.to_string()).await
