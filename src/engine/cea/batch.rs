@@ -72,10 +72,70 @@ struct DocOps {
     repair: bool,
 }
 
+/// What one event asks of its document.
+enum Step {
+    /// Insert or replace: the whole document.
+    Whole(RawDocumentBuf),
+    Delete,
+    /// An update that replays exactly as these deltas.
+    Deltas(Vec<Delta>),
+    /// An update (or an event without its document) to settle from the source.
+    Repair,
+}
+
+struct Logged {
+    id: DocId,
+    step: Step,
+}
+
+/// One namespace's events of the batch, in stream order. Most collections need only each
+/// document's net effect ([`NsOps::coalesce`]); a capped collection needs the order itself,
+/// since its insertion order decides both its natural order and which documents it evicts.
 #[derive(Default)]
 struct NsOps {
     uuid: Option<Binary>,
-    docs: HashMap<Vec<u8>, DocOps>,
+    log: Vec<Logged>,
+}
+
+impl NsOps {
+    /// Per document only what matters survives: an insert, replace or delete sets the whole
+    /// document (so it cancels whatever came before it), and the updates after it are kept in
+    /// order. Documents come in the order the batch first saw them.
+    fn coalesce(self) -> Vec<DocOps> {
+        let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut docs: Vec<DocOps> = Vec::new();
+        for Logged { id, step } in self.log {
+            let i = *at.entry(id.key.clone()).or_insert_with(|| {
+                docs.push(DocOps {
+                    id,
+                    base: None,
+                    deltas: Vec::new(),
+                    repair: false,
+                });
+                docs.len() - 1
+            });
+            let d = &mut docs[i];
+            match step {
+                Step::Whole(doc) => {
+                    d.base = Some(Base::Upsert(doc));
+                    d.deltas.clear();
+                    d.repair = false;
+                }
+                Step::Delete => {
+                    d.base = Some(Base::Delete);
+                    d.deltas.clear();
+                    d.repair = false;
+                }
+                Step::Deltas(u) if !d.repair => d.deltas.extend(u),
+                Step::Deltas(_) => {}
+                Step::Repair => {
+                    d.repair = true;
+                    d.deltas.clear();
+                }
+            }
+        }
+        docs
+    }
 }
 
 #[derive(Default)]
@@ -125,31 +185,16 @@ impl Batch {
                 bytes: b.bytes.to_vec(),
             });
         }
-        let entry = nso.docs.entry(id.key.clone()).or_insert_with(|| DocOps {
-            id,
-            base: None,
-            deltas: Vec::new(),
-            repair: false,
-        });
-        match op {
+        let step = match op {
             "insert" | "replace" => match ev.get_document("fullDocument") {
                 Ok(d) => {
                     self.bytes += d.as_bytes().len();
-                    entry.base = Some(Base::Upsert(d.to_raw_document_buf()));
-                    entry.deltas.clear();
-                    entry.repair = false;
+                    Step::Whole(d.to_raw_document_buf())
                 }
-                Err(_) => entry.repair = true,
+                Err(_) => Step::Repair,
             },
-            "delete" => {
-                entry.base = Some(Base::Delete);
-                entry.deltas.clear();
-                entry.repair = false;
-            }
+            "delete" => Step::Delete,
             _ => {
-                if entry.repair {
-                    return;
-                }
                 let plan = match ev.get_document("updateDescription") {
                     Ok(desc) => delta::plan(desc),
                     Err(_) => Plan::Repair(delta::RepairReason::Malformed),
@@ -157,28 +202,38 @@ impl Batch {
                 match plan {
                     Plan::Replay(d) => {
                         self.bytes += d.iter().map(|u| u.update.as_bytes().len()).sum::<usize>();
-                        entry.deltas.extend(d);
+                        Step::Deltas(d)
                     }
                     Plan::Repair(reason) => {
                         tracing::trace!(?reason, "an update that cannot be replayed exactly");
-                        entry.repair = true;
-                        entry.deltas.clear();
+                        Step::Repair
                     }
                 }
             }
-        }
+        };
+        nso.log.push(Logged { id, step });
     }
 }
 
+/// What the applier knows of a destination collection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct DestColl {
+    pub kind: CollKind,
+    pub capped: bool,
+}
+
 impl Applier<'_> {
-    async fn dest_kind(&mut self, db: &str, coll: &str) -> Result<Option<CollKind>, JobError> {
+    async fn dest_coll(&mut self, db: &str, coll: &str) -> Result<Option<DestColl>, JobError> {
         let key = (db.to_string(), coll.to_string());
         if let Some(k) = self.kinds.get(&key) {
             return Ok(*k);
         }
         let k = catalog::find_spec(&self.ctx.destination, db, coll)
             .await?
-            .map(|s| s.kind);
+            .map(|s| DestColl {
+                kind: s.kind,
+                capped: s.is_capped(),
+            });
         self.kinds.insert(key, k);
         Ok(k)
     }
@@ -186,8 +241,8 @@ impl Applier<'_> {
     pub(crate) async fn apply_batch(&mut self, batch: Batch) -> Result<(), JobError> {
         let mut prepared = Vec::new();
         for ((db, coll), nso) in batch.by_ns {
-            let mut kind = self.dest_kind(&db, &coll).await?;
-            if kind.is_none() && nso.uuid.is_some() {
+            let mut dest = self.dest_coll(&db, &coll).await?;
+            if dest.is_none() && nso.uuid.is_some() {
                 // The destination lacks a collection the source has (its copy was overtaken
                 // by a rename or drop): create it with its options rather than let an upsert
                 // create a bare one.
@@ -195,20 +250,26 @@ impl Applier<'_> {
                     if spec.uuid == nso.uuid {
                         catalog::create(&self.ctx.destination, &spec).await?;
                         self.ctx.build_indexes(&db, &coll, None).await?;
-                        kind = Some(spec.kind);
-                        self.kinds.insert((db.clone(), coll.clone()), kind);
+                        dest = Some(DestColl {
+                            kind: spec.kind,
+                            capped: spec.is_capped(),
+                        });
+                        self.kinds.insert((db.clone(), coll.clone()), dest);
                     }
                 }
             }
-            prepared.push((db, coll, nso, kind));
+            prepared.push((db, coll, nso, dest));
         }
         let ctx = self.ctx;
         // Collections are independent of each other: write them concurrently.
         futures::stream::iter(
             prepared
                 .into_iter()
-                .map(|(db, coll, nso, kind)| async move {
-                    apply_ns(ctx, &db, &coll, nso, kind).await
+                .map(|(db, coll, nso, dest)| async move {
+                    match dest {
+                        Some(d) if d.capped => apply_in_order(ctx, &db, &coll, nso).await,
+                        _ => apply_ns(ctx, &db, &coll, nso, dest.map(|d| d.kind)).await,
+                    }
                 }),
         )
         .buffer_unordered(8)
@@ -238,7 +299,8 @@ async fn apply_ns(
 ) -> Result<(), JobError> {
     let mut deletes = Vec::new();
     let mut statements: Vec<Statement> = Vec::new();
-    let mut docs: Vec<DocOps> = nso.docs.into_values().collect();
+    let uuid = nso.uuid.clone();
+    let mut docs: Vec<DocOps> = nso.coalesce();
     let mut to_repair: Vec<usize> = Vec::new();
     let mut inserts_ts = Vec::new();
     // A time series collection has no unique `_id` for a guard to trip on: its (rare)
@@ -288,9 +350,153 @@ async fn apply_ns(
         to_repair.sort_unstable();
         to_repair.dedup();
         let ids: Vec<DocId> = to_repair.iter().map(|&i| docs[i].id.clone()).collect();
-        repair::documents(ctx, db, coll, nso.uuid.as_ref(), kind, ids).await?;
+        repair::documents(ctx, db, coll, uuid.as_ref(), kind, ids).await?;
     }
     Ok(())
+}
+
+/// A capped collection's events, applied one after the other in stream order: its insertion
+/// order decides its natural order and which documents it evicts when full, so the
+/// destination evicts exactly what the source did only if it sees the same writes in the same
+/// order. Consecutive statements still share a command (ordered, so a refusal stops the rest
+/// and is repaired before going on). A document repaired from the source is at its newest
+/// state, so its later events in this batch are skipped.
+#[tracing::instrument(name = "apply_capped", skip_all, fields(collection = %format_args!("{db}.{coll}")))]
+async fn apply_in_order(ctx: &Ctx, db: &str, coll: &str, nso: NsOps) -> Result<(), JobError> {
+    let uuid = nso.uuid;
+    let mut repaired: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let mut ids: Vec<DocId> = Vec::new();
+    let mut run: Vec<Statement> = Vec::new();
+    let mut steps = nso.log.into_iter().peekable();
+    tracing::debug!(ns = %format!("{db}.{coll}"), "applying a capped collection's events in order");
+    while let Some(Logged { id, step }) = steps.next() {
+        if repaired.contains(&id.key) {
+            continue;
+        }
+        let owner = ids.len();
+        ids.push(id.clone());
+        match step {
+            Step::Whole(doc) => run.push(Statement::whole(owner, &id, doc)),
+            Step::Deltas(u) => {
+                run.extend(u.into_iter().map(|d| Statement::delta(owner, &id, d, true)))
+            }
+            Step::Delete => {
+                flush_in_order(ctx, db, coll, &mut run, &ids, &uuid, &mut repaired).await?;
+                write_deletes(&ctx.destination, db, coll, std::slice::from_ref(&id)).await?;
+            }
+            Step::Repair => {
+                flush_in_order(ctx, db, coll, &mut run, &ids, &uuid, &mut repaired).await?;
+                repair_one(ctx, db, coll, &uuid, id, &mut repaired).await?;
+            }
+        }
+        if steps.peek().is_none() {
+            flush_in_order(ctx, db, coll, &mut run, &ids, &uuid, &mut repaired).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends `run` in order; a refused statement's document is repaired at that point and its
+/// statements after it are dropped, then the rest is sent.
+async fn flush_in_order(
+    ctx: &Ctx,
+    db: &str,
+    coll: &str,
+    run: &mut Vec<Statement>,
+    ids: &[DocId],
+    uuid: &Option<Binary>,
+    repaired: &mut std::collections::HashSet<Vec<u8>>,
+) -> Result<(), JobError> {
+    let mut rest: Vec<Statement> = std::mem::take(run);
+    while !rest.is_empty() {
+        match write_ordered(&ctx.destination, db, coll, &rest).await? {
+            None => break,
+            Some(failed) => {
+                let owner = rest[failed].owner;
+                let id = ids[owner].clone();
+                let after = rest.split_off(failed + 1);
+                repair_one(ctx, db, coll, uuid, id, repaired).await?;
+                rest = after
+                    .into_iter()
+                    .filter(|s| !repaired.contains(&ids[s.owner].key))
+                    .collect();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn repair_one(
+    ctx: &Ctx,
+    db: &str,
+    coll: &str,
+    uuid: &Option<Binary>,
+    id: DocId,
+    repaired: &mut std::collections::HashSet<Vec<u8>>,
+) -> Result<(), JobError> {
+    repaired.insert(id.key.clone());
+    repair::documents(
+        ctx,
+        db,
+        coll,
+        uuid.as_ref(),
+        Some(CollKind::Collection),
+        vec![id],
+    )
+    .await
+}
+
+/// Runs `statements` in order, in byte-bounded ordered commands. Returns the index of the
+/// first statement refused (or whose guard failed, or that upserted under a guard), after
+/// which nothing more was run.
+async fn write_ordered(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    statements: &[Statement],
+) -> Result<Option<usize>, JobError> {
+    let mut start = 0;
+    while start < statements.len() {
+        let mut stmts = RawArrayBuf::new();
+        let mut bytes = 0;
+        let mut end = start;
+        while end < statements.len() {
+            let len = statements[end].body.as_bytes().len();
+            if end > start && (bytes + len > WRITE_CHUNK_BYTES || end - start >= WRITE_CHUNK_OPS) {
+                break;
+            }
+            bytes += len;
+            stmts.push(statements[end].body.clone());
+            end += 1;
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("update", coll);
+        cmd.append("updates", stmts);
+        cmd.append("ordered", true);
+        cmd.append("bypassDocumentValidation", true);
+        cmd.append("writeConcern", majority());
+        let reply = run_update(client, db, cmd).await?;
+        let index = |d: &Bson| -> Option<usize> {
+            usize::try_from(d.as_document()?.get_i32("index").ok()?).ok()
+        };
+        let upserted_guarded = reply
+            .get_array("upserted")
+            .into_iter()
+            .flatten()
+            .filter_map(index)
+            .find(|&i| statements[start + i].guarded);
+        let refused = reply
+            .get_array("writeErrors")
+            .into_iter()
+            .flatten()
+            .filter_map(index)
+            .min();
+        if let Some(i) = [upserted_guarded, refused].into_iter().flatten().min() {
+            return Ok(Some(start + i));
+        }
+        start = end;
+    }
+    Ok(None)
 }
 
 /// The writer that owns a document: a stable hash of its `_id` bytes.
@@ -418,18 +624,7 @@ pub(crate) async fn write_statements(
             cmd.append("ordered", false);
             cmd.append("bypassDocumentValidation", true);
             cmd.append("writeConcern", majority());
-            let reply = client.database(db).run_raw_command(cmd).await?;
-            if let Ok(wce) = reply.get_document("writeConcernError") {
-                return Err(JobError::Mongo(mongodb::error::Error::custom(
-                    mongo::WriteRejected {
-                        code: wce.get_i32("code").unwrap_or_default(),
-                        msg: wce
-                            .get_str("errmsg")
-                            .unwrap_or("write concern error")
-                            .to_string(),
-                    },
-                )));
-            }
+            let reply = run_update(client, db, cmd).await?;
             let at = |d: &Bson| -> Option<&Statement> {
                 let i = d.as_document()?.get_i32("index").ok()?;
                 sent.get(usize::try_from(i).ok()?).map(|&p| &statements[p])
@@ -453,6 +648,27 @@ pub(crate) async fn write_statements(
         }
     }
     Ok(refused.into_iter().collect())
+}
+
+/// Runs an `update` command; a write concern error fails it (its writes may not last).
+async fn run_update(
+    client: &Client,
+    db: &str,
+    cmd: RawDocumentBuf,
+) -> Result<bson::Document, JobError> {
+    let reply = client.database(db).run_raw_command(cmd).await?;
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(JobError::Mongo(mongodb::error::Error::custom(
+            mongo::WriteRejected {
+                code: wce.get_i32("code").unwrap_or_default(),
+                msg: wce
+                    .get_str("errmsg")
+                    .unwrap_or("write concern error")
+                    .to_string(),
+            },
+        )));
+    }
+    Ok(reply)
 }
 
 /// Statement indexes by round: a document's `k`-th statement is in round `k`.
@@ -548,21 +764,71 @@ mod tests {
         );
         b.add(&scope, &ev("update", upd(2)), "update");
         b.add(&scope, &ev("update", upd(3)), "update");
-        let ops = &b.by_ns[&("d".to_string(), "c".to_string())];
-        let d = ops.docs.values().next().unwrap();
+        let ns = ("d".to_string(), "c".to_string());
+        let docs = std::mem::take(b.by_ns.get_mut(&ns).unwrap()).coalesce();
+        let d = &docs[0];
         assert!(matches!(d.base, Some(Base::Upsert(_))));
         assert_eq!(
             as_docs(d.deltas.iter().map(|d| d.update.clone()).collect()),
             vec![doc! { "$set": { "v": 2 } }, doc! { "$set": { "v": 3 } }]
         );
+        b.add(&scope, &ev("update", upd(4)), "update");
         b.add(&scope, &ev("delete", doc! {}), "delete");
-        let d = b.by_ns[&("d".to_string(), "c".to_string())]
-            .docs
-            .values()
-            .next()
-            .unwrap();
-        assert!(matches!(d.base, Some(Base::Delete)) && d.deltas.is_empty());
-        assert_eq!(b.events, 5);
+        let docs = std::mem::take(b.by_ns.get_mut(&ns).unwrap()).coalesce();
+        assert_eq!(docs.len(), 1);
+        assert!(matches!(docs[0].base, Some(Base::Delete)) && docs[0].deltas.is_empty());
+        assert_eq!(b.events, 6);
+    }
+
+    #[test]
+    fn the_log_keeps_every_event_in_stream_order_for_capped_collections() {
+        let scope = Scope::default();
+        let mut b = Batch::default();
+        let ev = |op: &str, id: i32| {
+            raw(
+                doc! { "operationType": op, "ns": { "db": "d", "coll": "c" }, "documentKey": { "_id": id }, "fullDocument": { "_id": id } },
+            )
+        };
+        for (op, id) in [
+            ("insert", 3),
+            ("insert", 1),
+            ("delete", 3),
+            ("insert", 3),
+            ("insert", 2),
+        ] {
+            b.add(&scope, &ev(op, id), op);
+        }
+        let ns = b.by_ns.remove(&("d".to_string(), "c".to_string())).unwrap();
+        let seen: Vec<(i32, &str)> = ns
+            .log
+            .iter()
+            .map(|l| {
+                let id = match l.id.value.as_raw_bson_ref() {
+                    bson::RawBsonRef::Int32(i) => i,
+                    _ => -1,
+                };
+                let what = match l.step {
+                    Step::Whole(_) => "whole",
+                    Step::Delete => "delete",
+                    _ => "other",
+                };
+                (id, what)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (3, "whole"),
+                (1, "whole"),
+                (3, "delete"),
+                (3, "whole"),
+                (2, "whole")
+            ]
+        );
+        // Coalesced (any other collection): one entry per document, first-seen order.
+        let docs = ns.coalesce();
+        assert_eq!(docs.len(), 3);
+        assert!(docs.iter().all(|d| matches!(d.base, Some(Base::Upsert(_)))));
     }
 
     #[test]

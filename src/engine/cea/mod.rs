@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use bson::{doc, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
 
-use super::catalog::CollKind;
 use super::filter::METADATA_DB;
 use super::job::{Ctx, JobError};
 use super::mongo::{self, codes, error_code};
@@ -48,9 +47,9 @@ pub async fn run(ctx: &Ctx) -> Result<(), JobError> {
 
 pub(crate) struct Applier<'a> {
     ctx: &'a Ctx,
-    /// Destination collection kinds by namespace. Only this applier changes the destination,
-    /// so the cache is exact between DDL events, which clear it.
-    kinds: HashMap<(String, String), Option<CollKind>>,
+    /// Destination collections (kind, capped) by namespace. Only this applier changes the
+    /// destination, so the cache is exact between DDL events, which clear it.
+    kinds: HashMap<(String, String), Option<batch::DestColl>>,
 }
 
 fn history_lost(e: &mongodb::error::Error) -> bool {
