@@ -369,6 +369,8 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
         .await
         .expect("seed_full_dataset");
     seed_bulk(&sc, size.bulk_docs, seed).await;
+    // Where the source's history starts, for a failure's account of a differing document.
+    let history_from = source_time(&sc).await;
     let pre = Workload::start_with_options(src.uri(), seed ^ 0x5EED, full_options());
     tokio::time::sleep(size.pre).await;
     let pre_stats = pre.stop().await;
@@ -526,20 +528,26 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
         });
     match compared {
         Ok(d) if d.is_empty() => {}
-        Ok(d) => failures.push(format!(
-            "{} differences {}:\n{}",
-            d.len(),
-            if committed {
-                "after COMMITTED"
-            } else {
-                "(not committed)"
-            },
-            d.iter()
-                .take(15)
-                .map(|x| format!("  - {x}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )),
+        Ok(d) => {
+            let history = match history_from {
+                Some(from) => source_history(&sc, from, &d).await,
+                None => String::new(),
+            };
+            failures.push(format!(
+                "{} differences {}:\n{}{history}",
+                d.len(),
+                if committed {
+                    "after COMMITTED"
+                } else {
+                    "(not committed)"
+                },
+                d.iter()
+                    .take(15)
+                    .map(|x| format!("  - {x}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        }
         Err(e) => failures.push(format!("compare failed: {e:#}")),
     }
     let (s_uri, d_uri) = (src.uri(), dst.uri());
@@ -580,6 +588,103 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
     drop((src, dst));
     drop(netns);
     report
+}
+
+/// The source's current cluster time.
+async fn source_time(c: &mongodb::Client) -> Option<bson::Timestamp> {
+    let r = c
+        .database("admin")
+        .run_command(doc! { "ping": 1 })
+        .await
+        .ok()?;
+    r.get_timestamp("operationTime").ok().or_else(|| {
+        r.get_document("$clusterTime")
+            .ok()?
+            .get_timestamp("clusterTime")
+            .ok()
+    })
+}
+
+/// For the first documents the comparison names (`<ns>: document _id=<id> …`), what the
+/// source's change stream says happened to them, with the DDL of their namespace: whether a
+/// write the destination lacks was ever streamed tells an engine bug from a source whose data
+/// and change stream disagree (the test server's, after a crash or a race with DDL).
+async fn source_history(c: &mongodb::Client, from: bson::Timestamp, diffs: &[String]) -> String {
+    let wanted: Vec<(String, String)> = diffs
+        .iter()
+        .filter_map(|d| {
+            let (ns, rest) = d.split_once(": document _id=")?;
+            let id = rest
+                .rsplit_once(" missing in")
+                .or_else(|| rest.rsplit_once(" extra in"))
+                .or_else(|| rest.split_once(" differs"))?
+                .0;
+            Some((ns.to_string(), id.to_string()))
+        })
+        .take(3)
+        .collect();
+    if wanted.is_empty() {
+        return String::new();
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let read = async {
+        let mut stream = c
+            .watch()
+            .start_at_operation_time(from)
+            .show_expanded_events(true)
+            .max_await_time(Duration::from_millis(500))
+            .await?;
+        for _ in 0..200_000 {
+            let Some(ev) = stream.next_if_any().await? else {
+                break;
+            };
+            let ns = ev
+                .ns
+                .as_ref()
+                .map(|n| format!("{}.{}", n.db, n.coll.clone().unwrap_or_default()))
+                .unwrap_or_default();
+            let to = ev
+                .to
+                .as_ref()
+                .map(|n| format!("{}.{}", n.db, n.coll.clone().unwrap_or_default()));
+            let id = ev
+                .document_key
+                .as_ref()
+                .and_then(|k| k.get("_id"))
+                .map(|v| format!("{v:?}"));
+            let op = format!("{:?}", ev.operation_type);
+            let ts = ev
+                .cluster_time
+                .map(|t| format!("{}.{}", t.time, t.increment))
+                .unwrap_or_default();
+            for (wns, wid) in &wanted {
+                let same_doc = id.as_deref() == Some(wid.as_str()) && &ns == wns;
+                let ddl = id.is_none() && (&ns == wns || to.as_deref() == Some(wns.as_str()));
+                if same_doc || ddl {
+                    lines.push(format!(
+                        "    {ts} {op} {ns}{} {}",
+                        to.as_deref()
+                            .map(|t| format!(" -> {t}"))
+                            .unwrap_or_default(),
+                        id.as_deref().unwrap_or("")
+                    ));
+                    break;
+                }
+            }
+        }
+        Ok::<_, mongodb::error::Error>(())
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(60), read).await;
+    let why = match outcome {
+        Ok(Ok(())) => String::new(),
+        Ok(Err(e)) => format!(" (reading stopped: {e})"),
+        Err(_) => " (reading stopped after 60 s)".into(),
+    };
+    format!(
+        "\nthe source's change stream for {:?}{why}:\n{}",
+        wanted,
+        lines.join("\n")
+    )
 }
 
 /// canCommit → `/commit` (SIGKILL right after it for [`Fault::EngineKill`]) → COMMITTED.

@@ -352,6 +352,13 @@ async fn capped_collection_keeps_the_source_order_and_evicts_the_same_documents(
             .await
             .unwrap();
     }
+    // A document larger than the cap: mongod refuses it; the test server stores it and evicts
+    // every other document, but evicts it as well when it comes as an upsert. Whatever the
+    // source did, the destination must do the same: inserts are replayed as inserts.
+    let oversized = coll
+        .insert_one(doc! { "_id": "oversized", "b": "O".repeat(5_000_000) })
+        .await
+        .is_ok();
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;
@@ -380,7 +387,12 @@ async fn capped_collection_keeps_the_source_order_and_evicts_the_same_documents(
             .map(|d| format!("{:?}", d.get("_id").ok().flatten()))
             .collect()
     };
-    assert_eq!(s.len(), 49, "the source holds what its cap allows");
+    eprintln!(
+        "oversized insert {}; the source holds {} documents",
+        if oversized { "accepted" } else { "refused" },
+        s.len()
+    );
+    assert!(!s.is_empty() && s.len() <= 50, "{}", s.len());
     assert_eq!(
         ids_of(&s),
         ids_of(&d),

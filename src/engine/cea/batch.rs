@@ -74,7 +74,9 @@ struct DocOps {
 
 /// What one event asks of its document.
 enum Step {
-    /// Insert or replace: the whole document.
+    /// Insert: the whole document, new.
+    Insert(RawDocumentBuf),
+    /// Replace: the whole document.
     Whole(RawDocumentBuf),
     Delete,
     /// An update that replays exactly as these deltas.
@@ -116,7 +118,7 @@ impl NsOps {
             });
             let d = &mut docs[i];
             match step {
-                Step::Whole(doc) => {
+                Step::Whole(doc) | Step::Insert(doc) => {
                     d.base = Some(Base::Upsert(doc));
                     d.deltas.clear();
                     d.repair = false;
@@ -189,7 +191,12 @@ impl Batch {
             "insert" | "replace" => match ev.get_document("fullDocument") {
                 Ok(d) => {
                     self.bytes += d.as_bytes().len();
-                    Step::Whole(d.to_raw_document_buf())
+                    let d = d.to_raw_document_buf();
+                    if op == "insert" {
+                        Step::Insert(d)
+                    } else {
+                        Step::Whole(d)
+                    }
                 }
                 Err(_) => Step::Repair,
             },
@@ -358,92 +365,183 @@ async fn apply_ns(
 /// A capped collection's events, applied one after the other in stream order: its insertion
 /// order decides its natural order and which documents it evicts when full, so the
 /// destination evicts exactly what the source did only if it sees the same writes in the same
-/// order. Consecutive statements still share a command (ordered, so a refusal stops the rest
-/// and is repaired before going on). A document repaired from the source is at its newest
-/// state, so its later events in this batch are skipped.
+/// order, inserts as inserts (a server may evict differently for an upsert). Consecutive
+/// writes of one kind still share a command (ordered, so a refusal stops the rest and is
+/// settled before going on). A document repaired from the source is at its newest state, so
+/// its later events in this batch are skipped.
 #[tracing::instrument(name = "apply_capped", skip_all, fields(collection = %format_args!("{db}.{coll}")))]
 async fn apply_in_order(ctx: &Ctx, db: &str, coll: &str, nso: NsOps) -> Result<(), JobError> {
-    let uuid = nso.uuid;
-    let mut repaired: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-    let mut ids: Vec<DocId> = Vec::new();
-    let mut run: Vec<Statement> = Vec::new();
-    let mut steps = nso.log.into_iter().peekable();
-    tracing::debug!(ns = %format!("{db}.{coll}"), "applying a capped collection's events in order");
-    while let Some(Logged { id, step }) = steps.next() {
-        if repaired.contains(&id.key) {
-            continue;
-        }
-        let owner = ids.len();
-        ids.push(id.clone());
-        match step {
-            Step::Whole(doc) => run.push(Statement::whole(owner, &id, doc)),
-            Step::Deltas(u) => {
-                run.extend(u.into_iter().map(|d| Statement::delta(owner, &id, d, true)))
-            }
-            Step::Delete => {
-                flush_in_order(ctx, db, coll, &mut run, &ids, &uuid, &mut repaired).await?;
-                write_deletes(&ctx.destination, db, coll, std::slice::from_ref(&id)).await?;
-            }
-            Step::Repair => {
-                flush_in_order(ctx, db, coll, &mut run, &ids, &uuid, &mut repaired).await?;
-                repair_one(ctx, db, coll, &uuid, id, &mut repaired).await?;
-            }
-        }
-        if steps.peek().is_none() {
-            flush_in_order(ctx, db, coll, &mut run, &ids, &uuid, &mut repaired).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Sends `run` in order; a refused statement's document is repaired at that point and its
-/// statements after it are dropped, then the rest is sent.
-async fn flush_in_order(
-    ctx: &Ctx,
-    db: &str,
-    coll: &str,
-    run: &mut Vec<Statement>,
-    ids: &[DocId],
-    uuid: &Option<Binary>,
-    repaired: &mut std::collections::HashSet<Vec<u8>>,
-) -> Result<(), JobError> {
-    let mut rest: Vec<Statement> = std::mem::take(run);
-    while !rest.is_empty() {
-        match write_ordered(&ctx.destination, db, coll, &rest).await? {
-            None => break,
-            Some(failed) => {
-                let owner = rest[failed].owner;
-                let id = ids[owner].clone();
-                let after = rest.split_off(failed + 1);
-                repair_one(ctx, db, coll, uuid, id, repaired).await?;
-                rest = after
-                    .into_iter()
-                    .filter(|s| !repaired.contains(&ids[s.owner].key))
-                    .collect();
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn repair_one(
-    ctx: &Ctx,
-    db: &str,
-    coll: &str,
-    uuid: &Option<Binary>,
-    id: DocId,
-    repaired: &mut std::collections::HashSet<Vec<u8>>,
-) -> Result<(), JobError> {
-    repaired.insert(id.key.clone());
-    repair::documents(
+    let mut w = InOrder {
         ctx,
         db,
         coll,
-        uuid.as_ref(),
-        Some(CollKind::Collection),
-        vec![id],
-    )
-    .await
+        uuid: nso.uuid,
+        repaired: std::collections::HashSet::new(),
+        ids: Vec::new(),
+        updates: Vec::new(),
+        inserts: Vec::new(),
+    };
+    tracing::debug!(ns = %format!("{db}.{coll}"), events = nso.log.len(), "applying a capped collection's events in order");
+    for Logged { id, step } in nso.log {
+        if w.repaired.contains(&id.key) {
+            continue;
+        }
+        let owner = w.ids.len();
+        w.ids.push(id.clone());
+        match step {
+            Step::Insert(doc) => {
+                w.flush_updates().await?;
+                w.inserts.push((owner, doc));
+            }
+            Step::Whole(doc) => {
+                w.flush_inserts().await?;
+                w.updates.push(Statement::whole(owner, &id, doc));
+            }
+            Step::Deltas(u) => {
+                w.flush_inserts().await?;
+                w.updates
+                    .extend(u.into_iter().map(|d| Statement::delta(owner, &id, d, true)));
+            }
+            Step::Delete => {
+                w.flush().await?;
+                write_deletes(&ctx.destination, db, coll, std::slice::from_ref(&id)).await?;
+            }
+            Step::Repair => {
+                w.flush().await?;
+                w.repair(owner).await?;
+            }
+        }
+    }
+    w.flush().await
+}
+
+/// The writes of [`apply_in_order`] not sent yet: at most one of `updates` and `inserts` is
+/// non-empty.
+struct InOrder<'a> {
+    ctx: &'a Ctx,
+    db: &'a str,
+    coll: &'a str,
+    uuid: Option<Binary>,
+    repaired: std::collections::HashSet<Vec<u8>>,
+    ids: Vec<DocId>,
+    updates: Vec<Statement>,
+    inserts: Vec<(usize, RawDocumentBuf)>,
+}
+
+impl InOrder<'_> {
+    async fn flush(&mut self) -> Result<(), JobError> {
+        self.flush_inserts().await?;
+        self.flush_updates().await
+    }
+
+    async fn repair(&mut self, owner: usize) -> Result<(), JobError> {
+        let id = self.ids[owner].clone();
+        self.repaired.insert(id.key.clone());
+        repair::documents(
+            self.ctx,
+            self.db,
+            self.coll,
+            self.uuid.as_ref(),
+            Some(CollKind::Collection),
+            vec![id],
+        )
+        .await
+    }
+
+    /// Sends the pending updates in order; a refused statement's document is repaired at that
+    /// point and its statements after it are dropped, then the rest is sent.
+    async fn flush_updates(&mut self) -> Result<(), JobError> {
+        let mut rest: Vec<Statement> = std::mem::take(&mut self.updates);
+        while !rest.is_empty() {
+            let Some(failed) =
+                write_ordered(&self.ctx.destination, self.db, self.coll, &rest).await?
+            else {
+                break;
+            };
+            let after = rest.split_off(failed + 1);
+            self.repair(rest[failed].owner).await?;
+            rest = after
+                .into_iter()
+                .filter(|s| !self.repaired.contains(&self.ids[s.owner].key))
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Sends the pending inserts in order. One already there (the copy read it, or a replay
+    /// after a restart) is replaced instead; one refused otherwise is repaired.
+    async fn flush_inserts(&mut self) -> Result<(), JobError> {
+        let mut rest = std::mem::take(&mut self.inserts);
+        while !rest.is_empty() {
+            let Some((failed, code)) =
+                insert_ordered(&self.ctx.destination, self.db, self.coll, &rest).await?
+            else {
+                break;
+            };
+            let after = rest.split_off(failed + 1);
+            let (owner, doc) = rest.pop().expect("the failed insert");
+            if code == Some(mongo::codes::DUPLICATE_KEY) {
+                let id = self.ids[owner].clone();
+                let replace = [Statement::whole(owner, &id, doc)];
+                if write_ordered(&self.ctx.destination, self.db, self.coll, &replace)
+                    .await?
+                    .is_some()
+                {
+                    self.repair(owner).await?;
+                }
+            } else {
+                self.repair(owner).await?;
+            }
+            rest = after;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `docs` as ordered inserts in byte-bounded commands. Returns the index of the first one
+/// refused and its error code, after which nothing more was run.
+async fn insert_ordered(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    docs: &[(usize, RawDocumentBuf)],
+) -> Result<Option<(usize, Option<i32>)>, JobError> {
+    let mut start = 0;
+    while start < docs.len() {
+        let mut batch = RawArrayBuf::new();
+        let (mut bytes, mut end) = (0, start);
+        while end < docs.len() {
+            let len = docs[end].1.as_bytes().len();
+            if end > start && (bytes + len > WRITE_CHUNK_BYTES || end - start >= WRITE_CHUNK_OPS) {
+                break;
+            }
+            bytes += len;
+            batch.push(docs[end].1.clone());
+            end += 1;
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("insert", coll);
+        cmd.append("documents", batch);
+        cmd.append("ordered", true);
+        cmd.append("bypassDocumentValidation", true);
+        cmd.append("writeConcern", majority());
+        let reply = run_update(client, db, cmd).await?;
+        let first = reply
+            .get_array("writeErrors")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let e = e.as_document()?;
+                let i = usize::try_from(e.get_i32("index").ok()?).ok()?;
+                Some((i, e.get_i32("code").ok()))
+            })
+            .min_by_key(|(i, _)| *i);
+        if let Some((i, code)) = first {
+            return Ok(Some((start + i, code)));
+        }
+        start = end;
+    }
+    Ok(None)
 }
 
 /// Runs `statements` in order, in byte-bounded ordered commands. Returns the index of the
@@ -650,7 +748,7 @@ pub(crate) async fn write_statements(
     Ok(refused.into_iter().collect())
 }
 
-/// Runs an `update` command; a write concern error fails it (its writes may not last).
+/// Runs a write command; a write concern error fails it (its writes may not last).
 async fn run_update(
     client: &Client,
     db: &str,
@@ -808,6 +906,7 @@ mod tests {
                     _ => -1,
                 };
                 let what = match l.step {
+                    Step::Insert(_) => "insert",
                     Step::Whole(_) => "whole",
                     Step::Delete => "delete",
                     _ => "other",
@@ -818,11 +917,11 @@ mod tests {
         assert_eq!(
             seen,
             vec![
-                (3, "whole"),
-                (1, "whole"),
+                (3, "insert"),
+                (1, "insert"),
                 (3, "delete"),
-                (3, "whole"),
-                (2, "whole")
+                (3, "insert"),
+                (2, "insert")
             ]
         );
         // Coalesced (any other collection): one entry per document, first-seen order.
