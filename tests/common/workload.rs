@@ -230,6 +230,7 @@ impl fmt::Display for WorkloadStats {
 pub struct Workload {
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<WorkloadStats>>,
+    ddl_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Workload {
@@ -254,7 +255,19 @@ impl Workload {
                 )
             })
             .collect();
-        Workload { stop, handles }
+        Workload {
+            stop,
+            handles,
+            ddl_gate,
+        }
+    }
+
+    /// Holds back DDL (documents are still written) until the guard is dropped; waits for the
+    /// DDL in flight. For a SIGKILL of the source: the test server's crash recovery can leave
+    /// its index catalog contradicting its own change stream when DDL is in flight at the
+    /// crash (scripts/testbed-crash-ddl.py shows it), which mongod's cannot.
+    pub async fn hold_ddl(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.ddl_gate.clone().write_owned().await
     }
 
     /// Signal the workers, wait for their current op to finish, return merged stats.
