@@ -31,7 +31,8 @@ can_commit() { [[ "$(api progress | field canCommit)" == "True" ]]; }
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/clustersync"
 
 scripts/testbed.sh install
-cargo build --quiet --bin clustersync
+echo "quickstart: building clustersync (a first build takes several minutes)"
+cargo build --bin clustersync
 scripts/testbed.sh stop "$DIR" >/dev/null 2>&1 || true
 rm -rf "$DIR"
 mapfile -t URIS < <(scripts/testbed.sh start 2 "$DIR")

@@ -5,6 +5,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/testbed.sh install
+# The operator's tests run on a real control plane (kube-apiserver, etcd,
+# kube-controller-manager) and Helm, built once from Go modules into the git-ignored .k8s/.
+start=$SECONDS
+scripts/k8s.sh build >/dev/null
+echo "test.sh: Kubernetes control plane and Helm ready ($((SECONDS - start)) s)" >&2
 # The install-path tests render deploy/ with `kubectl kustomize`.
 if ! command -v kubectl >/dev/null 2>&1; then
     echo "test.sh: installing kubectl (Debian's kubernetes-client)" >&2

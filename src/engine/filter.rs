@@ -24,7 +24,9 @@ pub fn is_internal_collection(coll: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexSpec {
+    /// A regular expression (MongoDB's `$regex` syntax).
     pub pattern: String,
+    /// Regular expression options, e.g. `i` for case-insensitive matching.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub options: String,
 }
@@ -33,12 +35,16 @@ pub struct RegexSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceFilter {
+    /// A database, by name (one of `database` and `databaseRegex`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Collections of that database, by name; all of them when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<Vec<String>>,
+    /// Databases whose names match a regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_regex: Option<RegexSpec>,
+    /// Collections whose names match a regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections_regex: Option<RegexSpec>,
 }

@@ -41,6 +41,7 @@ impl ClusterLabel {
 )]
 #[serde(rename_all = "camelCase")]
 pub enum BuildIndexes {
+    /// Build the destination's indexes after copying the data (the default, fastest).
     #[default]
     AfterDataCopy,
     BeforeDataCopy,
@@ -70,6 +71,8 @@ impl BuildIndexes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Verification {
+    /// Run the embedded verifier (on by default): it compares the clusters during the sync
+    /// and again at commit, and holds the commit back on a difference.
     #[serde(default = "yes")]
     pub enabled: bool,
 }

@@ -290,6 +290,11 @@ impl Snapshot {
 
     pub fn lag_secs(&self) -> Option<i64> {
         let applied = self.applied_ts?;
+        // Committed: everything the source held at the commit is applied, and nothing more
+        // is to come; the source's clock moving on is not lag.
+        if self.state == State::Committed {
+            return Some(0);
+        }
         let behind_from = self.oldest_unapplied.unwrap_or(applied).max(applied);
         let now = self.source_now.unwrap_or(applied);
         Some((now.time as i64 - behind_from.time as i64).max(0))
@@ -538,7 +543,7 @@ pub fn progress_json(
         if let Some(r) = remaining {
             if r < needed + OPLOG_MARGIN_SECS {
                 oplog_warning = format!(
-                    "{}: the oldest entry the sync still needs leaves the source's oplog in about {}, and the sync needs about {} more; enlarge the source oplog (replSetResizeOplog) now",
+                    "{}: the source's oplog drops the oldest entry the sync still needs in {}, while the sync needs {} more (with 15 minutes to spare); enlarge the source oplog (replSetResizeOplog) now",
                     crate::preflight::checks::OPLOG_TOO_SMALL,
                     crate::preflight::checks::human_duration(r),
                     crate::preflight::checks::human_duration(needed)

@@ -5,7 +5,7 @@
 //! Failures are conditions plus a requeue with backoff, never a crash.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,7 +27,7 @@ use super::credentials::{self, Resolved};
 use super::engine_api::{self, CallError, EngineApi, EngineLocator, Verb};
 use super::preflight::{self, Verdict};
 use super::telemetry::Metrics;
-use super::{mirror, validate, workload};
+use super::{mirror, pods, validate, workload};
 
 /// Held on every ClusterSync until the controller has removed what it created.
 pub const FINALIZER: &str = "clustersync.io/engine-cleanup";
@@ -81,19 +81,26 @@ struct CachedVerdict {
     at: Instant,
 }
 
-/// Shared by every reconcile.
+/// Shared by every reconcile of one controller.
 pub struct Context {
     client: Client,
-    settings: Settings,
+    settings: Arc<Settings>,
     http: reqwest::Client,
     recorder: Recorder,
     pub metrics: Arc<Metrics>,
     preflights: Mutex<HashMap<String, CachedVerdict>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// The watched Deployments, Services and engine Pods (set when the controller starts).
+    pub caches: OnceLock<super::Caches>,
+    /// Per ClusterSync: a hash of the workload last applied, so an unchanged one is not
+    /// applied again on every poll.
+    applied: Mutex<HashMap<String, u64>>,
+    /// Per ClusterSync uid: its engine API token (created once, never changed).
+    tokens: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), settings.reporter.clone()),
             client,
@@ -102,8 +109,24 @@ impl Context {
             metrics,
             preflights: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            caches: OnceLock::new(),
+            applied: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
+
+    fn forget(&self, cs: &ClusterSync) {
+        let key = key_of(cs);
+        lock(&self.applied).remove(&key);
+        lock(&self.preflights).remove(&key);
+        if let Some(uid) = &cs.metadata.uid {
+            lock(&self.tokens).remove(uid);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +233,13 @@ impl Conditions<'_> {
             self.generation,
             self.now.clone(),
         );
+    }
+
+    fn has_reason(&self, type_: &str, reason: &str) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.reason == reason)
     }
 
     fn is_false(&self, type_: &str) -> bool {
@@ -411,8 +441,8 @@ async fn drive(
     };
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let creds = match credentials::resolve(&secrets, &ns, &cs.spec).await {
+    let token = ensure_token(cs, ctx, &secrets).await?;
+    let creds = match credentials::resolve(&secrets, &ns, &cs.spec, token.as_bytes()).await {
         Ok(c) => {
             conds.set(
                 types::CREDENTIALS_RESOLVED,
@@ -447,17 +477,34 @@ async fn drive(
     };
     // Without credentials no engine is created; one that already runs keeps its environment
     // and is still watched.
-    if creds.is_none() && deployments.get_opt(&engine).await?.is_none() {
+    if creds.is_none() && !ctx.has_child::<Deployment>(&ns, &engine) {
         return Ok(Outcome {
             requeue: Duration::from_secs(30),
             blocker: None,
         });
     }
 
-    let token = ensure_token(cs, &secrets).await?;
     // With the Secrets unreadable, the running engine is left exactly as it is.
     if let Some(c) = &creds {
-        ensure_workload(cs, ctx, &deployments, &c.fingerprint).await?;
+        if let Err(e) = ensure_workload(cs, ctx, &c.fingerprint).await {
+            let (reason, message) = apply_failure(&e, &engine);
+            if !conds.has_reason(types::ENGINE_AVAILABLE, reason) {
+                events.push(event(
+                    EventType::Warning,
+                    reason,
+                    "ApplyWorkload",
+                    message.clone(),
+                ));
+            }
+            conds.set(types::ENGINE_AVAILABLE, false, reason, message.clone());
+            return Ok(Outcome {
+                requeue: Duration::from_secs(30).max(poll),
+                blocker: Some(Blocker {
+                    reason: reason.into(),
+                    message,
+                }),
+            });
+        }
     }
 
     let Some(base) = ctx.settings.locator.base_url(&ns, &engine) else {
@@ -476,6 +523,30 @@ async fn drive(
     let progress = match api.progress().await {
         Ok(p) => p,
         Err(e) => {
+            // A pod that cannot run says why; that beats "not ready yet".
+            if let Some(problem) = ctx.pod_problem(cs) {
+                if !conds.has_reason(types::ENGINE_AVAILABLE, &problem.reason) {
+                    events.push(event(
+                        EventType::Warning,
+                        &problem.reason,
+                        "RunEngine",
+                        problem.message.clone(),
+                    ));
+                }
+                conds.set(
+                    types::ENGINE_AVAILABLE,
+                    false,
+                    &problem.reason,
+                    problem.message.clone(),
+                );
+                return Ok(Outcome {
+                    requeue: poll,
+                    blocker: Some(Blocker {
+                        reason: problem.reason,
+                        message: problem.message,
+                    }),
+                });
+            }
             let reason = match &e {
                 CallError::Refused { .. } => "EngineUnauthorized",
                 _ => "EngineNotReady",
@@ -852,7 +923,15 @@ fn forget_preflight(ctx: &Context, cs: &ClusterSync) {
 
 /// The API token: created once, then only read (a running engine keeps the one it started
 /// with).
-async fn ensure_token(cs: &ClusterSync, secrets: &Api<Secret>) -> Result<String, Error> {
+async fn ensure_token(
+    cs: &ClusterSync,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+) -> Result<String, Error> {
+    let uid = cs.metadata.uid.clone().unwrap_or_default();
+    if let Some(t) = lock(&ctx.tokens).get(&uid) {
+        return Ok(t.clone());
+    }
     let name = workload::token_secret_name(cs);
     let secret = match secrets.get_opt(&name).await? {
         Some(s) => s,
@@ -866,48 +945,141 @@ async fn ensure_token(cs: &ClusterSync, secrets: &Api<Secret>) -> Result<String,
             Err(e) => return Err(e.into()),
         },
     };
-    credentials::value_of(&secret, workload::TOKEN_KEY).ok_or(Error::TokenMissing(name))
+    let token =
+        credentials::value_of(&secret, workload::TOKEN_KEY).ok_or(Error::TokenMissing(name))?;
+    lock(&ctx.tokens).insert(uid, token.clone());
+    Ok(token)
 }
 
-/// Applies the Service and the Deployment. Server-side apply with our field manager: the
-/// same spec applied twice changes nothing, so an operator restart leaves the running engine
-/// alone.
+/// Applies the NetworkPolicy, the Service and the Deployment, when they differ from what was
+/// last applied or one of them is gone. Server-side apply with our field manager: the same
+/// spec applied twice changes nothing, so an operator restart leaves the running engine alone.
 async fn ensure_workload(
     cs: &ClusterSync,
     ctx: &Context,
-    deployments: &Api<Deployment>,
     credentials_version: &str,
-) -> Result<(), Error> {
+) -> Result<(), kube::Error> {
     let ns = cs.namespace().unwrap_or_default();
-    let pp = PatchParams::apply(MANAGER).force();
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let name = workload::engine_name(cs);
-    if let Some(operator_ns) = &ctx.settings.operator_namespace {
-        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
-            .patch(
-                &name,
-                &pp,
-                &Patch::Apply(&workload::network_policy(cs, operator_ns)),
-            )
-            .await?;
-    }
-    services
-        .patch(&name, &pp, &Patch::Apply(&workload::service(cs)))
-        .await?;
     let mut with_defaults = cs.clone();
     with_defaults.spec.engine = cs.spec.engine.or_defaults(&ctx.settings.engine_defaults);
-    deployments
-        .patch(
-            &name,
-            &pp,
-            &Patch::Apply(&workload::deployment(
-                &with_defaults,
-                &ctx.settings.engine_image,
-                credentials_version,
-            )),
-        )
+    let policy = ctx
+        .settings
+        .operator_namespace
+        .as_ref()
+        .map(|op| workload::network_policy(cs, op));
+    let service = workload::service(cs);
+    let deployment = workload::deployment(
+        &with_defaults,
+        &ctx.settings.engine_image,
+        credentials_version,
+    );
+    let inputs = xxhash_rust::xxh3::xxh3_64(
+        serde_json::to_string(&(&policy, &service, &deployment))
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    let key = key_of(cs);
+    let present = ctx.has_child::<Deployment>(&ns, &name) && ctx.has_child::<Service>(&ns, &name);
+    if present && lock(&ctx.applied).get(&key) == Some(&inputs) {
+        return Ok(());
+    }
+    let pp = PatchParams::apply(MANAGER).force();
+    if let Some(policy) = &policy {
+        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
+            .patch(&name, &pp, &Patch::Apply(policy))
+            .await?;
+    }
+    Api::<Service>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(&service))
         .await?;
+    Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(&deployment))
+        .await?;
+    lock(&ctx.applied).insert(key, inputs);
     Ok(())
+}
+
+/// The condition reason and message for a child object the API server refused.
+fn apply_failure(e: &kube::Error, engine: &str) -> (&'static str, String) {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => (
+            "Forbidden",
+            format!(
+                "the operator may not create the engine's objects ({engine}): {}; grant its ServiceAccount the permissions in deploy/base/clusterrole.yaml",
+                s.message
+            ),
+        ),
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => (
+            "InvalidEngineObject",
+            format!(
+                "the API server refused the engine's objects ({engine}): {}; check spec.engine",
+                s.message
+            ),
+        ),
+        kube::Error::Api(s) => (
+            "ApplyFailed",
+            format!(
+                "applying the engine's objects ({engine}) failed ({}): {}",
+                s.code, s.message
+            ),
+        ),
+        other => (
+            "ApplyFailed",
+            format!("applying the engine's objects ({engine}) failed: {other}"),
+        ),
+    }
+}
+
+impl Context {
+    /// Whether the watch cache holds `name` (true before the caches exist: then the API is
+    /// asked by applying).
+    fn has_child<K>(&self, ns: &str, name: &str) -> bool
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        super::Caches: CacheOf<K>,
+    {
+        match self.caches.get() {
+            Some(c) => c
+                .store()
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                .is_some(),
+            None => false,
+        }
+    }
+
+    /// Why the engine's pod cannot run, if it cannot.
+    fn pod_problem(&self, cs: &ClusterSync) -> Option<pods::Problem> {
+        let caches = self.caches.get()?;
+        let ns = cs.namespace();
+        let instance = workload::labels(cs).get(workload::INSTANCE_LABEL).cloned();
+        let mine: Vec<_> = caches
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace() == ns && p.labels().get(workload::INSTANCE_LABEL) == instance.as_ref()
+            })
+            .collect();
+        pods::problem(mine.iter().map(|p| p.as_ref()))
+    }
+}
+
+/// The cache of one kind of child object.
+pub trait CacheOf<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    fn store(&self) -> &kube::runtime::reflector::Store<K>;
+}
+
+impl CacheOf<Deployment> for super::Caches {
+    fn store(&self) -> &kube::runtime::reflector::Store<Deployment> {
+        &self.deployments
+    }
+}
+
+impl CacheOf<Service> for super::Caches {
+    fn store(&self) -> &kube::runtime::reflector::Store<Service> {
+        &self.services
+    }
 }
 
 /// Deletes one object the controller created; one already gone is fine.
@@ -937,7 +1109,7 @@ async fn cleanup(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
     delete_if_present::<Service>(ctx, &ns, &name).await?;
     delete_if_present::<NetworkPolicy>(ctx, &ns, &name).await?;
     delete_if_present::<Secret>(ctx, &ns, &workload::token_secret_name(cs)).await?;
-    forget_preflight(ctx, cs);
+    ctx.forget(cs);
     ctx.metrics.sync_state(&key_of(cs), None);
     let state = cs
         .status

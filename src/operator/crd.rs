@@ -20,6 +20,16 @@ const DIFFERENT_SECRETS: &str =
 /// options and the namespace filters cannot change mid-sync (restart from scratch instead).
 const FROZEN_AFTER_START: &str = "!has(oldSelf.status) || !has(oldSelf.status.state) || oldSelf.status.state == 'IDLE' || (self.spec.source == oldSelf.spec.source && self.spec.destination == oldSelf.spec.destination && self.spec.reversible == oldSelf.spec.reversible && (has(self.spec.includeNamespaces) ? self.spec.includeNamespaces : []) == (has(oldSelf.spec.includeNamespaces) ? oldSelf.spec.includeNamespaces : []) && (has(self.spec.excludeNamespaces) ? self.spec.excludeNamespaces : []) == (has(oldSelf.spec.excludeNamespaces) ? oldSelf.spec.excludeNamespaces : []))";
 
+/// Rejected at admission: a name the controller cannot derive its objects' names from. The
+/// engine's Service is `<name>-engine`, which must be a DNS-1035 label (63 characters at most,
+/// starting with a letter, no dots).
+const VALID_NAME: &str =
+    "self.metadata.name.size() <= 56 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+
+/// Rejected at admission: once the engine is COMMITTED the destination is live, so the mode
+/// stays Committed (a reversible sync is reversed through `reversals`).
+const MODE_FROZEN_AFTER_COMMIT: &str = "!has(oldSelf.status) || !has(oldSelf.status.state) || oldSelf.status.state != 'COMMITTED' || self.spec.mode == oldSelf.spec.mode";
+
 /// What the user wants the sync to be doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum Mode {
@@ -53,8 +63,11 @@ fn default_key() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum WriteBlocking {
+    /// No write blocking.
     None,
+    /// The destination refuses application writes until the commit.
     DestinationOnly,
+    /// Both clusters: the source from the commit on, the destination until it.
     SourceAndDestination,
 }
 
@@ -65,14 +78,19 @@ pub struct EngineSpec {
     /// Image running `clustersync engine` (defaults to the operator's own image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// CPU and memory requests and limits of the engine's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Nodes the engine's pod may run on, by label.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Taints the engine's pod tolerates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Scheduling constraints of the engine's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// PriorityClass of the engine's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
     /// `--loadLevel`, 1 (lightest) to 4.
@@ -128,7 +146,11 @@ impl EngineSpec {
     shortname = "csync",
     status = "ClusterSyncStatus",
     validation = Rule::new(FROZEN_AFTER_START).message("source, destination, reversible and the namespace filters cannot change after the sync has started; create a new ClusterSync to sync differently"),
+    validation = Rule::new(VALID_NAME).message("the name must be at most 56 characters of lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (the engine's Service is named <name>-engine); choose another name"),
+    validation = Rule::new(MODE_FROZEN_AFTER_COMMIT).message("spec.mode cannot change once the sync is COMMITTED: the destination is live; reverse a reversible sync by raising spec.reversals, or create a new ClusterSync to sync again"),
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lagSeconds"}"#,
     printcolumn = r#"{"name":"Copied","type":"string","jsonPath":".status.copiedPercent"}"#,
     printcolumn = r#"{"name":"CanCommit","type":"boolean","jsonPath":".status.canCommit"}"#,
@@ -141,6 +163,9 @@ pub struct ClusterSyncSpec {
     pub source: SecretKeyRef,
     /// Connection string of the cluster to copy to.
     pub destination: SecretKeyRef,
+    /// What the sync should be doing: Idle (nothing started), Running (start or resume),
+    /// Paused, or Committed (cut over once the destination has caught up). Cannot change once
+    /// the engine is COMMITTED.
     #[serde(default)]
     pub mode: Mode,
     /// Allow `/reverse` after the commit.
@@ -149,16 +174,24 @@ pub struct ClusterSyncSpec {
     /// Raise by one to reverse a committed reversible sync.
     #[serde(default)]
     pub reversals: u32,
+    /// Sync only these databases and collections (mongosync's `includeNamespaces`); all of
+    /// them when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include_namespaces: Vec<NamespaceFilter>,
+    /// Never sync these databases and collections (mongosync's `excludeNamespaces`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_namespaces: Vec<NamespaceFilter>,
+    /// When the destination's indexes are built (mongosync's `buildIndexes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_indexes: Option<BuildIndexes>,
+    /// The embedded verifier (mongosync's `verification`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Which clusters refuse application writes during the commit (mongosync's
+    /// `enableUserWriteBlocking`); the engine's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_blocking: Option<WriteBlocking>,
+    /// The engine's pod: image, resources and scheduling.
     #[serde(default)]
     pub engine: EngineSpec,
 }
@@ -170,21 +203,28 @@ pub struct ClusterSyncStatus {
     /// The engine's state: INITIALIZING, IDLE, RUNNING, PAUSED, COMMITTING, COMMITTED, REVERSING.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// The destination has caught up: setting spec.mode to Committed cuts over promptly.
     #[serde(default)]
     pub can_commit: bool,
+    /// The destination accepts application writes (after the commit).
     #[serde(default)]
     pub can_write: bool,
+    /// How far the destination is behind the source, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<i64>,
+    /// Bytes copied so far by the collection copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_bytes: Option<i64>,
+    /// Bytes the collection copy will copy in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_bytes: Option<i64>,
     /// Copy progress, e.g. "42%".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_percent: Option<String>,
+    /// What the engine is doing, e.g. "collection copy" or "change event application".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<String>,
+    /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Reversals the controller has asked the engine for (compared with `spec.reversals`).
@@ -196,6 +236,8 @@ pub struct ClusterSyncStatus {
     /// The engine's embedded verifier; absent when verification is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationStatus>,
+    /// Ready, CredentialsResolved, RolesVerified, EngineAvailable, InSync, Committed and
+    /// Verified, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -210,6 +252,7 @@ pub struct VerificationStatus {
     /// Collections compared in the initial pass, on the source.
     #[serde(default)]
     pub scanned_collections: i64,
+    /// Collections the initial pass compares in all.
     #[serde(default)]
     pub total_collections: i64,
     /// Confirmed differences between the clusters.

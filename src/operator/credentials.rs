@@ -27,7 +27,10 @@ impl std::fmt::Display for Side {
 pub struct Resolved {
     pub source: ClusterUri,
     pub destination: ClusterUri,
-    /// Changes whenever either Secret does: the two resourceVersions.
+    /// Changes when either connection string does, and only then (a label or another key of
+    /// the Secret changing does not restart the engine): a keyed hash of the two values, so
+    /// the fingerprint, which is written into the engine's pod template, reveals nothing of
+    /// them without the key.
     pub fingerprint: String,
 }
 
@@ -85,20 +88,38 @@ impl CredentialError {
     }
 }
 
-/// Reads both Secrets from `namespace`.
+/// Reads both Secrets from `namespace`, by name. `key` keys the fingerprint (the engine's API
+/// token serves: random, secret, and fixed for the sync's life).
 pub async fn resolve(
     secrets: &Api<Secret>,
     namespace: &str,
     spec: &ClusterSyncSpec,
+    key: &[u8],
 ) -> Result<Resolved, CredentialError> {
-    let (source, src_rv) = read(secrets, namespace, Side::Source, &spec.source).await?;
-    let (destination, dst_rv) =
-        read(secrets, namespace, Side::Destination, &spec.destination).await?;
+    let (source, src) = read(secrets, namespace, Side::Source, &spec.source).await?;
+    let (destination, dst) = read(secrets, namespace, Side::Destination, &spec.destination).await?;
     Ok(Resolved {
         source,
         destination,
-        fingerprint: format!("{src_rv}/{dst_rv}"),
+        fingerprint: fingerprint(key, &src, &dst),
     })
+}
+
+/// HMAC-SHA-256 of the two raw values, in hex, cut to 32 digits.
+pub fn fingerprint(key: &[u8], source: &str, destination: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    // Lengths first, so ("ab", "c") and ("a", "bc") differ.
+    for v in [source, destination] {
+        mac.update(&(v.len() as u64).to_be_bytes());
+        mac.update(v.as_bytes());
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn read(
@@ -138,7 +159,7 @@ async fn read(
         key: r.key.clone(),
         problem: format!("{}. {}", e.problem, e.fix),
     })?;
-    Ok((uri, secret.metadata.resource_version.unwrap_or_default()))
+    Ok((uri, raw))
 }
 
 /// The value of `key`, from `data` or (for Secrets not yet normalised) `stringData`.
@@ -190,6 +211,20 @@ mod tests {
         assert!(value_of(&s, "missing").is_none());
         assert_eq!(keys_of(&s), "other, uri");
         assert_eq!(keys_of(&Secret::default()), "no keys");
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_values_only_and_hides_them() {
+        let a = fingerprint(b"k", "mongodb://u:p@a", "mongodb://u:p@b");
+        assert_eq!(a, fingerprint(b"k", "mongodb://u:p@a", "mongodb://u:p@b"));
+        assert_ne!(a, fingerprint(b"k", "mongodb://u:q@a", "mongodb://u:p@b"));
+        assert_ne!(
+            a,
+            fingerprint(b"other key", "mongodb://u:p@a", "mongodb://u:p@b")
+        );
+        assert_ne!(fingerprint(b"k", "ab", "c"), fingerprint(b"k", "a", "bc"));
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("mongodb"));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! As client-go does, expiry is judged by this replica's own clock (how long the lease record
 //! has stayed unchanged), never by comparing the holder's timestamps with ours, so clock skew
 //! between nodes cannot hand the lease to two replicas.
+//!
+//! Leadership cannot split: the holder trusts its lease only until `renew_deadline` after it
+//! *sent* its last successful renewal, and every lease call has a timeout, so a holder whose
+//! requests hang steps down before `lease_duration` has passed since a candidate last saw the
+//! record change, which is the earliest a candidate takes over.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,8 +27,20 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a holder that stopped renewing keeps the lease.
     pub lease_duration: Duration,
+    /// How long the holder trusts its lease after sending the last renewal that succeeded;
+    /// shorter than `lease_duration`, so the holder stops before anyone else may start.
+    pub renew_deadline: Duration,
     /// How often the holder renews, and a candidate retries.
     pub retry_every: Duration,
+}
+
+/// Lease timings that would let two replicas lead at once.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("leader election timings must satisfy retry ({retry:?}) < renew deadline ({renew:?}) < lease duration ({lease:?}); a renew deadline of about two thirds of the lease works")]
+pub struct InvalidTiming {
+    pub retry: Duration,
+    pub renew: Duration,
+    pub lease: Duration,
 }
 
 impl LeaseConfig {
@@ -33,7 +50,21 @@ impl LeaseConfig {
             name,
             identity,
             lease_duration: Duration::from_secs(15),
-            retry_every: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(10),
+            retry_every: Duration::from_secs(2),
+        }
+    }
+
+    /// Checks retry < renew deadline < lease duration.
+    pub fn validate(&self) -> Result<(), InvalidTiming> {
+        if self.retry_every < self.renew_deadline && self.renew_deadline < self.lease_duration {
+            Ok(())
+        } else {
+            Err(InvalidTiming {
+                retry: self.retry_every,
+                renew: self.renew_deadline,
+                lease: self.lease_duration,
+            })
         }
     }
 }
@@ -53,6 +84,8 @@ pub struct Leadership {
     cfg: LeaseConfig,
     /// The other holder's record as last seen, and when it was first seen so.
     observed: Mutex<Option<(String, Instant)>>,
+    /// When the last request that won or renewed the lease was sent.
+    renewed: Mutex<Option<Instant>>,
 }
 
 enum Attempt {
@@ -61,12 +94,14 @@ enum Attempt {
 }
 
 impl Leadership {
-    pub fn new(client: kube::Client, cfg: LeaseConfig) -> Self {
-        Self {
+    pub fn new(client: kube::Client, cfg: LeaseConfig) -> Result<Self, InvalidTiming> {
+        cfg.validate()?;
+        Ok(Self {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: Mutex::new(None),
-        }
+            renewed: Mutex::new(None),
+        })
     }
 
     pub fn identity(&self) -> &str {
@@ -77,8 +112,14 @@ impl Leadership {
     pub async fn acquire(&self) {
         let mut last_holder = String::new();
         loop {
-            match self.try_acquire().await {
+            let sent = Instant::now();
+            // A hung request must not hold a candidate forever either.
+            let attempt = tokio::time::timeout(self.cfg.renew_deadline, self.try_acquire())
+                .await
+                .unwrap_or_else(|_| Err(timed_out(self.cfg.renew_deadline)));
+            match attempt {
                 Ok(Attempt::Held) => {
+                    *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
                     tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, "acquired the leader lease");
                     return;
                 }
@@ -96,24 +137,42 @@ impl Leadership {
         }
     }
 
-    /// Renews the lease until it is lost; returns why.
+    /// Renews the lease until it is lost; returns why. It returns no later than the renew
+    /// deadline after the last successful renewal was sent, whatever the API server does
+    /// (a request still pending then is abandoned).
     pub async fn keep(&self) -> LeadershipLost {
-        let mut last_renewed = Instant::now();
+        let mut renewed = self
+            .renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(Instant::now);
+        let deadline_s = self.cfg.renew_deadline.as_secs_f64();
         loop {
-            tokio::time::sleep(self.cfg.retry_every).await;
-            match self.try_acquire().await {
-                Ok(Attempt::Held) => last_renewed = Instant::now(),
-                Ok(Attempt::HeldByOther(holder)) => {
+            let deadline = tokio::time::Instant::from_std(renewed + self.cfg.renew_deadline);
+            let next = tokio::time::Instant::now() + self.cfg.retry_every;
+            if next >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                return self.lost(format!(
+                    "it could not be renewed within the renew deadline ({deadline_s}s)"
+                ));
+            }
+            tokio::time::sleep_until(next).await;
+            let sent = Instant::now();
+            match tokio::time::timeout_at(deadline, self.try_acquire()).await {
+                Err(_) => {
+                    return self.lost(format!(
+                        "renewing it did not complete within the renew deadline ({deadline_s}s)"
+                    ))
+                }
+                Ok(Ok(Attempt::Held)) => {
+                    renewed = sent;
+                    *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
+                }
+                Ok(Ok(Attempt::HeldByOther(holder))) => {
                     return self.lost(format!("{holder} holds it now"));
                 }
-                Err(e) if last_renewed.elapsed() >= self.cfg.lease_duration => {
-                    return self.lost(format!(
-                        "it could not be renewed for {}s: {e}",
-                        self.cfg.lease_duration.as_secs()
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(lease = %self.cfg.name, error = %e, "renewing the leader lease failed; retrying")
+                Ok(Err(e)) => {
+                    tracing::warn!(lease = %self.cfg.name, error = %e, "renewing the leader lease failed; retrying until the renew deadline")
                 }
             }
         }
@@ -121,7 +180,10 @@ impl Leadership {
 
     /// Gives the lease up (at shutdown), so a standby takes over without waiting it out.
     pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
+        let call = self.cfg.renew_deadline;
+        let Ok(Ok(Some(mut lease))) =
+            tokio::time::timeout(call, self.api.get_opt(&self.cfg.name)).await
+        else {
             return;
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
@@ -130,11 +192,14 @@ impl Leadership {
         }
         spec.holder_identity = None;
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        if let Err(e) = self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
+        let replaced = tokio::time::timeout(
+            call,
+            self.api
+                .replace(&self.cfg.name, &PostParams::default(), &lease),
+        )
+        .await
+        .unwrap_or_else(|_| Err(timed_out(call)));
+        if let Err(e) = replaced {
             tracing::warn!(lease = %self.cfg.name, error = %e, "could not release the leader lease; a standby takes over when it expires");
         }
     }
@@ -224,6 +289,16 @@ impl Leadership {
             }
         }
     }
+}
+
+fn timed_out(after: Duration) -> kube::Error {
+    kube::Error::Service(
+        format!(
+            "the API server did not answer within {}s",
+            after.as_secs_f64()
+        )
+        .into(),
+    )
 }
 
 fn is_conflict(e: &kube::Error) -> bool {

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod engine_api;
 pub mod leader;
 pub mod mirror;
+pub mod pods;
 pub mod preflight;
 pub mod telemetry;
 pub mod validate;
@@ -22,10 +23,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{reflector, watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 
 use controller::{Context, Settings};
@@ -54,6 +55,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     LeadershipLost(#[from] LeadershipLost),
+    #[error(transparent)]
+    LeaseTiming(#[from] leader::InvalidTiming),
 }
 
 /// Runs the operator until `shutdown` completes (or the leader lease is lost, which is an
@@ -114,7 +117,10 @@ pub async fn run(
     }
     metrics.set_ready(true);
 
-    let leadership = opts.lease.map(|cfg| Leadership::new(client.clone(), cfg));
+    let leadership = opts
+        .lease
+        .map(|cfg| Leadership::new(client.clone(), cfg))
+        .transpose()?;
     if let Some(l) = &leadership {
         tokio::select! {
             _ = l.acquire() => {}
@@ -123,15 +129,15 @@ pub async fn run(
         metrics.leader.set(1);
     }
 
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
+    let settings = Arc::new(settings);
     let run = futures::future::join_all(scopes.iter().map(|ns| {
-        controller(
+        // One context per scope: each controller has its own caches.
+        let ctx = Arc::new(Context::new(
             client.clone(),
-            api_for(ns),
-            ns.as_deref(),
-            ctx.clone(),
-            stopped(),
-        )
+            settings.clone(),
+            metrics.clone(),
+        ));
+        controller(client.clone(), api_for(ns), ns.as_deref(), ctx, stopped())
     }));
     let result = match &leadership {
         Some(l) => tokio::select! {
@@ -173,6 +179,24 @@ async fn wait_for_crd(syncs: &Api<ClusterSync>) {
     }
 }
 
+/// The objects one controller watches, cached: reconciles read them from here instead of
+/// asking the API server.
+#[derive(Clone)]
+pub struct Caches {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub pods: Store<Pod>,
+}
+
+/// One controller over `syncs`. What triggers a reconcile, and what does not:
+/// - a ClusterSync's spec (generation), annotations or finalizers changing; not its status,
+///   which the controller writes itself (that would be a reconcile per status patch);
+/// - an owned Deployment or Service changing or disappearing, and an engine Pod changing
+///   (a pull failure or crash loop shows at once);
+/// - the requeue each reconcile asks for: that is how the engine is polled.
+///
+/// Secrets are never listed or watched: each reconcile reads the two a ClusterSync names by
+/// name, so the operator needs no access to other Secrets' data.
 async fn controller(
     client: Client,
     syncs: Api<ClusterSync>,
@@ -180,6 +204,9 @@ async fn controller(
     ctx: Arc<Context>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    use kube::runtime::predicates;
+    use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt};
+
     fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -189,30 +216,64 @@ async fn controller(
             None => Api::all(client.clone()),
         }
     }
-    let owned =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=clustersync-operator");
-    let c = Controller::new(syncs, watcher::Config::default());
-    let store = c.store();
-    c.owns(scoped::<Deployment>(&client, namespace), owned.clone())
-        .owns(scoped::<Service>(&client, namespace), owned)
-        // A changed Secret re-reconciles every ClusterSync that names it.
-        .watches(
-            scoped::<Secret>(&client, namespace),
-            watcher::Config::default(),
-            move |secret: Secret| {
-                let ns = secret.namespace();
-                let name = secret.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|cs| {
-                        cs.namespace() == ns
-                            && (cs.spec.source.name == name || cs.spec.destination.name == name)
-                    })
-                    .map(|cs| ObjectRef::from_obj(&*cs))
-                    .collect::<Vec<_>>()
-            },
-        )
+    let owned = watcher::Config::default().labels(workload::MANAGED_BY_SELECTOR);
+
+    let (sync_store, sync_writer) = reflector::store();
+    let sync_events = reflector(sync_writer, watcher(syncs, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            PredicateConfig::default(),
+        );
+    let (deployments, dep_writer) = reflector::store();
+    let dep_events = reflector(
+        dep_writer,
+        watcher(scoped::<Deployment>(&client, namespace), owned.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (services, svc_writer) = reflector::store();
+    let svc_events = reflector(
+        svc_writer,
+        watcher(scoped::<Service>(&client, namespace), owned.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = reflector(
+        pod_writer,
+        watcher(scoped::<Pod>(&client, namespace), owned),
+    )
+    .default_backoff()
+    .touched_objects();
+    // Each controller has a fresh context, so the caches are set exactly once.
+    let _ = ctx.caches.set(Caches {
+        deployments,
+        services,
+        pods,
+    });
+
+    let syncs_for_pods = sync_store.clone();
+    Controller::for_stream(sync_events, sync_store)
+        .owns_stream(dep_events)
+        .owns_stream(svc_events)
+        // Engine pods belong to a ReplicaSet; they are mapped to their ClusterSync by label.
+        .watches_stream(pod_events, move |pod: Pod| {
+            let ns = pod.namespace();
+            let instance = pod.labels().get(workload::INSTANCE_LABEL).cloned();
+            syncs_for_pods
+                .state()
+                .into_iter()
+                .filter(|cs| {
+                    cs.namespace() == ns
+                        && workload::labels(cs).get(workload::INSTANCE_LABEL) == instance.as_ref()
+                })
+                .map(|cs| ObjectRef::from_obj(&*cs))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stop)
         .run(controller::reconcile, controller::error_policy, ctx)
         .for_each(|r| async move {

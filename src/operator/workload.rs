@@ -29,6 +29,10 @@ pub const ENV_CLUSTER0: &str = "CLUSTERSYNC_CLUSTER0";
 pub const ENV_CLUSTER1: &str = "CLUSTERSYNC_CLUSTER1";
 pub const ENV_API_TOKEN: &str = "CLUSTERSYNC_API_TOKEN";
 pub const TOKEN_KEY: &str = "token";
+/// The label naming the ClusterSync an engine object belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Selects every object the operator creates (and only those).
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=clustersync-operator";
 
 /// The per-sync Secret holding the engine API's token.
 pub fn token_secret_name(cs: &ClusterSync) -> String {
@@ -57,11 +61,64 @@ pub fn token_secret(cs: &ClusterSync) -> k8s_openapi::api::core::v1::Secret {
 }
 
 /// Name shared by the engine's Deployment and Service.
+/// The engine's Deployment and Service: `<name>-engine`, which a Service needs to be a
+/// DNS-1035 label. The CRD refuses other names at admission; one that predates that rule
+/// gets a sanitized, shortened name with a hash of the original, so two such names never
+/// collide and a Service can always be made.
 pub fn engine_name(cs: &ClusterSync) -> String {
-    format!(
-        "{}-engine",
-        cs.metadata.name.as_deref().unwrap_or("clustersync")
-    )
+    let name = cs.metadata.name.as_deref().unwrap_or("clustersync");
+    if is_dns_label(name) && name.len() <= 56 && name.starts_with(|c: char| c.is_ascii_lowercase())
+    {
+        return format!("{name}-engine");
+    }
+    format!("{}-{}-engine", sanitized(name, 40), short_hash(name))
+}
+
+/// A label value for `name`: itself when it is one, else a sanitized form with a hash.
+fn label_value(name: &str) -> String {
+    let ok = name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        name.to_string()
+    } else {
+        format!("{}-{}", sanitized(name, 40), short_hash(name))
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Lowercase letters, digits and single dashes, starting with a letter, at most `max` long.
+fn sanitized(name: &str, max: usize) -> String {
+    let mut out = String::from("cs");
+    for c in name.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+fn short_hash(name: &str) -> String {
+    format!("{:08x}", xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32)
 }
 
 pub fn labels(cs: &ClusterSync) -> BTreeMap<String, String> {
@@ -71,8 +128,8 @@ pub fn labels(cs: &ClusterSync) -> BTreeMap<String, String> {
             "clustersync-engine".to_string(),
         ),
         (
-            "app.kubernetes.io/instance".to_string(),
-            cs.metadata.name.clone().unwrap_or_default(),
+            INSTANCE_LABEL.to_string(),
+            label_value(cs.metadata.name.as_deref().unwrap_or_default()),
         ),
         (
             "app.kubernetes.io/managed-by".to_string(),
@@ -476,6 +533,42 @@ mod tests {
         assert_eq!(
             rule.ports.as_ref().unwrap()[0].port,
             Some(IntOrString::Int(API_PORT))
+        );
+    }
+
+    #[test]
+    fn child_names_are_valid_for_any_clustersync_name() {
+        let valid = |s: &str| is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase());
+        let mut seen = std::collections::HashSet::new();
+        for name in [
+            "orders",
+            "orders.v2",
+            "orders-v2",
+            "2024-move",
+            "Orders",
+            &"a".repeat(57),
+            &"a".repeat(253),
+            &format!("{}.b", "a".repeat(100)),
+            "x..y",
+        ] {
+            let mut c = cs();
+            c.metadata.name = Some(name.to_string());
+            let engine = engine_name(&c);
+            assert!(valid(&engine), "{name:?} gave {engine:?}");
+            assert!(valid(&token_secret_name(&c)) || token_secret_name(&c).len() <= 253);
+            assert!(
+                seen.insert(engine.clone()),
+                "{name:?} collides as {engine:?}"
+            );
+            let instance = &labels(&c)["app.kubernetes.io/instance"];
+            assert!(instance.len() <= 63, "{name:?}: label {instance:?}");
+        }
+        let mut c = cs();
+        c.metadata.name = Some("orders".into());
+        assert_eq!(
+            engine_name(&c),
+            "orders-engine",
+            "valid names keep their children's names"
         );
     }
 

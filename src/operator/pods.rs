@@ -1,0 +1,130 @@
+//! Why an engine pod cannot run, read from its status as `kubectl describe pod` shows it:
+//! a pure function, so every case is tested without a cluster.
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// A condition reason and a message a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: String,
+    pub message: String,
+}
+
+/// Container waiting reasons that do not go away by waiting.
+const STUCK: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// The first problem of the first pod that has one (pods being deleted are skipped).
+pub fn problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Problem> {
+    pods.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(problem_of)
+}
+
+fn problem_of(pod: &Pod) -> Option<Problem> {
+    let name = pod.metadata.name.as_deref().unwrap_or("the engine's pod");
+    let status = pod.status.as_ref()?;
+    for c in status.container_statuses.iter().flatten() {
+        let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        if !STUCK.contains(&reason) {
+            continue;
+        }
+        let detail = waiting.message.as_deref().unwrap_or("no detail given");
+        let hint = match reason {
+            "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" | "ErrImageNeverPull" => {
+                "check spec.engine.image (or the operator's engine image) and the registry's pull secret"
+            }
+            "CrashLoopBackOff" => {
+                "the engine keeps exiting; read its log with `kubectl logs` on the pod (--previous for the last crash)"
+            }
+            _ => "check the Secrets the engine's environment names and spec.engine",
+        };
+        let restarts = if c.restart_count > 0 {
+            format!(", {} restarts", c.restart_count)
+        } else {
+            String::new()
+        };
+        return Some(Problem {
+            reason: reason.to_string(),
+            message: format!(
+                "pod {name}, container {}: {reason}{restarts}: {detail}; {hint}",
+                c.name
+            ),
+        });
+    }
+    for cond in status.conditions.iter().flatten() {
+        if cond.type_ == "PodScheduled"
+            && cond.status == "False"
+            && cond.reason.as_deref() == Some("Unschedulable")
+        {
+            return Some(Problem {
+                reason: "Unschedulable".into(),
+                message: format!(
+                    "pod {name} cannot be scheduled: {}; check spec.engine's nodeSelector, tolerations, affinity and resources",
+                    cond.message.as_deref().unwrap_or("no node fits")
+                ),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "move-engine-abc" },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_running_or_starting_pod_has_no_problem() {
+        let running = pod(json!({ "containerStatuses": [{
+            "name": "engine", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+            "state": { "running": {} } }] }));
+        let creating = pod(json!({ "containerStatuses": [{
+            "name": "engine", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ContainerCreating" } } }] }));
+        assert_eq!(problem([&running, &creating]), None);
+    }
+
+    #[test]
+    fn pull_failures_crash_loops_and_unschedulable_pods_are_named() {
+        let pull = pod(json!({ "containerStatuses": [{
+            "name": "engine", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope:1\"" } } }] }));
+        let p = problem([&pull]).unwrap();
+        assert_eq!(p.reason, "ImagePullBackOff");
+        assert!(p.message.contains("nope:1") && p.message.contains("spec.engine.image"));
+
+        let crash = pod(json!({ "containerStatuses": [{
+            "name": "engine", "image": "i", "imageID": "", "ready": false, "restartCount": 4,
+            "state": { "waiting": { "reason": "CrashLoopBackOff" } } }] }));
+        let p = problem([&crash]).unwrap();
+        assert_eq!(p.reason, "CrashLoopBackOff");
+        assert!(p.message.contains("4 restarts") && p.message.contains("kubectl logs"));
+
+        let pending = pod(json!({ "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity" }] }));
+        let p = problem([&pending]).unwrap();
+        assert_eq!(p.reason, "Unschedulable");
+        assert!(p.message.contains("node affinity"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Helm for real: both charts installed into a real control plane (its own, so that the CRD
+//! belongs to the Helm release), an upgrade with non-default values, and uninstalls that
+//! leave the CRD and the users' ClusterSyncs in place. `tests/helm.rs` covers `helm lint`
+//! and `helm template`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use clustersync::operator::crd::ClusterSync;
+use common::k8s::ControlPlane;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PostParams;
+use kube::Api;
+use serde_json::json;
+
+fn helm_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = cp.helm(args);
+    assert!(
+        out.status.success(),
+        "helm {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::shared)
+        .await
+        .unwrap();
+    let admin = cp.admin().await;
+
+    helm_ok(
+        cp,
+        &[
+            "install",
+            "clustersync-crds",
+            "charts/clustersync-crds",
+            "--wait",
+        ],
+    );
+    cp.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=Established",
+        "--timeout",
+        "60s",
+        "crd/clustersyncs.clustersync.io",
+    ]);
+    helm_ok(
+        cp,
+        &[
+            "install",
+            "clustersync-operator",
+            "charts/clustersync-operator",
+            "--namespace",
+            "clustersync-system",
+            "--create-namespace",
+        ],
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "clustersync-system");
+    let dep = deployments
+        .get("clustersync-operator")
+        .await
+        .expect("the operator's Deployment");
+    assert_eq!(dep.spec.replicas, Some(1));
+    assert!(Api::<ClusterRole>::all(admin.clone())
+        .get_opt("clustersync-operator")
+        .await
+        .unwrap()
+        .is_some());
+    // The chart's ServiceAccount may do what the operator needs (checked by the API server's
+    // authorizer, not by reading the templates).
+    let sa = "system:serviceaccount:clustersync-system:clustersync-operator";
+    for (verb, what, allowed) in [
+        ("patch", "clustersyncs.clustersync.io/status", true),
+        ("create", "deployments.apps", true),
+        ("watch", "pods", true),
+        ("get", "secrets", true),
+        ("list", "secrets", false),
+        ("delete", "namespaces", false),
+    ] {
+        let out = cp.kubectl(&["auth", "can-i", verb, what, "-n", "apps", "--as", sa]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim() == "yes",
+            allowed,
+            "{verb} {what}"
+        );
+    }
+
+    // A user's ClusterSync.
+    let _ = cp.kubectl(&["create", "namespace", "apps"]);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), "apps");
+    let cs: ClusterSync = serde_json::from_value(json!({
+        "apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
+        "metadata": { "name": "orders", "namespace": "apps" },
+        "spec": { "source": { "name": "a" }, "destination": { "name": "b" } }
+    }))
+    .unwrap();
+    syncs.create(&PostParams::default(), &cs).await.unwrap();
+
+    // Upgrade with non-default values: two replicas with leader election.
+    helm_ok(
+        cp,
+        &[
+            "upgrade",
+            "clustersync-operator",
+            "charts/clustersync-operator",
+            "--namespace",
+            "clustersync-system",
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "pollSeconds=20",
+        ],
+    );
+    let dep = deployments.get("clustersync-operator").await.unwrap();
+    assert_eq!(dep.spec.replicas, Some(2));
+    let history = helm_ok(
+        cp,
+        &[
+            "history",
+            "clustersync-operator",
+            "-n",
+            "clustersync-system",
+        ],
+    );
+    assert!(history.lines().count() >= 3, "two revisions: {history}");
+
+    // Uninstalling the operator removes it; uninstalling the CRD chart keeps the CRD, and so
+    // every ClusterSync.
+    helm_ok(
+        cp,
+        &[
+            "uninstall",
+            "clustersync-operator",
+            "-n",
+            "clustersync-system",
+            "--wait",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while deployments
+        .get_opt("clustersync-operator")
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the operator's Deployment is removed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = helm_ok(cp, &["uninstall", "clustersync-crds"]);
+    assert!(
+        out.contains("kept due to the resource policy") || out.contains("uninstalled"),
+        "{out}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        Api::<CustomResourceDefinition>::all(admin.clone())
+            .get_opt("clustersyncs.clustersync.io")
+            .await
+            .unwrap()
+            .is_some(),
+        "helm uninstall keeps the CRD"
+    );
+    assert!(
+        syncs.get_opt("orders").await.unwrap().is_some(),
+        "and with it the users' ClusterSyncs"
+    );
+}

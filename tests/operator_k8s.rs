@@ -1,0 +1,1074 @@
+//! The operator on a real Kubernetes control plane: kube-apiserver with RBAC enforced and an
+//! audit log, etcd and kube-controller-manager (garbage collection, Deployments,
+//! ReplicaSets), built from Go modules by `scripts/k8s.sh`. The operator runs out of cluster
+//! as the ServiceAccount `deploy/install.yaml` creates (a bound token from the TokenRequest
+//! API), so every missing permission in the manifests fails here. A test kubelet
+//! (`common::kubelet_real`) binds the engine Pods to a registered Node and runs the engine
+//! binary for each; two real SecantusDB servers are the clusters.
+//!
+//! What this cannot exercise: a real kubelet and container runtime (images are not pulled,
+//! probes are not run, pods share the host's network), a scheduler (the test kubelet binds),
+//! and NetworkPolicy enforcement (no CNI).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use clustersync::operator::controller::Settings;
+use clustersync::operator::crd::{ClusterSync, ClusterSyncStatus};
+use clustersync::operator::engine_api::StaticLocator;
+use clustersync::operator::leader::LeaseConfig;
+use clustersync::operator::RunOptions;
+use common::k8s::{path_str, ControlPlane};
+use common::kubelet_real::{Kubelet, RUNNABLE_IMAGE};
+use common::Server;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::{oneshot, Mutex};
+
+const OPERATOR_NS: &str = "clustersync-system";
+const OPERATOR_SA: &str = "clustersync-operator";
+const SA_USER: &str = "system:serviceaccount:clustersync-system:clustersync-operator";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,clustersync=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// The shared control plane with the CRD and `deploy/install.yaml` applied (once).
+async fn installed() -> &'static ControlPlane {
+    static ONCE: Mutex<bool> = Mutex::const_new(false);
+    let cp = tokio::task::spawn_blocking(ControlPlane::shared)
+        .await
+        .unwrap();
+    let mut done = ONCE.lock().await;
+    if !*done {
+        cp.apply_crd();
+        cp.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "clustersync-tests",
+            "-f",
+            path_str(&root().join("deploy/install.yaml")),
+        ]);
+        *done = true;
+    }
+    cp
+}
+
+/// An operator running in this process as the manifests' ServiceAccount.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), clustersync::operator::RunError>>,
+    telemetry: u16,
+}
+
+impl Operator {
+    fn start(client: Client, locator: &StaticLocator, lease: &str, identity: &str) -> Operator {
+        Self::start_with(client, locator, lease, identity, vec![], OPERATOR_NS)
+    }
+
+    fn start_with(
+        client: Client,
+        locator: &StaticLocator,
+        lease: &str,
+        identity: &str,
+        namespaces: Vec<String>,
+        lease_ns: &str,
+    ) -> Operator {
+        init_logs();
+        let mut settings = Settings::new(RUNNABLE_IMAGE.into(), Arc::new(locator.clone()));
+        settings.poll = Duration::from_millis(1000);
+        settings.preflight_retry = Duration::from_secs(2);
+        settings.preflight_timeout = Duration::from_secs(20);
+        settings.operator_namespace = Some(OPERATOR_NS.into());
+        let telemetry = common::free_port();
+        let mut lease = LeaseConfig::new(lease_ns.into(), lease.into(), identity.into());
+        lease.lease_duration = Duration::from_secs(6);
+        lease.renew_deadline = Duration::from_secs(4);
+        lease.retry_every = Duration::from_secs(1);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(clustersync::operator::run(
+            client,
+            settings,
+            RunOptions {
+                namespaces,
+                telemetry_bind: Some(([127, 0, 0, 1], telemetry).into()),
+                lease: Some(lease),
+            },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Operator {
+            stop: Some(tx),
+            task,
+            telemetry,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let r = tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("the operator stops within 20 s")
+            .expect("the operator task does not panic");
+        r.expect("the operator stops cleanly");
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.telemetry))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+fn uri_secret(ns: &str, name: &str, uri: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "stringData": { "uri": uri },
+    }))
+    .unwrap()
+}
+
+fn cluster_sync(ns: &str, name: &str, mode: &str) -> ClusterSync {
+    serde_json::from_value(json!({
+        "apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "source": { "name": format!("{name}-source") },
+            "destination": { "name": format!("{name}-destination") },
+            "mode": mode,
+            "engine": { "loadLevel": 2 }
+        }
+    }))
+    .unwrap()
+}
+
+async fn set_mode(api: &Api<ClusterSync>, name: &str, mode: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "mode": mode } })),
+    )
+    .await
+    .expect("patch spec.mode");
+}
+
+fn condition<'a>(
+    s: &'a ClusterSyncStatus,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.conditions.iter().find(|c| c.type_ == t)
+}
+
+fn cond_is(s: &ClusterSyncStatus, t: &str, status: &str) -> bool {
+    condition(s, t).is_some_and(|c| c.status == status)
+}
+
+async fn wait_status(
+    api: &Api<ClusterSync>,
+    kubelet: &Kubelet,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&ClusterSyncStatus) -> bool,
+) -> ClusterSyncStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let cs = api.get_opt(name).await.expect("get ClusterSync");
+        if let Some(st) = cs.as_ref().and_then(|c| c.status.clone()) {
+            if pred(&st) {
+                return st;
+            }
+        }
+        if Instant::now() > deadline {
+            let ns = api.namespace().unwrap_or_default().to_string();
+            panic!(
+                "timed out waiting for {what}; status: {}\nengine log (tail):\n{}",
+                serde_json::to_string_pretty(&cs.map(|c| c.status)).unwrap(),
+                tail(&kubelet.log(&ns, &format!("{name}-engine")), 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+async fn wait_event(client: &Client, ns: &str, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reasons = event_reasons(client, ns).await;
+        if reasons.iter().any(|r| r == reason) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} Event in {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Requests the operator's ServiceAccount made in the audit log from `offset` on, leaving
+/// out watches (long-lived, not a per-poll cost) and the leader lease (a fixed cost per
+/// replica, counted separately).
+fn operator_requests(cp: &ControlPlane, offset: u64, ns: &str) -> (Vec<String>, usize) {
+    let mut per_sync = Vec::new();
+    let mut lease = 0;
+    for e in cp.audit_since(offset) {
+        if e["user"]["username"] != SA_USER || e["verb"] == "watch" {
+            continue;
+        }
+        let uri = e["requestURI"].as_str().unwrap_or_default().to_string();
+        if uri.contains("/leases/") {
+            lease += 1;
+        } else if uri.contains(&format!("/namespaces/{ns}/")) {
+            per_sync.push(format!("{} {}", e["verb"].as_str().unwrap_or("?"), uri));
+        }
+    }
+    (per_sync, lease)
+}
+
+/// The CRD, the install manifests, the namespaced overlay and every example, applied
+/// server-side to a real API server: the structural schema is checked and the CEL rules
+/// evaluated (cost included) by the server itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifests_and_examples_apply_and_the_schema_refuses_what_cannot_work() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+
+    // Every example, into its own namespace.
+    for ns in ["shop", "billing"] {
+        let _ = cp.kubectl(&["create", "namespace", ns]);
+    }
+    for entry in std::fs::read_dir(root().join("deploy/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let out = cp.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "clustersync-tests",
+            "-f",
+            path_str(&path),
+        ]);
+        assert!(
+            out.contains("serverside-applied"),
+            "{}: {out}",
+            path.display()
+        );
+    }
+
+    // The namespaced overlay, rendered into a namespace of its own.
+    let ns = cp.namespace(&admin, "nsop").await;
+    // Kustomize takes relative paths only: the wrapper lives two levels under the repository.
+    let scratch = root().join("target");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dir = tempfile::tempdir_in(&scratch).unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - ../../deploy/overlays/namespaced\n"
+        ),
+    )
+    .unwrap();
+    let rendered = cp.kubectl_ok(&[
+        "kustomize",
+        "--load-restrictor",
+        "LoadRestrictionsNone",
+        path_str(dir.path()),
+    ]);
+    let file = dir.path().join("rendered.yaml");
+    // The CRD is cluster-scoped and already applied; the rest goes into `ns`.
+    std::fs::write(&file, &rendered).unwrap();
+    cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "clustersync-tests",
+        "--force-conflicts",
+        "-f",
+        path_str(&file),
+    ]);
+    // Its ServiceAccount may manage ClusterSyncs in its namespace, and nowhere else.
+    let can = |verb: &str, what: &str, in_ns: &str| {
+        let out = cp.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            what,
+            "-n",
+            in_ns,
+            "--as",
+            &format!("system:serviceaccount:{ns}:{OPERATOR_SA}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(can("patch", "clustersyncs.clustersync.io", &ns));
+    assert!(can("create", "deployments.apps", &ns));
+    assert!(!can("patch", "clustersyncs.clustersync.io", "default"));
+    assert!(!can("get", "secrets", "default"));
+    // The cluster-wide operator may read Secrets by name, never list or watch them.
+    let cluster_sa = format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}");
+    for (verb, allowed) in [
+        ("get", true),
+        ("list", false),
+        ("watch", false),
+        ("update", false),
+    ] {
+        let out = cp.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            "secrets",
+            "-n",
+            "shop",
+            "--as",
+            &cluster_sa,
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim() == "yes",
+            allowed,
+            "{verb} secrets"
+        );
+    }
+
+    // Names the engine's objects cannot be derived from are refused up front, by the CEL
+    // rule, with a message that says what to do.
+    let ns = cp.namespace(&admin, "names").await;
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    for bad in ["orders.v2", "2024-move", &"a".repeat(57)] {
+        let err = syncs
+            .create(&PostParams::default(), &cluster_sync(&ns, bad, "Idle"))
+            .await
+            .expect_err(bad);
+        let text = err.to_string();
+        assert!(
+            text.contains("at most 56 characters") && text.contains("<name>-engine"),
+            "{bad}: {text}"
+        );
+    }
+    syncs
+        .create(
+            &PostParams::default(),
+            &cluster_sync(&ns, &"a".repeat(56), "Idle"),
+        )
+        .await
+        .expect("a 56-character name is fine");
+
+    // Source and destination naming one Secret key: refused.
+    let mut same = cluster_sync(&ns, "same", "Idle");
+    same.spec.destination = same.spec.source.clone();
+    let err = syncs
+        .create(&PostParams::default(), &same)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("same Secret key"), "{err}");
+
+    // spec.mode after COMMITTED: refused (the status is set by hand here, as the operator would).
+    syncs
+        .create(
+            &PostParams::default(),
+            &cluster_sync(&ns, "done", "Committed"),
+        )
+        .await
+        .unwrap();
+    syncs
+        .patch_status(
+            "done",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "state": "COMMITTED", "canWrite": true } })),
+        )
+        .await
+        .unwrap();
+    let err = syncs
+        .patch(
+            "done",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "mode": "Running" } })),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.mode cannot change once the sync is COMMITTED"),
+        "{err}"
+    );
+    // Raising reversals stays possible.
+    syncs
+        .patch(
+            "done",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "reversals": 1 } })),
+        )
+        .await
+        .expect("reversals may change after the commit");
+
+    // kubectl explain documents every field of the spec; kubectl get shows Mode and Ready.
+    let explain = cp.kubectl_ok(&["explain", "clustersync.spec", "--recursive=false"]);
+    for field in [
+        "source",
+        "destination",
+        "mode",
+        "reversible",
+        "reversals",
+        "includeNamespaces",
+        "excludeNamespaces",
+        "buildIndexes",
+        "verification",
+        "writeBlocking",
+        "engine",
+    ] {
+        let line = explain
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(&format!("{field}\t")))
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            !line.trim().is_empty() && !line.contains("<no description>"),
+            "kubectl explain clustersync.spec.{field} has no description:\n{explain}"
+        );
+    }
+    let header = cp.kubectl_ok(&["get", "clustersyncs", "-n", &ns]);
+    let first = header.lines().next().unwrap_or_default();
+    for col in [
+        "NAME",
+        "MODE",
+        "STATE",
+        "READY",
+        "LAG",
+        "COPIED",
+        "CANCOMMIT",
+        "AGE",
+    ] {
+        assert!(
+            first.contains(col),
+            "{col} missing from `kubectl get`: {first}"
+        );
+    }
+}
+
+/// IDLE → RUNNING → PAUSED → RUNNING → COMMITTED with live writes, as the manifests'
+/// ServiceAccount, with: a request budget per poll while idle and while copying; a Secret
+/// rotated mid-sync (the engine restarts once, a label-only change restarts nothing); the
+/// engine's container killed; delete with the finalizer; owner-reference garbage collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_runs_to_committed_as_the_operators_service_account() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "life").await;
+    let source = Server::start().await;
+    let destination = Server::start().await;
+    let src = source.client().await;
+    let dst = destination.client().await;
+    common::seed_full_dataset(&src).await.expect("seed");
+    // Enough bytes that the copy spans several polls.
+    let filler = "x".repeat(4000);
+    for chunk in 0..40 {
+        src.database("bulk")
+            .collection::<bson::Document>("docs")
+            .insert_many((0..1000).map(|i| doc! { "_id": chunk * 1000 + i, "pad": &filler }))
+            .await
+            .unwrap();
+    }
+
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+    let operator = Operator::start(sa.clone(), &locator, &format!("lease-{ns}"), "replica-a");
+
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret(&ns, "move-source", &source.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(
+            &pp,
+            &uri_secret(&ns, "move-destination", &destination.uri()),
+        )
+        .await
+        .unwrap();
+    syncs
+        .create(&pp, &cluster_sync(&ns, "move", "Idle"))
+        .await
+        .unwrap();
+
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "move",
+        "IDLE and Ready",
+        Duration::from_secs(90),
+        |s| s.state.as_deref() == Some("IDLE") && cond_is(s, "Ready", "True"),
+    )
+    .await;
+    assert!(cond_is(&st, "RolesVerified", "True"));
+    assert_eq!(st.observed_generation, Some(1));
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let dep = deployments.get("move-engine").await.unwrap();
+    assert_eq!(
+        dep.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "ClusterSync"
+    );
+    assert!(Api::<Service>::namespaced(admin.clone(), &ns)
+        .get_opt("move-engine")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        operator.metric("clustersync_operator_leader").await,
+        Some(1.0)
+    );
+
+    // Request budget while idle: the engine is polled every 3 polls (3 s here); over 12 s,
+    // each poll costs at most the two Secret reads and nothing is applied again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles_before = operator
+        .metric("clustersync_operator_reconciles_total")
+        .await
+        .unwrap_or(0.0);
+    let offset = cp.audit_len();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (idle, lease) = operator_requests(cp, offset, &ns);
+    let reconciles = operator
+        .metric("clustersync_operator_reconciles_total")
+        .await
+        .unwrap_or(0.0)
+        - reconciles_before;
+    println!(
+        "idle, 12 s: {} requests ({lease} lease), {reconciles} reconciles: {idle:#?}",
+        idle.len()
+    );
+    assert!(
+        reconciles <= 8.0,
+        "{reconciles} reconciles in 12 s while idle: a hot loop"
+    );
+    assert!(
+        idle.len() <= 12,
+        "{} requests in 12 s while idle: {idle:#?}",
+        idle.len()
+    );
+    assert!(
+        idle.iter()
+            .all(|r| r.starts_with("get ") && r.contains("/secrets/")),
+        "while idle only the Secrets are read: {idle:#?}"
+    );
+    assert!(
+        lease <= 14,
+        "{lease} lease requests in 12 s (renewed every second)"
+    );
+
+    // Copying: a status patch per poll at most, the Secrets, nothing else.
+    set_mode(&syncs, "move", "Running").await;
+    wait_status(
+        &syncs,
+        &kubelet,
+        "move",
+        "RUNNING",
+        Duration::from_secs(60),
+        |s| s.state.as_deref() == Some("RUNNING"),
+    )
+    .await;
+    let offset = cp.audit_len();
+    let reconciles_before = operator
+        .metric("clustersync_operator_reconciles_total")
+        .await
+        .unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (copying, _) = operator_requests(cp, offset, &ns);
+    let reconciles = operator
+        .metric("clustersync_operator_reconciles_total")
+        .await
+        .unwrap_or(0.0)
+        - reconciles_before;
+    println!(
+        "running, 10 s: {} requests, {reconciles} reconciles: {copying:#?}",
+        copying.len()
+    );
+    assert!(
+        reconciles <= 14.0,
+        "{reconciles} reconciles in 10 s with a 1 s poll: a hot loop"
+    );
+    assert!(
+        copying.len() <= 45,
+        "{} requests in 10 s: {copying:#?}",
+        copying.len()
+    );
+    assert!(
+        !copying
+            .iter()
+            .any(|r| r.contains("/deployments/") || r.contains("/services/")),
+        "the unchanged workload is not applied again: {copying:#?}"
+    );
+
+    // Live writes during the sync.
+    src.database("live")
+        .collection::<bson::Document>("orders")
+        .insert_many((0..200).map(|i| doc! { "_id": i, "v": i }))
+        .await
+        .unwrap();
+
+    // A label on a Secret changes nothing; a rotated connection string restarts the engine.
+    let starts = kubelet.starts(&ns, "move-engine");
+    secrets
+        .patch(
+            "move-source",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "team": "data" } } })),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        kubelet.starts(&ns, "move-engine"),
+        starts,
+        "a label restarts nothing"
+    );
+    let rotated = format!("{}&appName=rotated", source.uri());
+    assert!(
+        source.uri().contains('?'),
+        "the test URI has options: {}",
+        source.uri()
+    );
+    secrets
+        .patch(
+            "move-source",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "uri": rotated } })),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kubelet.starts(&ns, "move-engine") == starts {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated Secret restarts the engine"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The engine's container killed: restarted by the kubelet, the sync resumes.
+    wait_status(
+        &syncs,
+        &kubelet,
+        "move",
+        "RUNNING after the rotation",
+        Duration::from_secs(90),
+        |s| s.state.as_deref() == Some("RUNNING") && cond_is(s, "EngineAvailable", "True"),
+    )
+    .await;
+    assert!(kubelet.kill(&ns, "move-engine"));
+    src.database("live")
+        .collection::<bson::Document>("orders")
+        .insert_many((200..400).map(|i| doc! { "_id": i, "v": i }))
+        .await
+        .unwrap();
+
+    set_mode(&syncs, "move", "Paused").await;
+    wait_status(
+        &syncs,
+        &kubelet,
+        "move",
+        "PAUSED",
+        Duration::from_secs(120),
+        |s| s.state.as_deref() == Some("PAUSED"),
+    )
+    .await;
+    set_mode(&syncs, "move", "Running").await;
+    wait_status(
+        &syncs,
+        &kubelet,
+        "move",
+        "caught up",
+        Duration::from_secs(240),
+        |s| s.state.as_deref() == Some("RUNNING") && s.can_commit,
+    )
+    .await;
+    set_mode(&syncs, "move", "Committed").await;
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "move",
+        "COMMITTED",
+        Duration::from_secs(120),
+        |s| s.state.as_deref() == Some("COMMITTED") && s.can_write,
+    )
+    .await;
+    assert!(cond_is(&st, "Committed", "True"));
+    assert_eq!(
+        st.observed_generation,
+        Some(5),
+        "Idle, Running, Paused, Running, Committed"
+    );
+    common::assert_clusters_equal(&src, &dst).await;
+    for reason in [
+        "Started",
+        "Paused",
+        "Resumed",
+        "CommitRequested",
+        "StateChanged",
+    ] {
+        wait_event(&admin, &ns, reason).await;
+    }
+
+    // Deleted: the finalizer stops the engine and removes what the operator made.
+    syncs
+        .delete("move", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while syncs.get_opt("move").await.unwrap().is_some()
+        || deployments.get_opt("move-engine").await.unwrap().is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the ClusterSync and its Deployment are removed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(secrets
+        .get_opt("move-engine-token")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        secrets.get_opt("move-source").await.unwrap().is_some(),
+        "the user's Secrets stay"
+    );
+    operator.stop().await;
+
+    // Garbage collection: with no operator running, a ClusterSync whose finalizer is removed
+    // by hand still takes its children with it (owner references, kube-controller-manager).
+    syncs
+        .create(&pp, &cluster_sync(&ns, "orphan", "Idle"))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &uri_secret(&ns, "orphan-source", &source.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(
+            &pp,
+            &uri_secret(&ns, "orphan-destination", &destination.uri()),
+        )
+        .await
+        .unwrap();
+    let operator = Operator::start(sa.clone(), &locator, &format!("lease-{ns}"), "replica-b");
+    wait_status(
+        &syncs,
+        &kubelet,
+        "orphan",
+        "IDLE",
+        Duration::from_secs(90),
+        |s| s.state.as_deref() == Some("IDLE"),
+    )
+    .await;
+    operator.stop().await;
+    syncs
+        .patch(
+            "orphan",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    syncs
+        .delete("orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dep = deployments.get_opt("orphan-engine").await.unwrap();
+        let svc = Api::<Service>::namespaced(admin.clone(), &ns)
+            .get_opt("orphan-engine")
+            .await
+            .unwrap();
+        let token = secrets.get_opt("orphan-engine-token").await.unwrap();
+        if dep.is_none() && svc.is_none() && token.is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "garbage collection removes the Deployment, Service and token Secret (left: {} {} {})",
+            dep.is_some(),
+            svc.is_some(),
+            token.is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    kubelet.shutdown();
+}
+
+/// A pod that cannot run and an object the API server refuses are conditions with a reason
+/// and Warning Events, never a silent stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pod_failures_are_conditions_and_warning_events() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "fail").await;
+    let source = Server::start().await;
+    let destination = Server::start().await;
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret(&ns, "pull-source", &source.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(
+            &pp,
+            &uri_secret(&ns, "pull-destination", &destination.uri()),
+        )
+        .await
+        .unwrap();
+    let mut cs = cluster_sync(&ns, "pull", "Running");
+    cs.spec.engine.image = Some("registry.invalid/clustersync:nope".into());
+    syncs.create(&pp, &cs).await.unwrap();
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "pull",
+        "ImagePullBackOff",
+        Duration::from_secs(60),
+        |s| condition(s, "EngineAvailable").is_some_and(|c| c.reason == "ImagePullBackOff"),
+    )
+    .await;
+    let c = condition(&st, "EngineAvailable").unwrap();
+    assert!(
+        c.message.contains("registry.invalid/clustersync:nope"),
+        "{}",
+        c.message
+    );
+    assert!(cond_is(&st, "Ready", "False"));
+    assert_eq!(condition(&st, "Ready").unwrap().reason, "ImagePullBackOff");
+    wait_event(&admin, &ns, "ImagePullBackOff").await;
+
+    // Fixed image: the engine runs and the condition clears.
+    syncs
+        .patch(
+            "pull",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "engine": { "image": RUNNABLE_IMAGE } } })),
+        )
+        .await
+        .unwrap();
+    wait_status(
+        &syncs,
+        &kubelet,
+        "pull",
+        "the engine available",
+        Duration::from_secs(90),
+        |s| cond_is(s, "EngineAvailable", "True"),
+    )
+    .await;
+    operator.stop().await;
+    kubelet.shutdown();
+}
+
+/// Two operator replicas: exactly one leads at any time; the leader killed mid-sync, the
+/// other takes over and the sync goes on with the same engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_one_leader_and_a_takeover() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "ha").await;
+    let source = Server::start().await;
+    let destination = Server::start().await;
+    let src = source.client().await;
+    src.database("app")
+        .collection::<bson::Document>("items")
+        .insert_many((0..2000).map(|i| doc! { "_id": i, "n": i }))
+        .await
+        .unwrap();
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let lease = format!("lease-{ns}");
+    let a = Operator::start(
+        cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await,
+        &locator,
+        &lease,
+        "replica-a",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = Operator::start(
+        cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await,
+        &locator,
+        &lease,
+        "replica-b",
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret(&ns, "ha-source", &source.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &uri_secret(&ns, "ha-destination", &destination.uri()))
+        .await
+        .unwrap();
+    syncs
+        .create(&pp, &cluster_sync(&ns, "ha", "Running"))
+        .await
+        .unwrap();
+    wait_status(
+        &syncs,
+        &kubelet,
+        "ha",
+        "RUNNING",
+        Duration::from_secs(90),
+        |s| s.state.as_deref() == Some("RUNNING"),
+    )
+    .await;
+    let leaders = (
+        a.metric("clustersync_operator_leader").await,
+        b.metric("clustersync_operator_leader").await,
+    );
+    assert_eq!(leaders, (Some(1.0), Some(0.0)), "a leads, b stands by");
+
+    // a dies without releasing (its task is dropped, as a SIGKILL would end it): b takes over
+    // once the lease runs out, and never while a could still act.
+    a.task.abort();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(30);
+    while b.metric("clustersync_operator_leader").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "b takes over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_secs(4),
+        "not before a's lease could have run out"
+    );
+    set_mode(&syncs, "ha", "Committed").await;
+    wait_status(
+        &syncs,
+        &kubelet,
+        "ha",
+        "COMMITTED by b",
+        Duration::from_secs(120),
+        |s| s.state.as_deref() == Some("COMMITTED"),
+    )
+    .await;
+    assert_eq!(
+        kubelet.starts(&ns, "ha-engine"),
+        1,
+        "the same engine throughout"
+    );
+    b.stop().await;
+    kubelet.shutdown();
+}
+
+/// A leader whose lease requests hang (its link to the API server stalls while the other
+/// replica's works) steps down by its renew deadline, before the standby can take over once
+/// the lease has run out: at no moment do both lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_requests_hang_steps_down_before_anyone_takes_over() {
+    use clustersync::operator::leader::Leadership;
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "lease").await;
+    let config = cp.config().await;
+    let upstream = format!(
+        "{}:{}",
+        config.cluster_url.host().unwrap(),
+        config.cluster_url.port_u16().unwrap()
+    );
+    let proxy = common::proxy::FreezableProxy::start(upstream).await;
+    let mut through_proxy = config.clone();
+    through_proxy.cluster_url = format!("https://127.0.0.1:{}", proxy.port).parse().unwrap();
+    let a_client = Client::try_from(through_proxy).unwrap();
+    let cfg = |id: &str| {
+        let mut c = LeaseConfig::new(ns.clone(), "lock".into(), id.into());
+        c.lease_duration = Duration::from_secs(6);
+        c.renew_deadline = Duration::from_secs(4);
+        c.retry_every = Duration::from_secs(1);
+        c
+    };
+    let a = Leadership::new(a_client, cfg("a")).unwrap();
+    let b = Leadership::new(admin.clone(), cfg("b")).unwrap();
+    a.acquire().await;
+    let keep = tokio::spawn(async move { (a.keep().await, Instant::now()) });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !keep.is_finished(),
+        "a keeps the lease while its link works"
+    );
+
+    proxy.freeze(true);
+    let frozen = Instant::now();
+    let standby = tokio::spawn(async move {
+        b.acquire().await;
+        Instant::now()
+    });
+    let (lost, a_stopped) = tokio::time::timeout(Duration::from_secs(20), keep)
+        .await
+        .expect("a gives up within its renew deadline, however long its requests hang")
+        .unwrap();
+    println!("a stepped down after {:?}: {lost}", a_stopped - frozen);
+    assert!(
+        a_stopped - frozen <= Duration::from_secs(5) + Duration::from_millis(500),
+        "a stepped down {:?} after its link froze; its renew deadline is 4 s",
+        a_stopped - frozen
+    );
+    let b_leads = tokio::time::timeout(Duration::from_secs(30), standby)
+        .await
+        .expect("b takes over")
+        .unwrap();
+    println!("b took over {:?} after the freeze", b_leads - frozen);
+    assert!(
+        a_stopped < b_leads,
+        "two leaders: b took over {:?} after the freeze, a stepped down only after {:?}",
+        b_leads - frozen,
+        a_stopped - frozen
+    );
+    proxy.freeze(false);
+}
