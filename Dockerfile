@@ -2,7 +2,10 @@
 #   docker build -t ghcr.io/clustersync/clustersync:0.1.0 .
 # Runs as the distroless "nonroot" user (65532); needs no writable filesystem.
 
-FROM docker.io/library/rust:1.88-bookworm AS build
+# The builder's Rust is Cargo.toml's rust-version, the oldest that builds Cargo.lock's
+# dependencies (tests/install.rs checks the three agree), so every image build also proves
+# the declared minimum.
+FROM docker.io/library/rust:1.89-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./

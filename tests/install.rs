@@ -487,9 +487,42 @@ fn argo_cd_health_follows_ready_and_state() {
         (
             obj(
                 1,
-                json!({"observedGeneration": 1, "state": "COMMITTED", "conditions": [ready, cond("InSync", "True", "Committed")]}),
+                json!({"observedGeneration": 1, "state": "COMMITTED", "conditions": [ready.clone(), cond("InSync", "True", "Committed")]}),
             ),
             "Healthy",
+        ),
+        // Fields the operator has not filled in (yet) are waited for, never a script error.
+        (obj(1, json!({})), "Progressing"),
+        (obj(1, json!({"observedGeneration": 1})), "Progressing"),
+        (
+            obj(1, json!({"observedGeneration": 1, "conditions": []})),
+            "Progressing",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False"}]}),
+            ),
+            "Degraded",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}),
+            ),
+            "Progressing",
+        ),
+        (
+            obj(
+                1,
+                json!({"observedGeneration": 1, "state": "RUNNING", "conditions": [ready.clone(), {"type": "InSync", "status": "True"}]}),
+            ),
+            "Healthy",
+        ),
+        (
+            json!({"apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync", "metadata": {"name": "x"},
+                   "status": {"state": "IDLE", "conditions": [ready]}}),
+            "Suspended",
         ),
     ];
     let input = Value::Array(cases.iter().map(|(o, _)| o.clone()).collect()).to_string();
@@ -713,4 +746,495 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
     ] {
         assert!(queried.contains(must), "the dashboard shows {must}");
     }
+}
+
+/// A version such as `1.89` or `1.89.0` as (major, minor, patch).
+fn version(v: &str) -> (u64, u64, u64) {
+    let mut parts = v.trim().split('.').map(|p| {
+        p.parse::<u64>()
+            .unwrap_or_else(|_| panic!("not a version: {v:?}"))
+    });
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+/// The highest `rust-version` among the packages `cargo build` compiles for clustersync on
+/// this host (normal dependencies, and their build dependencies), from Cargo.lock, with the
+/// packages that declare it.
+fn dependencies_rust_version() -> ((u64, u64, u64), Vec<String>) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host");
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .args(["--filter-platform", &host])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo metadata --locked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages: std::collections::HashMap<&str, &Value> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p))
+        .collect();
+    let nodes: std::collections::HashMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let root_id = meta["resolve"]["root"].as_str().unwrap();
+    let mut built = BTreeSet::new();
+    let mut todo = vec![root_id];
+    while let Some(id) = todo.pop() {
+        if !built.insert(id) {
+            continue;
+        }
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            // The package's own dev-dependencies are not in the image; a dependency's build
+            // dependencies are compiled to run its build script.
+            let built_for =
+                |k: &Value| k["kind"].is_null() || (id != root_id && k["kind"] == "build");
+            if dep["dep_kinds"].as_array().unwrap().iter().any(built_for) {
+                todo.push(dep["pkg"].as_str().unwrap());
+            }
+        }
+    }
+    assert!(built.len() > 100, "the dependency graph: {built:?}");
+    let mut max = (0, 0, 0);
+    let mut by = Vec::new();
+    for id in built.iter().filter(|id| **id != root_id) {
+        let p = packages[id];
+        if let Some(rv) = p["rust_version"].as_str() {
+            let v = version(rv);
+            let name = format!(
+                "{} {} (rust-version {rv})",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            );
+            if v > max {
+                max = v;
+                by.clear();
+            }
+            if v == max {
+                by.push(name);
+            }
+        }
+    }
+    (max, by)
+}
+
+/// `cargo build --locked` refuses a toolchain older than any locked dependency's
+/// `rust-version`, so the image's builder must be at least Cargo.toml's `rust-version`, which
+/// must be at least the highest `rust-version` in Cargo.lock's dependency graph.
+#[test]
+fn the_builder_image_and_rust_version_satisfy_cargo_lock() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let re = regex::Regex::new(r"(?m)^FROM\s+\S*\brust:([0-9]+\.[0-9]+(?:\.[0-9]+)?)\S*").unwrap();
+    let tags: Vec<&str> = re
+        .captures_iter(&dockerfile)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert_eq!(
+        tags.len(),
+        1,
+        "one builder stage FROM rust:<version>[-variant]: {tags:?}"
+    );
+    let builder = version(tags[0]);
+
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let rv = regex::Regex::new(r#"(?m)^rust-version\s*=\s*"([^"]+)""#)
+        .unwrap()
+        .captures(&manifest)
+        .expect("Cargo.toml declares rust-version")[1]
+        .to_string();
+    let declared = version(&rv);
+
+    let (needed, by) = dependencies_rust_version();
+    assert!(
+        declared >= needed,
+        "Cargo.toml says rust-version {rv}, but the locked dependencies need {needed:?}: {by:?}"
+    );
+    assert!(
+        builder >= declared,
+        "the Dockerfile builds with rust:{}, older than Cargo.toml's rust-version {rv}",
+        tags[0]
+    );
+}
+
+/// The path from `from` (a directory) to `to`, both absolute: kustomize refuses absolute
+/// paths to other kustomizations.
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut p = PathBuf::new();
+    for _ in common..from.len() {
+        p.push("..");
+    }
+    for c in &to[common..] {
+        p.push(c);
+    }
+    p
+}
+
+fn flux_kustomizations() -> Vec<Value> {
+    let docs = read_docs(&root().join("deploy/gitops/flux-kustomization.yaml"));
+    let ks: Vec<Value> = docs
+        .into_iter()
+        .filter(|d| d["kind"] == "Kustomization")
+        .collect();
+    assert!(
+        ks.len() >= 2,
+        "the operator's and the syncs' Kustomizations"
+    );
+    for k in &ks {
+        assert_eq!(k["apiVersion"], "kustomize.toolkit.fluxcd.io/v1", "{k}");
+    }
+    ks
+}
+
+/// Deleting a Flux Kustomization that prunes deletes everything it applied: with the CRD,
+/// every ClusterSync in the cluster. The Flux example applies deploy/base with the CRD patched
+/// `kustomize.toolkit.fluxcd.io/prune: disabled`; rendered as Flux renders it (kustomize, with
+/// the Kustomization's patches), the CRD carries it and nothing else changes.
+#[test]
+fn flux_never_prunes_the_crd() {
+    let mut checked = 0;
+    for k in flux_kustomizations() {
+        let spec = &k["spec"];
+        let name = k["metadata"]["name"].as_str().unwrap();
+        assert!(spec["prune"].is_boolean(), "{name}: spec.prune is required");
+        assert!(
+            matches!(
+                spec["deletionPolicy"].as_str(),
+                None | Some("MirrorPrune") | Some("Orphan")
+            ),
+            "{name}: deletionPolicy {}",
+            spec["deletionPolicy"]
+        );
+        // Only the paths of this repository can be rendered here.
+        if spec["sourceRef"]["name"] != "clustersync" {
+            continue;
+        }
+        let path = spec["path"].as_str().unwrap().trim_start_matches("./");
+        let plain = yaml_docs(&kustomize(path));
+        if !plain
+            .iter()
+            .any(|d| d["kind"] == "CustomResourceDefinition")
+        {
+            continue;
+        }
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let kustomization = json!({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [relative(dir.path(), &root().join(path))],
+            "patches": spec["patches"].clone(),
+        });
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            serde_json::to_string(&kustomization).unwrap(),
+        )
+        .unwrap();
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let patched = yaml_docs(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(patched.len(), plain.len(), "{name}");
+        for (p, d) in patched.iter().zip(&plain) {
+            if d["kind"] == "CustomResourceDefinition" {
+                let protected = |m: &Value| {
+                    m["annotations"]["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
+                        || m["labels"]["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
+                };
+                assert!(
+                    protected(&p["metadata"]),
+                    "{name} (prune: {}) would delete CRD {} and every ClusterSync with it when the Kustomization is deleted or the CRD leaves {path}",
+                    spec["prune"],
+                    d["metadata"]["name"]
+                );
+                let mut without = p.clone();
+                let annotations = without["metadata"]["annotations"].as_object_mut().unwrap();
+                annotations.remove("kustomize.toolkit.fluxcd.io/prune");
+                if annotations.is_empty() {
+                    without["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("annotations");
+                }
+                assert_eq!(
+                    &without, d,
+                    "{name}: the patch changes the CRD only by the annotation"
+                );
+                checked += 1;
+            } else {
+                assert_eq!(p, d, "{name}: the patch touches the CRD only");
+            }
+        }
+    }
+    assert_eq!(checked, 1, "the operator's Kustomization applies the CRD");
+}
+
+/// Runs the Kustomizations' ClusterSync health expressions through scripts/flux-health, which
+/// evaluates them as kustomize-controller does (cel-go, Flux's CEL environment and order).
+fn flux_health(exprs: &Value, objects: &[Value]) -> Vec<Value> {
+    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("flux-health");
+    let build = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(root().join("scripts/flux-health"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("go is needed to build scripts/flux-health (as for scripts/k8s.sh): {e}")
+        });
+    assert!(
+        build.status.success(),
+        "go build scripts/flux-health: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    use std::io::Write;
+    let mut child = Command::new(&bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            json!({"exprs": exprs, "objects": objects})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "flux-health: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Flux judges ClusterSyncs by the example's healthCheckExprs: a status that is partly or
+/// not yet filled in is waited for, never an error or a failure (Flux cannot name an absent
+/// top-level `status` in CEL: Unknown, which it polls until the timeout); a copy that takes
+/// hours is healthy; failures someone must fix fail.
+#[test]
+fn flux_health_checks_tolerate_absent_fields_and_a_long_copy() {
+    let ks = flux_kustomizations();
+    let syncs = ks
+        .iter()
+        .find(|k| k["spec"]["healthCheckExprs"].is_array())
+        .expect("a Kustomization judges ClusterSyncs with healthCheckExprs");
+    let spec = &syncs["spec"];
+    let exprs = spec["healthCheckExprs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "ClusterSync")
+        .expect("an expression for ClusterSync");
+    assert_eq!(exprs["apiVersion"], "clustersync.io/v1alpha1");
+    assert!(
+        spec["wait"] == true
+            || spec["healthChecks"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|c| c["kind"] == "ClusterSync")),
+        "the expressions are used: wait, or ClusterSyncs in healthChecks"
+    );
+    // The timeout bounds starting an engine, not the copy: minutes.
+    let timeout = spec["timeout"].as_str().expect("an explicit timeout");
+    let minutes: u64 = timeout
+        .strip_suffix('m')
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("timeout in minutes: {timeout}"));
+    assert!((5..=30).contains(&minutes), "timeout {timeout}");
+
+    let cond = |t: &str, s: &str, reason: &str| {
+        json!({"type": t, "status": s, "reason": reason, "message": format!("{t} {reason}"),
+               "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    };
+    let ready = cond("Ready", "True", "SyncHealthy");
+    let obj = |generation: i64, status: Option<Value>| {
+        let mut o = json!({"apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
+               "metadata": {"name": "orders", "namespace": "shop", "generation": generation},
+               "spec": {"source": {"name": "a"}, "destination": {"name": "b"}, "mode": "Running"}});
+        if let Some(s) = status {
+            o["status"] = s;
+        }
+        o
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("no status yet", obj(1, None), "Unknown"),
+        ("an empty status", obj(1, Some(json!({}))), "InProgress"),
+        (
+            "no conditions yet",
+            obj(1, Some(json!({"observedGeneration": 1}))),
+            "InProgress",
+        ),
+        (
+            "conditions without Ready",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "conditions": [cond("CredentialsResolved", "True", "SecretsFound")]}),
+                ),
+            ),
+            "InProgress",
+        ),
+        (
+            "a spec not acted on yet",
+            obj(
+                2,
+                Some(
+                    json!({"observedGeneration": 1, "state": "RUNNING", "conditions": [ready.clone()]}),
+                ),
+            ),
+            "InProgress",
+        ),
+        (
+            "roles not checked yet",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "Pending")]}),
+                ),
+            ),
+            "InProgress",
+        ),
+        (
+            "the engine starting",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "EngineNotReady")]}),
+                ),
+            ),
+            "InProgress",
+        ),
+        (
+            "a Ready condition without status or reason",
+            obj(
+                1,
+                Some(json!({"observedGeneration": 1, "conditions": [{"type": "Ready"}]})),
+            ),
+            "InProgress",
+        ),
+        (
+            "missing roles",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "MissingRoles")]}),
+                ),
+            ),
+            "Failed",
+        ),
+        (
+            "a stopped sync",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "state": "RUNNING", "conditions": [cond("Ready", "False", "SyncStopped")]}),
+                ),
+            ),
+            "Failed",
+        ),
+        (
+            "Ready=False without a reason",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False"}]}),
+                ),
+            ),
+            "Failed",
+        ),
+        (
+            "hours into the copy",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "state": "RUNNING", "copiedPercent": "37%",
+                "conditions": [ready.clone(), cond("InSync", "False", "Copying")]}),
+                ),
+            ),
+            "Current",
+        ),
+        (
+            "ready, nothing else reported",
+            obj(
+                1,
+                Some(json!({"observedGeneration": 1, "conditions": [ready.clone()]})),
+            ),
+            "Current",
+        ),
+        (
+            "idle as asked",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "state": "IDLE", "conditions": [ready.clone()]}),
+                ),
+            ),
+            "Current",
+        ),
+        (
+            "caught up",
+            obj(
+                1,
+                Some(
+                    json!({"observedGeneration": 1, "state": "RUNNING", "lagSeconds": 1,
+                "conditions": [ready.clone(), cond("InSync", "True", "CaughtUp")]}),
+                ),
+            ),
+            "Current",
+        ),
+        (
+            "committed",
+            obj(
+                1,
+                Some(json!({"observedGeneration": 1, "state": "COMMITTED",
+                "conditions": [ready.clone(), cond("InSync", "True", "Committed")]})),
+            ),
+            "Current",
+        ),
+    ];
+    let objects: Vec<Value> = cases.iter().map(|(_, o, _)| o.clone()).collect();
+    let got = flux_health(exprs, &objects);
+    assert_eq!(got.len(), cases.len());
+    let mut wrong = Vec::new();
+    for ((what, _, want), r) in cases.iter().zip(&got) {
+        // Errors only where Flux cannot avoid them (no `status` to name).
+        if r["status"] != *want || (*what != "no status yet" && !r["error"].is_null()) {
+            wrong.push(format!("{what}: want {want}, got {r}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

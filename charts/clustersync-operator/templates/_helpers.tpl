@@ -113,3 +113,12 @@ release namespace when that list is empty.
 {{- .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Selector labels of the engine pods the operator creates (src/operator/workload.rs, labels()):
+every engine of every ClusterSync, whatever its name.
+*/}}
+{{- define "clustersync-operator.engineSelectorLabels" -}}
+app.kubernetes.io/name: clustersync-engine
+app.kubernetes.io/managed-by: clustersync-operator
+{{- end -}}
