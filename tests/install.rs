@@ -1,11 +1,14 @@
 //! The install paths: `deploy/` (kustomize base, namespaced overlay, rendered install.yaml,
-//! examples), the Helm charts, the container image's Dockerfile and the Argo CD health check.
+//! examples), the Helm charts' files, the container image's Dockerfile (its Rust against
+//! Cargo.toml's rust-version and Cargo.lock), and the GitOps examples: the Argo CD health
+//! check and the Flux Kustomizations (the CRD never pruned; the health expressions).
 //!
 //! Rendering uses `kubectl kustomize`; Kubernetes-schema, CRD-schema, chart-values and Lua
-//! checks run in `scripts/check_manifests.py` from the testbed's venv. No helm binary, API
-//! server or container engine exists here, so charts are checked statically (values against
-//! their schema, every referenced value present, the CRD identical) and the image is not
-//! built: see the README for what that leaves unexercised.
+//! checks run in `scripts/check_manifests.py` from the testbed's venv; Flux's CEL health
+//! expressions run through `scripts/flux-health` (Go, cel-go as Flux uses it). Here the charts
+//! are checked statically (values against their schema, every referenced value present, the
+//! CRD identical); `tests/helm.rs` lints and renders them with helm. No container engine
+//! works here, so the image is not built: see the README for what that leaves unexercised.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
