@@ -211,7 +211,7 @@ EOF
         --authentication-kubeconfig "$DIR/controller-manager.kubeconfig" \
         --authorization-kubeconfig "$DIR/controller-manager.kubeconfig" \
         --bind-address 127.0.0.1 --secure-port "$kcm_port" \
-        --leader-elect=false --use-service-account-credentials=false \
+        --leader-elect=false --use-service-account-credentials=true \
         --root-ca-file "$DIR/pki/ca.crt" \
         --service-account-private-key-file "$DIR/pki/sa.key" \
         --controllers '*,-node-lifecycle-controller,-node-ipam-controller,-persistentvolume-binder-controller,-persistentvolume-attach-detach-controller,-persistentvolume-expander-controller' \

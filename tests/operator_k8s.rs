@@ -208,9 +208,14 @@ async fn wait_status(
         }
         if Instant::now() > deadline {
             let ns = api.namespace().unwrap_or_default().to_string();
+            let cp = ControlPlane::shared();
+            let objects =
+                cp.kubectl(&["get", "deploy,rs,pods,svc,events", "-n", &ns, "-o", "wide"]);
             panic!(
-                "timed out waiting for {what}; status: {}\nengine log (tail):\n{}",
+                "timed out waiting for {what}; status: {}\nobjects:\n{}{}\nengine log (tail):\n{}",
                 serde_json::to_string_pretty(&cs.map(|c| c.status)).unwrap(),
+                String::from_utf8_lossy(&objects.stdout),
+                String::from_utf8_lossy(&objects.stderr),
                 tail(&kubelet.log(&ns, &format!("{name}-engine")), 40)
             );
         }
@@ -595,8 +600,9 @@ async fn a_sync_runs_to_committed_as_the_operators_service_account() {
             .all(|r| r.starts_with("get ") && r.contains("/secrets/")),
         "while idle only the Secrets are read: {idle:#?}"
     );
+    // A renewal is a read and a compare-and-swap write, as client-go's, once a second here.
     assert!(
-        lease <= 14,
+        lease <= 28,
         "{lease} lease requests in 12 s (renewed every second)"
     );
 
@@ -797,15 +803,26 @@ async fn a_sync_runs_to_committed_as_the_operators_service_account() {
         .await
         .unwrap();
     let operator = Operator::start(sa.clone(), &locator, &format!("lease-{ns}"), "replica-b");
-    wait_status(
-        &syncs,
-        &kubelet,
-        "orphan",
-        "IDLE",
-        Duration::from_secs(90),
-        |s| s.state.as_deref() == Some("IDLE"),
-    )
-    .await;
+    // (Those servers hold the first sync's committed state, so this engine does not get to
+    // IDLE; what matters here is what the operator created.)
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while deployments
+        .get_opt("orphan-engine")
+        .await
+        .unwrap()
+        .is_none()
+        || secrets
+            .get_opt("orphan-engine-token")
+            .await
+            .unwrap()
+            .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the operator creates orphan's engine"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     operator.stop().await;
     syncs
         .patch(
