@@ -508,6 +508,9 @@ async fn drive(
     }
 
     let Some(base) = ctx.settings.locator.base_url(&ns, &engine) else {
+        if let Some(outcome) = pod_blocker(cs, ctx, conds, events) {
+            return Ok(outcome);
+        }
         conds.set(
             types::ENGINE_AVAILABLE,
             false,
@@ -523,29 +526,8 @@ async fn drive(
     let progress = match api.progress().await {
         Ok(p) => p,
         Err(e) => {
-            // A pod that cannot run says why; that beats "not ready yet".
-            if let Some(problem) = ctx.pod_problem(cs) {
-                if !conds.has_reason(types::ENGINE_AVAILABLE, &problem.reason) {
-                    events.push(event(
-                        EventType::Warning,
-                        &problem.reason,
-                        "RunEngine",
-                        problem.message.clone(),
-                    ));
-                }
-                conds.set(
-                    types::ENGINE_AVAILABLE,
-                    false,
-                    &problem.reason,
-                    problem.message.clone(),
-                );
-                return Ok(Outcome {
-                    requeue: poll,
-                    blocker: Some(Blocker {
-                        reason: problem.reason,
-                        message: problem.message,
-                    }),
-                });
+            if let Some(outcome) = pod_blocker(cs, ctx, conds, events) {
+                return Ok(outcome);
             }
             let reason = match &e {
                 CallError::Refused { .. } => "EngineUnauthorized",
@@ -709,6 +691,38 @@ async fn drive(
         _ => poll,
     };
     Ok(Outcome { requeue, blocker })
+}
+
+/// A pod that cannot run says why (a condition, and a Warning Event when the reason is new);
+/// that beats "not ready yet".
+fn pod_blocker(
+    cs: &ClusterSync,
+    ctx: &Context,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> Option<Outcome> {
+    let problem = ctx.pod_problem(cs)?;
+    if !conds.has_reason(types::ENGINE_AVAILABLE, &problem.reason) {
+        events.push(event(
+            EventType::Warning,
+            &problem.reason,
+            "RunEngine",
+            problem.message.clone(),
+        ));
+    }
+    conds.set(
+        types::ENGINE_AVAILABLE,
+        false,
+        &problem.reason,
+        problem.message.clone(),
+    );
+    Some(Outcome {
+        requeue: ctx.settings.poll,
+        blocker: Some(Blocker {
+            reason: problem.reason,
+            message: problem.message,
+        }),
+    })
 }
 
 fn current_state(status: &ClusterSyncStatus) -> Option<EngineState> {
