@@ -477,9 +477,11 @@ async fn drive(
     };
     // Without credentials no engine is created; one that already runs keeps its environment
     // and is still watched.
+    // Secrets are not watched (the operator reads only those named, by name): a missing one
+    // is looked for again at the next poll.
     if creds.is_none() && !ctx.has_child::<Deployment>(&ns, &engine) {
         return Ok(Outcome {
-            requeue: Duration::from_secs(30),
+            requeue: poll,
             blocker: None,
         });
     }

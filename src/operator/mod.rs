@@ -225,7 +225,10 @@ async fn controller(
         .predicate_filter(
             predicates::generation
                 .combine(predicates::annotations)
-                .combine(predicates::finalizers),
+                .combine(predicates::finalizers)
+                // A real API server bumps a custom resource's generation when it is marked for
+                // deletion; this does not rely on it.
+                .combine(|cs: &ClusterSync| Some(cs.metadata.deletion_timestamp.is_some() as u64)),
             PredicateConfig::default(),
         );
     let (deployments, dep_writer) = reflector::store();
