@@ -126,6 +126,21 @@ struct OperatorArgs {
         value_name = "JSON"
     )]
     engine_defaults: Option<String>,
+    /// Namespace of a metrics scraper (e.g. Prometheus) that engine NetworkPolicies admit to
+    /// the engines' /metrics, besides the operator.
+    #[arg(
+        long = "metrics-scraper-namespace",
+        env = "CLUSTERSYNC_METRICS_SCRAPER_NAMESPACE"
+    )]
+    metrics_scraper_namespace: Option<String>,
+    /// Labels of the scraper's pods (JSON object of strings; {} or unset: every pod in
+    /// --metrics-scraper-namespace).
+    #[arg(
+        long = "metrics-scraper-pod-labels",
+        env = "CLUSTERSYNC_METRICS_SCRAPER_POD_LABELS",
+        value_name = "JSON"
+    )]
+    metrics_scraper_pod_labels: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long = "metrics-bind", default_value = "0.0.0.0:8080")]
     metrics_bind: std::net::SocketAddr,
@@ -228,6 +243,16 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
             }
         },
     };
+    let metrics_scraper = match parse_scraper(
+        args.metrics_scraper_namespace.as_deref(),
+        args.metrics_scraper_pod_labels.as_deref(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = clustersync::logging::init(&level, None) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -261,6 +286,7 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
             Settings::new(args.engine_image.clone(), std::sync::Arc::new(ServiceDns));
         settings.poll = std::time::Duration::from_secs(args.poll_seconds);
         settings.engine_defaults = engine_defaults;
+        settings.metrics_scraper = metrics_scraper;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             namespaces = %if args.namespace.is_empty() { "(all)".to_string() } else { args.namespace.join(",") },
@@ -296,6 +322,30 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The metrics scraper engine NetworkPolicies admit, from its two settings.
+fn parse_scraper(
+    namespace: Option<&str>,
+    labels: Option<&str>,
+) -> Result<Option<clustersync::operator::workload::Scraper>, String> {
+    let labels = labels.map(str::trim).filter(|l| !l.is_empty());
+    let Some(namespace) = namespace.map(str::trim).filter(|n| !n.is_empty()) else {
+        return match labels {
+            Some(_) => Err("--metrics-scraper-pod-labels (CLUSTERSYNC_METRICS_SCRAPER_POD_LABELS) needs --metrics-scraper-namespace (CLUSTERSYNC_METRICS_SCRAPER_NAMESPACE): name the scraper's namespace".into()),
+            None => Ok(None),
+        };
+    };
+    let pod_labels = match labels {
+        None => Default::default(),
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            format!("--metrics-scraper-pod-labels (CLUSTERSYNC_METRICS_SCRAPER_POD_LABELS): {e}; give a JSON object of label names to string values, e.g. {{\"app.kubernetes.io/name\":\"prometheus\"}}")
+        })?,
+    };
+    Ok(Some(clustersync::operator::workload::Scraper {
+        namespace: namespace.to_string(),
+        pod_labels,
+    }))
 }
 
 /// Engine defaults as the operator takes them: a misspelt field is an error, not ignored.

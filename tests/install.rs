@@ -679,6 +679,36 @@ fn the_operator_refuses_engine_defaults_it_cannot_use() {
     }
 }
 
+/// The chart's metrics-scraper values reach the operator as these settings; bad ones are
+/// refused before anything starts.
+#[test]
+fn the_operator_refuses_a_scraper_it_cannot_admit() {
+    for (args, want) in [
+        (
+            vec!["--metrics-scraper-pod-labels", r#"{"app":"prometheus"}"#],
+            "needs --metrics-scraper-namespace",
+        ),
+        (
+            vec![
+                "--metrics-scraper-namespace",
+                "monitoring",
+                "--metrics-scraper-pod-labels",
+                r#"{"app": 1}"#,
+            ],
+            "JSON object of label names to string values",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clustersync"))
+            .arg("operator")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
 /// Every series the Grafana dashboard queries is one the engine or the operator exports, so a
 /// renamed metric cannot leave a panel silently empty.
 #[test]

@@ -55,6 +55,8 @@ pub struct Settings {
     /// The operator's own namespace: engines get a NetworkPolicy that admits only the
     /// operator's pods from there. `None` (an operator outside the cluster): no policy.
     pub operator_namespace: Option<String>,
+    /// Also admitted to the engines' port by their NetworkPolicy: a metrics scraper.
+    pub metrics_scraper: Option<workload::Scraper>,
 }
 
 impl Settings {
@@ -71,6 +73,7 @@ impl Settings {
             },
             operator_namespace: std::env::var("POD_NAMESPACE").ok(),
             engine_defaults: Default::default(),
+            metrics_scraper: None,
         }
     }
 }
@@ -983,7 +986,7 @@ async fn ensure_workload(
         .settings
         .operator_namespace
         .as_ref()
-        .map(|op| workload::network_policy(cs, op));
+        .map(|op| workload::network_policy(cs, op, ctx.settings.metrics_scraper.as_ref()));
     let service = workload::service(cs);
     let deployment = workload::deployment(
         &with_defaults,

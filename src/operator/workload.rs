@@ -319,7 +319,43 @@ pub const OPERATOR_NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "cluste
 
 /// Lets only the operator's pods (in `operator_namespace`) reach the engine's API; the engine's
 /// own connections out, to the clusters, stay open.
-pub fn network_policy(cs: &ClusterSync, operator_namespace: &str) -> NetworkPolicy {
+/// Who may scrape the engines' `/metrics` besides the operator (e.g. Prometheus): pods with
+/// these labels (all pods when empty) in this namespace.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Scraper {
+    pub namespace: String,
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+pub fn network_policy(
+    cs: &ClusterSync,
+    operator_namespace: &str,
+    scraper: Option<&Scraper>,
+) -> NetworkPolicy {
+    let in_namespace = |ns: &str, pods: BTreeMap<String, String>| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                ns.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(pods),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut from = vec![in_namespace(
+        operator_namespace,
+        BTreeMap::from([(
+            OPERATOR_NAME_LABEL.0.to_string(),
+            OPERATOR_NAME_LABEL.1.to_string(),
+        )]),
+    )];
+    if let Some(s) = scraper {
+        from.push(in_namespace(&s.namespace, s.pod_labels.clone()));
+    }
     NetworkPolicy {
         metadata: meta(cs),
         spec: Some(NetworkPolicySpec {
@@ -329,23 +365,7 @@ pub fn network_policy(cs: &ClusterSync, operator_namespace: &str) -> NetworkPoli
             }),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            "kubernetes.io/metadata.name".to_string(),
-                            operator_namespace.to_string(),
-                        )])),
-                        ..Default::default()
-                    }),
-                    pod_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            OPERATOR_NAME_LABEL.0.to_string(),
-                            OPERATOR_NAME_LABEL.1.to_string(),
-                        )])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
+                from: Some(from),
                 ports: Some(vec![NetworkPolicyPort {
                     port: Some(IntOrString::Int(API_PORT)),
                     protocol: Some("TCP".into()),
@@ -507,7 +527,7 @@ mod tests {
     #[test]
     fn only_the_operator_reaches_the_engine() {
         let c = cs();
-        let p = network_policy(&c, "clustersync-system").spec.unwrap();
+        let p = network_policy(&c, "clustersync-system", None).spec.unwrap();
         assert_eq!(p.pod_selector.unwrap().match_labels.unwrap(), labels(&c));
         assert_eq!(p.policy_types.unwrap(), vec!["Ingress".to_string()]);
         let rule = &p.ingress.unwrap()[0];
@@ -534,6 +554,30 @@ mod tests {
             rule.ports.as_ref().unwrap()[0].port,
             Some(IntOrString::Int(API_PORT))
         );
+        assert_eq!(rule.from.as_ref().unwrap().len(), 1, "nobody else");
+
+        // With a scraper configured, its pods are admitted too, and only to the same port.
+        let scraper = Scraper {
+            namespace: "monitoring".into(),
+            pod_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "prometheus".into())]),
+        };
+        let p = network_policy(&c, "clustersync-system", Some(&scraper))
+            .spec
+            .unwrap();
+        let rule = &p.ingress.as_ref().unwrap()[0];
+        let peers = rule.from.as_ref().unwrap();
+        assert_eq!(peers.len(), 2);
+        let ns = peers[1].namespace_selector.as_ref().unwrap();
+        assert_eq!(
+            ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+            "monitoring"
+        );
+        let pods = peers[1].pod_selector.as_ref().unwrap();
+        assert_eq!(
+            pods.match_labels.as_ref().unwrap()["app.kubernetes.io/name"],
+            "prometheus"
+        );
+        assert_eq!(rule.ports.as_ref().unwrap().len(), 1);
     }
 
     #[test]
