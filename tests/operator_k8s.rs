@@ -80,8 +80,18 @@ struct Operator {
 }
 
 impl Operator {
+    /// An operator watching the test's namespace `lease` names (`lease-<namespace>`): tests
+    /// share the control plane, and each operator must act on its own test's syncs only.
     fn start(client: Client, locator: &StaticLocator, lease: &str, identity: &str) -> Operator {
-        Self::start_with(client, locator, lease, identity, vec![], OPERATOR_NS)
+        let ns = lease.strip_prefix("lease-").expect("lease-<namespace>");
+        Self::start_with(
+            client,
+            locator,
+            lease,
+            identity,
+            vec![ns.to_string()],
+            OPERATOR_NS,
+        )
     }
 
     fn start_with(
@@ -265,7 +275,7 @@ fn operator_requests(cp: &ControlPlane, offset: u64, ns: &str) -> (Vec<String>, 
             continue;
         }
         let uri = e["requestURI"].as_str().unwrap_or_default().to_string();
-        if uri.contains("/leases/") {
+        if uri.contains(&format!("/leases/lease-{ns}")) {
             lease += 1;
         } else if uri.contains(&format!("/namespaces/{ns}/")) {
             per_sync.push(format!("{} {}", e["verb"].as_str().unwrap_or("?"), uri));
@@ -1088,4 +1098,83 @@ async fn a_leader_whose_requests_hang_steps_down_before_anyone_takes_over() {
         a_stopped - frozen
     );
     proxy.freeze(false);
+}
+
+/// An operator whose RBAC lacks a permission it needs (here: Services) says so in the
+/// ClusterSync's status and in a Warning Event, naming what to grant, instead of stalling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_permission_is_a_condition_and_a_warning_event() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "rbac").await;
+    // deploy/base/clusterrole.yaml's rules without Services, in this namespace only.
+    let role = std::fs::read_to_string(root().join("deploy/base/clusterrole.yaml")).unwrap();
+    let mut role: serde_json::Value = serde_norway::from_str(&role).unwrap();
+    role["kind"] = json!("Role");
+    role["metadata"] = json!({ "name": "limited", "namespace": ns });
+    let rules = role["rules"].as_array_mut().unwrap();
+    rules.retain(|r| r["resources"] != json!(["services"]));
+    rules.push(json!({ "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"] }));
+    let objects = json!({ "apiVersion": "v1", "kind": "List", "items": [
+        { "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "limited", "namespace": ns } },
+        role,
+        { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+          "metadata": { "name": "limited", "namespace": ns },
+          "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "limited" },
+          "subjects": [{ "kind": "ServiceAccount", "name": "limited", "namespace": ns }] },
+    ]});
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_string(&objects).unwrap()).unwrap();
+    cp.kubectl_ok(&["apply", "--server-side", "-f", path_str(file.path())]);
+
+    let source = Server::start().await;
+    let destination = Server::start().await;
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let limited = cp.service_account_client(&ns, "limited").await;
+    let operator = Operator::start_with(
+        limited,
+        &locator,
+        "limited-operator",
+        "replica-a",
+        vec![ns.clone()],
+        &ns,
+    );
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret(&ns, "denied-source", &source.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(
+            &pp,
+            &uri_secret(&ns, "denied-destination", &destination.uri()),
+        )
+        .await
+        .unwrap();
+    syncs
+        .create(&pp, &cluster_sync(&ns, "denied", "Idle"))
+        .await
+        .unwrap();
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "denied",
+        "EngineAvailable Forbidden",
+        Duration::from_secs(60),
+        |s| condition(s, "EngineAvailable").is_some_and(|c| c.reason == "Forbidden"),
+    )
+    .await;
+    let c = condition(&st, "EngineAvailable").unwrap();
+    assert!(
+        c.message.contains("services") && c.message.contains("clusterrole.yaml"),
+        "{}",
+        c.message
+    );
+    assert_eq!(condition(&st, "Ready").unwrap().reason, "Forbidden");
+    wait_event(&admin, &ns, "Forbidden").await;
+    operator.stop().await;
+    kubelet.shutdown();
 }
