@@ -1178,3 +1178,90 @@ async fn a_missing_permission_is_a_condition_and_a_warning_event() {
     operator.stop().await;
     kubelet.shutdown();
 }
+
+/// `mode` and `reversals` drive a reversible sync through pause, commit and one reversal on a
+/// real API server: the writes made on the destination after the cut-over come back to the
+/// original source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_commit_and_reverse_through_the_spec() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "rev").await;
+    let a = Server::start().await;
+    let b = Server::start().await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    let docs = ca.database("app").collection::<bson::Document>("items");
+    docs.insert_many((0..500).map(|i| doc! { "_id": i, "n": i }))
+        .await
+        .unwrap();
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let pp = PostParams::default();
+    secrets
+        .create(&pp, &uri_secret(&ns, "rev-source", &a.uri()))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &uri_secret(&ns, "rev-destination", &b.uri()))
+        .await
+        .unwrap();
+    let mut cs = cluster_sync(&ns, "rev", "Running");
+    cs.spec.reversible = true;
+    syncs.create(&pp, &cs).await.unwrap();
+    let long = Duration::from_secs(120);
+    wait_status(&syncs, &kubelet, "rev", "caught up", long, |s| s.can_commit).await;
+    set_mode(&syncs, "rev", "Paused").await;
+    wait_status(&syncs, &kubelet, "rev", "PAUSED", long, |s| {
+        s.state.as_deref() == Some("PAUSED")
+    })
+    .await;
+    docs.insert_one(doc! { "_id": "while-paused" })
+        .await
+        .unwrap();
+    // Committed from PAUSED: resumed first, then committed once caught up.
+    set_mode(&syncs, "rev", "Committed").await;
+    wait_status(&syncs, &kubelet, "rev", "COMMITTED", long, |s| {
+        s.state.as_deref() == Some("COMMITTED") && s.can_write
+    })
+    .await;
+    common::assert_clusters_equal(&ca, &cb).await;
+
+    cb.database("app")
+        .collection::<bson::Document>("items")
+        .insert_one(doc! { "_id": "written-on-b" })
+        .await
+        .unwrap();
+    syncs
+        .patch(
+            "rev",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "reversals": 1 } })),
+        )
+        .await
+        .unwrap();
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "rev",
+        "reversed and committed",
+        long,
+        |s| s.reversals_done == 1 && s.state.as_deref() == Some("COMMITTED") && s.can_write,
+    )
+    .await;
+    assert!(cond_is(&st, "Ready", "True"), "{:?}", st.conditions);
+    wait_event(&admin, &ns, "Reversed").await;
+    let back = ca
+        .database("app")
+        .collection::<bson::Document>("items")
+        .find_one(doc! { "_id": "written-on-b" })
+        .await
+        .unwrap();
+    assert!(back.is_some(), "the reversal brought b's writes back to a");
+    common::assert_clusters_equal(&ca, &cb).await;
+    operator.stop().await;
+    kubelet.shutdown();
+}
