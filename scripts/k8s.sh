@@ -36,13 +36,22 @@ K8S_LDFLAGS() {
     done
     echo "-s -w$x"
 }
+# Helm's own release build stamps its version and the Kubernetes version it renders for when
+# no cluster is asked (`helm template`, `helm lint`); without them it says v3.22 and v1.20.
+HELM_LDFLAGS() {
+    local v k8s minor
+    v="$(ver helm helm.sh/helm/v3)"
+    k8s="$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "$TOOLS/helm/go.mod")"
+    minor="${k8s#v0.}"; minor="${minor%%.*}"
+    echo "-s -w -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+}
 
 die() { echo "k8s.sh: $*" >&2; exit 1; }
 
 key() {
     # The pinned versions and the build flags; not the rest of this script, so editing how
     # the control plane starts does not cost a rebuild.
-    { cat "$TOOLS"/*/go.mod "$TOOLS"/*/go.sum; echo "$BUILD_FLAGS $(K8S_LDFLAGS)"; } | sha256sum | cut -c1-16
+    { cat "$TOOLS"/*/go.mod "$TOOLS"/*/go.sum; echo "$BUILD_FLAGS $(K8S_LDFLAGS) $(HELM_LDFLAGS)"; } | sha256sum | cut -c1-16
 }
 
 bin_dir() { echo "$CACHE/bin/$(key)"; }
@@ -66,7 +75,7 @@ build() {
     echo "k8s.sh: building etcd $(ver etcd go.etcd.io/etcd/server/v3)" >&2
     (cd "$TOOLS/etcd" && go build "${flags[@]}" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
     echo "k8s.sh: building helm $(ver helm helm.sh/helm/v3)" >&2
-    (cd "$TOOLS/helm" && go build "${flags[@]}" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm)
+    (cd "$TOOLS/helm" && go build -trimpath "-ldflags=$(HELM_LDFLAGS)" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm)
     rm -rf "$out"
     mv "$tmp" "$out"
     # Binaries of other pinned versions are not used again.

@@ -107,7 +107,7 @@ struct CheckArgs {
 
 #[derive(clap::Args)]
 struct OperatorArgs {
-    /// Watch ClusterSyncs (and their Secrets) in these namespaces only (comma-separated); all
+    /// Watch ClusterSyncs (and their engines) in these namespaces only (comma-separated); all
     /// namespaces if unset.
     #[arg(
         long = "namespace",

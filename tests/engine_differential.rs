@@ -447,7 +447,19 @@ async fn run_inner(fault: Fault, seed: u64, dir: PathBuf) -> Report {
                 // No source DDL in flight at the crash (see Workload::hold_ddl); document writes
                 // go on through it.
                 let ddl_held = if side == Side::Source {
-                    Some(workload.hold_ddl().await)
+                    let held = workload.hold_ddl().await;
+                    // DDL finished just before the crash must survive it too, and the test
+                    // server does not make its catalog durable with each DDL (a rename
+                    // seconds before a SIGKILL was seen undone by recovery while its change
+                    // event stayed): force a checkpoint and let it settle first.
+                    if let Ok(c) = tokio::time::timeout(Duration::from_secs(5), src.client()).await
+                    {
+                        let admin = c.database("admin");
+                        let fsync = admin.run_command(bson::doc! { "fsync": 1 });
+                        let _ = tokio::time::timeout(Duration::from_secs(10), fsync).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Some(held)
                 } else {
                     None
                 };

@@ -374,10 +374,12 @@ fn readiness(status: &ClusterSyncStatus, blocker: Option<&Blocker>) -> (bool, St
     if let Some(b) = blocker {
         return (false, b.reason.clone(), b.message.clone());
     }
+    // The engine before the roles: roles are checked through a running engine's state, so
+    // while it is unavailable "roles not checked yet" would point the user the wrong way.
     for t in [
         types::CREDENTIALS_RESOLVED,
-        types::ROLES_VERIFIED,
         types::ENGINE_AVAILABLE,
+        types::ROLES_VERIFIED,
     ] {
         match status.conditions.iter().find(|c| c.type_ == t) {
             Some(c) if c.status == "True" => {}
@@ -1080,7 +1082,7 @@ impl Context {
                 p.namespace() == ns && p.labels().get(workload::INSTANCE_LABEL) == instance.as_ref()
             })
             .collect();
-        pods::problem(mine.iter().map(|p| p.as_ref()))
+        pods::problem(mine.iter().map(|p| p.as_ref()), Timestamp::now())
     }
 }
 
@@ -1182,6 +1184,9 @@ mod tests {
             now: Time(Timestamp::from_second(1).unwrap()),
         };
         c.set(types::CREDENTIALS_RESOLVED, true, "SecretsFound", "ok");
+        let (ok, reason, msg) = readiness(c.status, None);
+        assert!(!ok && reason == "Pending" && msg.starts_with("EngineAvailable"));
+        c.set(types::ENGINE_AVAILABLE, true, "EngineReachable", "ok");
         let (ok, reason, msg) = readiness(c.status, None);
         assert!(!ok && reason == "Pending" && msg.starts_with("RolesVerified"));
         c.set(

@@ -95,7 +95,8 @@ pub struct EngineSpec {
     pub priority_class_name: Option<String>,
     /// `--loadLevel`, 1 (lightest) to 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 4))]
+    // Kubernetes knows int32 and int64, and warns on any other integer format.
+    #[schemars(range(min = 1, max = 4), extend("format" = "int32"))]
     pub load_level: Option<u8>,
     /// `--verbosity`: TRACE, DEBUG, INFO, WARN, ERROR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +174,7 @@ pub struct ClusterSyncSpec {
     pub reversible: bool,
     /// Raise by one to reverse a committed reversible sync.
     #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
     pub reversals: u32,
     /// Sync only these databases and collections (mongosync's `includeNamespaces`); all of
     /// them when empty.
@@ -229,6 +231,7 @@ pub struct ClusterSyncStatus {
     pub observed_generation: Option<i64>,
     /// Reversals the controller has asked the engine for (compared with `spec.reversals`).
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("format" = "int64"))]
     pub reversals_done: u32,
     /// Names of the Deployment, Service and token Secret running the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +315,23 @@ mod tests {
             "subresources",
         ] {
             assert!(y.contains(want), "{want} missing from the CRD:\n{y}");
+        }
+        // The API server warns on integer formats other than int32 and int64.
+        for line in y.lines().filter(|l| l.trim_start().starts_with("format: ")) {
+            let f = line.trim_start().trim_start_matches("format: ");
+            assert!(
+                [
+                    "int32",
+                    "int64",
+                    "double",
+                    "date-time",
+                    "byte",
+                    "float",
+                    "int-or-string"
+                ]
+                .contains(&f),
+                "format {f} would make the API server warn on every apply"
+            );
         }
     }
 

@@ -31,6 +31,18 @@ pub fn start_options(spec: &ClusterSyncSpec) -> Result<StartOptions, String> {
             ));
         }
     }
+    if let Some(r) = &spec.engine.resources {
+        for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (name, q) in map.iter().flatten() {
+                if !is_quantity(&q.0) {
+                    return Err(format!(
+                        "engine.resources.{kind}.{name} {:?} is not a Kubernetes quantity (such as 500m, 2, 512Mi or 1Gi)",
+                        q.0
+                    ));
+                }
+            }
+        }
+    }
     let options = StartOptions {
         source: ClusterLabel::Cluster0,
         destination: ClusterLabel::Cluster1,
@@ -56,8 +68,56 @@ pub fn start_options(spec: &ClusterSyncSpec) -> Result<StartOptions, String> {
     Ok(options)
 }
 
+/// Kubernetes' quantity syntax: a signed decimal number and an optional binary (Ki..Ei),
+/// decimal (n, u, m, k, M, G, T, P, E) or exponent (e3, E-2) suffix. The API server refuses
+/// anything else, and only when the engine's Deployment is applied.
+fn is_quantity(s: &str) -> bool {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits = body
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(body.len());
+    let (number, suffix) = body.split_at(digits);
+    let number_ok = !number.is_empty()
+        && number.matches('.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let suffix_ok = matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+        .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    number_ok && suffix_ok
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantities_are_checked_as_the_api_server_does() {
+        for ok in [
+            "1", "500m", "0.5", "512Mi", "1Gi", "2e3", "1E-2", "+1", "100k",
+        ] {
+            assert!(super::is_quantity(ok), "{ok}");
+        }
+        for bad in ["lots", "", "1.2.3", "5 Gi", "1gb", "Gi", "1e", "."] {
+            assert!(!super::is_quantity(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn spec(extra: serde_json::Value) -> ClusterSyncSpec {
