@@ -16,18 +16,6 @@ use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 
-fn helm_ok(cp: &ControlPlane, args: &[&str]) -> String {
-    let out = cp.helm(args);
-    assert!(
-        out.status.success(),
-        "helm {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
     let cp = tokio::task::spawn_blocking(ControlPlane::shared)
@@ -35,15 +23,12 @@ async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
         .unwrap();
     let admin = cp.admin().await;
 
-    helm_ok(
-        cp,
-        &[
-            "install",
-            "clustersync-crds",
-            "charts/clustersync-crds",
-            "--wait",
-        ],
-    );
+    cp.helm_ok(&[
+        "install",
+        "clustersync-crds",
+        "charts/clustersync-crds",
+        "--wait",
+    ]);
     cp.kubectl_ok(&[
         "wait",
         "--for",
@@ -52,17 +37,14 @@ async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
         "60s",
         "crd/clustersyncs.clustersync.io",
     ]);
-    helm_ok(
-        cp,
-        &[
-            "install",
-            "clustersync-operator",
-            "charts/clustersync-operator",
-            "--namespace",
-            "clustersync-system",
-            "--create-namespace",
-        ],
-    );
+    cp.helm_ok(&[
+        "install",
+        "clustersync-operator",
+        "charts/clustersync-operator",
+        "--namespace",
+        "clustersync-system",
+        "--create-namespace",
+    ]);
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "clustersync-system");
     let dep = deployments
         .get("clustersync-operator")
@@ -105,45 +87,36 @@ async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
     syncs.create(&PostParams::default(), &cs).await.unwrap();
 
     // Upgrade with non-default values: two replicas with leader election.
-    helm_ok(
-        cp,
-        &[
-            "upgrade",
-            "clustersync-operator",
-            "charts/clustersync-operator",
-            "--namespace",
-            "clustersync-system",
-            "--set",
-            "replicaCount=2",
-            "--set",
-            "pollSeconds=20",
-        ],
-    );
+    cp.helm_ok(&[
+        "upgrade",
+        "clustersync-operator",
+        "charts/clustersync-operator",
+        "--namespace",
+        "clustersync-system",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "pollSeconds=20",
+    ]);
     let dep = deployments.get("clustersync-operator").await.unwrap();
     assert_eq!(dep.spec.replicas, Some(2));
-    let history = helm_ok(
-        cp,
-        &[
-            "history",
-            "clustersync-operator",
-            "-n",
-            "clustersync-system",
-        ],
-    );
+    let history = cp.helm_ok(&[
+        "history",
+        "clustersync-operator",
+        "-n",
+        "clustersync-system",
+    ]);
     assert!(history.lines().count() >= 3, "two revisions: {history}");
 
     // Uninstalling the operator removes it; uninstalling the CRD chart keeps the CRD, and so
     // every ClusterSync.
-    helm_ok(
-        cp,
-        &[
-            "uninstall",
-            "clustersync-operator",
-            "-n",
-            "clustersync-system",
-            "--wait",
-        ],
-    );
+    cp.helm_ok(&[
+        "uninstall",
+        "clustersync-operator",
+        "-n",
+        "clustersync-system",
+        "--wait",
+    ]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while deployments
         .get_opt("clustersync-operator")
@@ -157,7 +130,7 @@ async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let out = helm_ok(cp, &["uninstall", "clustersync-crds"]);
+    let out = cp.helm_ok(&["uninstall", "clustersync-crds"]);
     assert!(
         out.contains("kept due to the resource policy") || out.contains("uninstalled"),
         "{out}"

@@ -59,14 +59,7 @@ async fn installed() -> &'static ControlPlane {
     let mut done = ONCE.lock().await;
     if !*done {
         cp.apply_crd();
-        cp.kubectl_ok(&[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "clustersync-tests",
-            "-f",
-            path_str(&root().join("deploy/install.yaml")),
-        ]);
+        cp.apply(&root().join("deploy/install.yaml"));
         *done = true;
     }
     cp
@@ -163,6 +156,20 @@ fn uri_secret(ns: &str, name: &str, uri: &str) -> Secret {
         "stringData": { "uri": uri },
     }))
     .unwrap()
+}
+
+/// The two Secrets `cluster_sync(.., name, ..)` names.
+async fn create_uri_secrets(secrets: &Api<Secret>, name: &str, source: &str, destination: &str) {
+    let ns = secrets.namespace().expect("a namespaced Api").to_string();
+    for (side, uri) in [("source", source), ("destination", destination)] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &uri_secret(&ns, &format!("{name}-{side}"), uri),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 fn cluster_sync(ns: &str, name: &str, mode: &str) -> ClusterSync {
@@ -298,14 +305,7 @@ async fn the_manifests_and_examples_apply_and_the_schema_refuses_what_cannot_wor
     }
     for entry in std::fs::read_dir(root().join("deploy/examples")).unwrap() {
         let path = entry.unwrap().path();
-        let out = cp.kubectl_ok(&[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "clustersync-tests",
-            "-f",
-            path_str(&path),
-        ]);
+        let out = cp.apply(&path);
         assert!(
             out.contains("serverside-applied"),
             "{}: {out}",
@@ -335,15 +335,7 @@ async fn the_manifests_and_examples_apply_and_the_schema_refuses_what_cannot_wor
     let file = dir.path().join("rendered.yaml");
     // The CRD is cluster-scoped and already applied; the rest goes into `ns`.
     std::fs::write(&file, &rendered).unwrap();
-    cp.kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--field-manager",
-        "clustersync-tests",
-        "--force-conflicts",
-        "-f",
-        path_str(&file),
-    ]);
+    cp.apply(&file);
     // Its ServiceAccount may manage ClusterSyncs in its namespace, and nowhere else.
     let can = |verb: &str, what: &str, in_ns: &str| {
         let out = cp.kubectl(&[
@@ -534,17 +526,7 @@ async fn a_sync_runs_to_committed_as_the_operators_service_account() {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
     let pp = PostParams::default();
-    secrets
-        .create(&pp, &uri_secret(&ns, "move-source", &source.uri()))
-        .await
-        .unwrap();
-    secrets
-        .create(
-            &pp,
-            &uri_secret(&ns, "move-destination", &destination.uri()),
-        )
-        .await
-        .unwrap();
+    create_uri_secrets(&secrets, "move", &source.uri(), &destination.uri()).await;
     syncs
         .create(&pp, &cluster_sync(&ns, "move", "Idle"))
         .await
@@ -801,17 +783,7 @@ async fn a_sync_runs_to_committed_as_the_operators_service_account() {
         .create(&pp, &cluster_sync(&ns, "orphan", "Idle"))
         .await
         .unwrap();
-    secrets
-        .create(&pp, &uri_secret(&ns, "orphan-source", &source.uri()))
-        .await
-        .unwrap();
-    secrets
-        .create(
-            &pp,
-            &uri_secret(&ns, "orphan-destination", &destination.uri()),
-        )
-        .await
-        .unwrap();
+    create_uri_secrets(&secrets, "orphan", &source.uri(), &destination.uri()).await;
     let operator = Operator::start(sa.clone(), &locator, &format!("lease-{ns}"), "replica-b");
     // (Those servers hold the first sync's committed state, so this engine does not get to
     // IDLE; what matters here is what the operator created.)
@@ -885,17 +857,7 @@ async fn pod_failures_are_conditions_and_warning_events() {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
     let pp = PostParams::default();
-    secrets
-        .create(&pp, &uri_secret(&ns, "pull-source", &source.uri()))
-        .await
-        .unwrap();
-    secrets
-        .create(
-            &pp,
-            &uri_secret(&ns, "pull-destination", &destination.uri()),
-        )
-        .await
-        .unwrap();
+    create_uri_secrets(&secrets, "pull", &source.uri(), &destination.uri()).await;
     let mut cs = cluster_sync(&ns, "pull", "Running");
     cs.spec.engine.image = Some("registry.invalid/clustersync:nope".into());
     syncs.create(&pp, &cs).await.unwrap();
@@ -975,14 +937,7 @@ async fn two_replicas_one_leader_and_a_takeover() {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
     let pp = PostParams::default();
-    secrets
-        .create(&pp, &uri_secret(&ns, "ha-source", &source.uri()))
-        .await
-        .unwrap();
-    secrets
-        .create(&pp, &uri_secret(&ns, "ha-destination", &destination.uri()))
-        .await
-        .unwrap();
+    create_uri_secrets(&secrets, "ha", &source.uri(), &destination.uri()).await;
     syncs
         .create(&pp, &cluster_sync(&ns, "ha", "Running"))
         .await
@@ -1125,7 +1080,7 @@ async fn a_missing_permission_is_a_condition_and_a_warning_event() {
     ]});
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_string(&objects).unwrap()).unwrap();
-    cp.kubectl_ok(&["apply", "--server-side", "-f", path_str(file.path())]);
+    cp.apply(file.path());
 
     let source = Server::start().await;
     let destination = Server::start().await;
@@ -1143,17 +1098,7 @@ async fn a_missing_permission_is_a_condition_and_a_warning_event() {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
     let pp = PostParams::default();
-    secrets
-        .create(&pp, &uri_secret(&ns, "denied-source", &source.uri()))
-        .await
-        .unwrap();
-    secrets
-        .create(
-            &pp,
-            &uri_secret(&ns, "denied-destination", &destination.uri()),
-        )
-        .await
-        .unwrap();
+    create_uri_secrets(&secrets, "denied", &source.uri(), &destination.uri()).await;
     syncs
         .create(&pp, &cluster_sync(&ns, "denied", "Idle"))
         .await
@@ -1201,14 +1146,7 @@ async fn pause_commit_and_reverse_through_the_spec() {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
     let pp = PostParams::default();
-    secrets
-        .create(&pp, &uri_secret(&ns, "rev-source", &a.uri()))
-        .await
-        .unwrap();
-    secrets
-        .create(&pp, &uri_secret(&ns, "rev-destination", &b.uri()))
-        .await
-        .unwrap();
+    create_uri_secrets(&secrets, "rev", &a.uri(), &b.uri()).await;
     let mut cs = cluster_sync(&ns, "rev", "Running");
     cs.spec.reversible = true;
     syncs.create(&pp, &cs).await.unwrap();

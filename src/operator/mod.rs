@@ -179,6 +179,31 @@ async fn wait_for_crd(syncs: &Api<ClusterSync>) {
     }
 }
 
+/// A watch of `api` kept in a store, and its events (deletions included) as reconcile triggers.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = reflector::store();
+    let events = reflector(writer, watcher(api, config))
+        .default_backoff()
+        .touched_objects();
+    (store, events)
+}
+
 /// The objects one controller watches, cached: reconciles read them from here instead of
 /// asking the API server.
 #[derive(Clone)]
@@ -231,27 +256,9 @@ async fn controller(
                 .combine(|cs: &ClusterSync| Some(cs.metadata.deletion_timestamp.is_some() as u64)),
             PredicateConfig::default(),
         );
-    let (deployments, dep_writer) = reflector::store();
-    let dep_events = reflector(
-        dep_writer,
-        watcher(scoped::<Deployment>(&client, namespace), owned.clone()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (services, svc_writer) = reflector::store();
-    let svc_events = reflector(
-        svc_writer,
-        watcher(scoped::<Service>(&client, namespace), owned.clone()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector(
-        pod_writer,
-        watcher(scoped::<Pod>(&client, namespace), owned),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (deployments, dep_events) = cached(scoped(&client, namespace), owned.clone());
+    let (services, svc_events) = cached(scoped(&client, namespace), owned.clone());
+    let (pods, pod_events) = cached(scoped(&client, namespace), owned);
     // Each controller has a fresh context, so the caches are set exactly once.
     let _ = ctx.caches.set(Caches {
         deployments,

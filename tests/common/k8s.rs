@@ -158,9 +158,9 @@ impl ControlPlane {
         name
     }
 
-    /// Applies the CRD from `crds/` (server-side), and waits until it is served.
-    pub fn apply_crd(&self) {
-        let crd = root().join("crds/clustersync.io_clustersyncs.yaml");
+    /// `kubectl apply --server-side` of a file or folder, as the tests' field manager; returns
+    /// kubectl's output.
+    pub fn apply(&self, path: &Path) -> String {
         self.kubectl_ok(&[
             "apply",
             "--server-side",
@@ -168,8 +168,26 @@ impl ControlPlane {
             "clustersync-tests",
             "--force-conflicts",
             "-f",
-            crd.to_str().unwrap(),
-        ]);
+            path_str(path),
+        ])
+    }
+
+    /// Runs helm and panics with its output unless it succeeds.
+    pub fn helm_ok(&self, args: &[&str]) -> String {
+        let out = self.helm(args);
+        assert!(
+            out.status.success(),
+            "helm {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Applies the CRD from `crds/` (server-side), and waits until it is served.
+    pub fn apply_crd(&self) {
+        self.apply(&root().join("crds/clustersync.io_clustersyncs.yaml"));
         self.kubectl_ok(&[
             "wait",
             "--for",
