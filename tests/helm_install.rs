@@ -1,13 +1,18 @@
 //! Helm for real: both charts installed into a real control plane (its own, so that the CRD
 //! belongs to the Helm release), an upgrade with non-default values, and uninstalls that
 //! leave the CRD and the users' ClusterSyncs in place. `tests/helm.rs` covers `helm lint`
-//! and `helm template`.
+//! and `helm template`. Before the CRD chart is installed, an operator started early stays alive
+//! and unready instead of crash-looping, and becomes ready once the CRD is there.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clustersync::operator::controller::Settings;
 use clustersync::operator::crd::ClusterSync;
+use clustersync::operator::engine_api::StaticLocator;
+use clustersync::operator::RunOptions;
 use common::k8s::ControlPlane;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -23,6 +28,43 @@ async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
         .unwrap();
     let admin = cp.admin().await;
 
+    // An operator installed before its CRD (as a GitOps tool may apply them in any order).
+    let telemetry = common::free_port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let early = tokio::spawn(clustersync::operator::run(
+        admin.clone(),
+        Settings::new(
+            "ghcr.io/clustersync/clustersync:test".into(),
+            Arc::new(StaticLocator::default()),
+        ),
+        RunOptions {
+            namespaces: vec![],
+            telemetry_bind: Some(([127, 0, 0, 1], telemetry).into()),
+            lease: None,
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let probe = |path: &'static str| async move {
+        match reqwest::get(format!("http://127.0.0.1:{telemetry}{path}")).await {
+            Ok(r) => Some(r.status().as_u16()),
+            Err(_) => None,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while probe("/healthz").await != Some(200) {
+        assert!(Instant::now() < deadline, "the early operator is alive");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        probe("/readyz").await,
+        Some(503),
+        "not ready without its CRD"
+    );
+    assert!(!early.is_finished(), "still running, not crash-looping");
+
     cp.helm_ok(&[
         "install",
         "clustersync-crds",
@@ -37,6 +79,17 @@ async fn both_charts_install_upgrade_and_uninstall_leaving_the_crd_and_syncs() {
         "60s",
         "crd/clustersyncs.clustersync.io",
     ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe("/readyz").await != Some(200) {
+        assert!(Instant::now() < deadline, "ready once the CRD is installed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), early)
+        .await
+        .expect("the early operator stops within 20 s")
+        .expect("no panic")
+        .expect("it stops cleanly");
     cp.helm_ok(&[
         "install",
         "clustersync-operator",

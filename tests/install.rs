@@ -730,7 +730,13 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
     let om = clustersync::operator::telemetry::Metrics::new();
     om.error("Example");
     om.engine_call("start", true);
-    om.sync_state("shop/orders", Some("RUNNING"));
+    om.sync_seen(
+        "shop/orders",
+        Some(clustersync::operator::telemetry::SyncSeen {
+            state: "RUNNING".into(),
+            not_ready: Some("MissingRoles".into()),
+        }),
+    );
     let operator = om.encode();
     // A `# TYPE name kind` line names a family; samples add _total, _bucket, _sum or _count.
     let mut exported = BTreeSet::new();

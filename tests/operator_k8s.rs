@@ -411,6 +411,19 @@ async fn the_manifests_and_examples_apply_and_the_schema_refuses_what_cannot_wor
         .unwrap_err();
     assert!(err.to_string().contains("same Secret key"), "{err}");
 
+    // A verbosity the engine does not know: refused by the schema's enum, naming the choices.
+    let mut loud = cluster_sync(&ns, "loud", "Idle");
+    loud.spec.engine.verbosity = Some("LOUD".into());
+    let err = syncs
+        .create(&PostParams::default(), &loud)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.engine.verbosity") && err.contains("\"DEBUG\""),
+        "{err}"
+    );
+
     // spec.mode after COMMITTED: refused (the status is set by hand here, as the operator would).
     syncs
         .create(
@@ -440,6 +453,7 @@ async fn the_manifests_and_examples_apply_and_the_schema_refuses_what_cannot_wor
             .contains("spec.mode cannot change once the sync is COMMITTED"),
         "{err}"
     );
+    assert!(!err.to_string().contains("<nil>"), "{err}");
     // Raising reversals stays possible.
     syncs
         .patch(
@@ -1202,4 +1216,424 @@ async fn pause_commit_and_reverse_through_the_spec() {
     common::assert_clusters_equal(&ca, &cb).await;
     operator.stop().await;
     kubelet.shutdown();
+}
+
+const PW: &str = "0perator-Pa55word";
+
+/// A server with `--auth`: `sync_user` holds `roles`, `full_user` holds `full`, and the test
+/// server's missing built-in `clusterManager` is created as a custom role of that name.
+async fn auth_server(roles: &[&str], full: &[&str]) -> Server {
+    let mut server = Server::start().await;
+    let admin = server.client().await.database("admin");
+    admin
+        .run_command(doc! { "createRole": "clusterManager", "privileges": [], "roles": [] })
+        .await
+        .unwrap();
+    admin
+        .run_command(doc! { "createUser": "root_user", "pwd": PW, "roles": [{ "role": "root", "db": "admin" }] })
+        .await
+        .unwrap();
+    for (user, roles) in [("sync_user", roles), ("full_user", full)] {
+        let roles: Vec<bson::Document> = roles
+            .iter()
+            .map(|r| doc! { "role": *r, "db": "admin" })
+            .collect();
+        admin
+            .run_command(doc! { "createUser": user, "pwd": PW, "roles": roles })
+            .await
+            .unwrap();
+    }
+    let ready = auth_uri(&server, "root_user");
+    server.restart_with_args(&["--auth"], Some(ready)).await;
+    server
+}
+
+fn auth_uri(server: &Server, user: &str) -> String {
+    format!(
+        "mongodb://{user}:{PW}@127.0.0.1:{}/?directConnection=true&authSource=admin",
+        server.port
+    )
+}
+
+async fn set_uri(secrets: &Api<Secret>, name: &str, uri: &str) {
+    secrets
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "uri": uri } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// A missing Secret is named in a condition and the sync proceeds once it appears; a bad
+/// connection string is named without its password; a user without the roles gives
+/// RolesVerified=False naming them, and nothing starts until the Secret names a user who has
+/// them. Run as the manifests' ServiceAccount, with the test kubelet resolving the Secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_and_roles_gate_the_start() {
+    use clustersync::preflight::roles::{required, Deployment as Kind, Side, SyncKind};
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "gate").await;
+    let source_roles = required(SyncKind::Default, Kind::SelfManaged, Side::Source).roles;
+    let source = auth_server(&source_roles, &source_roles).await;
+    let dest_roles = required(SyncKind::Default, Kind::SelfManaged, Side::Destination).roles;
+    let withheld = *dest_roles
+        .iter()
+        .find(|r| **r == "restore")
+        .unwrap_or(&dest_roles[0]);
+    let granted: Vec<&str> = dest_roles
+        .iter()
+        .copied()
+        .filter(|r| *r != withheld)
+        .collect();
+    let destination = auth_server(&granted, &dest_roles).await;
+
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let pp = PostParams::default();
+
+    // No Secrets yet.
+    syncs
+        .create(&pp, &cluster_sync(&ns, "gated", "Running"))
+        .await
+        .unwrap();
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "gated",
+        "CredentialsResolved=False",
+        Duration::from_secs(30),
+        |s| cond_is(s, "CredentialsResolved", "False"),
+    )
+    .await;
+    let c = condition(&st, "CredentialsResolved").unwrap();
+    assert_eq!(c.reason, "SecretNotFound");
+    assert!(
+        c.message.contains(&format!("{ns}/gated-source")) && c.message.contains("\"uri\""),
+        "{}",
+        c.message
+    );
+    assert!(cond_is(&st, "Ready", "False"));
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    assert!(
+        deployments.get_opt("gated-engine").await.unwrap().is_none(),
+        "no engine without credentials"
+    );
+    wait_event(&admin, &ns, "SecretNotFound").await;
+
+    // The Secrets appear, the destination's with a connection string the engine refuses.
+    let bad = format!(
+        "{}&readPreference=secondary",
+        auth_uri(&destination, "sync_user")
+    );
+    create_uri_secrets(&secrets, "gated", &auth_uri(&source, "sync_user"), &bad).await;
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "gated",
+        "InvalidConnectionString",
+        Duration::from_secs(20),
+        |s| {
+            condition(s, "CredentialsResolved")
+                .is_some_and(|c| c.reason == "InvalidConnectionString")
+        },
+    )
+    .await;
+    let msg = &condition(&st, "CredentialsResolved").unwrap().message;
+    assert!(
+        msg.contains("gated-destination") && msg.contains("readPreference"),
+        "{msg}"
+    );
+    assert!(!msg.contains(PW), "the password stays out of status: {msg}");
+
+    // Fixed: the engine runs, but the destination's user lacks a role.
+    set_uri(
+        &secrets,
+        "gated-destination",
+        &auth_uri(&destination, "sync_user"),
+    )
+    .await;
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "gated",
+        "RolesVerified=False",
+        Duration::from_secs(90),
+        |s| cond_is(s, "CredentialsResolved", "True") && cond_is(s, "RolesVerified", "False"),
+    )
+    .await;
+    let roles = condition(&st, "RolesVerified").unwrap();
+    assert_eq!(roles.reason, "MissingRoles");
+    assert!(
+        roles.message.contains(withheld)
+            && roles.message.contains("sync_user")
+            && roles.message.contains("grantRolesToUser"),
+        "{}",
+        roles.message
+    );
+    assert!(!roles.message.contains(PW));
+    let ready = condition(&st, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "MissingRoles")
+    );
+    wait_event(&admin, &ns, "MissingRoles").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = syncs.get("gated").await.unwrap().status.unwrap();
+    assert_eq!(
+        st.state.as_deref(),
+        Some("IDLE"),
+        "nothing starts without the roles"
+    );
+
+    // The Secret now names a user with every role: the engine's pod is replaced so that it
+    // connects as that user, the preflight passes and the sync starts. (Granting the role to
+    // the same user would do on MongoDB, which refreshes the privileges of open connections;
+    // the test server keeps those a connection authenticated with.)
+    let starts = kubelet.starts(&ns, "gated-engine");
+    assert!(starts >= 1, "the engine ran, idle");
+    set_uri(
+        &secrets,
+        "gated-destination",
+        &auth_uri(&destination, "full_user"),
+    )
+    .await;
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "gated",
+        "RUNNING as the user with the roles",
+        Duration::from_secs(90),
+        |s| s.state.as_deref() == Some("RUNNING"),
+    )
+    .await;
+    assert!(
+        kubelet.starts(&ns, "gated-engine") > starts,
+        "the pod was replaced for the new Secret"
+    );
+    assert!(cond_is(&st, "RolesVerified", "True"));
+    assert!(
+        !kubelet.log(&ns, "gated-engine").contains(PW),
+        "the engine's log has no password"
+    );
+    for e in Api::<Event>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        let note = e.note.unwrap_or_default();
+        assert!(!note.contains(PW), "an Event carries the password: {note}");
+    }
+    operator.stop().await;
+    kubelet.shutdown();
+}
+
+/// A sync that stops for good inside the engine (its resume point rolled off a tiny source
+/// oplog while paused) is Ready=False with the engine's reason, as an Event too, and
+/// `mode: Committed` does not commit it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_that_stops_in_the_engine_is_reported() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "lost").await;
+    let (a, b) = tokio::join!(
+        Server::start_with_args(&["--oplog-max-entries", "50"]),
+        Server::start()
+    );
+    let src = a.client().await;
+    let coll = src.database("app").collection::<bson::Document>("c");
+    coll.insert_one(doc! { "_id": 0 }).await.unwrap();
+
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    create_uri_secrets(&secrets, "lost", &a.uri(), &b.uri()).await;
+    syncs
+        .create(
+            &PostParams::default(),
+            &cluster_sync(&ns, "lost", "Running"),
+        )
+        .await
+        .unwrap();
+    let long = Duration::from_secs(90);
+    wait_status(&syncs, &kubelet, "lost", "caught up", long, |s| {
+        s.can_commit
+    })
+    .await;
+    set_mode(&syncs, "lost", "Paused").await;
+    wait_status(&syncs, &kubelet, "lost", "PAUSED", long, |s| {
+        s.state.as_deref() == Some("PAUSED")
+    })
+    .await;
+    for chunk in 0..25 {
+        coll.insert_many((0..100).map(|i| doc! { "_id": 1 + chunk * 100 + i }))
+            .await
+            .unwrap();
+    }
+    set_mode(&syncs, "lost", "Running").await;
+    let st = wait_status(
+        &syncs,
+        &kubelet,
+        "lost",
+        "Ready=False, SyncStopped",
+        long,
+        |s| condition(s, "Ready").is_some_and(|c| c.reason == "SyncStopped"),
+    )
+    .await;
+    let ready = condition(&st, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("oplog"), "{}", ready.message);
+    wait_event(&admin, &ns, "SyncStopped").await;
+    set_mode(&syncs, "lost", "Committed").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let st = syncs.get("lost").await.unwrap().status.unwrap();
+    assert_eq!(st.state.as_deref(), Some("RUNNING"), "not committed");
+    assert!(!st.can_commit);
+    assert!(
+        !event_reasons(&admin, &ns)
+            .await
+            .contains(&"CommitRequested".to_string()),
+        "no /commit was sent"
+    );
+    operator.stop().await;
+    kubelet.shutdown();
+}
+
+/// Scoped to a list of namespaces, the operator manages ClusterSyncs there and leaves every
+/// other namespace alone: the API server's audit log shows it never even read there, though
+/// its ServiceAccount may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_only_the_namespaces_it_is_given() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let mine = cp.namespace(&admin, "scope-a").await;
+    let also = cp.namespace(&admin, "scope-b").await;
+    let other = cp.namespace(&admin, "scope-c").await;
+    let offset = cp.audit_len();
+    let locator = StaticLocator::default();
+    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+    let operator = Operator::start_with(
+        sa,
+        &locator,
+        &format!("lease-{mine}"),
+        "replica-a",
+        vec![mine.clone(), also.clone()],
+        OPERATOR_NS,
+    );
+    for ns in [&mine, &also, &other] {
+        Api::<ClusterSync>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &cluster_sync(ns, "scoped", "Idle"))
+            .await
+            .unwrap();
+    }
+    for ns in [&mine, &also] {
+        let api = Api::<ClusterSync>::namespaced(admin.clone(), ns);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let cs = api.get("scoped").await.unwrap();
+            if cs
+                .status
+                .as_ref()
+                .is_some_and(|s| cond_is(s, "CredentialsResolved", "False"))
+            {
+                assert!(cs.metadata.finalizers.is_some());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ClusterSync in {ns} is reconciled"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outside = Api::<ClusterSync>::namespaced(admin.clone(), &other)
+        .get("scoped")
+        .await
+        .unwrap();
+    assert!(
+        outside.status.is_none() && outside.metadata.finalizers.is_none(),
+        "a namespace it does not watch is left alone"
+    );
+    let there: Vec<String> = cp
+        .audit_since(offset)
+        .into_iter()
+        .filter(|e| e["user"]["username"] == SA_USER)
+        .filter_map(|e| e["requestURI"].as_str().map(str::to_string))
+        .filter(|uri| uri.contains(&format!("/namespaces/{other}/")))
+        .collect();
+    assert!(
+        there.is_empty(),
+        "the operator read a namespace it was not given: {there:#?}"
+    );
+    operator.stop().await;
+}
+
+/// A spec that cannot work, though the schema lets it through (a reversible sync that never
+/// builds indexes), is reported with no engine; reconciling paused by annotation is reported
+/// and nothing else is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_that_cannot_work_and_a_paused_reconcile_are_reported() {
+    let cp = installed().await;
+    let admin = cp.admin().await;
+    let ns = cp.namespace(&admin, "spec").await;
+    let locator = StaticLocator::default();
+    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
+    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let mut cs = cluster_sync(&ns, "bad", "Running");
+    cs.spec.reversible = true;
+    cs.spec.build_indexes = Some(clustersync::engine::options::BuildIndexes::Never);
+    syncs.create(&PostParams::default(), &cs).await.unwrap();
+    let mut held = cluster_sync(&ns, "held", "Running");
+    held.metadata.annotations =
+        Some([("clustersync.io/reconcile".to_string(), "false".to_string())].into());
+    syncs.create(&PostParams::default(), &held).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reason = |cs: &ClusterSync| {
+        cs.status
+            .as_ref()
+            .and_then(|s| condition(s, "Ready"))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (bad, held) = loop {
+        let (bad, held) = (
+            syncs.get("bad").await.unwrap(),
+            syncs.get("held").await.unwrap(),
+        );
+        if reason(&bad).is_some() && reason(&held).is_some() {
+            break (bad, held);
+        }
+        assert!(Instant::now() < deadline, "both are reported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (status, why, message) = reason(&bad).unwrap();
+    assert_eq!((status.as_str(), why.as_str()), ("False", "InvalidSpec"));
+    assert!(message.contains("never"), "{message}");
+    wait_event(&admin, &ns, "InvalidSpec").await;
+    let (status, why, _) = reason(&held).unwrap();
+    assert_eq!(
+        (status.as_str(), why.as_str()),
+        ("False", "ReconcilePaused")
+    );
+    assert!(
+        condition(held.status.as_ref().unwrap(), "CredentialsResolved").is_none(),
+        "nothing was looked at"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    for name in ["bad-engine", "held-engine"] {
+        assert!(deployments.get_opt(name).await.unwrap().is_none(), "{name}");
+    }
+    operator.stop().await;
 }

@@ -26,7 +26,7 @@ use super::crd::{ClusterSync, ClusterSyncStatus};
 use super::credentials::{self, Resolved};
 use super::engine_api::{self, CallError, EngineApi, EngineLocator, Verb};
 use super::preflight::{self, Verdict};
-use super::telemetry::Metrics;
+use super::telemetry::{Metrics, SyncSeen};
 use super::{mirror, pods, validate, workload};
 
 /// Held on every ClusterSync until the controller has removed what it created.
@@ -297,8 +297,17 @@ async fn apply(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
             tracing::warn!(error = %err, reason = %e.reason, "could not record an Event");
         }
     }
-    ctx.metrics
-        .sync_state(&key, Some(status.state.as_deref().unwrap_or("UNKNOWN")));
+    ctx.metrics.sync_seen(
+        &key,
+        Some(SyncSeen {
+            state: status.state.clone().unwrap_or_else(|| "UNKNOWN".into()),
+            not_ready: status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == types::READY && c.status != "True")
+                .map(|c| c.reason.clone()),
+        }),
+    );
     Ok(Action::requeue(outcome.requeue))
 }
 
@@ -1131,7 +1140,7 @@ async fn cleanup(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
     delete_if_present::<NetworkPolicy>(ctx, &ns, &name).await?;
     delete_if_present::<Secret>(ctx, &ns, &workload::token_secret_name(cs)).await?;
     ctx.forget(cs);
-    ctx.metrics.sync_state(&key_of(cs), None);
+    ctx.metrics.sync_seen(&key_of(cs), None);
     let state = cs
         .status
         .as_ref()

@@ -98,8 +98,11 @@ pub struct EngineSpec {
     // Kubernetes knows int32 and int64, and warns on any other integer format.
     #[schemars(range(min = 1, max = 4), extend("format" = "int32"))]
     pub load_level: Option<u8>,
-    /// `--verbosity`: TRACE, DEBUG, INFO, WARN, ERROR.
+    /// `--verbosity`: TRACE, DEBUG, INFO, WARN, ERROR, FATAL or PANIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // An enum in the schema so that the API server refuses a typo at `kubectl apply`; kept a
+    // String in Rust so that an object stored before the enum still reads.
+    #[schemars(extend("enum" = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC"]))]
     pub verbosity: Option<String>,
 }
 
@@ -146,9 +149,11 @@ impl EngineSpec {
     namespaced,
     shortname = "csync",
     status = "ClusterSyncStatus",
-    validation = Rule::new(FROZEN_AFTER_START).message("source, destination, reversible and the namespace filters cannot change after the sync has started; create a new ClusterSync to sync differently"),
-    validation = Rule::new(VALID_NAME).message("the name must be at most 56 characters of lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (the engine's Service is named <name>-engine); choose another name"),
-    validation = Rule::new(MODE_FROZEN_AFTER_COMMIT).message("spec.mode cannot change once the sync is COMMITTED: the destination is live; reverse a reversible sync by raising spec.reversals, or create a new ClusterSync to sync again"),
+    validation = Rule::new(FROZEN_AFTER_START).message("source, destination, reversible and the namespace filters cannot change after the sync has started; create a new ClusterSync to sync differently").field_path(".spec"),
+    // No fieldPath: the API server accepts only paths inside the schema, and `metadata` has
+    // none, so this root rule's errors start with `<nil>:`; the message names the field.
+    validation = Rule::new(VALID_NAME).message("metadata.name must be at most 56 characters of lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (the engine's Service is named <name>-engine); choose another name"),
+    validation = Rule::new(MODE_FROZEN_AFTER_COMMIT).message("spec.mode cannot change once the sync is COMMITTED: the destination is live; reverse a reversible sync by raising spec.reversals, or create a new ClusterSync to sync again").field_path(".spec.mode"),
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

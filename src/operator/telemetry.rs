@@ -1,7 +1,7 @@
 //! The operator's own endpoints: `/healthz` (liveness), `/readyz` (readiness: the CRD is
 //! installed and the controller runs or stands by) and `/metrics` (Prometheus text format).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +28,15 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// What a reconcile last saw of one ClusterSync, for the gauges that count syncs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncSeen {
+    /// The engine's state (`UNKNOWN` before one is known).
+    pub state: String,
+    /// The `Ready` condition's reason while it is not True.
+    pub not_ready: Option<String>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub verb: String,
@@ -42,9 +51,11 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub engine_calls: Family<CallLabels, Counter>,
     syncs: Family<StateLabels, Gauge>,
+    not_ready: Family<ErrorLabels, Gauge>,
     pub leader: Gauge,
-    /// Each ClusterSync's last state, to count syncs by state.
-    states: Mutex<HashMap<String, String>>,
+    /// What was last seen of each ClusterSync, to count syncs by state and by reason, and
+    /// every reason ever counted (to zero it once no sync has it).
+    seen: Mutex<(HashMap<String, SyncSeen>, HashSet<String>)>,
     ready: AtomicBool,
 }
 
@@ -62,6 +73,7 @@ impl Metrics {
         let reconcile_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         let engine_calls = Family::<CallLabels, Counter>::default();
         let syncs = Family::<StateLabels, Gauge>::default();
+        let not_ready = Family::<ErrorLabels, Gauge>::default();
         let leader = Gauge::default();
         registry.register(
             "reconciles",
@@ -88,6 +100,14 @@ impl Metrics {
             "ClusterSyncs by the engine state last seen",
             syncs.clone(),
         );
+        // Reconcile errors count failed API calls; a sync blocked by a missing Secret, a
+        // missing role or a pod that cannot start reconciles without error, so this gauge is
+        // what to alert on ("not Ready for 15 minutes").
+        registry.register(
+            "syncs_not_ready",
+            "ClusterSyncs whose Ready condition is not True, by its reason",
+            not_ready.clone(),
+        );
         registry.register(
             "leader",
             "1 while this replica holds the leader lease",
@@ -100,8 +120,9 @@ impl Metrics {
             reconcile_seconds,
             engine_calls,
             syncs,
+            not_ready,
             leader,
-            states: Mutex::new(HashMap::new()),
+            seen: Mutex::new((HashMap::new(), HashSet::new())),
             ready: AtomicBool::new(false),
         }
     }
@@ -127,20 +148,26 @@ impl Metrics {
             .inc();
     }
 
-    /// Records `key`'s state (`None`: the sync is gone) and recounts syncs by state.
-    pub fn sync_state(&self, key: &str, state: Option<&str>) {
-        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        match state {
+    /// Records what was seen of `key` (`None`: the sync is gone) and recounts the syncs by
+    /// state and by reason for not being ready.
+    pub fn sync_seen(&self, key: &str, seen: Option<SyncSeen>) {
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, known) = &mut *guard;
+        match seen {
             Some(s) => {
-                states.insert(key.to_string(), s.to_string());
+                all.insert(key.to_string(), s);
             }
             None => {
-                states.remove(key);
+                all.remove(key);
             }
         }
-        let mut counts: HashMap<&str, i64> = HashMap::new();
-        for s in states.values() {
-            *counts.entry(s.as_str()).or_default() += 1;
+        let mut states: HashMap<&str, i64> = HashMap::new();
+        let mut reasons: HashMap<String, i64> = HashMap::new();
+        for s in all.values() {
+            *states.entry(s.state.as_str()).or_default() += 1;
+            if let Some(r) = &s.not_ready {
+                *reasons.entry(r.clone()).or_default() += 1;
+            }
         }
         // Zero the states no sync is in any more, so a gauge never sticks at an old count.
         for state in [
@@ -157,7 +184,15 @@ impl Metrics {
                 .get_or_create(&StateLabels {
                     state: state.into(),
                 })
-                .set(counts.get(state).copied().unwrap_or(0));
+                .set(states.get(state).copied().unwrap_or(0));
+        }
+        // Reasons are open-ended (each blocker names its own): zero the ones seen before.
+        for reason in known.iter() {
+            reasons.entry(reason.clone()).or_insert(0);
+        }
+        known.extend(reasons.keys().cloned());
+        for (reason, n) in reasons {
+            self.not_ready.get_or_create(&ErrorLabels { reason }).set(n);
         }
     }
 
@@ -208,9 +243,16 @@ mod tests {
     #[test]
     fn syncs_are_counted_by_state() {
         let m = Metrics::new();
-        m.sync_state("a/x", Some("RUNNING"));
-        m.sync_state("a/y", Some("RUNNING"));
-        m.sync_state("a/x", Some("COMMITTED"));
+        let seen = |state: &str, not_ready: Option<&str>| {
+            Some(SyncSeen {
+                state: state.into(),
+                not_ready: not_ready.map(Into::into),
+            })
+        };
+        m.sync_seen("a/x", seen("RUNNING", None));
+        m.sync_seen("a/y", seen("RUNNING", Some("MissingRoles")));
+        m.sync_seen("a/z", seen("UNKNOWN", Some("SecretNotFound")));
+        m.sync_seen("a/x", seen("COMMITTED", None));
         m.reconciles.inc();
         m.error("Kube");
         let text = m.encode();
@@ -221,9 +263,17 @@ mod tests {
         assert!(text.contains("clustersync_operator_syncs{state=\"COMMITTED\"} 1"));
         assert!(text.contains("clustersync_operator_reconciles_total 1"));
         assert!(text.contains("clustersync_operator_reconcile_errors_total{reason=\"Kube\"} 1"));
-        m.sync_state("a/y", None);
-        assert!(m
-            .encode()
-            .contains("clustersync_operator_syncs{state=\"RUNNING\"} 0"));
+        assert!(text.contains("clustersync_operator_syncs_not_ready{reason=\"MissingRoles\"} 1"));
+        assert!(text.contains("clustersync_operator_syncs_not_ready{reason=\"SecretNotFound\"} 1"));
+        m.sync_seen("a/y", None);
+        m.sync_seen("a/z", seen("IDLE", None));
+        let text = m.encode();
+        assert!(text.contains("clustersync_operator_syncs{state=\"RUNNING\"} 0"));
+        assert!(
+            text.contains("clustersync_operator_syncs_not_ready{reason=\"MissingRoles\"} 0")
+                && text
+                    .contains("clustersync_operator_syncs_not_ready{reason=\"SecretNotFound\"} 0"),
+            "{text}"
+        );
     }
 }

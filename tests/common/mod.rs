@@ -12,8 +12,6 @@ pub mod compare;
 pub mod copy;
 pub mod engine;
 pub mod k8s;
-pub mod kube_fake;
-pub mod kubelet;
 pub mod kubelet_real;
 pub mod netns;
 pub mod proxy;
