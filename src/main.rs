@@ -428,8 +428,8 @@ fn run_check(args: CheckArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
-        let c0 = clustersync::engine::build_client("--cluster0", &config.cluster0).await?;
-        let c1 = clustersync::engine::build_client("--cluster1", &config.cluster1).await?;
+        let c0 = clustersync::mongo::build_client("--cluster0", &config.cluster0).await?;
+        let c1 = clustersync::mongo::build_client("--cluster1", &config.cluster1).await?;
         let kind = if args.reversible {
             SyncKind::Reversing
         } else if args.dual_write_blocking {
@@ -475,7 +475,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
 }
 
 fn run_verify(args: VerifyArgs) -> ExitCode {
-    use clustersync::engine::filter::NamespaceFilter;
+    use clustersync::contract::filter::NamespaceFilter;
     use clustersync::uri::ClusterUri;
     use clustersync::verify::{self, Cluster, VerifyOptions};
 
@@ -519,10 +519,10 @@ fn run_verify(args: VerifyArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     let result = runtime.block_on(async {
-        let c0 = clustersync::engine::build_client("--cluster0", &uri0)
+        let c0 = clustersync::mongo::build_client("--cluster0", &uri0)
             .await
             .map_err(|e| e.to_string())?;
-        let c1 = clustersync::engine::build_client("--cluster1", &uri1)
+        let c1 = clustersync::mongo::build_client("--cluster1", &uri1)
             .await
             .map_err(|e| e.to_string())?;
         let source = Cluster::new("cluster0", uri0.clone(), c0);

@@ -1593,7 +1593,7 @@ async fn a_spec_that_cannot_work_and_a_paused_reconcile_are_reported() {
     let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
     let mut cs = cluster_sync(&ns, "bad", "Running");
     cs.spec.reversible = true;
-    cs.spec.build_indexes = Some(clustersync::engine::options::BuildIndexes::Never);
+    cs.spec.build_indexes = Some(clustersync::contract::options::BuildIndexes::Never);
     syncs.create(&PostParams::default(), &cs).await.unwrap();
     let mut held = cluster_sync(&ns, "held", "Running");
     held.metadata.annotations =

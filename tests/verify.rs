@@ -534,7 +534,7 @@ async fn a_differing_document_is_described_by_field_paths_never_values() {
 async fn filters_restrict_the_comparison() {
     let (a, b) = seeded_pair().await;
     drift(&b.client().await).await;
-    let filters = |json: &str| -> Vec<clustersync::engine::filter::NamespaceFilter> {
+    let filters = |json: &str| -> Vec<clustersync::contract::filter::NamespaceFilter> {
         serde_json::from_str(json).unwrap()
     };
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bson::doc;
+use clustersync::contract::options::{ClusterLabel, StartOptions};
 use clustersync::engine::blocking::{BlockError, Blocker};
 use clustersync::engine::config::{EngineArgs, EngineConfig};
-use clustersync::engine::options::{ClusterLabel, StartOptions};
 use clustersync::engine::Engine;
 use common::Server;
 use futures::future::BoxFuture;

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::options::StartOptions;
 use super::{ApiError, Engine};
+use crate::contract::options::StartOptions;
 
 /// A refusal rendered in mongosync's shape.
 pub struct Refusal {

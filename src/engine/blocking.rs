@@ -10,55 +10,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
-use super::options::ClusterLabel;
-
-/// Which clusters are blocked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Mode {
-    None,
-    DestinationOnly,
-    SourceAndDestination,
-}
-
-impl Mode {
-    pub fn blocks_destination(self) -> bool {
-        !matches!(self, Mode::None)
-    }
-    pub fn blocks_source(self) -> bool {
-        matches!(self, Mode::SourceAndDestination)
-    }
-}
-
-/// `enableUserWriteBlocking` as `/start` accepts it: mongosync's strings and the older booleans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Request {
-    Bool(bool),
-    Named(NamedMode),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum NamedMode {
-    None,
-    DestinationOnly,
-    SourceAndDestination,
-}
-
-impl Request {
-    pub fn mode(self) -> Mode {
-        match self {
-            Request::Bool(false) | Request::Named(NamedMode::None) => Mode::None,
-            Request::Named(NamedMode::DestinationOnly) => Mode::DestinationOnly,
-            Request::Bool(true) | Request::Named(NamedMode::SourceAndDestination) => {
-                Mode::SourceAndDestination
-            }
-        }
-    }
-}
+use crate::contract::options::ClusterLabel;
+use crate::contract::write_blocking::Mode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
@@ -95,8 +49,8 @@ impl Blocker for ServerBlocker {
             {
                 Ok(_) => Ok(()),
                 Err(e)
-                    if super::mongo::error_code(&e)
-                        == Some(super::mongo::codes::COMMAND_NOT_FOUND) =>
+                    if crate::mongo::error_code(&e)
+                        == Some(crate::mongo::codes::COMMAND_NOT_FOUND) =>
                 {
                     Err(BlockError::Unsupported {
                         cluster: cluster.as_str(),
@@ -104,8 +58,8 @@ impl Blocker for ServerBlocker {
                 }
                 Err(e) => Err(BlockError::Failed {
                     cluster: cluster.as_str(),
-                    message: (self.scrub)(&super::mongo::describe(&e)),
-                    transient: super::mongo::is_transient(&e),
+                    message: (self.scrub)(&crate::mongo::describe(&e)),
+                    transient: crate::mongo::is_transient(&e),
                 }),
             }
         })
@@ -309,16 +263,5 @@ mod tests {
             .await
             .is_err());
         assert_eq!(*r.log.lock().unwrap(), vec![(C0, false)]);
-    }
-
-    #[test]
-    fn request_values() {
-        let m = |s: &str| serde_json::from_str::<Request>(s).unwrap().mode();
-        assert_eq!(m("true"), Mode::SourceAndDestination);
-        assert_eq!(m("false"), Mode::None);
-        assert_eq!(m("\"none\""), Mode::None);
-        assert_eq!(m("\"destinationOnly\""), Mode::DestinationOnly);
-        assert_eq!(m("\"sourceAndDestination\""), Mode::SourceAndDestination);
-        assert!(serde_json::from_str::<Request>("\"sometimes\"").is_err());
     }
 }

@@ -10,10 +10,10 @@ use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::catalog::{self, CollKind, CollSpec};
-use super::lease::Fence;
+use super::fence::Fence;
 use super::metadata::{CopyOrder, PartitionDoc};
-use super::mongo::{codes, error_code};
+use crate::mongo::catalog::{self, CollKind, CollSpec};
+use crate::mongo::{codes, error_code};
 
 /// Knobs for the copy; `loadLevel` picks the concurrency.
 #[derive(Debug, Clone, Copy)]

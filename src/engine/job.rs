@@ -2,118 +2,20 @@
 //! restarts itself after errors that go away (a cluster down, an election).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bson::doc;
 use futures::{StreamExt, TryStreamExt};
-use mongodb::Client;
 
-use super::blocking::{Blocker, Controller, Mode};
-use super::catalog::{self, CollKind};
-use super::copy::{self, CopyTuning};
-use super::filter::Scope;
-use super::lease::{Fence, Fenced};
-use super::metadata::{PartitionDoc, Store};
-use super::mongo;
-use super::options::{BuildIndexes, StartOptions};
-use super::state::{DurableState, Phase};
-use super::status::StatusCell;
+use super::context::{Ctx, JobError};
+use super::copy::{self};
+use super::fence::Fenced;
+use super::metadata::PartitionDoc;
 use super::verifier::Verifier;
-
-/// Everything a job needs; cheap to clone.
-#[derive(Clone)]
-pub struct Ctx {
-    pub source: Client,
-    pub destination: Client,
-    pub store: Store,
-    pub scope: Arc<Scope>,
-    pub options: StartOptions,
-    pub status: Arc<StatusCell>,
-    pub tuning: CopyTuning,
-    pub blocker: Arc<dyn Blocker>,
-    pub write_blocking: Mode,
-    /// Both clusters as the embedded verifier compares them; `None` when verification is off.
-    pub verifier: Option<Arc<super::verifier::Clusters>>,
-    /// This engine's lease on the destination: every write checks it first.
-    pub fence: Arc<Fence>,
-}
-
-impl Ctx {
-    /// Ok while this engine provably holds the destination's lease; checked before writes.
-    pub fn fenced(&self) -> Result<(), JobError> {
-        Ok(self.fence.check()?)
-    }
-
-    pub fn blocking(&self) -> Controller<'_> {
-        Controller {
-            blocker: self.blocker.as_ref(),
-            mode: self.write_blocking,
-            source: self.options.source,
-            destination: self.options.destination,
-        }
-    }
-
-    /// Builds the source's indexes of `db.coll` (those in `names`, or all) on the destination,
-    /// in sync form, per `buildIndexes`.
-    pub async fn build_indexes(
-        &self,
-        db: &str,
-        coll: &str,
-        names: Option<&[String]>,
-    ) -> mongodb::error::Result<usize> {
-        catalog::build_indexes(
-            &self.source,
-            &self.destination,
-            db,
-            coll,
-            self.options.build_indexes,
-            names,
-        )
-        .await
-    }
-
-    /// Copies a whole collection that already exists (empty or partial) on the destination.
-    pub async fn copy_whole(&self, spec: &catalog::CollSpec) -> mongodb::error::Result<()> {
-        if spec.kind == CollKind::View {
-            return Ok(());
-        }
-        let part = copy::whole_collection(spec);
-        copy::copy_partition(
-            &self.source,
-            &self.destination,
-            &part,
-            &self.tuning,
-            &std::sync::atomic::AtomicI64::new(0),
-            &tokio::sync::Semaphore::new(1),
-            &self.fence,
-        )
-        .await?;
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// The sync cannot go on; the message says why and what to do.
-    #[error("{0}")]
-    Fatal(String),
-    #[error(transparent)]
-    Mongo(#[from] mongodb::error::Error),
-    /// A comparison by the embedded verifier could not be carried out (a cluster down, a
-    /// command failed); retried like the sync's other interruptions. Already scrubbed.
-    #[error("{0}")]
-    Verify(#[from] crate::verify::VerifyError),
-    /// This engine's lease on the destination is lost (fatal) or unproven (retried).
-    #[error(transparent)]
-    Lease(#[from] Fenced),
-}
-
-impl JobError {
-    pub fn fatal(msg: impl Into<String>) -> Self {
-        JobError::Fatal(msg.into())
-    }
-}
+use crate::contract::options::BuildIndexes;
+use crate::contract::state::{DurableState, Phase};
+use crate::mongo;
+use crate::mongo::catalog::{self, CollKind};
 
 /// Runs the job until it is done, fails for good, or is aborted (pause).
 #[tracing::instrument(name = "sync_job", skip_all)]
@@ -525,7 +427,7 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
         .await?;
     {
         let mut s = ctx.status.lock();
-        s.state = super::state::State::Committed;
+        s.state = crate::contract::state::State::Committed;
         s.phase = Some(Phase::Done);
     }
     tracing::info!("commit completed");

@@ -8,9 +8,9 @@ use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection};
 use serde::{Deserialize, Serialize};
 
-use super::filter::METADATA_DB;
-use super::options::StartOptions;
-use super::state::{DurableState, Phase};
+use crate::contract::filter::METADATA_DB;
+use crate::contract::options::StartOptions;
+use crate::contract::state::{DurableState, Phase};
 
 const MIGRATION_ID: &str = "migration";
 
@@ -43,7 +43,7 @@ pub struct MigrationDoc {
     pub estimated_total_bytes: i64,
     /// The write blocking in force (the request, or the default the servers allowed).
     #[serde(default = "no_blocking")]
-    pub write_blocking: super::blocking::Mode,
+    pub write_blocking: crate::contract::write_blocking::Mode,
     /// Why the default write blocking could not be used, shown in `/progress` `warnings`.
     #[serde(default)]
     pub write_blocking_note: Option<String>,
@@ -62,8 +62,8 @@ pub struct MigrationDoc {
     pub lease_token: Option<String>,
 }
 
-fn no_blocking() -> super::blocking::Mode {
-    super::blocking::Mode::None
+fn no_blocking() -> crate::contract::write_blocking::Mode {
+    crate::contract::write_blocking::Mode::None
 }
 
 /// How a partition's documents are read.
@@ -195,7 +195,7 @@ impl Store {
             commit_ts: None,
             can_write: false,
             estimated_total_bytes: 0,
-            write_blocking: super::blocking::Mode::None,
+            write_blocking: crate::contract::write_blocking::Mode::None,
             write_blocking_note: None,
             generation: 0,
             can_write_ts: None,
@@ -229,7 +229,7 @@ impl Store {
             .update_one(filter, doc! { "$set": fields })
             .await?;
         if r.matched_count == 0 && self.lease_token.is_some() {
-            return Err(mongodb::error::Error::custom(super::lease::Fenced::Lost(
+            return Err(mongodb::error::Error::custom(super::fence::Fenced::Lost(
                 "the migration document on the destination now names another engine's lease, so this engine stopped writing; that engine drives the sync now".into(),
             )));
         }

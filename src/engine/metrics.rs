@@ -10,8 +10,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::state::State;
 use super::status::{CollectionProgress, EventKind, StatusCell, VerificationStatus, VerifierSide};
+use crate::contract::state::State;
 
 /// A per-collection gauge: name, help, and its value from a collection's progress.
 type PerCollection = (&'static str, &'static str, fn(&CollectionProgress) -> i64);

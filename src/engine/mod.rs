@@ -4,18 +4,15 @@
 
 pub mod api;
 pub mod blocking;
-pub mod catalog;
 pub mod cea;
 pub mod config;
+pub mod context;
 pub mod copy;
-pub mod filter;
+pub mod fence;
 pub mod job;
 pub mod lease;
 pub mod metadata;
 pub mod metrics;
-pub mod mongo;
-pub mod options;
-pub mod state;
 pub mod status;
 pub mod verifier;
 
@@ -23,20 +20,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::doc;
-use mongodb::options::ClientOptions;
 use mongodb::Client;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::contract::filter::{Scope, METADATA_DB};
+use crate::contract::options::{ClusterLabel, StartOptions};
+use crate::contract::state::{DurableState, State, Verb, WrongState};
 use crate::preflight;
 use crate::uri::ClusterUri;
 use config::EngineConfig;
+use context::Ctx;
 use copy::CopyTuning;
-use filter::{Scope, METADATA_DB};
-use job::Ctx;
 use metadata::{MigrationDoc, Store};
-use options::{ClusterLabel, StartOptions};
-use state::{DurableState, State, Verb, WrongState};
 use status::StatusCell;
 
 /// How often the source's oplog window is read for `estimatedOplogTimeRemaining`.
@@ -51,7 +47,7 @@ pub enum ApiError {
     #[error("{0}")]
     WrongState(#[from] WrongState),
     #[error("{0}")]
-    InvalidStart(#[from] options::InvalidStart),
+    InvalidStart(#[from] crate::contract::options::InvalidStart),
     #[error("cannot commit yet: {0}; poll /api/v1/progress until canCommit is true")]
     NotReadyToCommit(String),
     #[error("{0}")]
@@ -129,6 +125,12 @@ pub enum StartupError {
     Config(String),
 }
 
+impl From<crate::mongo::UnusableUri> for StartupError {
+    fn from(e: crate::mongo::UnusableUri) -> Self {
+        StartupError::Config(e.0)
+    }
+}
+
 pub struct Engine {
     config: EngineConfig,
     clients: [Client; 2],
@@ -155,8 +157,8 @@ impl Engine {
         blocker: Option<Arc<dyn blocking::Blocker>>,
     ) -> Result<Arc<Self>, StartupError> {
         let clients = [
-            build_client("--cluster0", &config.cluster0).await?,
-            build_client("--cluster1", &config.cluster1).await?,
+            crate::mongo::build_client("--cluster0", &config.cluster0).await?,
+            crate::mongo::build_client("--cluster1", &config.cluster1).await?,
         ];
         let tuning = CopyTuning::for_load_level(config.load_level, config.partition_bytes);
         let scrubber = {
@@ -228,7 +230,11 @@ impl Engine {
         &self.clients[label.index()]
     }
 
-    fn blocking(&self, options: &StartOptions, mode: blocking::Mode) -> blocking::Controller<'_> {
+    fn blocking(
+        &self,
+        options: &StartOptions,
+        mode: crate::contract::write_blocking::Mode,
+    ) -> blocking::Controller<'_> {
         blocking::Controller {
             blocker: self.blocker.as_ref(),
             mode,
@@ -344,7 +350,8 @@ impl Engine {
                     self.status.applied_through(a);
                 }
                 if matches!(doc.state, DurableState::Running | DurableState::Committing)
-                    || (doc.state == DurableState::Committed && doc.phase != state::Phase::Done)
+                    || (doc.state == DurableState::Committed
+                        && doc.phase != crate::contract::state::Phase::Done)
                 {
                     *control = Some(self.spawn_job(&doc.options));
                 }
@@ -360,7 +367,7 @@ impl Engine {
         let label = doc.options.destination;
         let client = self.client(label);
         let unreachable = |e: mongodb::error::Error| {
-            InitError::Unreachable(label, self.scrub(&mongo::describe(&e)))
+            InitError::Unreachable(label, self.scrub(&crate::mongo::describe(&e)))
         };
         let acquired = self
             .lease
@@ -410,12 +417,13 @@ impl Engine {
                 .database("admin")
                 .run_command(doc! { "ping": 1 })
                 .await
-                .map_err(|e| InitError::Unreachable(label, self.scrub(&mongo::describe(&e))))?;
+                .map_err(|e| {
+                    InitError::Unreachable(label, self.scrub(&crate::mongo::describe(&e)))
+                })?;
             let store = Store::new(client);
-            let doc = store
-                .load()
-                .await
-                .map_err(|e| InitError::Unreachable(label, self.scrub(&mongo::describe(&e))))?;
+            let doc = store.load().await.map_err(|e| {
+                InitError::Unreachable(label, self.scrub(&crate::mongo::describe(&e)))
+            })?;
             if let Some(doc) = doc {
                 found.push((label, doc));
             }
@@ -482,7 +490,7 @@ impl Engine {
                             self.client(label).clone(),
                         )
                     };
-                    Arc::new(verifier::Clusters {
+                    Arc::new(context::Clusters {
                         source: cluster(options.source),
                         destination: cluster(options.destination),
                     })
@@ -535,7 +543,7 @@ impl Engine {
                                     "cannot reach {} ({}): {}; retrying",
                                     label.as_str(),
                                     engine.uri(label).hosts(),
-                                    engine.scrub(&mongo::describe(&e))
+                                    engine.scrub(&crate::mongo::describe(&e))
                                 ),
                             );
                         }
@@ -543,7 +551,7 @@ impl Engine {
                 }
                 let source = engine.status.lock().options.as_ref().map(|o| o.source);
                 if let Some(src) = source {
-                    if let Ok(ts) = mongo::cluster_time(engine.client(src)).await {
+                    if let Ok(ts) = crate::mongo::cluster_time(engine.client(src)).await {
                         engine.status.saw_source_time(ts);
                     }
                     // The oplog's start moves slowly and reading it can cost the server a scan:
@@ -608,13 +616,13 @@ impl Engine {
         let source = self.client(options.source);
         let destination = self.client(options.destination);
         let scope = Scope::compile(&options.include_namespaces, &options.exclude_namespaces)
-            .map_err(|e| options::InvalidStart::Filter(e.to_string()))?;
+            .map_err(|e| crate::contract::options::InvalidStart::Filter(e.to_string()))?;
         let unavailable = |label: ClusterLabel, e: mongodb::error::Error| {
             ApiError::ClusterUnavailable(format!(
                 "cannot reach {} ({}): {}; check that it is up and reachable, then call /start again",
                 label.as_str(),
                 self.uri(label).hosts(),
-                self.scrub(&mongo::describe(&e))
+                self.scrub(&crate::mongo::describe(&e))
             ))
         };
         // Both clusters must answer promptly: /start answers within seconds, not after the
@@ -655,7 +663,7 @@ impl Engine {
                 );
                 tracing::warn!("{note}");
                 blocking_note = Some(note);
-                mode = blocking::Mode::None;
+                mode = crate::contract::write_blocking::Mode::None;
             }
             Err(e @ blocking::BlockError::Unsupported { .. }) => {
                 return Err(ApiError::WriteBlockingUnsupported(format!(
@@ -726,7 +734,7 @@ impl Engine {
                     }
                 }
             }
-            let existing = catalog::user_namespaces(destination)
+            let existing = crate::mongo::catalog::user_namespaces(destination)
                 .await
                 .map_err(|e| unavailable(options.destination, e))?;
             if !existing.is_empty() {
@@ -739,7 +747,7 @@ impl Engine {
                         if existing.len() > 5 { format!(" and {} more", existing.len() - 5) } else { String::new() }
                     )));
                 }
-                let source_ns = catalog::list_all(source, &scope)
+                let source_ns = crate::mongo::catalog::list_all(source, &scope)
                     .await
                     .map_err(|e| unavailable(options.source, e))?;
                 let clashes: Vec<_> = source_ns
@@ -759,7 +767,7 @@ impl Engine {
             // opening's resume token, or, from a server that gives none, the time read just before
             // (opening "now" rather than at a time spares servers that scan their oplog to find
             // a start time).
-            let start_ts = mongo::cluster_time(source)
+            let start_ts = crate::mongo::cluster_time(source)
                 .await
                 .map_err(|e| unavailable(options.source, e))?;
             let stream = source
@@ -799,7 +807,7 @@ impl Engine {
             {
                 let mut s = self.status.lock();
                 s.state = State::Running;
-                s.phase = Some(state::Phase::Catalog);
+                s.phase = Some(crate::contract::state::Phase::Catalog);
                 s.options = Some(options.clone());
                 s.fatal = None;
                 s.write_blocking = mode;
@@ -816,7 +824,7 @@ impl Engine {
             // refused /start leaves nothing behind on the destination.
             self.lease.release().await;
             if let Err(e) = drop_if_only_lease(destination).await {
-                tracing::debug!(error = %self.scrub(&mongo::describe(&e)), "could not drop the metadata database left by a refused /start");
+                tracing::debug!(error = %self.scrub(&crate::mongo::describe(&e)), "could not drop the metadata database left by a refused /start");
             }
         }
         result
@@ -843,7 +851,7 @@ impl Engine {
     fn store_error(&self, e: mongodb::error::Error) -> ApiError {
         ApiError::ClusterUnavailable(format!(
             "could not record the change on the destination: {}; try again",
-            self.scrub(&mongo::describe(&e))
+            self.scrub(&crate::mongo::describe(&e))
         ))
     }
 
@@ -914,12 +922,12 @@ impl Engine {
                 source_blocked_warning(options.source, self.uri(options.source).hosts()),
             );
         }
-        let commit_ts = mongo::cluster_time(self.client(options.source))
+        let commit_ts = crate::mongo::cluster_time(self.client(options.source))
             .await
             .map_err(|e| {
                 ApiError::ClusterUnavailable(format!(
                     "cannot read the source's latest time: {}; try again",
-                    self.scrub(&mongo::describe(&e))
+                    self.scrub(&crate::mongo::describe(&e))
                 ))
             })?;
         let store = self.persisted_store()?;
@@ -998,7 +1006,7 @@ impl Engine {
         {
             let mut s = self.status.lock();
             s.state = State::Running;
-            s.phase = Some(state::Phase::ChangeEvents);
+            s.phase = Some(crate::contract::state::Phase::ChangeEvents);
             s.options = Some(options.clone());
             s.warnings.remove("source-blocked");
             if let Some(n) = note {
@@ -1022,7 +1030,7 @@ impl Engine {
         &self,
         old: &MigrationDoc,
         options: &StartOptions,
-        mode: blocking::Mode,
+        mode: crate::contract::write_blocking::Mode,
         from: bson::Timestamp,
     ) -> Result<(), ApiError> {
         let new_store = Store::new(self.client(options.destination));
@@ -1031,7 +1039,7 @@ impl Engine {
         doc.options = options.clone();
         doc.generation = old.generation + 1;
         doc.state = DurableState::Running;
-        doc.phase = state::Phase::ChangeEvents;
+        doc.phase = crate::contract::state::Phase::ChangeEvents;
         doc.start_ts = from;
         doc.resume_token = None;
         doc.applied_ts = Some(from);
@@ -1095,45 +1103,4 @@ fn source_blocked_warning(source: ClusterLabel, hosts: &str) -> String {
 enum InitError {
     Unreachable(ClusterLabel, String),
     Refused(String),
-}
-
-/// Builds a client without contacting the cluster, except for the DNS lookup of an SRV
-/// connection string, which is retried until it answers. Settings that can never work (a TLS
-/// file that cannot be read, say) are refused with the flag named.
-pub async fn build_client(flag: &str, uri: &ClusterUri) -> Result<Client, StartupError> {
-    let refuse = |e: mongodb::error::Error| {
-        StartupError::Config(format!(
-            "{flag}: the connection string cannot be used: {}; check its options (a tlsCAFile or tlsCertificateKeyFile must name a readable PEM file)",
-            uri.scrub(&mongo::describe(&e))
-        ))
-    };
-    let mut attempt = 0u32;
-    let mut opts = loop {
-        let cs = mongodb::options::ConnectionString::parse(uri.expose()).map_err(refuse)?;
-        match ClientOptions::parse(cs).await {
-            Ok(o) => break o,
-            Err(e)
-                if uri.is_srv()
-                    && matches!(
-                        e.kind.as_ref(),
-                        mongodb::error::ErrorKind::DnsResolve { .. }
-                            | mongodb::error::ErrorKind::Io(_)
-                    ) =>
-            {
-                attempt += 1;
-                tracing::warn!(flag, hosts = uri.hosts(), error = %uri.scrub(&mongo::describe(&e)), "cannot resolve the connection string; retrying");
-                tokio::time::sleep(Duration::from_millis(
-                    (500u64 << attempt.min(5)).min(10_000),
-                ))
-                .await;
-            }
-            Err(e) => return Err(refuse(e)),
-        }
-    };
-    opts.app_name
-        .get_or_insert_with(|| "clustersync".to_string());
-    opts.server_selection_timeout = opts
-        .server_selection_timeout
-        .or(Some(Duration::from_secs(10)));
-    Client::with_options(opts).map_err(refuse)
 }

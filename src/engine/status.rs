@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bson::Timestamp;
 use serde_json::{json, Value};
 
-use super::options::StartOptions;
-use super::state::{Phase, State};
+use crate::contract::options::StartOptions;
+use crate::contract::state::{Phase, State};
 
 /// `canCommit` needs lag at or under this, as in mongosync 1.21+.
 pub const COMMIT_LAG_LIMIT_SECS: i64 = 30;
@@ -232,7 +232,7 @@ pub struct Snapshot {
     pub ping_ms: [Option<i64>; 2],
     pub warnings: BTreeMap<String, String>,
     pub fatal: Option<String>,
-    pub write_blocking: super::blocking::Mode,
+    pub write_blocking: crate::contract::write_blocking::Mode,
     /// `None` when verification is off.
     pub verification: Option<VerificationStatus>,
 }
@@ -259,7 +259,7 @@ impl Default for Snapshot {
             ping_ms: [None, None],
             warnings: BTreeMap::new(),
             fatal: None,
-            write_blocking: super::blocking::Mode::None,
+            write_blocking: crate::contract::write_blocking::Mode::None,
             verification: None,
         }
     }
@@ -564,7 +564,7 @@ const OPLOG_MARGIN_SECS: u64 = 15 * 60;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::options::{ClusterLabel, StartOptions};
+    use crate::contract::options::{ClusterLabel, StartOptions};
 
     fn opts() -> StartOptions {
         serde_json::from_str(r#"{"source":"cluster1","destination":"cluster0"}"#).unwrap()

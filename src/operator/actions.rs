@@ -3,7 +3,7 @@
 
 use super::crd::Mode;
 /// The engine's state as `/progress` reports it: the engine's own type, read from the API.
-pub use crate::engine::state::State as EngineState;
+pub use crate::contract::state::State as EngineState;
 
 /// One call to the engine's HTTP API, or nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -911,7 +911,7 @@ async fn cached_preflight(
     ctx: &Context,
     cs: &ClusterSync,
     creds: &Resolved,
-    options: &crate::engine::options::StartOptions,
+    options: &crate::contract::options::StartOptions,
 ) -> Verdict {
     let key = key_of(cs);
     let fingerprint = format!(

@@ -9,8 +9,8 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::filter::NamespaceFilter;
-use crate::engine::options::{BuildIndexes, Verification};
+use crate::contract::filter::NamespaceFilter;
+use crate::contract::options::{BuildIndexes, Verification};
 
 /// Rejected at admission: the same Secret key on both sides names one cluster twice.
 const DIFFERENT_SECRETS: &str =

@@ -90,7 +90,7 @@ impl CallError {
 }
 
 /// A state-changing call: the engine's own verbs.
-pub use crate::engine::state::Verb;
+pub use crate::contract::state::Verb;
 
 /// The URL path segment of `verb` (`start`, `pause`, ...).
 pub fn path(verb: Verb) -> &'static str {

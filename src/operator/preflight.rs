@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::credentials::Resolved;
-use crate::engine::blocking::Mode;
-use crate::engine::options::StartOptions;
+use crate::contract::options::StartOptions;
+use crate::contract::write_blocking::Mode;
 use crate::preflight::checks::{ProblemKind, DEFAULT_COPY_RATE};
 use crate::preflight::{self, Intent, SyncKind};
 
@@ -59,10 +59,10 @@ pub fn kind_for(options: &StartOptions) -> SyncKind {
 pub async fn run(creds: &Resolved, options: &StartOptions, timeout: Duration) -> Verdict {
     let scrub = |t: &str| creds.scrub(t);
     let work = async {
-        let source = crate::engine::build_client("source", &creds.source)
+        let source = crate::mongo::build_client("source", &creds.source)
             .await
             .map_err(|e| Verdict::Unreachable(scrub(&e.to_string())))?;
-        let destination = crate::engine::build_client("destination", &creds.destination)
+        let destination = crate::mongo::build_client("destination", &creds.destination)
             .await
             .map_err(|e| Verdict::Unreachable(scrub(&e.to_string())))?;
         let report = preflight::run(

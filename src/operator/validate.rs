@@ -2,8 +2,8 @@
 //! by the same rules the engine applies, so a bad spec is reported in status before any pod
 //! exists.
 
-use crate::engine::blocking::{NamedMode, Request};
-use crate::engine::options::{ClusterLabel, StartOptions};
+use crate::contract::options::{ClusterLabel, StartOptions};
+use crate::contract::write_blocking::{Mode, Request};
 
 use super::crd::{ClusterSyncSpec, WriteBlocking};
 
@@ -58,9 +58,9 @@ pub fn start_options(spec: &ClusterSyncSpec) -> Result<StartOptions, String> {
         sharding: None,
         enable_user_write_blocking: spec.write_blocking.map(|w| {
             Request::Named(match w {
-                WriteBlocking::None => NamedMode::None,
-                WriteBlocking::DestinationOnly => NamedMode::DestinationOnly,
-                WriteBlocking::SourceAndDestination => NamedMode::SourceAndDestination,
+                WriteBlocking::None => Mode::None,
+                WriteBlocking::DestinationOnly => Mode::DestinationOnly,
+                WriteBlocking::SourceAndDestination => Mode::SourceAndDestination,
             })
         }),
     };

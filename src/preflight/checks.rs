@@ -105,7 +105,7 @@ pub async fn gather(
         match tokio::time::timeout(REACH_TIMEOUT, admin.run_command(doc! { "hello": 1 })).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
-                facts.unreachable = Some(scrub(&crate::engine::mongo::describe(&e)));
+                facts.unreachable = Some(scrub(&crate::mongo::describe(&e)));
                 return facts;
             }
             Err(_) => {
@@ -136,7 +136,7 @@ pub async fn gather(
     match roles::fetch(client).await {
         Ok(u) => facts.user = Some(u),
         Err(e) => {
-            facts.unreachable = Some(scrub(&crate::engine::mongo::describe(&e)));
+            facts.unreachable = Some(scrub(&crate::mongo::describe(&e)));
             return facts;
         }
     }
@@ -170,7 +170,7 @@ pub async fn gather(
     if let Ok(names) = client.list_database_names().await {
         for db in names
             .iter()
-            .filter(|d| !crate::engine::filter::is_internal_db(d))
+            .filter(|d| !crate::contract::filter::is_internal_db(d))
         {
             if let Ok(colls) = client.database(db).list_collection_names().await {
                 for c in colls.iter().filter(|c| !c.starts_with("system.")) {

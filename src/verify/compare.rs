@@ -17,8 +17,8 @@ use super::metadata::{compare_indexes, compare_specs, kind_of};
 use super::report::{Mismatch, MismatchKind, NamespaceReport, Report, SideReport};
 use super::walk::{id_key, walk, Entry, LookupWalk, WalkResult};
 use super::{Cluster, DocumentCheck, SideProgress, VerifyError, VerifyOptions};
-use crate::engine::catalog::{self, CollSpec};
-use crate::engine::mongo;
+use crate::mongo;
+use crate::mongo::catalog::{self, CollSpec};
 
 /// Both clusters of one verification, for error messages scrubbed of both URIs' secrets.
 struct Pair<'a> {

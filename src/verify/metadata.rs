@@ -7,8 +7,8 @@ use bson::{Bson, Document};
 
 use super::report::NamespaceKind;
 use super::IndexForm;
-use crate::engine::catalog::{sync_form, CollKind, CollSpec};
-use crate::engine::options::BuildIndexes;
+use crate::contract::options::BuildIndexes;
+use crate::mongo::catalog::{sync_form, CollKind, CollSpec};
 
 const MAX_VALUE_CHARS: usize = 200;
 

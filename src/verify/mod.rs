@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use mongodb::Client;
 
-use crate::engine::filter::{FilterError, NamespaceFilter, Scope};
+use crate::contract::filter::{FilterError, NamespaceFilter, Scope};
 use crate::uri::ClusterUri;
 
 pub use compare::verify;
@@ -83,7 +83,7 @@ impl Cluster {
             label: self.label.clone(),
             hosts: self.hosts().to_string(),
             what: what.into(),
-            reason: self.uri.scrub(&crate::engine::mongo::describe(e)),
+            reason: self.uri.scrub(&crate::mongo::describe(e)),
         }
     }
 }
@@ -151,7 +151,7 @@ impl SideProgress {
 }
 
 /// The form the destination's indexes are expected in: a sync builds them in a provisional
-/// form until its commit (see [`crate::engine::catalog::sync_form`]).
+/// form until its commit (see [`crate::mongo::catalog::sync_form`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum IndexForm {
     /// Exactly the source's indexes: after a commit, or after any other copy.
@@ -159,7 +159,7 @@ pub enum IndexForm {
     Final,
     /// Mid-sync under this `buildIndexes` mode: unique indexes built non-unique, TTL indexes
     /// disabled, hashed ones left out under `excludeHashed*`; `never` compares no index.
-    DuringSync(crate::engine::options::BuildIndexes),
+    DuringSync(crate::contract::options::BuildIndexes),
 }
 
 impl Default for VerifyOptions {

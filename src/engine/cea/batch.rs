@@ -17,13 +17,13 @@ use bson::{
 use futures::{StreamExt, TryStreamExt};
 use mongodb::{Client, Collection};
 
-use super::super::catalog::{self, CollKind};
-use super::super::filter::Scope;
-use super::super::job::{Ctx, JobError};
-use super::super::mongo;
+use super::super::context::{Ctx, JobError};
 use super::super::status::EventKind;
 use super::delta::{self, Delta, Plan};
 use super::{repair, Applier};
+use crate::contract::filter::Scope;
+use crate::mongo;
+use crate::mongo::catalog::{self, CollKind};
 
 const WRITE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 const WRITE_CHUNK_OPS: usize = 1_000;
@@ -932,7 +932,7 @@ mod tests {
 
     #[test]
     fn events_outside_the_scope_are_counted_but_not_applied() {
-        let inc: Vec<crate::engine::filter::NamespaceFilter> =
+        let inc: Vec<crate::contract::filter::NamespaceFilter> =
             serde_json::from_str(r#"[{"database":"keep"}]"#).unwrap();
         let scope = Scope::compile(&inc, &[]).unwrap();
         let mut b = Batch::default();

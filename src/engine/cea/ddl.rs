@@ -12,10 +12,10 @@
 use bson::{doc, Document, RawDocument};
 use mongodb::Client;
 
-use super::super::catalog::{self, CollKind, CollSpec};
-use super::super::job::{Ctx, JobError};
-use super::super::mongo::{codes, error_code};
-use super::super::options::BuildIndexes;
+use super::super::context::{Ctx, JobError};
+use crate::contract::options::BuildIndexes;
+use crate::mongo::catalog::{self, CollKind, CollSpec};
+use crate::mongo::{codes, error_code};
 
 fn ns_at(ev: &RawDocument, key: &str) -> Option<(String, String)> {
     let ns = ev.get_document(key).ok()?;
@@ -205,7 +205,7 @@ pub async fn recopy_pending(ctx: &Ctx) -> Result<(), JobError> {
             ctx.store.unmark_recopy(&ns).await?;
             continue;
         };
-        let read_at = super::super::mongo::cluster_time(&ctx.source).await?;
+        let read_at = crate::mongo::cluster_time(&ctx.source).await?;
         // Gone from the source: a drop event the stream has not delivered yet removes it.
         if let Some(spec) = catalog::find_spec(&ctx.source, db, coll).await? {
             tracing::warn!(ns = %ns, "copying a collection again whole: a rename or drop on the source overtook its copy, or the changes to some of its documents were made to a collection renamed since");

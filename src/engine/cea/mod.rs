@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use bson::{doc, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
 
-use super::filter::METADATA_DB;
-use super::job::{Ctx, JobError};
-use super::mongo::{self, codes, error_code};
+use super::context::{Ctx, JobError};
 use super::status::EventKind;
+use crate::contract::filter::METADATA_DB;
+use crate::mongo::{self, codes, error_code};
 
 const MAX_BATCH_EVENTS: usize = 5_000;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;

@@ -20,9 +20,9 @@ use bson::{doc, Binary, Bson, RawDocumentBuf};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::ReadConcern;
 
-use super::super::catalog::{self, CollKind};
-use super::super::job::{Ctx, JobError};
+use super::super::context::{Ctx, JobError};
 use super::batch::{write_deletes, write_statements, DocId, Statement};
+use crate::mongo::catalog::{self, CollKind};
 
 /// `_id`s per source read: the test server's `$in` costs grow with the square of its values.
 const READ_CHUNK: usize = 100;
@@ -110,7 +110,7 @@ async fn read_guarded(
     // would find a just-inserted document absent and the repair would delete it. A causally
     // consistent session after the source's current majority time makes the server wait for a
     // snapshot at least that new (`afterClusterTime`).
-    let after = super::super::mongo::cluster_time(&ctx.source).await?;
+    let after = crate::mongo::cluster_time(&ctx.source).await?;
     let source = ctx.source.database(db).collection::<RawDocumentBuf>(coll);
     let chunks: Vec<Vec<Bson>> = ids
         .chunks(READ_CHUNK)

@@ -39,20 +39,14 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 
-use super::catalog::{self, CollKind, CollSpec};
-use super::job::{Ctx, JobError};
-use super::mongo;
+use super::context::{Clusters, Ctx, JobError};
 use super::status::{VerificationStatus, VerifierPhase};
-use crate::verify::{self, Cluster, DocumentCheck, IndexForm, ScanProgress, VerifyOptions};
+use crate::mongo;
+use crate::mongo::catalog::{self, CollKind, CollSpec};
+use crate::verify::{self, DocumentCheck, IndexForm, ScanProgress, VerifyOptions};
 use queue::Queue;
 use store::{Queued, Recheck, Side, VerifierState, VerifierStore};
 use stream::SideStream;
-
-/// Both clusters, as the verifier reads them (errors scrubbed of their connection strings).
-pub struct Clusters {
-    pub source: Cluster,
-    pub destination: Cluster,
-}
 
 /// The most differing documents the initial pass of one collection queues. More than that
 /// in one pass means the collection is being rewritten as it is read: it is compared again.

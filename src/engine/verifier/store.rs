@@ -11,7 +11,7 @@ use mongodb::change_stream::event::ResumeToken;
 use mongodb::{Client, Collection};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::filter::METADATA_DB;
+use crate::contract::filter::METADATA_DB;
 
 const STATE_ID: &str = "state";
 

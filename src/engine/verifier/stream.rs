@@ -12,8 +12,8 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::Client;
 
 use super::store::StreamPos;
-use crate::engine::filter::{Scope, METADATA_DB};
-use crate::engine::mongo::{self, codes, error_code};
+use crate::contract::filter::{Scope, METADATA_DB};
+use crate::mongo::{self, codes, error_code};
 
 /// How long the server may hold a read that has nothing to return.
 const MAX_AWAIT: Duration = Duration::from_millis(200);

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::blocking::Mode;
-use super::filter::NamespaceFilter;
+use crate::contract::filter::NamespaceFilter;
+use crate::contract::write_blocking::Mode;
 
 /// One of the two clusters named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -120,7 +120,7 @@ pub struct StartOptions {
     /// mongosync's write blocking (removed from its `/start` in 1.20, which decides by itself;
     /// clustersync accepts it to let a user choose, and decides as 1.20 does without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enable_user_write_blocking: Option<super::blocking::Request>,
+    pub enable_user_write_blocking: Option<crate::contract::write_blocking::Request>,
 }
 
 /// A `/start` body that parsed but asks for something impossible.
@@ -185,7 +185,7 @@ impl StartOptions {
         if self.sharding.is_some() {
             return Err(InvalidStart::ShardingOnUnsharded);
         }
-        super::filter::Scope::compile(&self.include_namespaces, &self.exclude_namespaces)
+        crate::contract::filter::Scope::compile(&self.include_namespaces, &self.exclude_namespaces)
             .map_err(|e| InvalidStart::Filter(e.to_string()))?;
         Ok(())
     }

@@ -1,8 +1,16 @@
-//! Small helpers over the driver: error classification, server time, raw commands.
+//! What every part that talks to MongoDB shares: building clients, naming clusters in errors
+//! without secrets, transient-error classification, server time, raw commands, and the
+//! catalog (collections, views, indexes).
+
+pub mod catalog;
 
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::error::{Error as MongoError, ErrorKind};
+use mongodb::options::ClientOptions;
 use mongodb::Client;
+use std::time::Duration;
+
+use crate::uri::ClusterUri;
 
 /// Server error codes the engine reacts to.
 pub mod codes {
@@ -162,4 +170,51 @@ pub fn describe(e: &MongoError) -> String {
     } else {
         text
     }
+}
+
+/// A connection string whose settings can never work; the text names the flag and the
+/// problem, never the password.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnusableUri(pub String);
+
+/// Builds a client without contacting the cluster, except for the DNS lookup of an SRV
+/// connection string, which is retried until it answers. Settings that can never work (a TLS
+/// file that cannot be read, say) are refused with the flag named.
+pub async fn build_client(flag: &str, uri: &ClusterUri) -> Result<Client, UnusableUri> {
+    let refuse = |e: mongodb::error::Error| {
+        UnusableUri(format!(
+            "{flag}: the connection string cannot be used: {}; check its options (a tlsCAFile or tlsCertificateKeyFile must name a readable PEM file)",
+            uri.scrub(&describe(&e))
+        ))
+    };
+    let mut attempt = 0u32;
+    let mut opts = loop {
+        let cs = mongodb::options::ConnectionString::parse(uri.expose()).map_err(refuse)?;
+        match ClientOptions::parse(cs).await {
+            Ok(o) => break o,
+            Err(e)
+                if uri.is_srv()
+                    && matches!(
+                        e.kind.as_ref(),
+                        mongodb::error::ErrorKind::DnsResolve { .. }
+                            | mongodb::error::ErrorKind::Io(_)
+                    ) =>
+            {
+                attempt += 1;
+                tracing::warn!(flag, hosts = uri.hosts(), error = %uri.scrub(&describe(&e)), "cannot resolve the connection string; retrying");
+                tokio::time::sleep(Duration::from_millis(
+                    (500u64 << attempt.min(5)).min(10_000),
+                ))
+                .await;
+            }
+            Err(e) => return Err(refuse(e)),
+        }
+    };
+    opts.app_name
+        .get_or_insert_with(|| "clustersync".to_string());
+    opts.server_selection_timeout = opts
+        .server_selection_timeout
+        .or(Some(Duration::from_secs(10)));
+    Client::with_options(opts).map_err(refuse)
 }

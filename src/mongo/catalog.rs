@@ -13,9 +13,9 @@ use bson::{doc, Binary, Bson, Document};
 use futures::TryStreamExt;
 use mongodb::Client;
 
-use super::filter::Scope;
-use super::mongo::{codes, error_code};
-use super::options::BuildIndexes;
+use crate::contract::filter::Scope;
+use crate::contract::options::BuildIndexes;
+use crate::mongo::{codes, error_code};
 
 pub const TTL_DISABLED: i32 = i32::MAX;
 
@@ -448,7 +448,7 @@ async fn rebuild_index(
 /// behind, and a server without the conversion cannot do it at all. Tried once on a scratch
 /// collection in the metadata database.
 pub async fn unique_conversion_leaves_traces(destination: &Client) -> mongodb::error::Result<bool> {
-    let db = destination.database(super::filter::METADATA_DB);
+    let db = destination.database(crate::contract::filter::METADATA_DB);
     let coll = "unique_conversion_probe";
     let _ = db.run_command(doc! { "drop": coll }).await;
     let probe = async {
@@ -465,11 +465,11 @@ pub async fn unique_conversion_leaves_traces(destination: &Client) -> mongodb::e
                 .run_command(doc! { "collMod": coll, "index": index })
                 .await
             {
-                tracing::debug!(error = %super::mongo::describe(&e), "the destination cannot convert an index to unique in place");
+                tracing::debug!(error = %crate::mongo::describe(&e), "the destination cannot convert an index to unique in place");
                 return Ok(true);
             }
         }
-        let specs = list_indexes(destination, super::filter::METADATA_DB, coll).await?;
+        let specs = list_indexes(destination, crate::contract::filter::METADATA_DB, coll).await?;
         Ok::<bool, mongodb::error::Error>(
             specs
                 .iter()

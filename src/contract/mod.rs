@@ -1,0 +1,9 @@
+//! What the engine, the operator and the CLI agree on, with no I/O: the `/start` options and
+//! their validation, namespace filters, the engine's states and verbs, the `/progress`
+//! document and the names of the API's errors. The engine serves it, the operator reads it;
+//! both compile against these types, so the HTTP API cannot drift between them.
+
+pub mod filter;
+pub mod options;
+pub mod state;
+pub mod write_blocking;

@@ -1,0 +1,56 @@
+//! `enableUserWriteBlocking`: which clusters a sync blocks user writes on, as `/start` accepts
+//! it (mongosync's strings and the older booleans).
+
+use serde::{Deserialize, Serialize};
+
+/// Which clusters are blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    None,
+    DestinationOnly,
+    SourceAndDestination,
+}
+
+impl Mode {
+    pub fn blocks_destination(self) -> bool {
+        !matches!(self, Mode::None)
+    }
+    pub fn blocks_source(self) -> bool {
+        matches!(self, Mode::SourceAndDestination)
+    }
+}
+
+/// `enableUserWriteBlocking` as `/start` accepts it: mongosync's strings and the older booleans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Request {
+    Bool(bool),
+    Named(Mode),
+}
+
+impl Request {
+    pub fn mode(self) -> Mode {
+        match self {
+            Request::Bool(false) => Mode::None,
+            Request::Bool(true) => Mode::SourceAndDestination,
+            Request::Named(mode) => mode,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_values() {
+        let m = |s: &str| serde_json::from_str::<Request>(s).unwrap().mode();
+        assert_eq!(m("true"), Mode::SourceAndDestination);
+        assert_eq!(m("false"), Mode::None);
+        assert_eq!(m("\"none\""), Mode::None);
+        assert_eq!(m("\"destinationOnly\""), Mode::DestinationOnly);
+        assert_eq!(m("\"sourceAndDestination\""), Mode::SourceAndDestination);
+        assert!(serde_json::from_str::<Request>("\"sometimes\"").is_err());
+    }
+}
