@@ -509,6 +509,62 @@ async fn reverse_direction_filters_and_reverse_endpoint() {
     assert_eq!(state_of(&engine.progress().await), Some("COMMITTED"));
 }
 
+/// `POST /api/v1/preflight` (ours) runs `/start`'s checks and starts nothing: a good pair
+/// passes, one cluster named twice is a problem with its kind, and a bad body is refused by
+/// the same rules as `/start`'s.
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_endpoint_reports_and_starts_nothing() {
+    let (a, b) = two_servers().await;
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    engine.wait_ready().await;
+    let body = json!({"source":"cluster0","destination":"cluster1"});
+    let (code, v) = engine.post("preflight", body.clone()).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["success"].as_bool(), v["passed"].as_bool()),
+        (Some(true), Some(true)),
+        "{v}"
+    );
+    assert_eq!(v["problems"], json!([]), "{v}");
+    let typed: clustersync::contract::preflight::PreflightReply =
+        serde_json::from_value(v).expect("the reply parses as the contract's type");
+    assert!(typed.passed);
+    assert_eq!(
+        state_of(&engine.progress().await),
+        Some("IDLE"),
+        "nothing started"
+    );
+    expect_error(
+        &engine,
+        "preflight",
+        r#"{"source":"cluster0","destination":"cluster1","x":1}"#,
+        400,
+        "UnknownField",
+    )
+    .await;
+    expect_error(
+        &engine,
+        "preflight",
+        r#"{"source":"cluster0","destination":"cluster0"}"#,
+        400,
+        "InvalidStartOptions",
+    )
+    .await;
+
+    // The same server as both clusters.
+    let twice = Engine::spawn_between(&a.uri(), &a.uri(), &[]);
+    twice.wait_ready().await;
+    let (code, v) = twice.post("preflight", body).await;
+    assert_eq!((code, v["passed"].as_bool()), (200, Some(false)), "{v}");
+    let kinds: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"sameCluster"), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn standalone_source_is_refused() {
     let (a, b) = tokio::join!(Server::start_with_args(&["--standalone"]), Server::start());

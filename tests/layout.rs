@@ -1046,6 +1046,19 @@ fn the_engine_knows_nothing_of_kubernetes_or_the_cli() {
 }
 
 #[test]
+fn the_operator_never_talks_to_mongodb() {
+    assert_no_edges(
+        "the operator must ask the engine, not connect to the clusters",
+        |e| {
+            in_subtree(&e.from, "operator")
+                && ["mongo", "preflight", "verify"]
+                    .iter()
+                    .any(|m| in_subtree(&e.to, m))
+        },
+    );
+}
+
+#[test]
 fn the_contract_does_no_io_and_depends_on_nothing() {
     assert_no_edges("the contract must use only itself", |e| {
         in_subtree(&e.from, "contract") && !in_subtree(&e.to, "contract")

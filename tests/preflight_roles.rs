@@ -8,7 +8,8 @@
 mod common;
 
 use bson::{doc, Document};
-use clustersync::preflight::checks::{self, Intent, ProblemKind};
+use clustersync::contract::preflight::ProblemKind;
+use clustersync::preflight::checks::{self, Intent};
 use clustersync::preflight::roles::{self, Deployment, Side, SyncKind};
 use common::{Engine, Server};
 use serde_json::json;

@@ -34,7 +34,7 @@ impl Blocker for Recorder {
             .as_ref()
             .and_then(|w| w.upgrade())
             .map(|e| {
-                let p = e.progress();
+                let p = serde_json::to_value(e.progress()).unwrap();
                 format!(
                     "{}/canWrite={}",
                     p["progress"]["state"].as_str().unwrap_or("?"),
@@ -65,7 +65,7 @@ async fn engine_between(a: &Server, b: &Server, recorder: Arc<Recorder>) -> Arc<
 async fn wait(engine: &Engine, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let p = engine.progress();
+        let p = serde_json::to_value(engine.progress()).unwrap();
         if pred(&p["progress"]) {
             return p;
         }

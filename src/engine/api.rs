@@ -13,19 +13,21 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{ApiError, Engine};
+use crate::contract::errors::ErrorName;
 use crate::contract::options::StartOptions;
 
 /// A refusal rendered in mongosync's shape.
 pub struct Refusal {
     status: StatusCode,
-    name: &'static str,
+    name: ErrorName,
     description: String,
 }
 
 impl Refusal {
-    fn new(status: u16, name: &'static str, description: impl Into<String>) -> Self {
+    fn new(name: ErrorName, description: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            status: StatusCode::from_u16(name.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             name,
             description: description.into(),
         }
@@ -44,7 +46,7 @@ impl IntoResponse for Refusal {
 
 impl From<ApiError> for Refusal {
     fn from(e: ApiError) -> Self {
-        Refusal::new(e.http_status(), e.name(), e.to_string())
+        Refusal::new(e.name(), e.to_string())
     }
 }
 
@@ -65,35 +67,32 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
     };
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(Refusal::new(
-            400,
-            "InvalidRequestBody",
+            ErrorName::InvalidRequestBody,
             format!("/{endpoint} needs a JSON object as its body, e.g. --data {example}"),
         ));
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         Refusal::new(
-            400,
-            "InvalidRequestBody",
+            ErrorName::InvalidRequestBody,
             format!("the body of /{endpoint} is not valid JSON ({e}); send e.g. --data {example}"),
         )
     })?;
     if !value.is_object() {
         return Err(Refusal::new(
-            400,
-            "InvalidRequestBody",
+            ErrorName::InvalidRequestBody,
             format!("the body of /{endpoint} must be a JSON object, e.g. --data {example}"),
         ));
     }
     serde_json::from_value(value).map_err(|e| {
         let msg = e.to_string();
         let name = if msg.starts_with("unknown field") {
-            "UnknownField"
+            ErrorName::UnknownField
         } else if msg.starts_with("missing field") {
-            "MissingField"
+            ErrorName::MissingField
         } else {
-            "InvalidFieldValue"
+            ErrorName::InvalidFieldValue
         };
-        Refusal::new(400, name, format!("/{endpoint}: {msg}"))
+        Refusal::new(name, format!("/{endpoint}: {msg}"))
     })
 }
 
@@ -112,6 +111,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/commit", post(commit))
         .route("/api/v1/reverse", post(reverse))
+        .route("/api/v1/preflight", post(preflight))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -119,8 +119,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             async move {
                 match token {
                     Some(t) if !bearer_matches(&req, &t) => Refusal::new(
-                        401,
-                        "Unauthorized",
+            ErrorName::Unauthorized,
                         "this engine's API needs the header Authorization: Bearer <token> with the token it was started with (--apiToken)",
                     )
                     .into_response(),
@@ -203,12 +202,20 @@ async fn reverse(AxState(engine): AxState<Arc<Engine>>, body: Bytes) -> Result<R
     Ok(ok())
 }
 
+/// Ours: the checks `/start` runs, for a supervisor that must not connect to the clusters.
+async fn preflight(
+    AxState(engine): AxState<Arc<Engine>>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let options = parse_body::<StartOptions>("preflight", &body)?;
+    Ok(Json(engine.check(options).await?).into_response())
+}
+
 async fn not_found(uri: Uri) -> Refusal {
     Refusal::new(
-        404,
-        "NotFound",
+            ErrorName::NotFound,
         format!(
-            "no endpoint at {}; the API is GET /api/v1/progress and POST /api/v1/start, pause, resume, commit, reverse",
+            "no endpoint at {}; the API is GET /api/v1/progress and POST /api/v1/start, pause, resume, commit, reverse, preflight",
             uri.path()
         ),
     )
@@ -221,8 +228,7 @@ async fn method_not_allowed(uri: Uri) -> Refusal {
         "use POST with a JSON body"
     };
     Refusal::new(
-        405,
-        "MethodNotAllowed",
+        ErrorName::MethodNotAllowed,
         format!("{} does not accept this method; {hint}", uri.path()),
     )
 }
@@ -233,7 +239,7 @@ mod tests {
 
     #[test]
     fn body_errors_are_named() {
-        let name = |r: Result<StartOptions, Refusal>| r.err().map(|r| r.name);
+        let name = |r: Result<StartOptions, Refusal>| r.err().map(|r| r.name.as_str());
         assert_eq!(name(parse_body("start", b"")), Some("InvalidRequestBody"));
         assert_eq!(
             name(parse_body("start", b"{not json")),
@@ -266,7 +272,7 @@ mod tests {
             parse_body::<Empty>("pause", br#"{"a":1}"#)
                 .err()
                 .map(|r| r.name),
-            Some("UnknownField")
+            Some(ErrorName::UnknownField)
         );
     }
 }

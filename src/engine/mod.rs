@@ -24,6 +24,7 @@ use mongodb::Client;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::contract::errors::ErrorName;
 use crate::contract::filter::{Scope, METADATA_DB};
 use crate::contract::options::{ClusterLabel, StartOptions};
 use crate::contract::state::{DurableState, State, Verb, WrongState};
@@ -77,40 +78,28 @@ pub enum ApiError {
 
 impl ApiError {
     /// The `error` name in the response body.
-    pub fn name(&self) -> &'static str {
+    /// The name the API gives this refusal.
+    pub fn name(&self) -> ErrorName {
         match self {
-            ApiError::WrongState(_) => "InvalidState",
-            ApiError::InvalidStart(_) => "InvalidStartOptions",
-            ApiError::NotReadyToCommit(_) => "NotReadyToCommit",
-            ApiError::DestinationNotEmpty(_) => "DestinationNotEmpty",
-            ApiError::NamespaceConflict(_) => "NamespaceConflict",
-            ApiError::ClusterUnavailable(_) => "ClusterUnavailable",
-            ApiError::UnsupportedTopology(_) => "UnsupportedTopology",
-            ApiError::NotReversible => "NotReversible",
-            ApiError::InsufficientPermissions(_) => "InsufficientPermissions",
-            ApiError::PreflightFailed(_) => "PreflightFailed",
-            ApiError::WriteBlockingUnsupported(_) => "WriteBlockingUnsupported",
-            ApiError::WriteBlockingFailed(_) => "WriteBlockingFailed",
-            ApiError::LeaseHeld(_) => "LeaseHeld",
-            ApiError::Internal(_) => "InternalError",
+            ApiError::WrongState(_) => ErrorName::InvalidState,
+            ApiError::InvalidStart(_) => ErrorName::InvalidStartOptions,
+            ApiError::NotReadyToCommit(_) => ErrorName::NotReadyToCommit,
+            ApiError::DestinationNotEmpty(_) => ErrorName::DestinationNotEmpty,
+            ApiError::NamespaceConflict(_) => ErrorName::NamespaceConflict,
+            ApiError::ClusterUnavailable(_) => ErrorName::ClusterUnavailable,
+            ApiError::UnsupportedTopology(_) => ErrorName::UnsupportedTopology,
+            ApiError::NotReversible => ErrorName::NotReversible,
+            ApiError::InsufficientPermissions(_) => ErrorName::InsufficientPermissions,
+            ApiError::PreflightFailed(_) => ErrorName::PreflightFailed,
+            ApiError::WriteBlockingUnsupported(_) => ErrorName::WriteBlockingUnsupported,
+            ApiError::WriteBlockingFailed(_) => ErrorName::WriteBlockingFailed,
+            ApiError::LeaseHeld(_) => ErrorName::LeaseHeld,
+            ApiError::Internal(_) => ErrorName::InternalError,
         }
     }
 
     pub fn http_status(&self) -> u16 {
-        match self {
-            ApiError::InvalidStart(_) => 400,
-            ApiError::WrongState(_)
-            | ApiError::NotReadyToCommit(_)
-            | ApiError::DestinationNotEmpty(_)
-            | ApiError::NamespaceConflict(_)
-            | ApiError::NotReversible
-            | ApiError::LeaseHeld(_)
-            | ApiError::UnsupportedTopology(_) => 409,
-            ApiError::ClusterUnavailable(_) | ApiError::WriteBlockingFailed(_) => 503,
-            ApiError::InsufficientPermissions(_) => 403,
-            ApiError::PreflightFailed(_) | ApiError::WriteBlockingUnsupported(_) => 409,
-            ApiError::Internal(_) => 500,
-        }
+        self.name().http_status()
     }
 }
 
@@ -243,8 +232,9 @@ impl Engine {
         }
     }
 
-    pub fn progress(&self) -> serde_json::Value {
-        status::progress_json(
+    /// The `/progress` reply.
+    pub fn progress(&self) -> crate::contract::progress::ProgressReply {
+        status::progress_reply(
             &self.status.snapshot(),
             &self.status.counters,
             self.hosts(),
@@ -571,16 +561,27 @@ impl Engine {
         });
     }
 
-    /// Runs the preflight for `options`' direction; missing roles refuse the call at once.
-    async fn preflight(
+    /// `POST /api/v1/preflight`: the checks `/start` would run for `options`, reported, with
+    /// nothing started or written. Allowed in every state.
+    pub async fn check(
+        &self,
+        options: StartOptions,
+    ) -> Result<crate::contract::preflight::PreflightReply, ApiError> {
+        options.validate()?;
+        let report = self.examine(&options, preflight::kind_for(&options)).await;
+        Ok(report.to_reply())
+    }
+
+    /// The preflight for `options`' direction, reported.
+    async fn examine(
         &self,
         options: &StartOptions,
         kind: preflight::SyncKind,
-    ) -> Result<preflight::Report, ApiError> {
+    ) -> preflight::Report {
         let scrub = |t: &str| self.scrub(t);
         let side =
             |label: ClusterLabel| (self.client(label), label.as_str(), self.uri(label).hosts());
-        let report = preflight::run(
+        preflight::run(
             side(options.source),
             side(options.destination),
             preflight::Intent {
@@ -592,9 +593,18 @@ impl Engine {
             },
             &scrub,
         )
-        .await;
+        .await
+    }
+
+    /// Runs the preflight for `options`' direction; missing roles refuse the call at once.
+    async fn preflight(
+        &self,
+        options: &StartOptions,
+        kind: preflight::SyncKind,
+    ) -> Result<preflight::Report, ApiError> {
+        let report = self.examine(options, kind).await;
         let roles: Vec<String> = report
-            .problems_of(preflight::checks::ProblemKind::Roles)
+            .problems_of(crate::contract::preflight::ProblemKind::Roles)
             .map(|p| p.message.clone())
             .collect();
         if roles.is_empty() {

@@ -6,9 +6,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bson::Timestamp;
-use serde_json::{json, Value};
+#[cfg(test)]
+use serde_json::Value;
 
 use crate::contract::options::StartOptions;
+use crate::contract::progress::{
+    self, CeaStage, CollectionCopy, DirectionMapping, IndexBuilding, Lag, Ping, Progress,
+    ProgressReply, VerifierPhase,
+};
 use crate::contract::state::{Phase, State};
 
 /// `canCommit` needs lag at or under this, as in mongosync 1.21+.
@@ -123,26 +128,6 @@ pub struct VerifierSide {
     pub lag_secs: Option<i64>,
 }
 
-/// mongosync's `verification.*.phase`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum VerifierPhase {
-    /// During the copy: the verifier starts with change event application.
-    #[default]
-    NotStarted,
-    InitialHashing,
-    StreamHashing,
-}
-
-impl VerifierPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerifierPhase::NotStarted => "not started",
-            VerifierPhase::InitialHashing => "initial hashing",
-            VerifierPhase::StreamHashing => "stream hashing",
-        }
-    }
-}
-
 impl VerificationStatus {
     fn lag_secs(&self) -> Option<i64> {
         self.source.lag_secs.max(self.destination.lag_secs)
@@ -174,31 +159,28 @@ impl VerificationStatus {
         }
     }
 
-    fn to_json(&self) -> Value {
-        let side = |s: &VerifierSide| {
-            json!({
-                "estimatedDocumentCount": s.estimated_documents,
-                "hashedDocumentCount": s.hashed_documents,
-                "lagTimeSeconds": s.lag_secs.unwrap_or(0),
-                "totalCollectionCount": s.total_collections,
-                "scannedCollectionCount": s.scanned_collections,
-                "phase": s.phase.as_str(),
-            })
+    fn to_contract(&self) -> progress::Verification {
+        let side = |s: &VerifierSide| progress::VerifierSide {
+            estimated_document_count: s.estimated_documents,
+            hashed_document_count: s.hashed_documents,
+            lag_time_seconds: s.lag_secs.unwrap_or(0),
+            total_collection_count: s.total_collections,
+            scanned_collection_count: s.scanned_collections,
+            phase: s.phase,
         };
-        let mut v = json!({
-            "source": side(&self.source),
-            "destination": side(&self.destination),
-        });
-        // Not in mongosync's reply (mongosync fails the migration instead): what differs,
-        // for people and for the operator's `Verified` condition.
-        if self.mismatch_count > 0 {
-            v["mismatchCount"] = json!(self.mismatch_count);
-            v["mismatches"] = json!(self.mismatches);
+        progress::Verification {
+            source: side(&self.source),
+            destination: side(&self.destination),
+            // Not in mongosync's reply (mongosync fails the migration instead): what differs,
+            // for people and for the operator's `Verified` condition.
+            mismatch_count: (self.mismatch_count > 0).then_some(self.mismatch_count),
+            mismatches: if self.mismatch_count > 0 {
+                self.mismatches.clone()
+            } else {
+                Vec::new()
+            },
+            verified: self.verified,
         }
-        if self.verified {
-            v["verified"] = json!(true);
-        }
-        v
     }
 }
 
@@ -395,97 +377,65 @@ impl StatusCell {
 
 /// Renders `/progress` following mongosync's rules: in IDLE (and INITIALIZING) every field
 /// but `state` and `canCommit` is null; in PAUSED `lag` and `lagTimeSeconds` are null.
-pub fn progress_json(
+pub fn progress_reply(
     snap: &Snapshot,
     counters: &Counters,
     hosts: [&str; 2],
     engine_id: &str,
-) -> Value {
+) -> ProgressReply {
     let null_all = matches!(snap.state, State::Idle | State::Initializing);
     let can_commit = snap.commit_blocker().is_none();
-    let mut warnings: Vec<&String> = snap.warnings.values().collect();
+    let mut warnings: Vec<String> = snap.warnings.values().cloned().collect();
     if let Some(f) = &snap.fatal {
-        warnings.insert(0, f);
+        warnings.insert(0, f.clone());
     }
-    let mut p = serde_json::Map::new();
-    p.insert("state".into(), json!(snap.state.as_str()));
+    let mut p = Progress::nulls(snap.state, can_commit);
     // Not in mongosync's reply (mongosync exits instead): tells a supervisor, such as the
     // operator, that the sync stopped for good rather than merely warning.
-    if let Some(f) = &snap.fatal {
-        p.insert("syncError".into(), json!(f));
-    }
-    p.insert("canCommit".into(), json!(can_commit));
+    p.sync_error = snap.fatal.clone();
     if null_all {
-        for k in [
-            "canWrite",
-            "info",
-            "lag",
-            "lagTimeSeconds",
-            "totalEventsApplied",
-            "collectionCopy",
-            "directionMapping",
-            "mongosyncID",
-            "coordinatorID",
-            "source",
-            "destination",
-        ] {
-            p.insert(k.into(), Value::Null);
-        }
-        if !warnings.is_empty() {
-            p.insert("warnings".into(), json!(warnings));
-        }
-        return json!({ "progress": p, "success": true });
+        p.warnings = warnings;
+        return ProgressReply {
+            progress: p,
+            success: true,
+        };
     }
     let paused = snap.state == State::Paused;
     let lag = snap.lag_secs();
     let in_cea = snap.phase == Some(Phase::ChangeEvents);
     let info = match snap.state {
-        State::Committed => "commit completed",
-        State::Committing => "waiting for commit to complete",
-        _ => snap.phase.map(|p| p.info()).unwrap_or("collection copy"),
+        State::Committed => progress::INFO_COMMITTED,
+        State::Committing => progress::INFO_COMMITTING,
+        _ => snap
+            .phase
+            .map(|p| p.info())
+            .unwrap_or(progress::INFO_COLLECTION_COPY),
     };
-    p.insert("canWrite".into(), json!(snap.can_write));
-    p.insert("info".into(), json!(info));
+    p.can_write = Some(snap.can_write);
+    p.info = Some(info.to_string());
     if in_cea && !paused {
         let drain = match (snap.applied_ts, snap.copy_finished_ts) {
             (Some(a), Some(c)) => a < c,
             _ => true,
         };
-        p.insert(
-            "ceaStage".into(),
-            json!(if drain {
-                "collection copy drain"
-            } else {
-                "steady state"
-            }),
-        );
+        p.cea_stage = Some(if drain {
+            CeaStage::CollectionCopyDrain
+        } else {
+            CeaStage::SteadyState
+        });
     }
     // CRUD and DDL events come through one stream and are applied in order, so each kind's
     // lag is the overall lag once an event of that kind has been applied.
-    let kind_lag = |seen: Option<Timestamp>| -> Value {
-        match seen {
-            Some(_) => json!(lag),
-            None => Value::Null,
-        }
-    };
-    if paused || lag.is_none() {
-        p.insert("lag".into(), Value::Null);
-        p.insert("lagTimeSeconds".into(), Value::Null);
-    } else {
-        p.insert(
-            "lag".into(),
-            json!({
-                "overallLagSeconds": lag,
-                "crudLagSeconds": kind_lag(snap.crud_ts.or(snap.applied_ts)),
-                "ddlLagSeconds": kind_lag(snap.ddl_ts),
-            }),
-        );
-        p.insert("lagTimeSeconds".into(), json!(lag));
+    let kind_lag = |seen: Option<Timestamp>| seen.and(lag);
+    if !paused && lag.is_some() {
+        p.lag = Some(Lag {
+            overall_lag_seconds: lag,
+            crud_lag_seconds: kind_lag(snap.crud_ts.or(snap.applied_ts)),
+            ddl_lag_seconds: kind_lag(snap.ddl_ts),
+        });
+        p.lag_time_seconds = lag;
     }
-    p.insert(
-        "totalEventsApplied".into(),
-        json!(counters.events_applied.load(Ordering::Relaxed)),
-    );
+    p.total_events_applied = Some(counters.events_applied.load(Ordering::Relaxed));
     let copied = counters.copied_bytes.load(Ordering::Relaxed);
     let (total, copied) = match snap.phase {
         Some(Phase::Catalog) | None => (1, 0),
@@ -493,69 +443,59 @@ pub fn progress_json(
         // After the copy the estimate is what was copied, as in mongosync 1.21+.
         _ => (copied, copied),
     };
-    p.insert(
-        "collectionCopy".into(),
-        json!({ "estimatedTotalBytes": total, "estimatedCopiedBytes": copied }),
-    );
+    p.collection_copy = Some(CollectionCopy {
+        estimated_total_bytes: total,
+        estimated_copied_bytes: copied,
+    });
     if let Some((built, total)) = snap.indexes {
         if in_cea || snap.phase == Some(Phase::IndexBuild) {
-            p.insert(
-                "indexBuilding".into(),
-                json!({ "indexesBuilt": built, "totalIndexesToBuild": total }),
-            );
+            p.index_building = Some(IndexBuilding {
+                indexes_built: built as u64,
+                total_indexes_to_build: total as u64,
+            });
         }
     }
     if let Some(o) = &snap.options {
         let s = o.source;
         let d = o.destination;
-        p.insert(
-            "directionMapping".into(),
-            json!({
-                "Source": format!("{}: {}", s.as_str(), hosts[s.index()]),
-                "Destination": format!("{}: {}", d.as_str(), hosts[d.index()]),
-            }),
-        );
-        let ping = |i: usize| match snap.ping_ms[i] {
-            Some(ms) if ms >= 1 || ms == -1 => json!({ "pingLatencyMs": ms }),
-            _ => json!({}),
+        p.direction_mapping = Some(DirectionMapping {
+            source: format!("{}: {}", s.as_str(), hosts[s.index()]),
+            destination: format!("{}: {}", d.as_str(), hosts[d.index()]),
+        });
+        let ping = |i: usize| Ping {
+            ping_latency_ms: snap.ping_ms[i].filter(|ms| *ms >= 1 || *ms == -1),
         };
-        p.insert("source".into(), ping(s.index()));
-        p.insert("destination".into(), ping(d.index()));
+        p.source = Some(ping(s.index()));
+        p.destination = Some(ping(d.index()));
     }
-    if let Some(v) = &snap.verification {
-        p.insert("verification".into(), v.to_json());
-    }
-    p.insert("mongosyncID".into(), json!(engine_id));
-    p.insert("coordinatorID".into(), json!(engine_id));
-    let oplog_warning;
+    p.verification = snap.verification.as_ref().map(|v| v.to_contract());
+    p.mongosync_id = Some(engine_id.to_string());
+    p.coordinator_id = Some(engine_id.to_string());
     if snap.state == State::Running && !snap.can_write {
         let remaining = snap.oplog_time_remaining_secs();
-        p.insert(
-            "estimatedOplogTimeRemaining".into(),
-            json!(remaining.map_or(
-                "not checked yet".to_string(),
-                crate::preflight::checks::human_duration
-            )),
-        );
+        p.estimated_oplog_time_remaining = Some(remaining.map_or(
+            "not checked yet".to_string(),
+            crate::preflight::checks::human_duration,
+        ));
         // The oplog must outlast what is left to do: the copy, then catching up.
         let needed =
             snap.copy_time_remaining_secs(copied).unwrap_or(0) + lag.unwrap_or(0).max(0) as u64;
         if let Some(r) = remaining {
             if r < needed + OPLOG_MARGIN_SECS {
-                oplog_warning = format!(
+                warnings.push(format!(
                     "{}: the source's oplog drops the oldest entry the sync still needs in {}, while the sync needs {} more (with 15 minutes to spare); enlarge the source oplog (replSetResizeOplog) now",
                     crate::preflight::checks::OPLOG_TOO_SMALL,
                     crate::preflight::checks::human_duration(r),
                     crate::preflight::checks::human_duration(needed)
-                );
-                warnings.push(&oplog_warning);
+                ));
             }
         }
     }
-    if !warnings.is_empty() {
-        p.insert("warnings".into(), json!(warnings));
+    p.warnings = warnings;
+    ProgressReply {
+        progress: p,
+        success: true,
     }
-    json!({ "progress": p, "success": true })
 }
 
 /// Slack kept between the oplog's remaining time and the work left.
@@ -564,6 +504,16 @@ const OPLOG_MARGIN_SECS: u64 = 15 * 60;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/progress` as its clients see it.
+    fn progress_json(
+        snap: &Snapshot,
+        counters: &Counters,
+        hosts: [&str; 2],
+        engine_id: &str,
+    ) -> Value {
+        serde_json::to_value(progress_reply(snap, counters, hosts, engine_id)).unwrap()
+    }
     use crate::contract::options::{ClusterLabel, StartOptions};
 
     fn opts() -> StartOptions {

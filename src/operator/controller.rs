@@ -28,6 +28,8 @@ use super::engine_api::{self, CallError, EngineApi, EngineLocator, Verb};
 use super::preflight::{self, Verdict};
 use super::telemetry::{Metrics, SyncSeen};
 use super::{mirror, pods, validate, workload};
+use crate::contract::errors::ErrorName;
+use crate::contract::progress::{self, VerifierPhase};
 
 /// Held on every ClusterSync until the controller has removed what it created.
 pub const FINALIZER: &str = "clustersync.io/engine-cleanup";
@@ -575,7 +577,7 @@ async fn drive(
     if state == Some(EngineState::Idle) {
         match &creds {
             Some(c) => {
-                let verdict = cached_preflight(ctx, cs, c, &options).await;
+                let verdict = cached_preflight(ctx, cs, c, &api, &options).await;
                 let (reason, message) = verdict.reason_and_message();
                 if !verdict.passed() && !conds.is_false(types::ROLES_VERIFIED) {
                     events.push(event(
@@ -605,10 +607,7 @@ async fn drive(
     }
 
     let mut blocker = None;
-    if let Some(error) = progress
-        .pointer("/progress/syncError")
-        .and_then(Value::as_str)
-    {
+    if let Some(error) = &progress.sync_error {
         blocker = Some(Blocker {
             reason: "SyncStopped".into(),
             message: format!("the sync stopped: {error}"),
@@ -673,7 +672,7 @@ async fn drive(
                     ctx.metrics.engine_call(engine_api::path(verb), false);
                     let name = e.refusal().unwrap_or("EngineUnreachable").to_string();
                     let message = e.to_string();
-                    if name == "InsufficientPermissions" {
+                    if e.refused_as() == Some(ErrorName::InsufficientPermissions) {
                         forget_preflight(ctx, cs);
                         conds.set(
                             types::ROLES_VERIFIED,
@@ -786,7 +785,7 @@ fn set_sync_conditions(conds: &mut Conditions<'_>, state: Option<EngineState>) {
             "CaughtUp",
             format!("the destination is {lag} behind the source; set spec.mode to Committed to cut over"),
         ),
-        Some(S::Running) if st.info.as_deref() == Some("collection copy") => (
+        Some(S::Running) if st.info.as_deref() == Some(progress::INFO_COLLECTION_COPY) => (
             false,
             "Copying",
             format!(
@@ -883,7 +882,7 @@ fn verified_condition(
         );
     }
     match v.phase.as_deref() {
-        Some("stream hashing") => (
+        Some(p) if p == VerifierPhase::StreamHashing.as_str() => (
             true,
             "Consistent",
             format!(
@@ -911,6 +910,7 @@ async fn cached_preflight(
     ctx: &Context,
     cs: &ClusterSync,
     creds: &Resolved,
+    api: &EngineApi,
     options: &crate::contract::options::StartOptions,
 ) -> Verdict {
     let key = key_of(cs);
@@ -928,7 +928,7 @@ async fn cached_preflight(
             }
         }
     }
-    let verdict = preflight::run(creds, options, ctx.settings.preflight_timeout).await;
+    let verdict = preflight::run(api, options, ctx.settings.preflight_timeout).await;
     tracing::info!(passed = verdict.passed(), verdict = ?verdict, "role preflight");
     ctx.preflights
         .lock()

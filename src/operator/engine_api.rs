@@ -8,6 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::workload::API_PORT;
+use crate::contract::errors::ErrorName;
+use crate::contract::options::StartOptions;
+use crate::contract::preflight::PreflightReply;
+use crate::contract::progress::{Progress, ProgressReply};
 
 /// Where the engine of a ClusterSync answers.
 pub trait EngineLocator: Send + Sync {
@@ -87,6 +91,11 @@ impl CallError {
             _ => None,
         }
     }
+
+    /// The refusal's name, when it is one the contract knows.
+    pub fn refused_as(&self) -> Option<ErrorName> {
+        self.refusal().and_then(ErrorName::parse)
+    }
 }
 
 /// A state-changing call: the engine's own verbs.
@@ -113,8 +122,8 @@ impl EngineApi {
         &self.base
     }
 
-    /// `GET /api/v1/progress`: the whole reply (`{"progress": {...}, "success": true}`).
-    pub async fn progress(&self) -> Result<Value, CallError> {
+    /// `GET /api/v1/progress`, typed by the contract both sides compile against.
+    pub async fn progress(&self) -> Result<Progress, CallError> {
         let url = format!("{}/api/v1/progress", self.base);
         let resp = self
             .http
@@ -129,10 +138,39 @@ impl EngineApi {
             verb: "progress",
             status,
         })?;
-        if status != 200 || body.pointer("/progress/state").is_none() {
+        if status != 200 {
             return Err(refused_or_protocol(&url, "progress", status, &body));
         }
-        Ok(body)
+        serde_json::from_value::<ProgressReply>(body)
+            .map(|r| r.progress)
+            .map_err(|_| CallError::Protocol {
+                url,
+                verb: "progress",
+                status,
+            })
+    }
+
+    /// `POST /api/v1/preflight` with the `/start` body: the engine's checks, reported.
+    pub async fn preflight(&self, options: &StartOptions) -> Result<PreflightReply, CallError> {
+        let url = format!("{}/api/v1/preflight", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(options)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(refused_or_protocol(&url, "preflight", status, &body));
+        }
+        serde_json::from_value(body).map_err(|_| CallError::Protocol {
+            url,
+            verb: "preflight",
+            status,
+        })
     }
 
     /// `POST /api/v1/<verb>` with `body` (`{}` when the verb takes none).

@@ -1,13 +1,11 @@
-//! The engine library's preflight, run by the controller before it asks the engine to start:
-//! a user sees missing roles in `kubectl describe` instead of in a refused `/start`.
+//! The engine's preflight, asked for by the controller before it asks the engine to start: a
+//! user sees missing roles in `kubectl describe` instead of in a refused `/start`.
 
 use std::time::Duration;
 
-use super::credentials::Resolved;
+use super::engine_api::EngineApi;
 use crate::contract::options::StartOptions;
-use crate::contract::write_blocking::Mode;
-use crate::preflight::checks::{ProblemKind, DEFAULT_COPY_RATE};
-use crate::preflight::{self, Intent, SyncKind};
+use crate::contract::preflight::{PreflightReply, ProblemKind};
 
 /// The controller's reading of a preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +17,8 @@ pub enum Verdict {
     Unreachable(String),
     /// Anything else that stops a sync (version, topology, the same cluster twice).
     Failed(String),
+    /// The engine could not be asked.
+    EngineUnavailable(String),
 }
 
 impl Verdict {
@@ -36,80 +36,41 @@ impl Verdict {
             Verdict::MissingRoles(m) => ("MissingRoles", m.clone()),
             Verdict::Unreachable(m) => ("ClusterUnreachable", m.clone()),
             Verdict::Failed(m) => ("PreflightFailed", m.clone()),
+            Verdict::EngineUnavailable(m) => ("EngineNotReady", m.clone()),
         }
     }
 }
 
-/// The roles a sync needs follow from its options, as in the engine: reversible, or blocking
-/// the source at commit when that was asked for explicitly. (When dual blocking is only the
-/// default, the engine may fall back to none; it then checks the stricter set itself.)
-pub fn kind_for(options: &StartOptions) -> SyncKind {
-    let (mode, explicit) = options.write_blocking();
-    if options.reversible {
-        SyncKind::Reversing
-    } else if explicit && mode == Mode::SourceAndDestination {
-        SyncKind::DualWriteBlocking
-    } else {
-        SyncKind::Default
-    }
-}
-
-/// Connects to both clusters and judges them. Bounded in time: a silent cluster is reported,
-/// not waited for.
-pub async fn run(creds: &Resolved, options: &StartOptions, timeout: Duration) -> Verdict {
-    let scrub = |t: &str| creds.scrub(t);
-    let work = async {
-        let source = crate::mongo::build_client("source", &creds.source)
-            .await
-            .map_err(|e| Verdict::Unreachable(scrub(&e.to_string())))?;
-        let destination = crate::mongo::build_client("destination", &creds.destination)
-            .await
-            .map_err(|e| Verdict::Unreachable(scrub(&e.to_string())))?;
-        let report = preflight::run(
-            (&source, "source", creds.source.hosts()),
-            (&destination, "destination", creds.destination.hosts()),
-            Intent {
-                kind: kind_for(options),
-                // The engine judges the destination's content with the namespace filter.
-                pre_existing_destination_data: true,
-                copy_rate: DEFAULT_COPY_RATE,
-                measure: false,
-            },
-            &scrub,
-        )
-        .await;
-        Ok::<_, Verdict>(report)
-    };
-    let report = match tokio::time::timeout(timeout, work).await {
+/// Asks the engine to run `/start`'s checks (`POST /api/v1/preflight`) and judges its reply.
+/// The operator never connects to the clusters itself: the engine holds the connections and
+/// the credentials. Bounded in time: a silent engine or cluster is reported, not waited for.
+pub async fn run(api: &EngineApi, options: &StartOptions, timeout: Duration) -> Verdict {
+    let reply = match tokio::time::timeout(timeout, api.preflight(options)).await {
         Err(_) => {
             return Verdict::Unreachable(format!(
-                "the clusters ({} and {}) did not answer within {}s; check that they are up and reachable from the operator's pod",
-                creds.source.hosts(),
-                creds.destination.hosts(),
+                "the engine's preflight did not answer within {}s; check that both clusters are up and reachable from the engine's pod",
                 timeout.as_secs()
             ))
         }
-        Ok(Err(v)) => return v,
+        Ok(Err(e)) => return Verdict::EngineUnavailable(e.to_string()),
         Ok(Ok(r)) => r,
     };
-    let join = |kind: ProblemKind| {
-        report
-            .problems_of(kind)
-            .map(|p| p.message.clone())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let roles = join(ProblemKind::Roles);
-    let unreachable = join(ProblemKind::Unreachable);
+    judge(&reply)
+}
+
+/// The controller's reading of the engine's preflight reply.
+pub fn judge(reply: &PreflightReply) -> Verdict {
+    let unreachable = reply.messages_of(ProblemKind::Unreachable);
+    let roles = reply.messages_of(ProblemKind::Roles);
     if !unreachable.is_empty() {
         Verdict::Unreachable(unreachable)
     } else if !roles.is_empty() {
         Verdict::MissingRoles(roles)
-    } else if report.passed() {
+    } else if reply.passed {
         Verdict::Passed
     } else {
         Verdict::Failed(
-            report
+            reply
                 .problems
                 .iter()
                 .map(|p| p.message.clone())
@@ -122,20 +83,49 @@ pub async fn run(creds: &Resolved, options: &StartOptions, timeout: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::preflight::PreflightProblem;
 
-    fn options(body: serde_json::Value) -> StartOptions {
-        serde_json::from_value(body).unwrap()
+    fn reply(passed: bool, problems: &[(ProblemKind, &str)]) -> PreflightReply {
+        PreflightReply {
+            success: true,
+            passed,
+            problems: problems
+                .iter()
+                .map(|(kind, m)| PreflightProblem {
+                    kind: *kind,
+                    message: m.to_string(),
+                })
+                .collect(),
+            warnings: vec![],
+        }
     }
 
     #[test]
-    fn the_sync_kind_follows_the_options() {
-        let base = serde_json::json!({"source": "cluster0", "destination": "cluster1"});
-        assert_eq!(kind_for(&options(base.clone())), SyncKind::Default);
-        let mut r = base.clone();
-        r["reversible"] = true.into();
-        assert_eq!(kind_for(&options(r)), SyncKind::Reversing);
-        let mut d = base;
-        d["enableUserWriteBlocking"] = "sourceAndDestination".into();
-        assert_eq!(kind_for(&options(d)), SyncKind::DualWriteBlocking);
+    fn the_verdict_names_the_most_basic_problem_first() {
+        assert_eq!(judge(&reply(true, &[])), Verdict::Passed);
+        assert_eq!(
+            judge(&reply(false, &[(ProblemKind::Roles, "u lacks restore")])),
+            Verdict::MissingRoles("u lacks restore".into())
+        );
+        assert_eq!(
+            judge(&reply(
+                false,
+                &[
+                    (ProblemKind::Roles, "u lacks restore"),
+                    (ProblemKind::Unreachable, "cluster1 down")
+                ]
+            )),
+            Verdict::Unreachable("cluster1 down".into())
+        );
+        assert_eq!(
+            judge(&reply(
+                false,
+                &[
+                    (ProblemKind::Version, "5.0"),
+                    (ProblemKind::SameCluster, "same")
+                ]
+            )),
+            Verdict::Failed("5.0; same".into())
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Facts gathered from each cluster before a sync, and the verdicts drawn from them. Gathering
 //! talks to the servers; judging is pure, so every rule is unit-tested without one.
 
+use crate::contract::preflight::ProblemKind;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
@@ -246,18 +247,6 @@ pub struct Intent {
     pub copy_rate: u64,
     /// Also measure data sizes, the oplog window and the destination's namespaces.
     pub measure: bool,
-}
-
-/// Why a sync cannot start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ProblemKind {
-    Unreachable,
-    Version,
-    Roles,
-    Topology,
-    SameCluster,
-    DestinationNotEmpty,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

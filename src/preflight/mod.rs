@@ -10,6 +10,43 @@ use mongodb::Client;
 pub use checks::{ClusterFacts, Intent, Report};
 pub use roles::{Side, SyncKind};
 
+use crate::contract::options::StartOptions;
+use crate::contract::preflight::{PreflightProblem, PreflightReply};
+use crate::contract::write_blocking::Mode;
+
+/// The roles a sync needs follow from its options, as `/start` judges them: reversible, or
+/// blocking the source at commit when that was asked for explicitly. (When dual blocking is
+/// only the default, `/start` may fall back to none; it then checks the stricter set itself.)
+pub fn kind_for(options: &StartOptions) -> SyncKind {
+    let (mode, explicit) = options.write_blocking();
+    if options.reversible {
+        SyncKind::Reversing
+    } else if explicit && mode == Mode::SourceAndDestination {
+        SyncKind::DualWriteBlocking
+    } else {
+        SyncKind::Default
+    }
+}
+
+impl Report {
+    /// The report as `POST /api/v1/preflight` answers it.
+    pub fn to_reply(&self) -> PreflightReply {
+        PreflightReply {
+            success: true,
+            passed: self.passed(),
+            problems: self
+                .problems
+                .iter()
+                .map(|p| PreflightProblem {
+                    kind: p.kind,
+                    message: p.message.clone(),
+                })
+                .collect(),
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
 /// Gathers both clusters' facts at once and judges them.
 pub async fn run(
     source: (&Client, &str, &str),

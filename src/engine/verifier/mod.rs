@@ -40,7 +40,8 @@ use bson::{Bson, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 
 use super::context::{Clusters, Ctx, JobError};
-use super::status::{VerificationStatus, VerifierPhase};
+use super::status::VerificationStatus;
+use crate::contract::progress::VerifierPhase;
 use crate::mongo;
 use crate::mongo::catalog::{self, CollKind, CollSpec};
 use crate::verify::{self, DocumentCheck, IndexForm, ScanProgress, VerifyOptions};
