@@ -824,8 +824,8 @@ async fn events_lost_from_the_oplog_stop_the_sync_with_the_reason() {
 /// The 20 GiB threshold is lowered for the test through the planner's tuning.
 #[tokio::test(flavor = "multi_thread")]
 async fn random_ids_are_planned_in_natural_order() {
-    use clustersync::engine::copy::{self, CopyTuning};
-    use clustersync::engine::metadata::CopyOrder;
+    use clustersync::engine::store::CopyOrder;
+    use clustersync::engine::sync::copy::{self, CopyTuning};
     use clustersync::mongo::catalog;
 
     let server = Server::start().await;

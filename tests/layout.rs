@@ -1059,6 +1059,32 @@ fn the_operator_never_talks_to_mongodb() {
 }
 
 #[test]
+fn inside_the_engine_the_handle_drives_control_drives_sync_drives_store() {
+    // api (HTTP) → the handle (engine/mod.rs) and its control (`impl Engine` blocks, one file
+    // per verb) → sync → store (store, lease, fence): no arrow from a lower layer to a higher.
+    let layer = |m: &str| -> Option<u8> {
+        if in_subtree(m, "engine::api") {
+            Some(3)
+        } else if m == "engine" || in_subtree(m, "engine::control") {
+            Some(2)
+        } else if in_subtree(m, "engine::sync") {
+            Some(1)
+        } else if ["engine::store", "engine::lease", "engine::fence"]
+            .iter()
+            .any(|s| in_subtree(m, s))
+        {
+            Some(0)
+        } else {
+            None
+        }
+    };
+    assert_no_edges(
+        "a lower engine layer must not use a higher one",
+        |e| matches!((layer(&e.from), layer(&e.to)), (Some(f), Some(t)) if f < t),
+    );
+}
+
+#[test]
 fn the_contract_does_no_io_and_depends_on_nothing() {
     assert_no_edges("the contract must use only itself", |e| {
         in_subtree(&e.from, "contract") && !in_subtree(&e.to, "contract")

@@ -126,6 +126,17 @@ impl Operator {
         }
     }
 
+    /// An operator for the test namespace `ns`, as the ServiceAccount the manifests create.
+    async fn as_service_account(
+        cp: &ControlPlane,
+        locator: &StaticLocator,
+        ns: &str,
+        identity: &str,
+    ) -> Operator {
+        let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
+        Self::start(sa, locator, &format!("lease-{ns}"), identity)
+    }
+
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         let r = tokio::time::timeout(Duration::from_secs(20), &mut self.task)
@@ -147,6 +158,21 @@ impl Operator {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }
+}
+
+/// A test kubelet serving engine Pods in `ns`, and where it registers their addresses.
+async fn serve_engines(admin: &Client, ns: &str) -> (StaticLocator, Kubelet) {
+    let locator = StaticLocator::default();
+    let kubelet = Kubelet::start(admin.clone(), vec![ns.to_string()], locator.clone()).await;
+    (locator, kubelet)
+}
+
+/// The Secrets and ClusterSyncs of `ns`, as the cluster admin (the user) sees them.
+fn apis(admin: &Client, ns: &str) -> (Api<Secret>, Api<ClusterSync>) {
+    (
+        Api::namespaced(admin.clone(), ns),
+        Api::namespaced(admin.clone(), ns),
+    )
 }
 
 fn uri_secret(ns: &str, name: &str, uri: &str) -> Secret {
@@ -289,6 +315,23 @@ fn operator_requests(cp: &ControlPlane, offset: u64, ns: &str) -> (Vec<String>, 
         }
     }
     (per_sync, lease)
+}
+
+/// What the operator cost the API server over `window`: its requests in `ns` (watches and the
+/// lease left out), its lease requests, and its reconciles.
+async fn budget(
+    cp: &ControlPlane,
+    operator: &Operator,
+    ns: &str,
+    window: Duration,
+) -> (Vec<String>, usize, f64) {
+    let reconciles = || operator.metric("clustersync_operator_reconciles_total");
+    let before = reconciles().await.unwrap_or(0.0);
+    let offset = cp.audit_len();
+    tokio::time::sleep(window).await;
+    let (requests, lease) = operator_requests(cp, offset, ns);
+    let after = reconciles().await.unwrap_or(0.0);
+    (requests, lease, after - before)
 }
 
 /// The CRD, the install manifests, the namespaced overlay and every example, applied
@@ -532,13 +575,11 @@ async fn a_sync_runs_to_committed_as_the_operators_service_account() {
             .unwrap();
     }
 
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let (locator, kubelet) = serve_engines(&admin, &ns).await;
     let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
     let operator = Operator::start(sa.clone(), &locator, &format!("lease-{ns}"), "replica-a");
 
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let (secrets, syncs) = apis(&admin, &ns);
     let pp = PostParams::default();
     create_uri_secrets(&secrets, "move", &source.uri(), &destination.uri()).await;
     syncs
@@ -576,18 +617,7 @@ async fn a_sync_runs_to_committed_as_the_operators_service_account() {
     // Request budget while idle: the engine is polled every 3 polls (3 s here); over 12 s,
     // each poll costs at most the two Secret reads and nothing is applied again.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let reconciles_before = operator
-        .metric("clustersync_operator_reconciles_total")
-        .await
-        .unwrap_or(0.0);
-    let offset = cp.audit_len();
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let (idle, lease) = operator_requests(cp, offset, &ns);
-    let reconciles = operator
-        .metric("clustersync_operator_reconciles_total")
-        .await
-        .unwrap_or(0.0)
-        - reconciles_before;
+    let (idle, lease, reconciles) = budget(cp, &operator, &ns, Duration::from_secs(12)).await;
     println!(
         "idle, 12 s: {} requests ({lease} lease), {reconciles} reconciles: {idle:#?}",
         idle.len()
@@ -623,18 +653,7 @@ async fn a_sync_runs_to_committed_as_the_operators_service_account() {
         |s| s.state.as_deref() == Some("RUNNING"),
     )
     .await;
-    let offset = cp.audit_len();
-    let reconciles_before = operator
-        .metric("clustersync_operator_reconciles_total")
-        .await
-        .unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let (copying, _) = operator_requests(cp, offset, &ns);
-    let reconciles = operator
-        .metric("clustersync_operator_reconciles_total")
-        .await
-        .unwrap_or(0.0)
-        - reconciles_before;
+    let (copying, _, reconciles) = budget(cp, &operator, &ns, Duration::from_secs(10)).await;
     println!(
         "running, 10 s: {} requests, {reconciles} reconciles: {copying:#?}",
         copying.len()
@@ -864,12 +883,9 @@ async fn pod_failures_are_conditions_and_warning_events() {
     let ns = cp.namespace(&admin, "fail").await;
     let source = Server::start().await;
     let destination = Server::start().await;
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
-    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
-    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let (locator, kubelet) = serve_engines(&admin, &ns).await;
+    let operator = Operator::as_service_account(cp, &locator, &ns, "replica-a").await;
+    let (secrets, syncs) = apis(&admin, &ns);
     let pp = PostParams::default();
     create_uri_secrets(&secrets, "pull", &source.uri(), &destination.uri()).await;
     let mut cs = cluster_sync(&ns, "pull", "Running");
@@ -931,8 +947,7 @@ async fn two_replicas_one_leader_and_a_takeover() {
         .insert_many((0..2000).map(|i| doc! { "_id": i, "n": i }))
         .await
         .unwrap();
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let (locator, kubelet) = serve_engines(&admin, &ns).await;
     let lease = format!("lease-{ns}");
     let a = Operator::start(
         cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await,
@@ -948,8 +963,7 @@ async fn two_replicas_one_leader_and_a_takeover() {
         "replica-b",
     );
 
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let (secrets, syncs) = apis(&admin, &ns);
     let pp = PostParams::default();
     create_uri_secrets(&secrets, "ha", &source.uri(), &destination.uri()).await;
     syncs
@@ -1098,8 +1112,7 @@ async fn a_missing_permission_is_a_condition_and_a_warning_event() {
 
     let source = Server::start().await;
     let destination = Server::start().await;
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
+    let (locator, kubelet) = serve_engines(&admin, &ns).await;
     let limited = cp.service_account_client(&ns, "limited").await;
     let operator = Operator::start_with(
         limited,
@@ -1109,8 +1122,7 @@ async fn a_missing_permission_is_a_condition_and_a_warning_event() {
         vec![ns.clone()],
         &ns,
     );
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let (secrets, syncs) = apis(&admin, &ns);
     let pp = PostParams::default();
     create_uri_secrets(&secrets, "denied", &source.uri(), &destination.uri()).await;
     syncs
@@ -1153,12 +1165,9 @@ async fn pause_commit_and_reverse_through_the_spec() {
     docs.insert_many((0..500).map(|i| doc! { "_id": i, "n": i }))
         .await
         .unwrap();
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
-    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
-    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let (locator, kubelet) = serve_engines(&admin, &ns).await;
+    let operator = Operator::as_service_account(cp, &locator, &ns, "replica-a").await;
+    let (secrets, syncs) = apis(&admin, &ns);
     let pp = PostParams::default();
     create_uri_secrets(&secrets, "rev", &a.uri(), &b.uri()).await;
     let mut cs = cluster_sync(&ns, "rev", "Running");
@@ -1290,12 +1299,9 @@ async fn credentials_and_roles_gate_the_start() {
         .collect();
     let destination = auth_server(&granted, &dest_roles).await;
 
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
-    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
-    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let (locator, kubelet) = serve_engines(&admin, &ns).await;
+    let operator = Operator::as_service_account(cp, &locator, &ns, "replica-a").await;
+    let (secrets, syncs) = apis(&admin, &ns);
     let pp = PostParams::default();
 
     // No Secrets yet.
@@ -1451,12 +1457,9 @@ async fn a_sync_that_stops_in_the_engine_is_reported() {
     let coll = src.database("app").collection::<bson::Document>("c");
     coll.insert_one(doc! { "_id": 0 }).await.unwrap();
 
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.clone()], locator.clone()).await;
-    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
-    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
+    let (locator, kubelet) = serve_engines(&admin, &ns).await;
+    let operator = Operator::as_service_account(cp, &locator, &ns, "replica-a").await;
+    let (secrets, syncs) = apis(&admin, &ns);
     create_uri_secrets(&secrets, "lost", &a.uri(), &b.uri()).await;
     syncs
         .create(
@@ -1588,8 +1591,7 @@ async fn a_spec_that_cannot_work_and_a_paused_reconcile_are_reported() {
     let admin = cp.admin().await;
     let ns = cp.namespace(&admin, "spec").await;
     let locator = StaticLocator::default();
-    let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
-    let operator = Operator::start(sa, &locator, &format!("lease-{ns}"), "replica-a");
+    let operator = Operator::as_service_account(cp, &locator, &ns, "replica-a").await;
     let syncs: Api<ClusterSync> = Api::namespaced(admin.clone(), &ns);
     let mut cs = cluster_sync(&ns, "bad", "Running");
     cs.spec.reversible = true;

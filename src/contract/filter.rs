@@ -21,6 +21,7 @@ pub fn is_internal_collection(coll: &str) -> bool {
     coll.starts_with("system.")
 }
 
+/// A regular expression as `databaseRegex` and `collectionsRegex` give it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexSpec {
@@ -49,26 +50,44 @@ pub struct NamespaceFilter {
     pub collections_regex: Option<RegexSpec>,
 }
 
+/// Why a namespace filter is refused; `/start` answers it as `InvalidStartOptions`. Each
+/// variant carries the filter's position (from 0) in its list.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
+    /// The filter names neither `database` nor `databaseRegex`.
     #[error("filter #{0} needs \"database\" or \"databaseRegex\"")]
     NoDatabase(usize),
+    /// The filter sets both `database` and `databaseRegex`.
     #[error("filter #{0} sets both \"database\" and \"databaseRegex\"; keep one")]
     BothDatabase(usize),
+    /// The filter names, by exact name, a database or collection that is never synced.
     #[error("filter #{index}: {what} names a system database or collection ({name}), which is never synced")]
     System {
+        /// The filter's position in its list.
         index: usize,
+        /// The field that names it: `database` or `collections`.
         what: &'static str,
+        /// The name given.
         name: String,
     },
+    /// A `databaseRegex` or `collectionsRegex` pattern does not compile.
     #[error("filter #{index}: regex {pattern:?} is invalid: {reason}")]
     BadRegex {
+        /// The filter's position in its list.
         index: usize,
+        /// The pattern as given.
         pattern: String,
+        /// The regex compiler's message.
         reason: String,
     },
+    /// A regex option other than `i`, `m`, `s`, `x` (and `u`, which is accepted and ignored).
     #[error("filter #{index}: regex option {option:?} is not supported; use a combination of i, m, s, x")]
-    BadOption { index: usize, option: char },
+    BadOption {
+        /// The filter's position in its list.
+        index: usize,
+        /// The option refused.
+        option: char,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +209,7 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Compiles `includeNamespaces` and `excludeNamespaces`; the first bad filter is refused.
     pub fn compile(
         include: &[NamespaceFilter],
         exclude: &[NamespaceFilter],
@@ -208,6 +228,7 @@ impl Scope {
         })
     }
 
+    /// Whether any include or exclude filter was given (a partial sync).
     pub fn is_filtered(&self) -> bool {
         !self.include.is_empty() || !self.exclude.is_empty()
     }
@@ -238,6 +259,7 @@ impl Scope {
         included && !self.exclude.iter().any(|f| f.matches_db(db))
     }
 
+    /// Whether the collection `db.coll` is in scope.
     pub fn includes(&self, db: &str, coll: &str) -> bool {
         if is_internal_db(db) || is_internal_collection(coll) {
             return false;

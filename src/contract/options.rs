@@ -8,25 +8,30 @@ use crate::contract::write_blocking::Mode;
 /// One of the two clusters named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub enum ClusterLabel {
+    /// `cluster0`: the cluster given by `--cluster0`.
     #[serde(rename = "cluster0")]
     Cluster0,
+    /// `cluster1`: the cluster given by `--cluster1`.
     #[serde(rename = "cluster1")]
     Cluster1,
 }
 
 impl ClusterLabel {
+    /// The label as the API and the flags write it.
     pub fn as_str(self) -> &'static str {
         match self {
             ClusterLabel::Cluster0 => "cluster0",
             ClusterLabel::Cluster1 => "cluster1",
         }
     }
+    /// 0 or 1, to index per-cluster arrays.
     pub fn index(self) -> usize {
         match self {
             ClusterLabel::Cluster0 => 0,
             ClusterLabel::Cluster1 => 1,
         }
     }
+    /// The other cluster.
     pub fn other(self) -> Self {
         match self {
             ClusterLabel::Cluster0 => ClusterLabel::Cluster1,
@@ -44,9 +49,13 @@ pub enum BuildIndexes {
     /// Build the destination's indexes after copying the data (the default, fastest).
     #[default]
     AfterDataCopy,
+    /// Build the destination's indexes before copying the data.
     BeforeDataCopy,
+    /// As `beforeDataCopy`, but hashed indexes are not built.
     ExcludeHashed,
+    /// As `afterDataCopy`, but hashed indexes are not built.
     ExcludeHashedAfterCopy,
+    /// Build no indexes but `_id`; not allowed with `reversible`.
     Never,
 }
 
@@ -60,6 +69,7 @@ impl BuildIndexes {
             BuildIndexes::Never => None,
         }
     }
+    /// Whether hashed indexes are left out (`excludeHashed`, `excludeHashedAfterCopy`).
     pub fn skips_hashed(self) -> bool {
         matches!(
             self,
@@ -68,6 +78,7 @@ impl BuildIndexes {
     }
 }
 
+/// `verification`: the embedded verifier's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Verification {
@@ -81,10 +92,14 @@ fn yes() -> bool {
     true
 }
 
+/// One element of `copyInNaturalOrder`: collections copied in natural (record) order rather
+/// than by `_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NaturalOrderEntry {
+    /// The database.
     pub database: String,
+    /// Its collections to copy in natural order; all of them when empty.
     #[serde(default)]
     pub collections: Vec<String>,
 }
@@ -93,24 +108,38 @@ pub struct NaturalOrderEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartOptions {
+    /// `source`: the cluster copied from.
     pub source: ClusterLabel,
+    /// `destination`: the cluster copied to.
     pub destination: ClusterLabel,
+    /// `includeNamespaces`: the namespaces to sync; all of them when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include_namespaces: Vec<NamespaceFilter>,
+    /// `excludeNamespaces`: namespaces left out, applied after `includeNamespaces`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_namespaces: Vec<NamespaceFilter>,
+    /// `buildIndexes`: when the destination's indexes are built.
     #[serde(default)]
     pub build_indexes: BuildIndexes,
+    /// `reversible`: whether `/reverse` may sync back from the destination after the commit.
     #[serde(default)]
     pub reversible: bool,
+    /// `verification`: the embedded verifier's settings; it runs when this is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// `preExistingDestinationData`: the destination may hold data of its own outside the
+    /// synced namespaces, which is why a filter is required with it.
     #[serde(default)]
     pub pre_existing_destination_data: bool,
+    /// `detectRandomId` (on by default): large collections whose `_id`s look random are copied
+    /// in natural order, as an `_id`-ordered read of them is random I/O on the source.
     #[serde(default = "yes")]
     pub detect_random_id: bool,
+    /// `copyInNaturalOrder`: collections copied in natural order instead of by `_id`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_in_natural_order: Vec<NaturalOrderEntry>,
+    /// `skipDiskSpaceCheck`: accepted for mongosync's bodies; the engine runs no disk space
+    /// check, so it has no effect.
     #[serde(default)]
     pub skip_disk_space_check: bool,
     /// Accepted only to answer with a precise error: replica-set to sharded sync needs a
@@ -126,34 +155,46 @@ pub struct StartOptions {
 /// A `/start` body that parsed but asks for something impossible.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidStart {
+    /// `source` and `destination` name the same cluster.
     #[error("source and destination are both {0}; set one to cluster0 and the other to cluster1")]
     SameCluster(&'static str),
+    /// `reversible` with `buildIndexes: never`.
     #[error("buildIndexes \"never\" cannot be combined with reversible: true; choose another buildIndexes value or drop reversible")]
     ReversibleWithoutIndexes,
+    /// `reversible` with `includeNamespaces` or `excludeNamespaces`.
     #[error("reversible sync cannot be combined with includeNamespaces/excludeNamespaces; remove the filters or reversible")]
     ReversibleWithFilter,
+    /// `reversible` with `preExistingDestinationData`.
     #[error(
         "reversible sync cannot be combined with preExistingDestinationData; remove one of them"
     )]
     ReversibleWithPreExisting,
+    /// `preExistingDestinationData` without a namespace filter.
     #[error("preExistingDestinationData requires includeNamespaces or excludeNamespaces, so that synced namespaces cannot collide with the destination's own")]
     PreExistingWithoutFilter,
+    /// A namespace filter is refused; carries the `FilterError` message.
     #[error("invalid namespace filter: {0}")]
     Filter(String),
+    /// `sharding` was given: it is for a sharded destination, and sharded topologies are not
+    /// supported yet.
     #[error("the sharding option is only for a sharded destination, and the destination is not sharded; remove \"sharding\"")]
     ShardingOnUnsharded,
+    /// `enableUserWriteBlocking: "sourceAndDestination"` with a namespace filter.
     #[error("enableUserWriteBlocking \"sourceAndDestination\" cannot be combined with a namespace filter (the whole source would be blocked for a partial sync); use \"destinationOnly\"")]
     DualBlockingWithFilter,
+    /// Write blocking other than `none` with `preExistingDestinationData`.
     #[error("write blocking cannot be combined with preExistingDestinationData (the destination keeps serving its own data); set enableUserWriteBlocking to \"none\"")]
     BlockingWithPreExisting,
+    /// `reversible` with write blocking other than `sourceAndDestination`.
     #[error("a reversible sync needs enableUserWriteBlocking \"sourceAndDestination\" (the default), so that neither cluster takes writes it would not sync back")]
     ReversibleWithoutDualBlocking,
 }
 
 impl StartOptions {
-    /// Checks the combinations mongosync rejects; the filters are compiled here too so that a
-    /// bad regex is refused before anything moves.
-    pub fn validate(&self) -> Result<(), InvalidStart> {
+    /// Checks the combinations mongosync rejects and compiles the namespace filters, once: the
+    /// scope returned is the one the sync uses, so a bad regex is refused before anything
+    /// moves and no caller can fall back to a wider scope.
+    pub fn validate(&self) -> Result<crate::contract::filter::Scope, InvalidStart> {
         if self.source == self.destination {
             return Err(InvalidStart::SameCluster(self.source.as_str()));
         }
@@ -186,8 +227,7 @@ impl StartOptions {
             return Err(InvalidStart::ShardingOnUnsharded);
         }
         crate::contract::filter::Scope::compile(&self.include_namespaces, &self.exclude_namespaces)
-            .map_err(|e| InvalidStart::Filter(e.to_string()))?;
-        Ok(())
+            .map_err(|e| InvalidStart::Filter(e.to_string()))
     }
 
     /// The write blocking asked for: the explicit request, or mongosync 1.20's choice (none with
@@ -203,6 +243,8 @@ impl StartOptions {
         }
     }
 
+    /// Whether `/start` asks for the embedded verifier (`verification.enabled`, true when
+    /// absent); the engine's own `disable_verification` setting can still turn it off.
     pub fn verification_enabled(&self) -> bool {
         self.verification.as_ref().is_none_or(|v| v.enabled)
     }

@@ -7,12 +7,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
+    /// Starting up: reaching the clusters and loading any persisted sync; no verb is accepted.
     Initializing,
+    /// No sync started yet; waiting for `/start`.
     Idle,
+    /// Copying or applying change events; `/pause` is accepted, and `/commit` once `canCommit`.
     Running,
+    /// Stopped by `/pause` until `/resume`.
     Paused,
+    /// After `/commit`: applying the final change events before `canWrite`.
     Committing,
+    /// The sync is finished; `/reverse` is accepted if it was started with `reversible: true`.
     Committed,
+    /// After `/reverse`: swapping the clusters' roles, then RUNNING in the other direction.
     Reversing,
 }
 
@@ -22,6 +29,7 @@ impl State {
         serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
     }
 
+    /// The state as `/progress` writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Initializing => "INITIALIZING",
@@ -40,9 +48,13 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DurableState {
+    /// [`State::Running`], persisted.
     Running,
+    /// [`State::Paused`], persisted.
     Paused,
+    /// [`State::Committing`], persisted.
     Committing,
+    /// [`State::Committed`], persisted.
     Committed,
 }
 
@@ -91,22 +103,31 @@ impl Phase {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{action} is not allowed in state {state}: {hint}")]
 pub struct WrongState {
+    /// The verb refused, as its path (`/start`, `/pause`, ...).
     pub action: &'static str,
+    /// The current state, as `/progress` names it.
     pub state: &'static str,
+    /// When the verb is accepted.
     pub hint: &'static str,
 }
 
 /// The API verbs that change state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
+    /// `/start`: begin a sync.
     Start,
+    /// `/pause`: stop syncing, keeping the progress made.
     Pause,
+    /// `/resume`: continue a paused sync.
     Resume,
+    /// `/commit`: finish the sync and let applications write to the destination.
     Commit,
+    /// `/reverse`: sync back from the destination to the source after a commit.
     Reverse,
 }
 
 impl Verb {
+    /// The verb's endpoint, as error messages name it.
     pub fn name(self) -> &'static str {
         match self {
             Verb::Start => "/start",

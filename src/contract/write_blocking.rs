@@ -7,15 +7,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Mode {
+    /// `none`: user writes are never blocked.
     None,
+    /// `destinationOnly`: the destination is blocked until just before `canWrite`.
     DestinationOnly,
+    /// `sourceAndDestination`: as `destinationOnly`, and the source is blocked from `/commit`
+    /// on, so applications cannot keep writing to the old cluster.
     SourceAndDestination,
 }
 
 impl Mode {
+    /// Whether user writes to the destination are blocked during the sync.
     pub fn blocks_destination(self) -> bool {
         !matches!(self, Mode::None)
     }
+    /// Whether user writes to the source are blocked at `/commit`.
     pub fn blocks_source(self) -> bool {
         matches!(self, Mode::SourceAndDestination)
     }
@@ -25,11 +31,14 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Request {
+    /// The older boolean: `true` is `sourceAndDestination`, `false` is `none`.
     Bool(bool),
+    /// One of mongosync's strings.
     Named(Mode),
 }
 
 impl Request {
+    /// The blocking asked for.
     pub fn mode(self) -> Mode {
         match self {
             Request::Bool(false) => Mode::None,

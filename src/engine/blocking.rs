@@ -3,7 +3,7 @@
 //! source is blocked at `/commit` and stays blocked, so applications cannot keep writing to the
 //! old cluster. The engine's own writes pass because its user holds `bypassWriteBlockingMode`.
 //!
-//! The sequence lives in [`Controller`], which talks to the clusters only through the
+//! The sequence lives in [`Sequence`], which talks to the clusters only through the
 //! [`Blocker`] trait, so the order of commands is tested with a recording fake where a server
 //! lacks the command.
 
@@ -67,14 +67,14 @@ impl Blocker for ServerBlocker {
 }
 
 /// The write-blocking steps of one sync.
-pub struct Controller<'a> {
+pub struct Sequence<'a> {
     pub blocker: &'a dyn Blocker,
     pub mode: Mode,
     pub source: ClusterLabel,
     pub destination: ClusterLabel,
 }
 
-impl Controller<'_> {
+impl Sequence<'_> {
     /// Whether the clusters the mode needs accept the command. Unblocking a cluster that is not
     /// blocked changes nothing, so this is a safe probe.
     pub async fn probe(&self) -> Result<(), BlockError> {
@@ -174,8 +174,8 @@ mod tests {
 
     use ClusterLabel::{Cluster0 as C0, Cluster1 as C1};
 
-    fn ctl(b: &Recorder, mode: Mode) -> Controller<'_> {
-        Controller {
+    fn ctl(b: &Recorder, mode: Mode) -> Sequence<'_> {
+        Sequence {
             blocker: b,
             mode,
             source: C0,

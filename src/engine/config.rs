@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::contract::verbosity::Verbosity;
 use crate::uri::{ClusterUri, UriError};
 
 pub const DEFAULT_PORT: u16 = 27182;
@@ -11,32 +12,6 @@ pub const DEFAULT_LOAD_LEVEL: u8 = 3;
 /// Each partition costs the source one `_id`-range query, so partitions are large (the
 /// migration-verifier settled on about 400 MB) and writes within one run concurrently instead.
 const DEFAULT_PARTITION_MB: u64 = 400;
-
-/// mongosync's `--verbosity` levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "UPPERCASE")]
-#[clap(rename_all = "UPPERCASE")]
-pub enum Verbosity {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Fatal,
-    Panic,
-}
-
-impl Verbosity {
-    pub fn directive(self) -> &'static str {
-        match self {
-            Verbosity::Trace => "trace",
-            Verbosity::Debug => "debug",
-            Verbosity::Info => "info",
-            Verbosity::Warn => "warn",
-            Verbosity::Error | Verbosity::Fatal | Verbosity::Panic => "error",
-        }
-    }
-}
 
 /// The flags, exactly as mongosync spells them. Every flag but `--config` is also a key of the
 /// YAML file; a flag given on the command line wins over the file.

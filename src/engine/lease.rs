@@ -23,7 +23,7 @@ use mongodb::{Client, Collection};
 use std::sync::{Mutex, MutexGuard};
 
 use super::fence::Fence;
-use super::metadata;
+use crate::engine::store;
 use crate::mongo;
 
 fn lk<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -250,7 +250,7 @@ pub struct Lease {
 }
 
 fn lease_collection(destination: &Client) -> Collection<Document> {
-    metadata::database(destination).collection(LEASE_COLLECTION)
+    store::database(destination).collection(LEASE_COLLECTION)
 }
 
 async fn read(coll: &Collection<Document>) -> mongodb::error::Result<Option<Sighting>> {

@@ -20,22 +20,20 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizing};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 
-use super::actions::{self, EngineState, Observed};
+use super::actions::EngineState;
 use super::conditions::{self, types};
 use super::crd::{ClusterSync, ClusterSyncStatus};
 use super::credentials::{self, Resolved};
 use super::engine_api::{self, CallError, EngineApi, EngineLocator, Verb};
 use super::preflight::{self, Verdict};
 use super::telemetry::{Metrics, SyncSeen};
-use super::{mirror, pods, validate, workload};
+use super::{decide, mirror, pods, workload};
 use crate::contract::errors::ErrorName;
-use crate::contract::progress::{self, VerifierPhase};
+use crate::contract::options::StartOptions;
+use crate::contract::progress::{self, Progress, VerifierPhase};
 
 /// Held on every ClusterSync until the controller has removed what it created.
 pub const FINALIZER: &str = "clustersync.io/engine-cleanup";
-/// Annotation that makes the controller leave a ClusterSync alone ("false"): no engine calls,
-/// no workload changes, for driving the engine by hand during an incident.
-pub const RECONCILE_ANNOTATION: &str = "clustersync.io/reconcile";
 /// Field manager of everything the controller applies.
 pub const MANAGER: &str = "clustersync-operator";
 
@@ -410,6 +408,8 @@ fn readiness(status: &ClusterSyncStatus, blocker: Option<&Blocker>) -> (bool, St
     )
 }
 
+/// One pass over a ClusterSync: gate → credentials → workload → engine → roles → call.
+/// Each step observes or acts; what it decides comes from `decide` (pure, tested as tables).
 async fn drive(
     cs: &ClusterSync,
     ctx: &Context,
@@ -419,38 +419,22 @@ async fn drive(
     let poll = ctx.settings.poll;
     let ns = cs.namespace().unwrap_or_default();
     let engine = workload::engine_name(cs);
+    let waiting = Outcome {
+        requeue: poll,
+        blocker: None,
+    };
 
-    if cs
-        .annotations()
-        .get(RECONCILE_ANNOTATION)
-        .map(String::as_str)
-        == Some("false")
-    {
-        return Ok(Outcome {
-            requeue: Duration::from_secs(300),
-            blocker: Some(Blocker {
-                reason: "ReconcilePaused".into(),
-                message: format!(
-                    "the controller leaves this sync alone while annotation {RECONCILE_ANNOTATION} is \"false\"; remove it to resume reconciling"
-                ),
-            }),
-        });
-    }
-
-    let options = match validate::start_options(&cs.spec) {
+    let options = match decide::gate(cs.annotations(), &cs.spec) {
         Ok(o) => o,
-        Err(message) => {
-            events.push(event(
-                EventType::Warning,
-                "InvalidSpec",
-                "Validate",
-                message.clone(),
-            ));
+        Err(halt) => {
+            if let Some(note) = halt.warn {
+                events.push(event(EventType::Warning, halt.reason, "Validate", note));
+            }
             return Ok(Outcome {
-                requeue: Duration::from_secs(300),
+                requeue: decide::REST,
                 blocker: Some(Blocker {
-                    reason: "InvalidSpec".into(),
-                    message: format!("{message}; fix the ClusterSync's spec"),
+                    reason: halt.reason.into(),
+                    message: halt.message,
                 }),
             });
         }
@@ -458,7 +442,76 @@ async fn drive(
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let token = ensure_token(cs, ctx, &secrets).await?;
-    let creds = match credentials::resolve(&secrets, &ns, &cs.spec, token.as_bytes()).await {
+    let creds = resolve_credentials(cs, &secrets, &token, conds, events).await;
+    // Without credentials no engine is created; one that already runs keeps its environment
+    // and is still watched.
+    // Secrets are not watched (the operator reads only those named, by name): a missing one
+    // is looked for again at the next poll.
+    if creds.is_none() && !ctx.has_child::<Deployment>(&ns, &engine) {
+        return Ok(waiting);
+    }
+    // With the Secrets unreadable, the running engine is left exactly as it is.
+    if let Some(c) = &creds {
+        if let Some(refused) = apply_workload(cs, ctx, c, conds, events).await {
+            return Ok(refused);
+        }
+    }
+
+    let (api, progress) = match reach_engine(cs, ctx, token, conds, events).await {
+        Ok(reached) => reached,
+        Err(outcome) => return Ok(outcome),
+    };
+    mirror::apply_progress(conds.status, &progress);
+    let mut state = current_state(conds.status);
+    let roles_ok = check_roles(
+        cs,
+        ctx,
+        creds.as_ref(),
+        &api,
+        &options,
+        state,
+        conds,
+        events,
+    )
+    .await;
+    let mut blocker = stopped(&progress, conds, events);
+
+    let verb = decide::engine_call(
+        cs,
+        state,
+        conds.status.can_commit,
+        conds.status.reversals_done,
+        blocker.is_some(),
+        roles_ok,
+    );
+    if let Some(verb) = verb {
+        match call_engine(cs, ctx, &api, verb, &options, conds, events).await {
+            Ok(()) => state = current_state(conds.status),
+            Err(refused) => blocker = Some(refused),
+        }
+    }
+
+    set_sync_conditions(conds, state);
+    let requeue = decide::requeue(
+        state,
+        blocker.is_some(),
+        cs.spec.reversals,
+        conds.status.reversals_done,
+        poll,
+    );
+    Ok(Outcome { requeue, blocker })
+}
+
+/// Reads the two Secrets the spec names (by name only) and records the outcome.
+async fn resolve_credentials(
+    cs: &ClusterSync,
+    secrets: &Api<Secret>,
+    token: &str,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> Option<Resolved> {
+    let ns = cs.namespace().unwrap_or_default();
+    match credentials::resolve(secrets, &ns, &cs.spec, token.as_bytes()).await {
         Ok(c) => {
             conds.set(
                 types::CREDENTIALS_RESOLVED,
@@ -490,44 +543,55 @@ async fn drive(
             }
             None
         }
+    }
+}
+
+/// Applies the engine's objects when their inputs changed; a refusal is the outcome.
+async fn apply_workload(
+    cs: &ClusterSync,
+    ctx: &Context,
+    creds: &Resolved,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> Option<Outcome> {
+    let e = ensure_workload(cs, ctx, &creds.fingerprint).await.err()?;
+    let (reason, message) = apply_failure(&e, &workload::engine_name(cs));
+    if !conds.has_reason(types::ENGINE_AVAILABLE, reason) {
+        events.push(event(
+            EventType::Warning,
+            reason,
+            "ApplyWorkload",
+            message.clone(),
+        ));
+    }
+    conds.set(types::ENGINE_AVAILABLE, false, reason, message.clone());
+    Some(Outcome {
+        requeue: decide::AFTER_REFUSAL.max(ctx.settings.poll),
+        blocker: Some(Blocker {
+            reason: reason.into(),
+            message,
+        }),
+    })
+}
+
+/// Finds the engine and reads its `/progress`; while it cannot be reached, the outcome says
+/// why (a pod problem first: it beats "not ready yet").
+async fn reach_engine(
+    cs: &ClusterSync,
+    ctx: &Context,
+    token: String,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> Result<(EngineApi, Progress), Outcome> {
+    let ns = cs.namespace().unwrap_or_default();
+    let engine = workload::engine_name(cs);
+    let waiting = || Outcome {
+        requeue: ctx.settings.poll,
+        blocker: None,
     };
-    // Without credentials no engine is created; one that already runs keeps its environment
-    // and is still watched.
-    // Secrets are not watched (the operator reads only those named, by name): a missing one
-    // is looked for again at the next poll.
-    if creds.is_none() && !ctx.has_child::<Deployment>(&ns, &engine) {
-        return Ok(Outcome {
-            requeue: poll,
-            blocker: None,
-        });
-    }
-
-    // With the Secrets unreadable, the running engine is left exactly as it is.
-    if let Some(c) = &creds {
-        if let Err(e) = ensure_workload(cs, ctx, &c.fingerprint).await {
-            let (reason, message) = apply_failure(&e, &engine);
-            if !conds.has_reason(types::ENGINE_AVAILABLE, reason) {
-                events.push(event(
-                    EventType::Warning,
-                    reason,
-                    "ApplyWorkload",
-                    message.clone(),
-                ));
-            }
-            conds.set(types::ENGINE_AVAILABLE, false, reason, message.clone());
-            return Ok(Outcome {
-                requeue: Duration::from_secs(30).max(poll),
-                blocker: Some(Blocker {
-                    reason: reason.into(),
-                    message,
-                }),
-            });
-        }
-    }
-
     let Some(base) = ctx.settings.locator.base_url(&ns, &engine) else {
         if let Some(outcome) = pod_blocker(cs, ctx, conds, events) {
-            return Ok(outcome);
+            return Err(outcome);
         }
         conds.set(
             types::ENGINE_AVAILABLE,
@@ -535,17 +599,22 @@ async fn drive(
             "EngineNotScheduled",
             format!("waiting for the engine's pod (Deployment {engine}) to be scheduled"),
         );
-        return Ok(Outcome {
-            requeue: poll,
-            blocker: None,
-        });
+        return Err(waiting());
     };
     let api = EngineApi::new(ctx.http.clone(), base, token);
-    let progress = match api.progress().await {
-        Ok(p) => p,
+    match api.progress().await {
+        Ok(p) => {
+            conds.set(
+                types::ENGINE_AVAILABLE,
+                true,
+                "EngineReachable",
+                format!("the engine answers at {}", api.base_url()),
+            );
+            Ok((api, p))
+        }
         Err(e) => {
             if let Some(outcome) = pod_blocker(cs, ctx, conds, events) {
-                return Ok(outcome);
+                return Err(outcome);
             }
             let reason = match &e {
                 CallError::Refused { .. } => "EngineUnauthorized",
@@ -557,155 +626,144 @@ async fn drive(
                 reason,
                 format!("{e}; the engine's pod (Deployment {engine}) may still be starting"),
             );
-            return Ok(Outcome {
-                requeue: poll,
-                blocker: None,
-            });
+            Err(waiting())
         }
-    };
-    conds.set(
-        types::ENGINE_AVAILABLE,
-        true,
-        "EngineReachable",
-        format!("the engine answers at {}", api.base_url()),
-    );
-    mirror::apply_progress(conds.status, &progress);
-    let mut state = current_state(conds.status);
-
-    // Roles are checked while nothing has started; afterwards the engine checked them itself.
-    let mut roles_ok = true;
-    if state == Some(EngineState::Idle) {
-        match &creds {
-            Some(c) => {
-                let verdict = cached_preflight(ctx, cs, c, &api, &options).await;
-                let (reason, message) = verdict.reason_and_message();
-                if !verdict.passed() && !conds.is_false(types::ROLES_VERIFIED) {
-                    events.push(event(
-                        EventType::Warning,
-                        reason,
-                        "Preflight",
-                        message.clone(),
-                    ));
-                }
-                conds.set(types::ROLES_VERIFIED, verdict.passed(), reason, message);
-                roles_ok = verdict.passed();
-            }
-            None => roles_ok = false,
-        }
-    } else if !conds
-        .status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == types::ROLES_VERIFIED)
-    {
-        conds.set(
-            types::ROLES_VERIFIED,
-            true,
-            "CheckedByEngine",
-            "the sync started; the engine checked the roles itself",
-        );
     }
+}
 
-    let mut blocker = None;
-    if let Some(error) = &progress.sync_error {
-        blocker = Some(Blocker {
-            reason: "SyncStopped".into(),
-            message: format!("the sync stopped: {error}"),
-        });
-        let reported = conds
+/// Roles are checked (by the engine) while nothing has started; afterwards the engine
+/// checked them itself at `/start`. True when `/start` may be called.
+#[allow(clippy::too_many_arguments)]
+async fn check_roles(
+    cs: &ClusterSync,
+    ctx: &Context,
+    creds: Option<&Resolved>,
+    api: &EngineApi,
+    options: &StartOptions,
+    state: Option<EngineState>,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> bool {
+    if state != Some(EngineState::Idle) {
+        if !conds
             .status
             .conditions
             .iter()
-            .any(|c| c.type_ == types::READY && c.reason == "SyncStopped");
-        if !reported {
+            .any(|c| c.type_ == types::ROLES_VERIFIED)
+        {
+            conds.set(
+                types::ROLES_VERIFIED,
+                true,
+                "CheckedByEngine",
+                "the sync started; the engine checked the roles itself",
+            );
+        }
+        return true;
+    }
+    let Some(c) = creds else {
+        return false;
+    };
+    let verdict = cached_preflight(ctx, cs, c, api, options).await;
+    let (reason, message) = verdict.reason_and_message();
+    if !verdict.passed() && !conds.is_false(types::ROLES_VERIFIED) {
+        events.push(event(
+            EventType::Warning,
+            reason,
+            "Preflight",
+            message.clone(),
+        ));
+    }
+    conds.set(types::ROLES_VERIFIED, verdict.passed(), reason, message);
+    verdict.passed()
+}
+
+/// A sync the engine reports stopped for good blocks every call, with a Warning Event the
+/// first time.
+fn stopped(
+    progress: &Progress,
+    conds: &Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> Option<Blocker> {
+    let error = progress.sync_error.as_ref()?;
+    let reported = conds
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == types::READY && c.reason == "SyncStopped");
+    if !reported {
+        events.push(event(
+            EventType::Warning,
+            "SyncStopped",
+            "Observe",
+            error.to_string(),
+        ));
+    }
+    Some(Blocker {
+        reason: "SyncStopped".into(),
+        message: format!("the sync stopped: {error}"),
+    })
+}
+
+/// Makes the call `decide` chose; on success the status is refreshed from `/progress`, on a
+/// refusal the engine's reason blocks the sync.
+async fn call_engine(
+    cs: &ClusterSync,
+    ctx: &Context,
+    api: &EngineApi,
+    verb: Verb,
+    options: &StartOptions,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) -> Result<(), Blocker> {
+    let body =
+        (verb == Verb::Start).then(|| serde_json::to_value(options).unwrap_or_else(|_| json!({})));
+    match api.call(verb, body).await {
+        Ok(()) => {
+            ctx.metrics.engine_call(engine_api::path(verb), true);
+            tracing::info!(verb = engine_api::path(verb), "engine accepted");
+            events.push(event(
+                EventType::Normal,
+                past_tense(verb),
+                verb_action(verb),
+                format!(
+                    "asked the engine to {} (spec.mode {:?})",
+                    engine_api::path(verb),
+                    cs.spec.mode
+                ),
+            ));
+            if verb == Verb::Reverse {
+                conds.status.reversals_done += 1;
+            }
+            if let Ok(p) = api.progress().await {
+                mirror::apply_progress(conds.status, &p);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            ctx.metrics.engine_call(engine_api::path(verb), false);
+            let name = e.refusal().unwrap_or("EngineUnreachable").to_string();
+            let message = e.to_string();
+            if e.refused_as() == Some(ErrorName::InsufficientPermissions) {
+                forget_preflight(ctx, cs);
+                conds.set(
+                    types::ROLES_VERIFIED,
+                    false,
+                    "MissingRoles",
+                    message.clone(),
+                );
+            }
             events.push(event(
                 EventType::Warning,
-                "SyncStopped",
-                "Observe",
-                error.to_string(),
+                &name,
+                verb_action(verb),
+                message.clone(),
             ));
+            Err(Blocker {
+                reason: name,
+                message,
+            })
         }
     }
-
-    if let (Some(s), None) = (state, &blocker) {
-        let seen = Observed {
-            state: s,
-            can_commit: conds.status.can_commit,
-            reversals_done: conds.status.reversals_done,
-        };
-        let action = actions::next(cs.spec.mode, cs.spec.reversible, cs.spec.reversals, seen);
-        let verb = match action {
-            actions::Action::Wait => None,
-            actions::Action::Start if !roles_ok => None,
-            actions::Action::Start => Some(Verb::Start),
-            actions::Action::Pause => Some(Verb::Pause),
-            actions::Action::Resume => Some(Verb::Resume),
-            actions::Action::Commit => Some(Verb::Commit),
-            actions::Action::Reverse => Some(Verb::Reverse),
-        };
-        if let Some(verb) = verb {
-            let body = (verb == Verb::Start)
-                .then(|| serde_json::to_value(&options).unwrap_or_else(|_| json!({})));
-            match api.call(verb, body).await {
-                Ok(()) => {
-                    ctx.metrics.engine_call(engine_api::path(verb), true);
-                    tracing::info!(verb = engine_api::path(verb), "engine accepted");
-                    events.push(event(
-                        EventType::Normal,
-                        past_tense(verb),
-                        verb_action(verb),
-                        format!(
-                            "asked the engine to {} (spec.mode {:?})",
-                            engine_api::path(verb),
-                            cs.spec.mode
-                        ),
-                    ));
-                    if verb == Verb::Reverse {
-                        conds.status.reversals_done += 1;
-                    }
-                    if let Ok(p) = api.progress().await {
-                        mirror::apply_progress(conds.status, &p);
-                        state = current_state(conds.status);
-                    }
-                }
-                Err(e) => {
-                    ctx.metrics.engine_call(engine_api::path(verb), false);
-                    let name = e.refusal().unwrap_or("EngineUnreachable").to_string();
-                    let message = e.to_string();
-                    if e.refused_as() == Some(ErrorName::InsufficientPermissions) {
-                        forget_preflight(ctx, cs);
-                        conds.set(
-                            types::ROLES_VERIFIED,
-                            false,
-                            "MissingRoles",
-                            message.clone(),
-                        );
-                    }
-                    events.push(event(
-                        EventType::Warning,
-                        &name,
-                        verb_action(verb),
-                        message.clone(),
-                    ));
-                    blocker = Some(Blocker {
-                        reason: name,
-                        message,
-                    });
-                }
-            }
-        }
-    }
-
-    set_sync_conditions(conds, state);
-    let requeue = match state {
-        _ if blocker.is_some() => Duration::from_secs(30).max(poll),
-        Some(EngineState::Committed) if cs.spec.reversals <= conds.status.reversals_done => {
-            Duration::from_secs(300)
-        }
-        Some(EngineState::Idle | EngineState::Paused) => poll * 3,
-        _ => poll,
-    };
-    Ok(Outcome { requeue, blocker })
 }
 
 /// A pod that cannot run says why (a condition, and a Warning Event when the reason is new);

@@ -304,6 +304,19 @@ mod tests {
         );
     }
 
+    /// The schema's list of levels is written out for schemars; it must be the engine's.
+    #[test]
+    fn the_verbosity_enum_is_the_engines() {
+        let crd = serde_json::to_value(ClusterSync::crd()).unwrap();
+        let levels = crd.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/engine/properties/verbosity/enum")
+            .expect("engine.verbosity has an enum");
+        let engine: Vec<&str> = crate::contract::verbosity::Verbosity::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .collect();
+        assert_eq!(levels, &serde_json::json!(engine));
+    }
+
     #[test]
     fn schema_carries_names_columns_and_rules() {
         let y = crd_yaml();

@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
+pub mod decide;
 pub mod engine_api;
 pub mod leader;
 pub mod mirror;

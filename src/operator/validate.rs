@@ -3,11 +3,10 @@
 //! exists.
 
 use crate::contract::options::{ClusterLabel, StartOptions};
+use crate::contract::verbosity::Verbosity;
 use crate::contract::write_blocking::{Mode, Request};
 
 use super::crd::{ClusterSyncSpec, WriteBlocking};
-
-const VERBOSITIES: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC"];
 
 /// The `/start` body for this spec: the spec's source is the engine's cluster0.
 pub fn start_options(spec: &ClusterSyncSpec) -> Result<StartOptions, String> {
@@ -24,10 +23,10 @@ pub fn start_options(spec: &ClusterSyncSpec) -> Result<StartOptions, String> {
         ));
     }
     if let Some(v) = &spec.engine.verbosity {
-        if !VERBOSITIES.contains(&v.to_ascii_uppercase().as_str()) {
+        if Verbosity::parse(v).is_none() {
             return Err(format!(
                 "engine.verbosity {v:?} is not one of {}",
-                VERBOSITIES.join(", ")
+                Verbosity::ALL.map(Verbosity::as_str).join(", ")
             ));
         }
     }

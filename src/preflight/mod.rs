@@ -19,13 +19,10 @@ use crate::contract::write_blocking::Mode;
 /// only the default, `/start` may fall back to none; it then checks the stricter set itself.)
 pub fn kind_for(options: &StartOptions) -> SyncKind {
     let (mode, explicit) = options.write_blocking();
-    if options.reversible {
-        SyncKind::Reversing
-    } else if explicit && mode == Mode::SourceAndDestination {
-        SyncKind::DualWriteBlocking
-    } else {
-        SyncKind::Default
-    }
+    SyncKind::of(
+        options.reversible,
+        explicit && mode == Mode::SourceAndDestination,
+    )
 }
 
 impl Report {

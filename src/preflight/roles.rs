@@ -24,6 +24,20 @@ pub enum SyncKind {
     MultipleReversals,
 }
 
+impl SyncKind {
+    /// The kind of a first sync: reversible, or blocking the source at commit, or neither. The
+    /// one place the engine's `/start`, its `/preflight` and `clustersync check` decide it.
+    pub fn of(reversible: bool, blocks_source: bool) -> SyncKind {
+        if reversible {
+            SyncKind::Reversing
+        } else if blocks_source {
+            SyncKind::DualWriteBlocking
+        } else {
+            SyncKind::Default
+        }
+    }
+}
+
 impl fmt::Display for SyncKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -13,12 +13,12 @@ use mongodb::error::ErrorKind;
 
 use super::diff;
 use super::digest::Digest;
-use super::metadata::{compare_indexes, compare_specs, kind_of};
 use super::report::{Mismatch, MismatchKind, NamespaceReport, Report, SideReport};
 use super::walk::{id_key, walk, Entry, LookupWalk, WalkResult};
 use super::{Cluster, DocumentCheck, SideProgress, VerifyError, VerifyOptions};
 use crate::mongo;
 use crate::mongo::catalog::{self, CollSpec};
+use crate::verify::definitions::{compare_indexes, compare_specs, kind_of};
 
 /// Both clusters of one verification, for error messages scrubbed of both URIs' secrets.
 struct Pair<'a> {

@@ -11,9 +11,9 @@
 //! the engine's embedded verifier can be another.
 
 pub mod compare;
+pub mod definitions;
 pub mod diff;
 pub mod digest;
-pub mod metadata;
 pub mod order;
 pub mod report;
 pub mod walk;

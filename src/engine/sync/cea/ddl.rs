@@ -12,8 +12,8 @@
 use bson::{doc, Document, RawDocument};
 use mongodb::Client;
 
-use super::super::context::{Ctx, JobError};
 use crate::contract::options::BuildIndexes;
+use crate::engine::sync::context::{Ctx, JobError};
 use crate::mongo::catalog::{self, CollKind, CollSpec};
 use crate::mongo::{codes, error_code};
 

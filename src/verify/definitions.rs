@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use bson::{Bson, Document};
 
-use super::report::NamespaceKind;
-use super::IndexForm;
 use crate::contract::options::BuildIndexes;
 use crate::mongo::catalog::{sync_form, CollKind, CollSpec};
+use crate::verify::report::NamespaceKind;
+use crate::verify::IndexForm;
 
 const MAX_VALUE_CHARS: usize = 200;
 

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use mongodb::Client;
 
-use super::blocking::{Blocker, Controller};
-use super::copy::{self, CopyTuning};
-use super::fence::{Fence, Fenced};
-use super::metadata::Store;
-use super::status::StatusCell;
 use crate::contract::filter::Scope;
 use crate::contract::options::StartOptions;
 use crate::contract::write_blocking::Mode;
+use crate::engine::blocking::{Blocker, Sequence};
+use crate::engine::fence::{Fence, Fenced};
+use crate::engine::status::StatusCell;
+use crate::engine::store::Store;
+use crate::engine::sync::copy::{self, CopyTuning};
 use crate::mongo::catalog::{self, CollKind};
 use crate::verify::Cluster;
 
@@ -48,8 +48,8 @@ impl Ctx {
         Ok(self.fence.check()?)
     }
 
-    pub fn blocking(&self) -> Controller<'_> {
-        Controller {
+    pub fn blocking(&self) -> Sequence<'_> {
+        Sequence {
             blocker: self.blocker.as_ref(),
             mode: self.write_blocking,
             source: self.options.source,

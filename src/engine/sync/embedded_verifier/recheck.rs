@@ -11,8 +11,8 @@ use std::time::Duration;
 use bson::{doc, Bson, DateTime, RawBson, RawDocumentBuf, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 
-use super::store::{key, Recheck};
-use super::Clusters;
+use crate::engine::sync::embedded_verifier::store::{key, Recheck};
+use crate::engine::sync::embedded_verifier::Clusters;
 use crate::verify::diff;
 use crate::verify::walk::{id_key, Entry};
 use crate::verify::{Cluster, MismatchKind, VerifyError};
@@ -232,7 +232,7 @@ pub fn describe(r: &Recheck) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::verifier::store::RecheckKey;
+    use crate::engine::sync::embedded_verifier::store::RecheckKey;
 
     fn queued() -> Recheck {
         Recheck {

@@ -10,8 +10,8 @@ use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::fence::Fence;
-use super::metadata::{CopyOrder, PartitionDoc};
+use crate::engine::fence::Fence;
+use crate::engine::store::{CopyOrder, PartitionDoc};
 use crate::mongo::catalog::{self, CollKind, CollSpec};
 use crate::mongo::{codes, error_code};
 

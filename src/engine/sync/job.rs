@@ -7,13 +7,13 @@ use std::time::Duration;
 use bson::doc;
 use futures::{StreamExt, TryStreamExt};
 
-use super::context::{Ctx, JobError};
-use super::copy::{self};
-use super::fence::Fenced;
-use super::metadata::PartitionDoc;
-use super::verifier::Verifier;
 use crate::contract::options::BuildIndexes;
 use crate::contract::state::{DurableState, Phase};
+use crate::engine::fence::Fenced;
+use crate::engine::store::PartitionDoc;
+use crate::engine::sync::context::{Ctx, JobError};
+use crate::engine::sync::copy::{self};
+use crate::engine::sync::embedded_verifier::Verifier;
 use crate::mongo;
 use crate::mongo::catalog::{self, CollKind};
 
@@ -145,10 +145,10 @@ async fn run(ctx: &Ctx) -> Result<(), JobError> {
                     // then is dropped: its state is on disk, and the final comparison opens
                     // it again.
                     Some(mut verifier) => tokio::select! {
-                        r = super::cea::run(ctx) => r?,
+                        r = crate::engine::sync::cea::run(ctx) => r?,
                         r = verifier.background() => match r? {},
                     },
-                    None => super::cea::run(ctx).await?,
+                    None => crate::engine::sync::cea::run(ctx).await?,
                 }
                 ctx.store.set_phase(Phase::Finalize, doc! {}).await?;
             }

@@ -229,7 +229,7 @@ impl Store {
             .update_one(filter, doc! { "$set": fields })
             .await?;
         if r.matched_count == 0 && self.lease_token.is_some() {
-            return Err(mongodb::error::Error::custom(super::fence::Fenced::Lost(
+            return Err(mongodb::error::Error::custom(crate::engine::fence::Fenced::Lost(
                 "the migration document on the destination now names another engine's lease, so this engine stopped writing; that engine drives the sync now".into(),
             )));
         }

@@ -140,7 +140,7 @@ pub struct VerifierStore {
 
 impl VerifierStore {
     pub fn new(destination: &Client) -> Self {
-        let db = crate::engine::metadata::database(destination);
+        let db = crate::engine::store::database(destination);
         Self {
             state: db.collection("verifier"),
             raw_state: db.collection("verifier"),

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use bson::{doc, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
 
-use super::context::{Ctx, JobError};
-use super::status::EventKind;
 use crate::contract::filter::METADATA_DB;
+use crate::engine::status::EventKind;
+use crate::engine::sync::context::{Ctx, JobError};
 use crate::mongo::{self, codes, error_code};
 
 const MAX_BATCH_EVENTS: usize = 5_000;

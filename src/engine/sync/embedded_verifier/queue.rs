@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use bson::{Bson, DateTime, Document, RawBson, Timestamp};
 
-use super::store::{key, Queued, Recheck, RecheckKey};
+use crate::engine::sync::embedded_verifier::store::{key, Queued, Recheck, RecheckKey};
 use crate::verify::walk::id_key;
 
 /// An entry's identity: namespace and `_id` bytes.

@@ -39,9 +39,9 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 
-use super::context::{Clusters, Ctx, JobError};
-use super::status::VerificationStatus;
 use crate::contract::progress::VerifierPhase;
+use crate::engine::status::VerificationStatus;
+use crate::engine::sync::context::{Clusters, Ctx, JobError};
 use crate::mongo;
 use crate::mongo::catalog::{self, CollKind, CollSpec};
 use crate::verify::{self, DocumentCheck, IndexForm, ScanProgress, VerifyOptions};

@@ -17,11 +17,11 @@ use bson::{
 use futures::{StreamExt, TryStreamExt};
 use mongodb::{Client, Collection};
 
-use super::super::context::{Ctx, JobError};
-use super::super::status::EventKind;
-use super::delta::{self, Delta, Plan};
 use super::{repair, Applier};
 use crate::contract::filter::Scope;
+use crate::engine::status::EventKind;
+use crate::engine::sync::cea::delta::{self, Delta, Plan};
+use crate::engine::sync::context::{Ctx, JobError};
 use crate::mongo;
 use crate::mongo::catalog::{self, CollKind};
 

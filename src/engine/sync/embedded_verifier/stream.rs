@@ -11,8 +11,8 @@ use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 use mongodb::Client;
 
-use super::store::StreamPos;
 use crate::contract::filter::{Scope, METADATA_DB};
+use crate::engine::sync::embedded_verifier::store::StreamPos;
 use crate::mongo::{self, codes, error_code};
 
 /// How long the server may hold a read that has nothing to return.

@@ -20,8 +20,8 @@ use bson::{doc, Binary, Bson, RawDocumentBuf};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::ReadConcern;
 
-use super::super::context::{Ctx, JobError};
-use super::batch::{write_deletes, write_statements, DocId, Statement};
+use crate::engine::sync::cea::batch::{write_deletes, write_statements, DocId, Statement};
+use crate::engine::sync::context::{Ctx, JobError};
 use crate::mongo::catalog::{self, CollKind};
 
 /// `_id`s per source read: the test server's `$in` costs grow with the square of its values.

@@ -1,0 +1,130 @@
+//! The `clustersync` command line: the top-level clap types and one module per subcommand, with
+//! its flags, the function that runs it and the text renderer it uses (`verify`'s table; `check`
+//! prints the library's `preflight::report`).
+//!
+//! `src/main.rs` only calls [`main`]; everything the binary does starts here. The subcommands:
+//! - `engine` (`engine.rs`): the sync engine, a drop-in for mongosync (same flags, same HTTP
+//!   API).
+//! - `operator` (`operator.rs`): the Kubernetes operator, which reconciles ClusterSync resources
+//!   into engines it runs and drives.
+//! - `crd` (`crd.rs`): prints the ClusterSync CustomResourceDefinition.
+//! - `check` (`check.rs`): every preflight check, without starting a sync.
+//! - `verify` (`verify.rs`): compares two clusters.
+//!
+//! Exit codes: 0 on success, 2 on bad usage (a flag, a config file, a connection string), 1 on
+//! any other failure (a check that did not pass, clusters that differ, an engine or operator
+//! that stopped on an error); `verify` also exits 2 when a cluster cannot be reached. Each
+//! subcommand's module says which of its outcomes is which.
+//!
+//! Events logged here name the target `clustersync` (`target: "clustersync"`), the crate root's
+//! module path, which is what they named while this code was the binary's `main.rs`: the JSON
+//! log lines keep their `target` field.
+
+mod check;
+mod crd;
+mod engine;
+mod operator;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::engine::config::EngineArgs;
+
+/// MongoDB cluster-to-cluster sync.
+#[derive(Parser)]
+#[command(
+    name = "clustersync",
+    version,
+    disable_version_flag = true,
+    propagate_version = true
+)]
+struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version, global = true)]
+    version: Option<bool>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sync engine: a drop-in for mongosync (same flags, same HTTP API).
+    Engine(EngineArgs),
+    /// Run the Kubernetes operator: reconcile ClusterSync resources into engines it runs and drives.
+    Operator(operator::OperatorArgs),
+    /// Print the ClusterSync CustomResourceDefinition (YAML), for `kubectl apply -f -`.
+    Crd,
+    /// Run every preflight check without starting a sync: reachability, versions, topology,
+    /// the connection users' roles, an empty destination, the source's oplog window.
+    Check(check::CheckArgs),
+    /// Compare two clusters (cluster0 the source, cluster1 the destination): every namespace's
+    /// documents byte for byte, collection options, indexes and views. Exits 0 when they are
+    /// equal, 1 when they differ, 2 on bad usage or a cluster that cannot be reached.
+    Verify(verify::VerifyArgs),
+}
+
+/// The `clustersync` binary: parses the command line and runs the subcommand it names.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Engine(args) => engine::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Operator(args) => operator::run(args),
+        Command::Crd => crd::run(),
+    }
+}
+
+/// The multi-threaded runtime both commands run on; says why when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM: when the engine and the operator stop gracefully.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap's own consistency checks (duplicate flags, bad defaults, conflicting settings), on
+    /// every subcommand.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_is_named_as_before() {
+        let cmd = Cli::command();
+        let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+        assert_eq!(names, ["engine", "operator", "crd", "check", "verify"]);
+        assert_eq!(cmd.get_name(), "clustersync");
+    }
+}

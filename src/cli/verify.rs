@@ -1,0 +1,214 @@
+//! `clustersync verify`: compares two clusters (cluster0 the source, cluster1 the destination):
+//! every namespace's documents byte for byte, collection options, indexes and views.
+//!
+//! The comparison is the library's (`crate::verify`, which prints nothing and knows no command
+//! line); this module reads the flags, connects, and prints the report: as JSON (`--json`) or
+//! as the table `verify_text` draws.
+//!
+//! Exits 0 when the clusters are equal, 1 when they differ, 2 on bad usage (a connection string,
+//! a namespace filter), a cluster that cannot be reached, or an async runtime that cannot start:
+//! 1 always means a difference was found.
+
+use std::process::ExitCode;
+
+use crate::contract::filter::NamespaceFilter;
+use crate::uri::ClusterUri;
+use crate::verify::{self, Cluster, NamespaceReport, Report, SideReport, VerifyOptions};
+
+#[derive(clap::Args)]
+pub(super) struct VerifyArgs {
+    /// Connection string of the source cluster.
+    #[arg(
+        long = "cluster0",
+        value_name = "URI",
+        env = "CLUSTERSYNC_CLUSTER0",
+        hide_env_values = true
+    )]
+    cluster0: String,
+    /// Connection string of the destination cluster.
+    #[arg(
+        long = "cluster1",
+        value_name = "URI",
+        env = "CLUSTERSYNC_CLUSTER1",
+        hide_env_values = true
+    )]
+    cluster1: String,
+    /// Namespaces to compare, as /api/v1/start's includeNamespaces: a JSON array such as
+    /// [{"database":"sales","collections":["orders"]}].
+    #[arg(long = "include-namespaces", value_name = "JSON")]
+    include_namespaces: Option<String>,
+    /// Namespaces to leave out, as /api/v1/start's excludeNamespaces (applied after the
+    /// include filters).
+    #[arg(long = "exclude-namespaces", value_name = "JSON")]
+    exclude_namespaces: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long = "json")]
+    json: bool,
+    /// Differing _ids listed per namespace.
+    #[arg(long = "max-mismatches", value_name = "N", default_value_t = verify::DEFAULT_MAX_MISMATCHES)]
+    max_mismatches: usize,
+}
+
+pub(super) fn run(args: VerifyArgs) -> ExitCode {
+    let filters = |flag: &str, json: Option<&str>| -> Result<Vec<NamespaceFilter>, String> {
+        let Some(json) = json.map(str::trim).filter(|j| !j.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        serde_json::from_str(json).map_err(|e| {
+            format!("{flag}: {e}; give a JSON array of filters as /api/v1/start takes them, e.g. [{{\"database\":\"sales\",\"collections\":[\"orders\"]}}]")
+        })
+    };
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
+    let include = match filters("--include-namespaces", args.include_namespaces.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage(e),
+    };
+    let exclude = match filters("--exclude-namespaces", args.exclude_namespaces.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage(e),
+    };
+    let options = VerifyOptions {
+        include,
+        exclude,
+        max_mismatches: args.max_mismatches,
+        ..Default::default()
+    };
+    if let Err(e) = options.scope() {
+        return usage(e.to_string());
+    }
+    let (uri0, uri1) = match (
+        ClusterUri::parse("--cluster0", &args.cluster0),
+        ClusterUri::parse("--cluster1", &args.cluster1),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return usage(e.to_string()),
+    };
+    let Some(runtime) = super::runtime() else {
+        return ExitCode::from(2);
+    };
+    let result = runtime.block_on(async {
+        let c0 = crate::mongo::build_client("--cluster0", &uri0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let c1 = crate::mongo::build_client("--cluster1", &uri1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let source = Cluster::new("cluster0", uri0.clone(), c0);
+        let destination = Cluster::new("cluster1", uri1.clone(), c1);
+        verify::verify(&source, &destination, &options)
+            .await
+            .map_err(|e| match e.cluster() {
+                Some(label) => format!(
+                    "{e}\n(the {label} connection string comes from --{label} or CLUSTERSYNC_{})",
+                    label.to_ascii_uppercase()
+                ),
+                None => e.to_string(),
+            })
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => return usage(format!("cannot write the report as JSON: {e}")),
+        }
+    } else {
+        print!("{}", verify_text(&report, uri0.hosts(), uri1.hosts()));
+    }
+    if report.is_equal() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The report as a table: one row per namespace, each difference under its row.
+fn verify_text(report: &Report, hosts0: &str, hosts1: &str) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "clustersync verify: cluster0 (source) {hosts0} vs cluster1 (destination) {hosts1}\n\n"
+    );
+    let docs = |s: &Option<SideReport>| match s {
+        Some(s) => s.count.map_or("-".to_string(), |c| c.to_string()),
+        None => "absent".to_string(),
+    };
+    let kind = |n: &NamespaceReport| match (
+        n.source.as_ref().map(|s| s.kind),
+        n.destination.as_ref().map(|s| s.kind),
+    ) {
+        (Some(a), Some(b)) if a != b => format!("{a}/{b}"),
+        (Some(a), _) | (None, Some(a)) => a.to_string(),
+        (None, None) => "-".to_string(),
+    };
+    let width = report
+        .namespaces
+        .iter()
+        .map(|n| n.namespace.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp("NAMESPACE".len(), 60);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<10}  {:>11}  {:>16}  RESULT",
+        "NAMESPACE", "TYPE", "SOURCE DOCS", "DESTINATION DOCS"
+    );
+    for n in &report.namespaces {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<10}  {:>11}  {:>16}  {}",
+            n.namespace,
+            kind(n),
+            docs(&n.source),
+            docs(&n.destination),
+            if n.equal { "EQUAL" } else { "DIFFERENT" }
+        );
+        for d in &n.metadata_differences {
+            let _ = writeln!(out, "    - {d}");
+        }
+        for m in &n.mismatches {
+            let _ = writeln!(out, "    - _id {}: {}", m.id_relaxed(), m.verdict());
+        }
+        if n.more_mismatches {
+            let _ = writeln!(
+                out,
+                "    - more documents differ (the first {} are listed; see --max-mismatches)",
+                n.mismatches.len()
+            );
+        }
+    }
+    if report.namespaces.is_empty() {
+        out.push_str("(no namespace in scope on either cluster)\n");
+    }
+    let total = report.namespaces.len();
+    let different = report.different().count();
+    if different == 0 {
+        let _ = writeln!(out, "\nRESULT: EQUAL ({total} namespaces compared)");
+    } else {
+        let _ = writeln!(
+            out,
+            "\nRESULT: DIFFERENT ({different} of {total} namespaces differ)"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_report_says_nothing_was_in_scope() {
+        assert_eq!(
+            verify_text(&Report::default(), "a:27017", "b:27017"),
+            "clustersync verify: cluster0 (source) a:27017 vs cluster1 (destination) b:27017\n\n\
+             NAMESPACE  TYPE        SOURCE DOCS  DESTINATION DOCS  RESULT\n\
+             (no namespace in scope on either cluster)\n\
+             \nRESULT: EQUAL (0 namespaces compared)\n"
+        );
+    }
+}

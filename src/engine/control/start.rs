@@ -1,0 +1,240 @@
+//! `/start`: gathers what the clusters say (reachability, topology, write blocking, roles,
+//! the destination's content), refuses with a named error when the sync cannot work, then
+//! takes the lease, persists the sync and starts its job.
+
+#[allow(unused_imports)]
+use crate::engine::*;
+
+impl Engine {
+    #[tracing::instrument(skip_all)]
+    pub async fn start(self: &Arc<Self>, options: StartOptions) -> Result<(), ApiError> {
+        let mut control = self.control.lock().await;
+        Verb::Start.check(self.current_state())?;
+        let scope = options.validate()?;
+        let source = self.client(options.source);
+        let destination = self.client(options.destination);
+        let unavailable = |label: ClusterLabel, e: mongodb::error::Error| {
+            ApiError::ClusterUnavailable(format!(
+                "cannot reach {} ({}): {}; check that it is up and reachable, then call /start again",
+                label.as_str(),
+                self.uri(label).hosts(),
+                self.scrub(&crate::mongo::describe(&e))
+            ))
+        };
+        // Both clusters must answer promptly: /start answers within seconds, not after the
+        // driver's full server-selection wait.
+        let mut hellos = Vec::with_capacity(2);
+        for label in [options.source, options.destination] {
+            let admin = self.client(label).database("admin");
+            match tokio::time::timeout(START_REACH_TIMEOUT, admin.run_command(doc! { "hello": 1 })).await {
+                Ok(Ok(reply)) => hellos.push(reply),
+                Ok(Err(e)) => return Err(unavailable(label, e)),
+                Err(_) => {
+                    return Err(ApiError::ClusterUnavailable(format!(
+                        "{} ({}) did not answer within {} s; check that it is up and reachable, then call /start again",
+                        label.as_str(),
+                        self.uri(label).hosts(),
+                        START_REACH_TIMEOUT.as_secs()
+                    )))
+                }
+            }
+        }
+        // The source must offer change streams.
+        let hello = &hellos[0];
+        if hello.get_str("setName").is_err() && hello.get_str("msg") != Ok("isdbgrid") {
+            return Err(ApiError::UnsupportedTopology(format!(
+                "the source ({}) is a standalone server, which has no change streams; convert it to a replica set (a single-node one is enough) and call /start again",
+                self.uri(options.source).hosts()
+            )));
+        }
+        // Write blocking: the request must be honoured or refused, never quietly dropped; the
+        // default is used where the servers allow it and reported where they do not.
+        let (mut mode, explicit) = options.write_blocking();
+        let mut blocking_note = None;
+        match self.blocking(&options, mode).probe().await {
+            Ok(()) => {}
+            Err(blocking::BlockError::Unsupported { cluster }) if !explicit => {
+                let note = format!(
+                    "write blocking is not in force: {cluster} does not support setUserWriteBlockMode, so neither cluster's application writes are blocked; stop writes to the source yourself before /commit, and do not write to the destination before canWrite"
+                );
+                tracing::warn!("{note}");
+                blocking_note = Some(note);
+                mode = crate::contract::write_blocking::Mode::None;
+            }
+            Err(e @ blocking::BlockError::Unsupported { .. }) => {
+                return Err(ApiError::WriteBlockingUnsupported(format!(
+                    "{e}; start without enableUserWriteBlocking, or with \"none\""
+                )))
+            }
+            Err(e) => return Err(ApiError::WriteBlockingFailed(e.to_string())),
+        }
+        // Roles, versions and identity: everything else the preflight knows.
+        let kind = preflight::SyncKind::of(options.reversible, mode.blocks_source());
+        let report = self.preflight(&options, kind).await?;
+        if !report.passed() {
+            let all: Vec<String> = report.problems.iter().map(|p| p.message.clone()).collect();
+            return Err(ApiError::PreflightFailed(all.join("; ")));
+        }
+        // The lease comes before anything is written: a destination another live engine
+        // drives is refused, naming it.
+        let me = self.lease.me.token.clone();
+        let acquired = self
+            .lease
+            .acquire(destination, |holder, within| {
+                tracing::warn!(
+                    hostname = %holder.hostname,
+                    pid = holder.pid,
+                    port = holder.port,
+                    wait_s = within.as_secs_f64().ceil() as u64,
+                    "the destination's lease is held by another engine; watching whether it is still renewed"
+                );
+            })
+            .await;
+        match acquired {
+            Ok(lease::Acquired::Yes) => {}
+            Ok(lease::Acquired::Held(holder)) => return Err(ApiError::LeaseHeld(holder.refusal())),
+            Err(e) => return Err(unavailable(options.destination, e)),
+        }
+        let result: Result<(), ApiError> = async {
+            let store = Store::new(destination);
+            if Store::exists(destination)
+                .await
+                .map_err(|e| unavailable(options.destination, e))?
+            {
+                match store.load().await.map_err(|e| unavailable(options.destination, e))? {
+                    // Left by a /start that failed half-way: nothing in it is worth keeping, but
+                    // for the lease just taken.
+                    None => {
+                        let db = destination.database(METADATA_DB);
+                        let names = db
+                            .list_collection_names()
+                            .await
+                            .map_err(|e| unavailable(options.destination, e))?;
+                        for name in names.iter().filter(|n| *n != lease::LEASE_COLLECTION) {
+                            db.collection::<bson::Document>(name)
+                                .drop()
+                                .await
+                                .map_err(|e| unavailable(options.destination, e))?;
+                        }
+                    }
+                    Some(_) => {
+                        return Err(ApiError::DestinationNotEmpty(format!(
+                            "the destination already holds another sync's metadata (database {METADATA_DB}); drop it to start over"
+                        )))
+                    }
+                }
+            }
+            let existing = crate::mongo::catalog::user_namespaces(destination)
+                .await
+                .map_err(|e| unavailable(options.destination, e))?;
+            if !existing.is_empty() {
+                if !options.pre_existing_destination_data {
+                    let shown: Vec<_> = existing.iter().take(5).cloned().collect();
+                    return Err(ApiError::DestinationNotEmpty(format!(
+                        "the destination ({}) already holds user data ({}{}); empty it, or set preExistingDestinationData: true with a namespace filter that keeps the synced namespaces apart",
+                        self.uri(options.destination).hosts(),
+                        shown.join(", "),
+                        if existing.len() > 5 { format!(" and {} more", existing.len() - 5) } else { String::new() }
+                    )));
+                }
+                let source_ns = crate::mongo::catalog::list_all(source, &scope)
+                    .await
+                    .map_err(|e| unavailable(options.source, e))?;
+                let clashes: Vec<_> = source_ns
+                    .iter()
+                    .map(|s| s.ns())
+                    .filter(|ns| existing.contains(ns))
+                    .take(5)
+                    .collect();
+                if !clashes.is_empty() {
+                    return Err(ApiError::NamespaceConflict(format!(
+                        "namespaces to sync already exist on the destination: {}; exclude them with excludeNamespaces or drop them from the destination",
+                        clashes.join(", ")
+                    )));
+                }
+            }
+            // Open the change stream before anything is read, and keep its starting point: the
+            // opening's resume token, or, from a server that gives none, the time read just before
+            // (opening "now" rather than at a time spares servers that scan their oplog to find
+            // a start time).
+            let start_ts = crate::mongo::cluster_time(source)
+                .await
+                .map_err(|e| unavailable(options.source, e))?;
+            let stream = source
+                .watch()
+                .show_expanded_events(true)
+                .await
+                .map_err(|e| unavailable(options.source, e))?;
+            let token = stream.resume_token();
+            drop(stream);
+            let mut doc = Store::new_migration_doc(
+                self.config.engine_id(),
+                self.hosts(),
+                options.clone(),
+                start_ts,
+                token,
+            );
+            doc.write_blocking = mode;
+            doc.write_blocking_note = blocking_note.clone();
+            doc.lease_token = Some(me.clone());
+            let ctl = self.blocking(&options, mode);
+            ctl.on_start()
+                .await
+                .map_err(|e| ApiError::WriteBlockingFailed(e.to_string()))?;
+            if let Err(e) = store.create(&doc).await {
+                // Nothing was recorded: nothing may stay blocked either.
+                if let Err(release) = ctl.release_all().await {
+                    tracing::error!(error = %release, "could not release write blocking after a failed /start");
+                }
+                return Err(unavailable(options.destination, e));
+            }
+            tracing::info!(
+                migration = %doc.migration_id,
+                source = %self.uri(options.source).hosts(),
+                destination = %self.uri(options.destination).hosts(),
+                "sync started"
+            );
+            {
+                let mut s = self.status.lock();
+                s.state = State::Running;
+                s.phase = Some(crate::contract::state::Phase::Catalog);
+                s.options = Some(options.clone());
+                s.fatal = None;
+                s.write_blocking = mode;
+                if let Some(note) = blocking_note {
+                    s.warnings.insert("write-blocking".into(), note);
+                }
+            }
+            *control = Some(self.spawn_job(&options)?);
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Nothing was started: the next /start, here or elsewhere, need not wait, and a
+            // refused /start leaves nothing behind on the destination.
+            self.lease.release().await;
+            if let Err(e) = drop_if_only_lease(destination).await {
+                tracing::debug!(error = %self.scrub(&crate::mongo::describe(&e)), "could not drop the metadata database left by a refused /start");
+            }
+        }
+        result
+    }
+}
+
+/// Drops the metadata database when all it holds is an empty lease collection (a refused
+/// `/start` created it), so that a refusal leaves the destination as it was.
+async fn drop_if_only_lease(destination: &Client) -> mongodb::error::Result<()> {
+    let db = destination.database(METADATA_DB);
+    let names = db.list_collection_names().await?;
+    if names.iter().any(|n| n != lease::LEASE_COLLECTION) {
+        return Ok(());
+    }
+    let leases = db
+        .collection::<bson::Document>(lease::LEASE_COLLECTION)
+        .count_documents(doc! {})
+        .await?;
+    if leases == 0 {
+        db.drop().await?;
+    }
+    Ok(())
+}
