@@ -17,29 +17,42 @@ use crate::contract::filter::Scope;
 use crate::contract::options::BuildIndexes;
 use crate::mongo::{codes, error_code};
 
+/// `expireAfterSeconds` of a TTL index during the sync: it expires nothing, so the
+/// destination deletes nothing the source still has.
 pub const TTL_DISABLED: i32 = i32::MAX;
 
+/// What `listCollections` calls the namespace's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CollKind {
+    /// A collection (capped or not).
     Collection,
+    /// A time-series collection.
     Timeseries,
+    /// A view.
     View,
 }
 
 /// A source collection or view as `listCollections` describes it.
 #[derive(Debug, Clone)]
 pub struct CollSpec {
+    /// The database.
     pub db: String,
+    /// The collection or view.
     pub name: String,
+    /// Collection, time-series collection or view.
     pub kind: CollKind,
+    /// `listCollections`' `options`, in the server's order.
     pub options: Document,
+    /// The collection's UUID (views have none).
     pub uuid: Option<Binary>,
 }
 
 impl CollSpec {
+    /// `db.name`.
     pub fn ns(&self) -> String {
         format!("{}.{}", self.db, self.name)
     }
+    /// A capped collection.
     pub fn is_capped(&self) -> bool {
         self.options.get_bool("capped").unwrap_or(false)
     }
@@ -215,6 +228,7 @@ async fn align_option_order(client: &Client, spec: &CollSpec) -> mongodb::error:
     Ok(())
 }
 
+/// Drops `db.coll`; one already gone is fine.
 pub async fn drop_collection(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<()> {
     match client.database(db).run_command(doc! { "drop": coll }).await {
         Ok(_) => Ok(()),
@@ -325,6 +339,7 @@ pub async fn build_indexes(
     Ok(n)
 }
 
+/// Drops index `name` of `db.coll`; one already gone (or a collection gone) is fine.
 pub async fn drop_index(
     client: &Client,
     db: &str,
@@ -541,6 +556,7 @@ pub const MODIFIABLE_OPTIONS: &[&str] = &[
     "timeseries",
 ];
 
+/// The options of a collection description that `collMod` can change, as a `collMod` body.
 pub fn modification(desc: &Document) -> Document {
     let mut out = Document::new();
     for (k, v) in desc {

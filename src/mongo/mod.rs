@@ -2,6 +2,8 @@
 //! without secrets, transient-error classification, server time, raw commands, and the
 //! catalog (collections, views, indexes).
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
@@ -14,14 +16,23 @@ use crate::uri::ClusterUri;
 
 /// Server error codes the engine reacts to.
 pub mod codes {
+    /// The collection or database does not exist.
     pub const NAMESPACE_NOT_FOUND: i32 = 26;
+    /// The index does not exist.
     pub const INDEX_NOT_FOUND: i32 = 27;
+    /// The collection already exists.
     pub const NAMESPACE_EXISTS: i32 = 48;
+    /// An index with these keys exists with other options.
     pub const INDEX_OPTIONS_CONFLICT: i32 = 85;
+    /// An index with this name exists with other keys.
     pub const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+    /// The server does not know the command.
     pub const COMMAND_NOT_FOUND: i32 = 59;
+    /// A unique index refused a duplicate.
     pub const DUPLICATE_KEY: i32 = 11000;
+    /// The index already exists.
     pub const INDEX_ALREADY_EXISTS: i32 = 68;
+    /// The change stream's resume point is no longer in the oplog.
     pub const CHANGE_STREAM_HISTORY_LOST: i32 = 286;
 }
 
@@ -127,10 +138,13 @@ pub async fn run_write(
     Ok(reply)
 }
 
+/// A write the server answered with an error in its reply rather than as a failure.
 #[derive(Debug, thiserror::Error)]
 #[error("server refused a write (code {code}): {msg}")]
 pub struct WriteRejected {
+    /// The server's error code.
     pub code: i32,
+    /// The server's message.
     pub msg: String,
 }
 

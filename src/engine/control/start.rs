@@ -1,7 +1,9 @@
 //! `/start`: gathers what the clusters say (reachability, topology, write blocking, roles,
-//! the destination's content), refuses with a named error when the sync cannot work, then
-//! takes the lease, persists the sync and starts its job.
+//! the destination's content), decides from those facts in pure functions (below, tested as
+//! tables) whether the sync can work and how, refusing with a named error when it cannot, then
+//! acts: takes the lease, persists the sync and starts its job.
 
+use crate::contract::write_blocking::Mode;
 #[allow(unused_imports)]
 use crate::engine::*;
 
@@ -39,34 +41,14 @@ impl Engine {
                 }
             }
         }
-        // The source must offer change streams.
-        let hello = &hellos[0];
-        if hello.get_str("setName").is_err() && hello.get_str("msg") != Ok("isdbgrid") {
-            return Err(ApiError::UnsupportedTopology(format!(
-                "the source ({}) is a standalone server, which has no change streams; convert it to a replica set (a single-node one is enough) and call /start again",
-                self.uri(options.source).hosts()
-            )));
-        }
+        source_has_change_streams(&hellos[0], self.uri(options.source).hosts())?;
         // Write blocking: the request must be honoured or refused, never quietly dropped; the
         // default is used where the servers allow it and reported where they do not.
-        let (mut mode, explicit) = options.write_blocking();
-        let mut blocking_note = None;
-        match self.blocking(&options, mode).probe().await {
-            Ok(()) => {}
-            Err(blocking::BlockError::Unsupported { cluster }) if !explicit => {
-                let note = format!(
-                    "write blocking is not in force: {cluster} does not support setUserWriteBlockMode, so neither cluster's application writes are blocked; stop writes to the source yourself before /commit, and do not write to the destination before canWrite"
-                );
-                tracing::warn!("{note}");
-                blocking_note = Some(note);
-                mode = crate::contract::write_blocking::Mode::None;
-            }
-            Err(e @ blocking::BlockError::Unsupported { .. }) => {
-                return Err(ApiError::WriteBlockingUnsupported(format!(
-                    "{e}; start without enableUserWriteBlocking, or with \"none\""
-                )))
-            }
-            Err(e) => return Err(ApiError::WriteBlockingFailed(e.to_string())),
+        let requested = options.write_blocking();
+        let probe = self.blocking(&options, requested.0).probe().await;
+        let (mode, blocking_note) = write_blocking_plan(requested, probe)?;
+        if let Some(note) = &blocking_note {
+            tracing::warn!("{note}");
         }
         // Roles, versions and identity: everything else the preflight knows.
         let kind = preflight::SyncKind::of(options.reversible, mode.blocks_source());
@@ -97,60 +79,48 @@ impl Engine {
         }
         let result: Result<(), ApiError> = async {
             let store = Store::new(destination);
-            if Store::exists(destination)
+            let metadata = if Store::exists(destination)
                 .await
                 .map_err(|e| unavailable(options.destination, e))?
             {
                 match store.load().await.map_err(|e| unavailable(options.destination, e))? {
-                    // Left by a /start that failed half-way: nothing in it is worth keeping, but
-                    // for the lease just taken.
-                    None => {
-                        let db = destination.database(METADATA_DB);
-                        let names = db
-                            .list_collection_names()
-                            .await
-                            .map_err(|e| unavailable(options.destination, e))?;
-                        for name in names.iter().filter(|n| *n != lease::LEASE_COLLECTION) {
-                            db.collection::<bson::Document>(name)
-                                .drop()
-                                .await
-                                .map_err(|e| unavailable(options.destination, e))?;
-                        }
-                    }
-                    Some(_) => {
-                        return Err(ApiError::DestinationNotEmpty(format!(
-                            "the destination already holds another sync's metadata (database {METADATA_DB}); drop it to start over"
-                        )))
-                    }
+                    None => Metadata::Leftover,
+                    Some(_) => Metadata::AnotherSync,
                 }
-            }
+            } else {
+                Metadata::None
+            };
             let existing = crate::mongo::catalog::user_namespaces(destination)
                 .await
                 .map_err(|e| unavailable(options.destination, e))?;
-            if !existing.is_empty() {
-                if !options.pre_existing_destination_data {
-                    let shown: Vec<_> = existing.iter().take(5).cloned().collect();
-                    return Err(ApiError::DestinationNotEmpty(format!(
-                        "the destination ({}) already holds user data ({}{}); empty it, or set preExistingDestinationData: true with a namespace filter that keeps the synced namespaces apart",
-                        self.uri(options.destination).hosts(),
-                        shown.join(", "),
-                        if existing.len() > 5 { format!(" and {} more", existing.len() - 5) } else { String::new() }
-                    )));
-                }
-                let source_ns = crate::mongo::catalog::list_all(source, &scope)
+            let plan = destination_plan(
+                metadata,
+                &existing,
+                options.pre_existing_destination_data,
+                self.uri(options.destination).hosts(),
+            )?;
+            if plan.check_clashes {
+                let source_ns: Vec<String> = crate::mongo::catalog::list_all(source, &scope)
                     .await
-                    .map_err(|e| unavailable(options.source, e))?;
-                let clashes: Vec<_> = source_ns
+                    .map_err(|e| unavailable(options.source, e))?
                     .iter()
                     .map(|s| s.ns())
-                    .filter(|ns| existing.contains(ns))
-                    .take(5)
                     .collect();
-                if !clashes.is_empty() {
-                    return Err(ApiError::NamespaceConflict(format!(
-                        "namespaces to sync already exist on the destination: {}; exclude them with excludeNamespaces or drop them from the destination",
-                        clashes.join(", ")
-                    )));
+                no_clashes(&source_ns, &existing)?;
+            }
+            if plan.drop_leftover {
+                // Left by a /start that failed half-way: nothing in it is worth keeping, but
+                // for the lease just taken.
+                let db = destination.database(METADATA_DB);
+                let names = db
+                    .list_collection_names()
+                    .await
+                    .map_err(|e| unavailable(options.destination, e))?;
+                for name in names.iter().filter(|n| *n != lease::LEASE_COLLECTION) {
+                    db.collection::<bson::Document>(name)
+                        .drop()
+                        .await
+                        .map_err(|e| unavailable(options.destination, e))?;
                 }
             }
             // Open the change stream before anything is read, and keep its starting point: the
@@ -237,4 +207,198 @@ async fn drop_if_only_lease(destination: &Client) -> mongodb::error::Result<()> 
         db.drop().await?;
     }
     Ok(())
+}
+
+// ---- Decisions: pure, from the facts gathered above. ----
+
+/// The source must offer change streams: a replica set or a sharded cluster's router.
+fn source_has_change_streams(hello: &bson::Document, hosts: &str) -> Result<(), ApiError> {
+    if hello.get_str("setName").is_err() && hello.get_str("msg") != Ok("isdbgrid") {
+        return Err(ApiError::UnsupportedTopology(format!(
+            "the source ({hosts}) is a standalone server, which has no change streams; convert it to a replica set (a single-node one is enough) and call /start again"
+        )));
+    }
+    Ok(())
+}
+
+/// The write blocking to use, from what was asked (`explicit`, or the default for these
+/// options) and what the servers answered to a probe: an explicit request is honoured or
+/// refused, a default the servers cannot do falls back to none with a note saying so.
+fn write_blocking_plan(
+    (mode, explicit): (Mode, bool),
+    probe: Result<(), blocking::BlockError>,
+) -> Result<(Mode, Option<String>), ApiError> {
+    match probe {
+        Ok(()) => Ok((mode, None)),
+        Err(blocking::BlockError::Unsupported { cluster }) if !explicit => Ok((
+            Mode::None,
+            Some(format!(
+                "write blocking is not in force: {cluster} does not support setUserWriteBlockMode, so neither cluster's application writes are blocked; stop writes to the source yourself before /commit, and do not write to the destination before canWrite"
+            )),
+        )),
+        Err(e @ blocking::BlockError::Unsupported { .. }) => Err(ApiError::WriteBlockingUnsupported(
+            format!("{e}; start without enableUserWriteBlocking, or with \"none\""),
+        )),
+        Err(e) => Err(ApiError::WriteBlockingFailed(e.to_string())),
+    }
+}
+
+/// What the destination's metadata database holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metadata {
+    None,
+    /// Left by a `/start` that failed half-way (no migration document).
+    Leftover,
+    /// Another sync's migration document.
+    AnotherSync,
+}
+
+/// What `/start` must do about the destination before it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DestinationPlan {
+    drop_leftover: bool,
+    /// User data is there and allowed: the namespaces to sync must not clash with it.
+    check_clashes: bool,
+}
+
+fn destination_plan(
+    metadata: Metadata,
+    existing: &[String],
+    pre_existing_allowed: bool,
+    hosts: &str,
+) -> Result<DestinationPlan, ApiError> {
+    if metadata == Metadata::AnotherSync {
+        return Err(ApiError::DestinationNotEmpty(format!(
+            "the destination already holds another sync's metadata (database {METADATA_DB}); drop it to start over"
+        )));
+    }
+    if !existing.is_empty() && !pre_existing_allowed {
+        let shown: Vec<_> = existing.iter().take(5).cloned().collect();
+        return Err(ApiError::DestinationNotEmpty(format!(
+            "the destination ({hosts}) already holds user data ({}{}); empty it, or set preExistingDestinationData: true with a namespace filter that keeps the synced namespaces apart",
+            shown.join(", "),
+            if existing.len() > 5 {
+                format!(" and {} more", existing.len() - 5)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    Ok(DestinationPlan {
+        drop_leftover: metadata == Metadata::Leftover,
+        check_clashes: !existing.is_empty(),
+    })
+}
+
+/// With data allowed on the destination, none of the namespaces to sync may be there.
+fn no_clashes(source_ns: &[String], existing: &[String]) -> Result<(), ApiError> {
+    let clashes: Vec<&str> = source_ns
+        .iter()
+        .filter(|ns| existing.contains(ns))
+        .take(5)
+        .map(String::as_str)
+        .collect();
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::NamespaceConflict(format!(
+        "namespaces to sync already exist on the destination: {}; exclude them with excludeNamespaces or drop them from the destination",
+        clashes.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blocking::BlockError;
+
+    #[test]
+    fn a_standalone_source_is_refused() {
+        assert!(source_has_change_streams(&doc! { "setName": "rs0" }, "h").is_ok());
+        assert!(source_has_change_streams(&doc! { "msg": "isdbgrid" }, "h").is_ok());
+        let e = source_has_change_streams(&doc! { "isWritablePrimary": true }, "h:1").unwrap_err();
+        assert_eq!(e.name(), ErrorName::UnsupportedTopology);
+        assert!(e.to_string().contains("h:1"));
+    }
+
+    #[test]
+    fn the_write_blocking_table() {
+        let unsupported = || {
+            Err(BlockError::Unsupported {
+                cluster: "cluster1",
+            })
+        };
+        let failed = || {
+            Err(BlockError::Failed {
+                cluster: "cluster1",
+                message: "boom".into(),
+                transient: true,
+            })
+        };
+        let dual = Mode::SourceAndDestination;
+        assert_eq!(
+            write_blocking_plan((dual, true), Ok(())).unwrap(),
+            (dual, None)
+        );
+        assert_eq!(
+            write_blocking_plan((dual, false), Ok(())).unwrap(),
+            (dual, None)
+        );
+        let (mode, note) = write_blocking_plan((dual, false), unsupported()).unwrap();
+        assert_eq!(
+            mode,
+            Mode::None,
+            "a default the servers cannot do falls back"
+        );
+        assert!(note.unwrap().contains("stop writes to the source yourself"));
+        let refused = write_blocking_plan((dual, true), unsupported()).unwrap_err();
+        assert_eq!(refused.name(), ErrorName::WriteBlockingUnsupported);
+        assert_eq!(
+            write_blocking_plan((dual, false), failed())
+                .unwrap_err()
+                .name(),
+            ErrorName::WriteBlockingFailed
+        );
+    }
+
+    #[test]
+    fn the_destination_table() {
+        let none: Vec<String> = vec![];
+        let some = vec!["app.users".to_string()];
+        let plan = |m, e: &[String], allowed| destination_plan(m, e, allowed, "h");
+        assert_eq!(
+            plan(Metadata::None, &none, false).unwrap(),
+            DestinationPlan {
+                drop_leftover: false,
+                check_clashes: false
+            }
+        );
+        assert_eq!(
+            plan(Metadata::Leftover, &none, false).unwrap(),
+            DestinationPlan {
+                drop_leftover: true,
+                check_clashes: false
+            }
+        );
+        assert_eq!(
+            plan(Metadata::AnotherSync, &none, true).unwrap_err().name(),
+            ErrorName::DestinationNotEmpty
+        );
+        let e = plan(Metadata::None, &some, false).unwrap_err();
+        assert_eq!(e.name(), ErrorName::DestinationNotEmpty);
+        assert!(
+            e.to_string().contains("app.users")
+                && e.to_string().contains("preExistingDestinationData")
+        );
+        assert_eq!(
+            plan(Metadata::None, &some, true).unwrap(),
+            DestinationPlan {
+                drop_leftover: false,
+                check_clashes: true
+            }
+        );
+        assert!(no_clashes(&["app.orders".into()], &some).is_ok());
+        let e = no_clashes(&["app.users".into()], &some).unwrap_err();
+        assert_eq!(e.name(), ErrorName::NamespaceConflict);
+    }
 }
