@@ -14,10 +14,14 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && rm -rf src
 COPY src ./src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
-    && strip target/release/clustersync
+    && strip target/release/clustersync \
+    && mkdir /out && cp target/release/clustersync /out/clustersync \
+    && ln -s clustersync /out/mongosync
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/clustersync /clustersync
+# /clustersync, and /mongosync (a symlink: invoked by that name, the binary is the engine with
+# mongosync's command line, so mongosync's runbooks run as written).
+COPY --from=build /out/ /
 USER 65532:65532
 EXPOSE 27182 8080
 ENTRYPOINT ["/clustersync"]

@@ -328,10 +328,12 @@ async fn an_engine_whose_lease_is_taken_stops_writing() {
     );
     let (code, _) = e1.post("commit", json!({})).await;
     assert_ne!(code, 200);
-    assert!(
-        e1.is_running(),
-        "the engine stays up, stopped, to report it"
-    );
+    // It reported the loss in /progress, then exits non-zero (a supervisor notices).
+    let exit = e1
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("an engine that lost its lease exits");
+    assert_eq!(exit.code(), Some(1), "{}", e1.log_tail(10));
 }
 
 #[tokio::test(flavor = "multi_thread")]

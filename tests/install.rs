@@ -648,6 +648,13 @@ fn the_image_is_one_non_root_binary() {
     assert!(last.contains("USER 65532"), "non-root: {last}");
     assert!(last.contains("ENTRYPOINT [\"/clustersync\"]"), "{last}");
     assert!(dockerfile.contains("--locked"), "built from Cargo.lock");
+    // mongosync's runbooks call `mongosync`: the image has that entry, a symlink to the same
+    // binary (tests/runbook.rs runs the binary under that name).
+    assert!(
+        dockerfile.contains("ln -s clustersync /out/mongosync")
+            && last.contains("COPY --from=build /out/ /"),
+        "{dockerfile}"
+    );
     // The same UID the pods run as.
     let docs = read_docs(&root().join("deploy/install.yaml"));
     let pod = &find(&docs, "Deployment", "clustersync-operator")["spec"]["template"]["spec"];

@@ -65,11 +65,36 @@ enum Command {
     Verify(verify::VerifyArgs),
 }
 
+/// Invoked as `mongosync` (a symlink, or the image's `mongosync` entry), the binary is the
+/// engine with mongosync's command line, so that systemd units, scripts and Ansible roles
+/// written for mongosync run unchanged.
+#[derive(Parser)]
+#[command(name = "mongosync", version, disable_version_flag = true)]
+struct MongosyncCli {
+    /// Print the version.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
+    #[command(flatten)]
+    args: EngineArgs,
+}
+
+/// Whether the program was invoked under a name starting with `mongosync`.
+fn invoked_as_mongosync(argv0: Option<std::ffi::OsString>) -> bool {
+    argv0
+        .as_deref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("mongosync"))
+}
+
 /// The `clustersync` binary: parses the command line and runs the subcommand it names.
 pub fn main() -> ExitCode {
+    if invoked_as_mongosync(std::env::args_os().next()) {
+        return engine::run(MongosyncCli::parse().args, true);
+    }
     let cli = Cli::parse();
     match cli.command {
-        Command::Engine(args) => engine::run(args),
+        Command::Engine(args) => engine::run(args, false),
         Command::Check(args) => check::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Operator(args) => operator::run(args),
@@ -118,6 +143,39 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn invoked_as_mongosync_it_takes_mongosyncs_command_line() {
+        use std::ffi::OsString;
+        for (argv0, yes) in [
+            ("mongosync", true),
+            ("/usr/local/bin/mongosync", true),
+            ("./mongosync-1.20", true),
+            ("clustersync", false),
+            ("/opt/bin/clustersync", false),
+        ] {
+            assert_eq!(
+                invoked_as_mongosync(Some(OsString::from(argv0))),
+                yes,
+                "{argv0}"
+            );
+        }
+        assert!(!invoked_as_mongosync(None));
+        MongosyncCli::command().debug_assert();
+        let m = MongosyncCli::try_parse_from([
+            "mongosync",
+            "--cluster0",
+            "mongodb://a:1",
+            "--cluster1",
+            "mongodb://b:2",
+            "--logPath",
+            "/var/log/mongosync",
+            "--verbosity",
+            "WARN",
+        ])
+        .unwrap();
+        assert_eq!(m.args.cluster0.as_deref(), Some("mongodb://a:1"));
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub(super) fn run(args: OperatorArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = crate::logging::init(&level, None) {
+    if let Err(e) = crate::logging::init_stdout(&level) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -45,6 +45,9 @@ pub enum ErrorName {
     /// Another live engine drives this destination.
     #[serde(rename = "LeaseHeld")]
     LeaseHeld,
+    /// The destination's filesystem lacks room for the data to sync (mongosync 1.22).
+    #[serde(rename = "InsufficientDestinationDiskSpace")]
+    InsufficientDestinationDiskSpace,
     /// Anything else.
     #[serde(rename = "InternalError")]
     InternalError,
@@ -69,11 +72,20 @@ pub enum ErrorName {
     /// The endpoint does not take that HTTP method.
     #[serde(rename = "MethodNotAllowed")]
     MethodNotAllowed,
+    /// The request body is larger than the API reads.
+    #[serde(rename = "RequestTooLarge")]
+    RequestTooLarge,
+    /// The request body did not arrive in time.
+    #[serde(rename = "RequestTimeout")]
+    RequestTimeout,
+    /// The API has as many connections open as it serves, all of them busy.
+    #[serde(rename = "TooManyConnections")]
+    TooManyConnections,
 }
 
 impl ErrorName {
     /// Every name, for tables and tests.
-    pub const ALL: [ErrorName; 21] = [
+    pub const ALL: [ErrorName; 25] = [
         ErrorName::InvalidState,
         ErrorName::InvalidStartOptions,
         ErrorName::NotReadyToCommit,
@@ -87,6 +99,7 @@ impl ErrorName {
         ErrorName::WriteBlockingUnsupported,
         ErrorName::WriteBlockingFailed,
         ErrorName::LeaseHeld,
+        ErrorName::InsufficientDestinationDiskSpace,
         ErrorName::InternalError,
         ErrorName::InvalidRequestBody,
         ErrorName::UnknownField,
@@ -95,6 +108,9 @@ impl ErrorName {
         ErrorName::Unauthorized,
         ErrorName::NotFound,
         ErrorName::MethodNotAllowed,
+        ErrorName::RequestTooLarge,
+        ErrorName::RequestTimeout,
+        ErrorName::TooManyConnections,
     ];
 
     /// The name as the API writes it.
@@ -113,6 +129,7 @@ impl ErrorName {
             ErrorName::WriteBlockingUnsupported => "WriteBlockingUnsupported",
             ErrorName::WriteBlockingFailed => "WriteBlockingFailed",
             ErrorName::LeaseHeld => "LeaseHeld",
+            ErrorName::InsufficientDestinationDiskSpace => "InsufficientDestinationDiskSpace",
             ErrorName::InternalError => "InternalError",
             ErrorName::InvalidRequestBody => "InvalidRequestBody",
             ErrorName::UnknownField => "UnknownField",
@@ -121,6 +138,9 @@ impl ErrorName {
             ErrorName::Unauthorized => "Unauthorized",
             ErrorName::NotFound => "NotFound",
             ErrorName::MethodNotAllowed => "MethodNotAllowed",
+            ErrorName::RequestTooLarge => "RequestTooLarge",
+            ErrorName::RequestTimeout => "RequestTimeout",
+            ErrorName::TooManyConnections => "TooManyConnections",
         }
     }
 
@@ -140,6 +160,7 @@ impl ErrorName {
             | ErrorName::NamespaceConflict
             | ErrorName::NotReversible
             | ErrorName::LeaseHeld
+            | ErrorName::InsufficientDestinationDiskSpace
             | ErrorName::UnsupportedTopology
             | ErrorName::PreflightFailed
             | ErrorName::WriteBlockingUnsupported => 409,
@@ -152,6 +173,9 @@ impl ErrorName {
             ErrorName::Unauthorized => 401,
             ErrorName::NotFound => 404,
             ErrorName::MethodNotAllowed => 405,
+            ErrorName::RequestTimeout => 408,
+            ErrorName::RequestTooLarge => 413,
+            ErrorName::TooManyConnections => 503,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Namespace filters (`includeNamespaces` / `excludeNamespaces`) and the set of namespaces a
 //! sync never touches.
 
-use regex::Regex;
+// The server evaluates `$regex` with PCRE: lookaround (`^(?!temp)`), backreferences and
+// atomic groups included. `fancy_regex` accepts those, where the `regex` crate refuses them.
+use fancy_regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Database holding the engine's own persisted state on the destination.
@@ -80,6 +82,17 @@ pub enum FilterError {
         /// The regex compiler's message.
         reason: String,
     },
+    /// `database` is an empty string, or `collections` holds one: it names nothing, so the
+    /// filter would silently select nothing (or exclude nothing).
+    #[error("{list}[{index}].{what} {}", empty_name_advice(.what))]
+    EmptyName {
+        /// `includeNamespaces` or `excludeNamespaces`.
+        list: &'static str,
+        /// The filter's position in its list.
+        index: usize,
+        /// The field: `database` or `collections`.
+        what: &'static str,
+    },
     /// A regex option other than `i`, `m`, `s`, `x` (and `u`, which is accepted and ignored).
     #[error("filter #{index}: regex option {option:?} is not supported; use a combination of i, m, s, x")]
     BadOption {
@@ -88,6 +101,15 @@ pub enum FilterError {
         /// The option refused.
         option: char,
     },
+}
+
+/// What is wrong with an empty name in `what`, and what to do instead.
+fn empty_name_advice(what: &str) -> &'static str {
+    if what == "database" {
+        "is an empty string, which names no database; give the database's name, or use \"databaseRegex\""
+    } else {
+        "holds an empty string, which names no collection; list collections by name, or leave \"collections\" out to take the whole database"
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,7 +122,9 @@ impl Matcher {
     fn matches(&self, s: &str) -> bool {
         match self {
             Matcher::Exact(e) => e == s,
-            Matcher::Regex(r) => r.is_match(s),
+            // An error is a backtracking limit hit: not reachable with namespace names (at
+            // most 255 bytes), and a non-match rather than a panic if it were.
+            Matcher::Regex(r) => r.is_match(s).unwrap_or(false),
         }
     }
 }
@@ -130,7 +154,10 @@ impl Compiled {
         self.colls
             .as_ref()
             .is_some_and(|c| c.iter().any(|n| n == coll))
-            || self.colls_regex.as_ref().is_some_and(|r| r.is_match(coll))
+            || self
+                .colls_regex
+                .as_ref()
+                .is_some_and(|r| r.is_match(coll).unwrap_or(false))
     }
 }
 
@@ -160,7 +187,14 @@ fn compile_regex(index: usize, spec: &RegexSpec) -> Result<Regex, FilterError> {
     })
 }
 
-fn compile(index: usize, f: &NamespaceFilter) -> Result<Compiled, FilterError> {
+fn compile(list: &'static str, index: usize, f: &NamespaceFilter) -> Result<Compiled, FilterError> {
+    let empty = |what| FilterError::EmptyName { list, index, what };
+    if f.database.as_deref() == Some("") {
+        return Err(empty("database"));
+    }
+    if f.collections.iter().flatten().any(String::is_empty) {
+        return Err(empty("collections"));
+    }
     let db = match (&f.database, &f.database_regex) {
         (Some(_), Some(_)) => return Err(FilterError::BothDatabase(index)),
         (None, None) => return Err(FilterError::NoDatabase(index)),
@@ -218,12 +252,12 @@ impl Scope {
             include: include
                 .iter()
                 .enumerate()
-                .map(|(i, f)| compile(i, f))
+                .map(|(i, f)| compile("includeNamespaces", i, f))
                 .collect::<Result<_, _>>()?,
             exclude: exclude
                 .iter()
                 .enumerate()
-                .map(|(i, f)| compile(i, f))
+                .map(|(i, f)| compile("excludeNamespaces", i, f))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -275,6 +309,28 @@ mod tests {
 
     fn f(json: &str) -> Vec<NamespaceFilter> {
         serde_json::from_str(json).unwrap()
+    }
+
+    /// mongosync hands the pattern to the server (PCRE): a negative lookahead, refused by
+    /// the `regex` crate, selects every database but the `temp` ones.
+    #[test]
+    fn regexes_have_the_servers_pcre_features() {
+        let s = Scope::compile(
+            &f(r#"[{"databaseRegex":{"pattern":"^(?!temp).*","options":""}}]"#),
+            &f(r#"[{"database":"app","collectionsRegex":{"pattern":"^(\\w)\\1","options":"i"}}]"#),
+        )
+        .unwrap();
+        assert!(s.includes("app", "orders"));
+        assert!(s.includes("shop", "x"));
+        assert!(!s.includes("temp1", "x"), "lookahead");
+        assert!(
+            !s.includes("app", "AAlog"),
+            "a backreference, case-insensitive"
+        );
+        assert!(
+            !s.includes("__mdb_internal_atlas", "x"),
+            "Atlas-internal databases"
+        );
     }
 
     #[test]
@@ -335,5 +391,38 @@ mod tests {
             r#"[{"database":"a","colls":["x"]}]"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn empty_names_are_refused_naming_the_field() {
+        let e = Scope::compile(&f(r#"[{"database":"a"},{"database":""}]"#), &[]).unwrap_err();
+        assert_eq!(
+            e,
+            FilterError::EmptyName {
+                list: "includeNamespaces",
+                index: 1,
+                what: "database"
+            }
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("includeNamespaces[1].database is an empty string")
+                && msg.contains("give the database's name"),
+            "{msg}"
+        );
+        let e =
+            Scope::compile(&f(r#"[{"database":"a","collections":["x",""]}]"#), &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("includeNamespaces[0].collections holds an empty string"),
+            "{e}"
+        );
+        let e = Scope::compile(&[], &f(r#"[{"database":""}]"#)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("excludeNamespaces[0].database"),
+            "{e}"
+        );
+        // A regex may match the empty string; only exact names are refused.
+        assert!(Scope::compile(&f(r#"[{"databaseRegex":{"pattern":""}}]"#), &[]).is_ok());
     }
 }

@@ -138,8 +138,8 @@ pub struct StartOptions {
     /// `copyInNaturalOrder`: collections copied in natural order instead of by `_id`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_in_natural_order: Vec<NaturalOrderEntry>,
-    /// `skipDiskSpaceCheck`: accepted for mongosync's bodies; the engine runs no disk space
-    /// check, so it has no effect.
+    /// `skipDiskSpaceCheck`: skips `/start`'s check of the destination's free space against
+    /// the source's on-disk size (`InsufficientDestinationDiskSpace`).
     #[serde(default)]
     pub skip_disk_space_check: bool,
     /// Accepted only to answer with a precise error: replica-set to sharded sync needs a

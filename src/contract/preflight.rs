@@ -18,8 +18,10 @@ pub enum ProblemKind {
     Topology,
     /// Source and destination are the same cluster.
     SameCluster,
-    /// The destination holds data.
+    /// The destination holds data (or another sync's metadata), or a namespace to sync.
     DestinationNotEmpty,
+    /// The destination's filesystem lacks room for the data to sync.
+    InsufficientDiskSpace,
 }
 
 /// One thing that stops the sync, with what to do about it.

@@ -63,6 +63,14 @@ pub struct Progress {
     /// The copy's byte estimates.
     #[serde(default)]
     pub collection_copy: Option<CollectionCopy>,
+    /// During change event application, while the lag falls: seconds until it is caught up
+    /// at the rate it has been falling.
+    #[serde(
+        default,
+        rename = "estimatedSecondsToCEACatchup",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub estimated_seconds_to_cea_catchup: Option<i64>,
     /// Index builds after the copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_building: Option<IndexBuilding>,
@@ -105,6 +113,7 @@ impl Progress {
             lag: None,
             lag_time_seconds: None,
             total_events_applied: None,
+            estimated_seconds_to_cea_catchup: None,
             collection_copy: None,
             index_building: None,
             direction_mapping: None,
@@ -181,6 +190,12 @@ pub struct IndexBuilding {
     pub indexes_built: u64,
     /// Indexes to build in all.
     pub total_indexes_to_build: u64,
+    /// Collections whose indexes are all built.
+    #[serde(default)]
+    pub collections_finished: u64,
+    /// Collections with indexes to build.
+    #[serde(default)]
+    pub collections_total: u64,
 }
 
 /// `directionMapping`: `"cluster0: host:port"` for each side.

@@ -9,6 +9,8 @@ use crate::uri::{ClusterUri, UriError};
 
 pub const DEFAULT_PORT: u16 = 27182;
 pub const DEFAULT_LOAD_LEVEL: u8 = 3;
+/// The shortest `--apiToken` accepted with a non-loopback `--bind`.
+const MIN_OPEN_TOKEN_CHARS: usize = 16;
 /// Each partition costs the source one `_id`-range query, so partitions are large (the
 /// migration-verifier settled on about 400 MB) and writes within one run concurrently instead.
 const DEFAULT_PARTITION_MB: u64 = 400;
@@ -45,10 +47,16 @@ pub struct EngineArgs {
     #[arg(long = "config", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Directory for the log files (clustersync.YYYY-MM-DD.log, rotated daily, seven kept);
-    /// standard output when unset.
+    /// Directory for the log file (`clustersync.log`, or `mongosync.log` with --logFormat
+    /// mongosync), rotated on SIGUSR1 and daily, seven rotated files kept; standard output when
+    /// unset.
     #[arg(long = "logPath", value_name = "DIR")]
     pub log_path: Option<PathBuf>,
+    /// The log lines' shape: `clustersync` (tracing's JSON) or `mongosync` (mongosync's keys:
+    /// level, time, message, mongosyncID, pid) [default: mongosync when invoked as
+    /// `mongosync`, clustersync otherwise].
+    #[arg(long = "logFormat", value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Log level [default: DEBUG].
     #[arg(long = "verbosity", ignore_case = true)]
     pub verbosity: Option<Verbosity>,
@@ -80,6 +88,20 @@ pub struct EngineArgs {
     #[arg(long = "enableCappedCollectionHandling")]
     #[serde(default)]
     pub enable_capped_collection_handling: bool,
+    /// Directory for metrics log files (Prometheus text, a snapshot a minute); none written
+    /// when unset or with --disableMetricsLogging. `/metrics` serves the same at any time.
+    #[arg(long = "metricsLoggingFilepath", value_name = "DIR")]
+    pub metrics_logging_filepath: Option<PathBuf>,
+    /// mongosync's hot documents, as JSON: {"db":…,"collection":…,"ids":[{"_id":…}]};
+    /// repeatable. Validated and accepted; clustersync applies each document's changes in
+    /// order within a batch and needs no deferral of hot documents to the commit.
+    #[arg(long = "hotDocIDs", value_name = "JSON")]
+    #[serde(default, rename = "hotDocIDs", deserialize_with = "one_or_many")]
+    pub hot_doc_ids: Vec<String>,
+    /// Indexes per createIndexes command on the destination, 1 to 64 [default: 1: one
+    /// command per index, so that an index the destination refuses stops no other].
+    #[arg(long = "createIndexesBatchSize", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub create_indexes_batch_size: Option<u16>,
     /// Bearer token the HTTP API requires (`Authorization: Bearer <token>`); needed when
     /// `--bind` is not a loopback address.
     #[arg(
@@ -91,6 +113,7 @@ pub struct EngineArgs {
     pub api_token: Option<String>,
     /// Target size of one copy partition in MiB [default: 400].
     #[arg(long = "partitionSizeMB", hide = true)]
+    #[serde(rename = "partitionSizeMB")]
     pub partition_size_mb: Option<u64>,
 }
 
@@ -111,8 +134,14 @@ pub enum ConfigError {
     Bind(String),
     #[error("--bind {0} exposes the API beyond this host: set --apiToken (or CLUSTERSYNC_API_TOKEN) so that only holders of the token can drive the sync")]
     OpenWithoutToken(String),
+    #[error("--bind {0} exposes the API beyond this host, and --apiToken (or CLUSTERSYNC_API_TOKEN) is shorter than 16 characters; use a random one, e.g. `openssl rand -hex 24`")]
+    WeakToken(String),
     #[error("--partitionSizeMB must be at least 1")]
     PartitionSize,
+    #[error("--hotDocIDs {index}: {reason}; the form is {{\"db\":\"<db>\",\"collection\":\"<collection>\",\"ids\":[{{\"_id\":<extended JSON>}}]}}")]
+    HotDocIds { index: usize, reason: String },
+    #[error("createIndexesBatchSize must be between 1 and 64, not {0}")]
+    IndexBatch(u16),
 }
 
 /// Validated settings.
@@ -123,12 +152,18 @@ pub struct EngineConfig {
     pub port: u16,
     pub bind: std::net::IpAddr,
     pub log_path: Option<PathBuf>,
+    /// `None`: the default for how the binary was invoked.
+    pub log_format: Option<crate::logging::LogFormat>,
     pub verbosity: Verbosity,
     pub load_level: u8,
     pub id: Option<String>,
     pub partition_bytes: u64,
     pub api_token: Option<String>,
     pub disable_verification: bool,
+    /// Where metrics snapshots are written (`None`: not written).
+    pub metrics_log_dir: Option<PathBuf>,
+    /// Indexes per createIndexes command.
+    pub create_indexes_batch: usize,
 }
 
 impl EngineConfig {
@@ -155,8 +190,26 @@ impl EngineConfig {
             .parse()
             .map_err(|_| ConfigError::Bind(bind_s.clone()))?;
         let api_token = merged.api_token.clone().filter(|t| !t.is_empty());
-        if !bind.is_loopback() && api_token.is_none() {
-            return Err(ConfigError::OpenWithoutToken(bind_s));
+        if !bind.is_loopback() {
+            match &api_token {
+                None => return Err(ConfigError::OpenWithoutToken(bind_s)),
+                // Beyond this host the token is all that stands between the network and the
+                // sync: one a guess could find (" ", "secret") is refused.
+                Some(t) if t.trim().chars().count() < MIN_OPEN_TOKEN_CHARS => {
+                    return Err(ConfigError::WeakToken(bind_s))
+                }
+                Some(_) => {}
+            }
+        }
+        for (i, h) in merged.hot_doc_ids.iter().enumerate() {
+            validate_hot_doc_ids(h).map_err(|reason| ConfigError::HotDocIds {
+                index: i + 1,
+                reason,
+            })?;
+        }
+        let batch = merged.create_indexes_batch_size.unwrap_or(1);
+        if !(1..=64).contains(&batch) {
+            return Err(ConfigError::IndexBatch(batch));
         }
         let mb = merged.partition_size_mb.unwrap_or(DEFAULT_PARTITION_MB);
         if mb == 0 {
@@ -168,14 +221,59 @@ impl EngineConfig {
             port: merged.port.unwrap_or(DEFAULT_PORT),
             bind,
             log_path: merged.log_path,
+            log_format: merged.log_format,
             verbosity: merged.verbosity.unwrap_or(Verbosity::Debug),
             load_level: merged.load_level.unwrap_or(DEFAULT_LOAD_LEVEL),
             id: merged.id,
             partition_bytes: mb * 1024 * 1024,
             api_token,
             disable_verification: merged.disable_verification,
+            metrics_log_dir: merged
+                .metrics_logging_filepath
+                .filter(|_| !merged.disable_metrics_logging),
+            create_indexes_batch: batch as usize,
         })
     }
+}
+
+/// `hotDocIDs` as a string (mongosync's form) or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// mongosync's `--hotDocIDs` form: `{"db":…,"collection":…,"ids":[{"_id":…},…]}`.
+fn validate_hot_doc_ids(text: &str) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    for key in ["db", "collection"] {
+        match obj.get(key).and_then(|x| x.as_str()) {
+            Some(s) if !s.is_empty() => {}
+            _ => return Err(format!("\"{key}\" must be a non-empty string")),
+        }
+    }
+    let ids = obj
+        .get("ids")
+        .and_then(|x| x.as_array())
+        .ok_or("\"ids\" must be an array")?;
+    if ids.is_empty() || !ids.iter().all(|i| i.get("_id").is_some()) {
+        return Err("\"ids\" must list objects with an \"_id\"".into());
+    }
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["db", "collection", "ids"].contains(&k.as_str()))
+    {
+        return Err(format!("unknown key \"{k}\""));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<EngineArgs, ConfigError> {
@@ -236,6 +334,7 @@ fn merge(file: EngineArgs, cli: EngineArgs) -> EngineArgs {
         bind: cli.bind.or(file.bind),
         config: file.config,
         log_path: cli.log_path.or(file.log_path),
+        log_format: cli.log_format.or(file.log_format),
         verbosity: cli.verbosity.or(file.verbosity),
         load_level: cli.load_level.or(file.load_level),
         id: cli.id.or(file.id),
@@ -247,6 +346,17 @@ fn merge(file: EngineArgs, cli: EngineArgs) -> EngineArgs {
             || file.enable_capped_collection_handling,
         partition_size_mb: cli.partition_size_mb.or(file.partition_size_mb),
         api_token: cli.api_token.or(file.api_token),
+        metrics_logging_filepath: cli
+            .metrics_logging_filepath
+            .or(file.metrics_logging_filepath),
+        hot_doc_ids: if cli.hot_doc_ids.is_empty() {
+            file.hot_doc_ids
+        } else {
+            cli.hot_doc_ids
+        },
+        create_indexes_batch_size: cli
+            .create_indexes_batch_size
+            .or(file.create_indexes_batch_size),
     }
 }
 
@@ -305,6 +415,112 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("loadLevel"), "{e}");
+    }
+
+    #[test]
+    fn a_guessable_token_is_refused_beyond_loopback() {
+        let open = |token: &str| {
+            EngineConfig::from_args(EngineArgs {
+                bind: Some("0.0.0.0".into()),
+                api_token: Some(token.into()),
+                ..args("mongodb://a:1", "mongodb://b:2")
+            })
+        };
+        for weak in [" ", "hunter2", "               q7"] {
+            let e = open(weak).unwrap_err().to_string();
+            assert!(e.contains("shorter than 16"), "{e}");
+            assert!(
+                weak.trim().is_empty() || !e.contains(weak.trim()),
+                "the token is echoed: {e}"
+            );
+        }
+        assert!(open("0123456789abcdef0123").is_ok());
+        // On loopback a short token is the user's business.
+        assert!(EngineConfig::from_args(EngineArgs {
+            api_token: Some("short".into()),
+            ..args("mongodb://a:1", "mongodb://b:2")
+        })
+        .is_ok());
+    }
+
+    /// mongosync's documented options, as flags and as YAML keys, start the engine (the issue:
+    /// `metricsLoggingFilepath`, `hotDocIDs` and `createIndexesBatchSize` were refused).
+    #[test]
+    fn every_documented_mongosync_option_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            r#"
+cluster0: "mongodb://a:1"
+cluster1: "mongodb://b:2"
+acceptDisclaimer: true
+disableTelemetry: true
+disableVerification: false
+disableMetricsLogging: false
+enableCappedCollectionHandling: true
+metricsLoggingFilepath: "/tmp/metrics"
+hotDocIDs: '{"db":"shop","collection":"carts","ids":[{"_id":{"$oid":"65f0c0ffee0123456789abcd"}}]}'
+createIndexesBatchSize: 8
+loadLevel: 2
+verbosity: WARN
+logPath: "/tmp/logs"
+port: 27183
+id: coordinator
+"#,
+        )
+        .unwrap();
+        let c = EngineConfig::from_args(EngineArgs {
+            config: Some(p),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.create_indexes_batch, 8);
+        assert_eq!(
+            c.metrics_log_dir.as_deref(),
+            Some(Path::new("/tmp/metrics"))
+        );
+        assert_eq!(c.port, 27183);
+        // The flag forms, hotDocIDs repeated.
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: EngineArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "mongosync",
+            "--cluster0",
+            "mongodb://a:1",
+            "--cluster1",
+            "mongodb://b:2",
+            "--metricsLoggingFilepath",
+            "/tmp/m",
+            "--disableMetricsLogging",
+            "--hotDocIDs",
+            r#"{"db":"a","collection":"b","ids":[{"_id":1}]}"#,
+            "--hotDocIDs",
+            r#"{"db":"a","collection":"c","ids":[{"_id":"x"}]}"#,
+            "--createIndexesBatchSize",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.hot_doc_ids.len(), 2);
+        let c = EngineConfig::from_args(cli.args).unwrap();
+        assert_eq!(c.metrics_log_dir, None, "disableMetricsLogging wins");
+        assert_eq!(c.create_indexes_batch, 64);
+        assert!(Cli::try_parse_from(["m", "--createIndexesBatchSize", "65"]).is_err());
+        // A malformed hotDocIDs names the flag, the problem and the form.
+        let e = EngineConfig::from_args(EngineArgs {
+            hot_doc_ids: vec![r#"{"db":"a","ids":[]}"#.into()],
+            ..args("mongodb://a:1", "mongodb://b:2")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--hotDocIDs 1") && e.contains("collection") && e.contains("\"ids\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -69,6 +69,12 @@ pub enum ApiError {
     /// Another live engine holds the destination's lease.
     #[error("{0}")]
     LeaseHeld(String),
+    /// The destination's filesystem lacks room (`skipDiskSpaceCheck: true` starts anyway).
+    #[error("{0}")]
+    InsufficientDiskSpace(String),
+    /// The sync stopped for good (`syncError`): nothing but a new sync can follow.
+    #[error("the sync stopped on an error and cannot be paused, resumed or committed: {0}; start a new sync on an emptied destination (drop its user data and the {METADATA_DB} database)")]
+    Stopped(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -91,6 +97,8 @@ impl ApiError {
             ApiError::WriteBlockingUnsupported(_) => ErrorName::WriteBlockingUnsupported,
             ApiError::WriteBlockingFailed(_) => ErrorName::WriteBlockingFailed,
             ApiError::LeaseHeld(_) => ErrorName::LeaseHeld,
+            ApiError::Stopped(_) => ErrorName::InvalidState,
+            ApiError::InsufficientDiskSpace(_) => ErrorName::InsufficientDestinationDiskSpace,
             ApiError::Internal(_) => ErrorName::InternalError,
         }
     }
@@ -146,7 +154,10 @@ impl Engine {
             crate::mongo::build_client("--cluster0", &config.cluster0).await?,
             crate::mongo::build_client("--cluster1", &config.cluster1).await?,
         ];
-        let tuning = CopyTuning::for_load_level(config.load_level, config.partition_bytes);
+        let tuning = CopyTuning {
+            index_batch: config.create_indexes_batch,
+            ..CopyTuning::for_load_level(config.load_level, config.partition_bytes)
+        };
         let scrubber = {
             let (c0, c1) = (config.cluster0.clone(), config.cluster1.clone());
             Arc::new(move |t: &str| c1.scrub(&c0.scrub(t)))
@@ -166,7 +177,7 @@ impl Engine {
                 lease::Timing::from_env(),
                 // Reported at once, whether or not a job is running to notice it.
                 Box::new(move |why: &str| {
-                    status.lock().fatal = Some(why.to_string());
+                    status.fail(why);
                 }),
                 {
                     let (c0, c1) = (config.cluster0.clone(), config.cluster1.clone());
@@ -241,5 +252,13 @@ impl Engine {
 
     fn current_state(&self) -> State {
         self.status.lock().state
+    }
+
+    /// A sync that stopped for good takes no more verbs.
+    fn refuse_if_stopped(&self) -> Result<(), ApiError> {
+        match &self.status.lock().fatal {
+            Some(f) => Err(ApiError::Stopped(f.clone())),
+            None => Ok(()),
+        }
     }
 }

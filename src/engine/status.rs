@@ -203,9 +203,17 @@ pub struct Snapshot {
     pub ddl_ts: Option<Timestamp>,
     pub copy_finished_ts: Option<Timestamp>,
     pub commit_ts: Option<Timestamp>,
-    pub indexes: Option<(usize, usize)>,
+    /// The index builds after the copy (`indexBuilding`).
+    pub indexes: Option<IndexBuilding>,
     /// Source time of the oldest entry in the source's oplog (from the monitor).
     pub oplog_first_secs: Option<u32>,
+    /// The lag last sampled by [`StatusCell::sample_lag`], and when.
+    pub lag_sample: Option<(std::time::Instant, i64)>,
+    /// Seconds of lag shed per second lately (smoothed); `None` or negative while it grows.
+    pub catchup_rate: Option<f64>,
+    /// Whether the source's oplog has ever dropped an entry: until then its window is the
+    /// replica set's age, and the oplog warning would cry wolf.
+    pub oplog_rolled_over: bool,
     /// Source time the sync started from (the oldest entry it may still need).
     pub start_ts: Option<Timestamp>,
     /// When the copy phase began (this process), for the copy-rate estimate.
@@ -236,6 +244,9 @@ impl Default for Snapshot {
             commit_ts: None,
             indexes: None,
             oplog_first_secs: None,
+            oplog_rolled_over: false,
+            lag_sample: None,
+            catchup_rate: None,
             start_ts: None,
             copy_started: None,
             ping_ms: [None, None],
@@ -278,7 +289,12 @@ impl Snapshot {
             return Some(0);
         }
         let behind_from = self.oldest_unapplied.unwrap_or(applied).max(applied);
-        let now = self.source_now.unwrap_or(applied);
+        // Committing: the source is blocked at the commit point, and only what came before
+        // it remains to apply; the source's clock moving on is not lag (it reaches 0).
+        let now = match (self.state, self.commit_ts) {
+            (State::Committing, Some(c)) => c,
+            _ => self.source_now.unwrap_or(applied),
+        };
         Some((now.time as i64 - behind_from.time as i64).max(0))
     }
 
@@ -313,6 +329,9 @@ impl Snapshot {
 pub struct StatusCell {
     inner: Mutex<Snapshot>,
     pub counters: Counters,
+    /// Set once the sync stopped for good in this process (not when a stop is restored).
+    stopped_here: std::sync::atomic::AtomicBool,
+    stop: tokio::sync::Notify,
 }
 
 impl StatusCell {
@@ -326,6 +345,52 @@ impl StatusCell {
 
     pub fn snapshot(&self) -> Snapshot {
         self.lock().clone()
+    }
+
+    /// The sync stopped for good in this process: `/progress` reports why (`syncError`), and
+    /// [`StatusCell::stopped`] wakes whoever ends the process.
+    pub fn fail(&self, message: impl Into<String>) {
+        self.lock().fatal = Some(message.into());
+        self.stopped_here.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    /// Samples the lag (the monitor calls this every few seconds) and updates how fast it is
+    /// falling, for `estimatedSecondsToCEACatchup`.
+    pub fn sample_lag(&self) {
+        let mut s = self.lock();
+        let now = std::time::Instant::now();
+        let (Some(lag), true) = (
+            s.lag_secs(),
+            s.phase == Some(Phase::ChangeEvents) && s.state == State::Running,
+        ) else {
+            s.lag_sample = None;
+            s.catchup_rate = None;
+            return;
+        };
+        match s.lag_sample {
+            Some((at, before)) if now.duration_since(at).as_secs_f64() >= 5.0 => {
+                let rate = (before - lag) as f64 / now.duration_since(at).as_secs_f64();
+                s.catchup_rate = Some(match s.catchup_rate {
+                    Some(r) => 0.5 * r + 0.5 * rate,
+                    None => rate,
+                });
+                s.lag_sample = Some((now, lag));
+            }
+            Some(_) => {}
+            None => s.lag_sample = Some((now, lag)),
+        }
+    }
+
+    /// Resolves once [`StatusCell::fail`] was called in this process.
+    pub async fn stopped(&self) {
+        loop {
+            let woken = self.stop.notified();
+            if self.stopped_here.load(Ordering::SeqCst) {
+                return;
+            }
+            woken.await;
+        }
     }
 
     pub fn warn(&self, key: &str, message: impl Into<String>) {
@@ -436,6 +501,12 @@ pub fn progress_reply(
         p.lag_time_seconds = lag;
     }
     p.total_events_applied = Some(counters.events_applied.load(Ordering::Relaxed));
+    // mongosync: only during change event application, and only while the lag falls.
+    if let (true, false, Some(l), Some(rate)) = (in_cea, paused, lag, snap.catchup_rate) {
+        if l > 0 && rate > 0.01 {
+            p.estimated_seconds_to_cea_catchup = Some((l as f64 / rate).ceil() as i64);
+        }
+    }
     let copied = counters.copied_bytes.load(Ordering::Relaxed);
     let (total, copied) = match snap.phase {
         Some(Phase::Catalog) | None => (1, 0),
@@ -447,12 +518,9 @@ pub fn progress_reply(
         estimated_total_bytes: total,
         estimated_copied_bytes: copied,
     });
-    if let Some((built, total)) = snap.indexes {
+    if let Some(i) = snap.indexes {
         if in_cea || snap.phase == Some(Phase::IndexBuild) {
-            p.index_building = Some(IndexBuilding {
-                indexes_built: built as u64,
-                total_indexes_to_build: total as u64,
-            });
+            p.index_building = Some(i);
         }
     }
     if let Some(o) = &snap.options {
@@ -481,7 +549,7 @@ pub fn progress_reply(
         let needed =
             snap.copy_time_remaining_secs(copied).unwrap_or(0) + lag.unwrap_or(0).max(0) as u64;
         if let Some(r) = remaining {
-            if r < needed + OPLOG_MARGIN_SECS {
+            if snap.oplog_rolled_over && r < needed + OPLOG_MARGIN_SECS {
                 warnings.push(format!(
                     "{}: the source's oplog drops the oldest entry the sync still needs in {}, while the sync needs {} more (with 15 minutes to spare); enlarge the source oplog (replSetResizeOplog) now",
                     crate::preflight::checks::OPLOG_TOO_SMALL,
@@ -621,6 +689,54 @@ mod tests {
         assert_eq!(s.lag_secs(), Some(61));
     }
 
+    /// mongosync's lag reaches 0 at the commit: while COMMITTING only what precedes the commit
+    /// point counts, and the source's clock moving on (writes are blocked) is not lag.
+    #[test]
+    fn catchup_is_estimated_only_while_the_lag_falls() {
+        let ts = |t| Timestamp {
+            time: t,
+            increment: 1,
+        };
+        let mut s = Snapshot {
+            state: State::Running,
+            phase: Some(Phase::ChangeEvents),
+            applied_ts: Some(ts(100)),
+            source_now: Some(ts(160)),
+            catchup_rate: Some(2.0),
+            ..Default::default()
+        };
+        let c = Counters::default();
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert_eq!(v["progress"]["estimatedSecondsToCEACatchup"], 30, "{v}");
+        s.catchup_rate = Some(-1.0);
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert!(v["progress"].get("estimatedSecondsToCEACatchup").is_none());
+        s.catchup_rate = Some(2.0);
+        s.phase = Some(Phase::Copy);
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert!(v["progress"].get("estimatedSecondsToCEACatchup").is_none());
+    }
+
+    #[test]
+    fn lag_while_committing_counts_to_the_commit_point() {
+        let ts = |t| Timestamp {
+            time: t,
+            increment: 1,
+        };
+        let mut s = Snapshot {
+            state: State::Committing,
+            applied_ts: Some(ts(100)),
+            commit_ts: Some(ts(104)),
+            source_now: Some(ts(190)),
+            ..Default::default()
+        };
+        assert_eq!(s.lag_secs(), Some(4));
+        s.applied_ts = Some(ts(104));
+        assert_eq!(s.lag_secs(), Some(0));
+        s.state = State::Committed;
+        assert_eq!(s.lag_secs(), Some(0));
+    }
+
     #[test]
     fn running_in_cea_can_commit_and_paused_hides_lag() {
         let ts = |t| {
@@ -654,10 +770,15 @@ mod tests {
             v["progress"]["estimatedOplogTimeRemaining"],
             "not checked yet"
         );
-        // An oplog that reaches back 10 minutes before the resume point: too short.
+        // A young source whose oplog reaches back 10 minutes, but has never dropped an entry:
+        // the window is its age, not a limit; no warning.
         s.oplog_first_secs = Some(10_000 - 600);
         s.applied_ts = ts(10_000);
         s.source_now = ts(10_005);
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert!(v["progress"]["warnings"].is_null(), "{v}");
+        // The same window in an oplog that rolls over: too short.
+        s.oplog_rolled_over = true;
         let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
         assert_eq!(
             v["progress"]["estimatedOplogTimeRemaining"],

@@ -60,6 +60,10 @@ pub struct MigrationDoc {
     /// its successor's progress.
     #[serde(default)]
     pub lease_token: Option<String>,
+    /// Why the sync stopped for good (`/progress` `syncError`): an engine restarted on this
+    /// destination reports it and starts no job, instead of failing the same way again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_error: Option<String>,
 }
 
 fn no_blocking() -> crate::contract::write_blocking::Mode {
@@ -200,6 +204,7 @@ impl Store {
             generation: 0,
             can_write_ts: None,
             lease_token: None,
+            sync_error: None,
         }
     }
 
@@ -234,6 +239,11 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Records why the sync stopped for good.
+    pub async fn set_sync_error(&self, message: &str) -> mongodb::error::Result<()> {
+        self.set(doc! { "syncError": message }).await
     }
 
     pub async fn set_state(&self, state: DurableState) -> mongodb::error::Result<()> {
@@ -274,6 +284,26 @@ impl Store {
 
     pub async fn partitions(&self) -> mongodb::error::Result<Vec<PartitionDoc>> {
         self.partitions.find(doc! {}).await?.try_collect().await
+    }
+
+    /// Bytes copied by the partitions (recorded as each finishes): what `collectionCopy` counts
+    /// from when an engine restarts (its own counter starts at zero), and the truth after the
+    /// copy.
+    pub async fn copied_bytes(&self) -> mongodb::error::Result<i64> {
+        let mut cursor = self
+            .partitions
+            .clone_with_type::<Document>()
+            .aggregate([doc! { "$group": { "_id": null, "bytes": { "$sum": "$copiedBytes" } } }])
+            .await?;
+        Ok(match cursor.try_next().await? {
+            Some(d) => match d.get("bytes") {
+                Some(Bson::Int64(n)) => *n,
+                Some(Bson::Int32(n)) => *n as i64,
+                Some(Bson::Double(n)) => *n as i64,
+                _ => 0,
+            },
+            None => 0,
+        })
     }
 
     pub async fn finish_partition(

@@ -294,6 +294,7 @@ pub async fn build_indexes(
     coll: &str,
     mode: BuildIndexes,
     names: Option<&[String]>,
+    batch: usize,
 ) -> mongodb::error::Result<usize> {
     if mode == BuildIndexes::Never {
         return Ok(0);
@@ -311,9 +312,24 @@ pub async fn build_indexes(
         return Ok(0);
     }
     let n = missing.len();
-    // One command per index: a single refused spec (say, a kind the destination lacks) must
-    // not keep the others from being built.
-    for spec in missing {
+    // `batch` indexes per command (`--createIndexesBatchSize`); a batch the destination
+    // refuses is built again one index per command, so that a single refused spec (say, a
+    // kind the destination lacks, or a same-named index with another spec) keeps no other
+    // from being built.
+    let mut single = Vec::new();
+    for chunk in missing.chunks(batch.max(1)) {
+        if chunk.len() == 1 {
+            single.extend(chunk.iter().cloned());
+            continue;
+        }
+        let cmd = doc! { "createIndexes": coll, "indexes": chunk.to_vec() };
+        match destination.database(db).run_command(cmd).await {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => return Ok(0),
+            Err(_) => single.extend(chunk.iter().cloned()),
+        }
+    }
+    for spec in single {
         let name = spec.get_str("name").unwrap_or_default().to_string();
         let cmd = doc! { "createIndexes": coll, "indexes": [spec.clone()] };
         match destination.database(db).run_command(cmd.clone()).await {

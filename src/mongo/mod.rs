@@ -192,37 +192,110 @@ pub fn describe(e: &MongoError) -> String {
 #[error("{0}")]
 pub struct UnusableUri(pub String);
 
+/// How long [`build_client`] keeps trying to resolve an SRV connection string: 60 s, or
+/// `CLUSTERSYNC_SRV_RESOLVE_SECONDS` (seconds, fractions allowed).
+pub fn srv_resolve_deadline() -> Duration {
+    std::env::var("CLUSTERSYNC_SRV_RESOLVE_SECONDS")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+        .unwrap_or(Duration::from_secs(60))
+}
+
 /// Builds a client without contacting the cluster, except for the DNS lookup of an SRV
-/// connection string, which is retried until it answers. Settings that can never work (a TLS
-/// file that cannot be read, say) are refused with the flag named.
+/// connection string, which is retried with backoff for [`srv_resolve_deadline`] and then
+/// refused with the SRV record named. Settings that can never work (a TLS file that cannot be
+/// read, say) are refused with the flag named. The driver runs under [`crate::uri::guarded`]:
+/// a panic inside it becomes an error and prints nothing. No message holds the password.
 pub async fn build_client(flag: &str, uri: &ClusterUri) -> Result<Client, UnusableUri> {
-    let refuse = |e: mongodb::error::Error| {
+    use crate::uri::{guarded, guarded_async};
+    use mongodb::options::ConnectionString;
+    // The driver's account, scrubbed; withheld if it would still quote the password.
+    let detail = |text: String| {
+        uri.scrub_strict(&text).unwrap_or_else(|| {
+            "the driver's explanation is not shown because it would quote part of the password"
+                .to_string()
+        })
+    };
+    let refuse = |why: String| {
         UnusableUri(format!(
-            "{flag}: the connection string cannot be used: {}; check its options (a tlsCAFile or tlsCertificateKeyFile must name a readable PEM file)",
-            uri.scrub(&describe(&e))
+            "{flag}: the connection string cannot be used: {why}; check its options (a tlsCAFile or tlsCertificateKeyFile must name a readable PEM file)"
         ))
     };
+    let panicked = || refuse("the MongoDB driver failed while reading it".to_string());
+    let parse = || match guarded(|| ConnectionString::parse(uri.expose())) {
+        Some(Ok(cs)) => Ok(cs),
+        Some(Err(e)) => Err(refuse(detail(describe(&e)))),
+        None => Err(panicked()),
+    };
+    let first = parse()?;
+    let srv_record = match &first.host_info {
+        mongodb::options::HostInfo::DnsRecord(host) => format!(
+            "_{}._tcp.{host}",
+            first.srv_service_name.as_deref().unwrap_or("mongodb")
+        ),
+        _ => String::new(),
+    };
+    let unresolved = |why: String| {
+        UnusableUri(format!(
+            "{flag}: cannot resolve the SRV record {srv_record}: {why}; check the host name and DNS, or use a mongodb:// connection string"
+        ))
+    };
+    let deadline = srv_resolve_deadline();
+    let started = std::time::Instant::now();
+    let mut next = Some(first);
     let mut attempt = 0u32;
     let mut opts = loop {
-        let cs = mongodb::options::ConnectionString::parse(uri.expose()).map_err(refuse)?;
-        match ClientOptions::parse(cs).await {
+        let cs = match next.take() {
+            Some(cs) => cs,
+            None => parse()?,
+        };
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let outcome =
+            match tokio::time::timeout(remaining, guarded_async(ClientOptions::parse(cs))).await {
+                Ok(Some(outcome)) => outcome,
+                Ok(None) => return Err(panicked()),
+                // Only an SRV lookup can take time: a plain string needs no I/O.
+                Err(_) => {
+                    return Err(unresolved(format!(
+                        "no answer within {:.0} s ({} attempts)",
+                        deadline.as_secs_f64(),
+                        attempt + 1
+                    )))
+                }
+            };
+        match outcome {
             Ok(o) => break o,
             Err(e)
                 if uri.is_srv()
                     && matches!(
                         e.kind.as_ref(),
-                        mongodb::error::ErrorKind::DnsResolve { .. }
-                            | mongodb::error::ErrorKind::Io(_)
+                        ErrorKind::DnsResolve { .. } | ErrorKind::Io(_)
                     ) =>
             {
                 attempt += 1;
-                tracing::warn!(flag, hosts = uri.hosts(), error = %uri.scrub(&describe(&e)), "cannot resolve the connection string; retrying");
-                tokio::time::sleep(Duration::from_millis(
-                    (500u64 << attempt.min(5)).min(10_000),
-                ))
-                .await;
+                let why = detail(describe(&e));
+                let remaining = deadline.saturating_sub(started.elapsed());
+                let wait = Duration::from_millis((500u64 << attempt.min(5)).min(10_000));
+                if remaining <= wait {
+                    return Err(unresolved(format!(
+                        "{why} (gave up after {attempt} attempts in {:.0} s)",
+                        started.elapsed().as_secs_f64()
+                    )));
+                }
+                tracing::warn!(
+                    flag,
+                    hosts = uri.hosts(),
+                    record = %srv_record,
+                    attempt,
+                    retry_in_ms = wait.as_millis() as u64,
+                    error = %why,
+                    "cannot resolve the SRV record; retrying"
+                );
+                tokio::time::sleep(wait).await;
             }
-            Err(e) => return Err(refuse(e)),
+            Err(e) => return Err(refuse(detail(describe(&e)))),
         }
     };
     opts.app_name
@@ -230,5 +303,9 @@ pub async fn build_client(flag: &str, uri: &ClusterUri) -> Result<Client, Unusab
     opts.server_selection_timeout = opts
         .server_selection_timeout
         .or(Some(Duration::from_secs(10)));
-    Client::with_options(opts).map_err(refuse)
+    match guarded(|| Client::with_options(opts)) {
+        Some(Ok(client)) => Ok(client),
+        Some(Err(e)) => Err(refuse(detail(describe(&e)))),
+        None => Err(panicked()),
+    }
 }

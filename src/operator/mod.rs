@@ -127,8 +127,9 @@ pub async fn run(
             _ = l.acquire() => {}
             _ = stopped() => return Ok(()),
         }
-        metrics.leader.set(1);
     }
+    // Without leader election this replica is the only one working: it leads.
+    metrics.leader.set(1);
 
     let settings = Arc::new(settings);
     let run = futures::future::join_all(scopes.iter().map(|ns| {

@@ -53,7 +53,7 @@ fn problem_of(pod: &Pod, now: Timestamp) -> Option<Problem> {
         return Some(Problem {
             reason: "EngineNotScheduled".into(),
             message: format!(
-                "pod {name} has waited {waited}s without being given a node, and no scheduler has said why; check that the cluster's scheduler runs (and spec.engine's schedulerName, if any), and `kubectl describe pod {name}`"
+                "pod {name} has waited {waited}s without being given a node, and no scheduler has said why; check that the cluster's scheduler runs, that a node matches spec.engine's nodeSelector, tolerations and affinity, and `kubectl describe pod {name}`"
             ),
         });
     }

@@ -41,6 +41,10 @@ impl std::fmt::Display for Topology {
 pub struct OplogWindow {
     pub first_secs: u32,
     pub last_secs: u32,
+    /// Whether the oplog has ever dropped an entry. One that still holds the replica set's
+    /// first entry ("initiating set") only reflects the set's age, not its capacity: it is
+    /// no reason to warn.
+    pub rolled_over: bool,
 }
 
 impl OplogWindow {
@@ -193,27 +197,48 @@ pub async fn gather(
     facts
 }
 
-/// Source time of the oldest oplog entry, if the oplog can be read.
-pub async fn oplog_first_secs(client: &Client) -> Option<u32> {
+/// The oldest oplog entry: its source time, and whether the oplog has rolled over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OplogStart {
+    pub first_secs: u32,
+    pub rolled_over: bool,
+}
+
+/// Whether `entry` is a replica set's first oplog entry, the no-op written by
+/// `replSetInitiate`: while it is the oldest, the oplog has never dropped anything.
+fn is_initiation(entry: &Document) -> bool {
+    entry.get_str("op") == Ok("n")
+        && entry
+            .get_document("o")
+            .is_ok_and(|o| o.get_str("msg") == Ok("initiating set"))
+}
+
+/// The oldest oplog entry, if the oplog can be read.
+pub async fn oplog_start(client: &Client) -> Option<OplogStart> {
     let oplog = client.database("local").collection::<Document>("oplog.rs");
     let first = oplog
         .find_one(doc! {})
         .sort(doc! { "$natural": 1 })
-        .projection(doc! { "ts": 1 })
+        .projection(doc! { "ts": 1, "op": 1, "o.msg": 1 })
         .await
         .ok()??;
-    first.get_timestamp("ts").ok().map(|t| t.time)
+    Some(OplogStart {
+        first_secs: first.get_timestamp("ts").ok()?.time,
+        rolled_over: !is_initiation(&first),
+    })
 }
 
 async fn oplog_window(client: &Client) -> Option<OplogWindow> {
     let oplog = client.database("local").collection::<Document>("oplog.rs");
     let ts = |d: Option<Document>| d.and_then(|d| d.get_timestamp("ts").ok()).map(|t| t.time);
-    let first = ts(oplog
+    let oldest = oplog
         .find_one(doc! {})
         .sort(doc! { "$natural": 1 })
-        .projection(doc! { "ts": 1 })
+        .projection(doc! { "ts": 1, "op": 1, "o.msg": 1 })
         .await
-        .ok()?)?;
+        .ok()?;
+    let rolled_over = !oldest.as_ref().is_some_and(is_initiation);
+    let first = ts(oldest)?;
     let last = ts(oplog
         .find_one(doc! {})
         .sort(doc! { "$natural": -1 })
@@ -223,6 +248,7 @@ async fn oplog_window(client: &Client) -> Option<OplogWindow> {
     Some(OplogWindow {
         first_secs: first,
         last_secs: last,
+        rolled_over,
     })
 }
 
@@ -430,6 +456,10 @@ fn problem(kind: ProblemKind, message: String) -> Problem {
 /// Warns when the source's oplog covers less time than the copy is expected to take.
 fn oplog_warning(source: &ClusterFacts, copy_rate: u64) -> Option<String> {
     let window = source.oplog?;
+    if !window.rolled_over {
+        // A young replica set's oplog spans only its age; nothing has been dropped yet.
+        return None;
+    }
     let copy_secs = (source.data_bytes.max(0) as u64) / copy_rate.max(1);
     let span = window.span_secs();
     (span < copy_secs.saturating_mul(2) && copy_secs > 60).then(|| {
@@ -565,7 +595,12 @@ mod tests {
         s.oplog = Some(OplogWindow {
             first_secs: 1000,
             last_secs: 4600,
+            rolled_over: false,
         });
+        // A young replica set: the oplog has never dropped an entry, its span is its age.
+        let young = judge(s.clone(), facts("cluster1", "b:1"), intent());
+        assert!(young.warnings.is_empty(), "{:?}", young.warnings);
+        s.oplog.as_mut().unwrap().rolled_over = true;
         let r = judge(s, facts("cluster1", "b:1"), intent());
         assert!(r.passed());
         assert!(

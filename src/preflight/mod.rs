@@ -2,6 +2,7 @@
 //! the engine (`/start`), `clustersync check` and the operator all call.
 
 pub mod checks;
+pub mod disk;
 pub mod report;
 pub mod roles;
 

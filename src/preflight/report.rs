@@ -1,8 +1,35 @@
 //! `clustersync check` output: a readable table per cluster, or JSON for scripts.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use super::checks::{ClusterVerdict, Report};
+
+/// `s` with control characters (escape, newline, ...) and characters that change how a
+/// terminal shows the text around them (bidirectional controls, zero-width characters) written
+/// as escapes (`\u{1b}`, `\n`, `\u{202e}`): user names, roles, namespaces and server messages
+/// come from the clusters, and must neither drive the terminal nor fake a line of the report.
+fn esc(s: &str) -> Cow<'_, str> {
+    let invisible = |c: char| {
+        matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+            | '\u{feff}' | '\u{ad}' | '\u{061c}')
+    };
+    if !s.chars().any(|c| c.is_control() || invisible(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else if invisible(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 fn list(items: &[impl AsRef<str>]) -> String {
     if items.is_empty() {
@@ -10,7 +37,7 @@ fn list(items: &[impl AsRef<str>]) -> String {
     } else {
         items
             .iter()
-            .map(|s| s.as_ref())
+            .map(|s| esc(s.as_ref()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -18,13 +45,13 @@ fn list(items: &[impl AsRef<str>]) -> String {
 
 fn cluster(out: &mut String, v: &ClusterVerdict) {
     let f = &v.facts;
-    let _ = writeln!(out, "{} ({})  {}", f.label, v.side, f.hosts);
+    let _ = writeln!(out, "{} ({})  {}", esc(&f.label), v.side, esc(&f.hosts));
     let row = |out: &mut String, k: &str, val: String| {
         let _ = writeln!(out, "  {k:<12} {val}");
     };
     match &f.unreachable {
         Some(why) => {
-            row(out, "reachable", format!("NO: {why}"));
+            row(out, "reachable", format!("NO: {}", esc(why)));
             return;
         }
         None => row(out, "reachable", "yes".into()),
@@ -34,8 +61,8 @@ fn cluster(out: &mut String, v: &ClusterVerdict) {
         "version",
         format!(
             "{} (featureCompatibilityVersion {})",
-            f.version.as_deref().unwrap_or("unknown"),
-            f.fcv.as_deref().unwrap_or("unknown")
+            esc(f.version.as_deref().unwrap_or("unknown")),
+            esc(f.fcv.as_deref().unwrap_or("unknown"))
         ),
     );
     row(
@@ -43,7 +70,7 @@ fn cluster(out: &mut String, v: &ClusterVerdict) {
         "topology",
         f.topology
             .as_ref()
-            .map(|t| t.to_string())
+            .map(|t| esc(&t.to_string()).into_owned())
             .unwrap_or_else(|| "unknown".into()),
     );
     match f.user.as_ref() {
@@ -60,8 +87,8 @@ fn cluster(out: &mut String, v: &ClusterVerdict) {
                 "user",
                 format!(
                     "{}@{}",
-                    u.user.as_deref().unwrap_or("?"),
-                    u.user_db.as_deref().unwrap_or("admin")
+                    esc(u.user.as_deref().unwrap_or("?")),
+                    esc(u.user_db.as_deref().unwrap_or("admin"))
                 ),
             );
             row(out, "roles", list(&u.roles));
@@ -73,7 +100,7 @@ fn cluster(out: &mut String, v: &ClusterVerdict) {
     missing.extend(v.missing_actions.iter().map(|a| format!("action {a}")));
     row(out, "missing", list(&missing));
     if let Some(g) = &v.grant_command {
-        row(out, "fix", g.clone());
+        row(out, "fix", esc(g).into_owned());
     }
 }
 
@@ -85,7 +112,7 @@ pub fn text(r: &Report) -> String {
     cluster(&mut out, &r.destination);
     out.push('\n');
     for w in &r.warnings {
-        let _ = writeln!(out, "WARNING: {w}");
+        let _ = writeln!(out, "WARNING: {}", esc(w));
     }
     if r.passed() {
         let _ = writeln!(out, "RESULT: ready to sync");
@@ -96,7 +123,7 @@ pub fn text(r: &Report) -> String {
             r.problems.len()
         );
         for p in &r.problems {
-            let _ = writeln!(out, "  - {p}");
+            let _ = writeln!(out, "  - {}", esc(&p.to_string()));
         }
     }
     out
@@ -108,4 +135,76 @@ pub fn json(r: &Report) -> String {
         o.insert("passed".into(), serde_json::Value::Bool(r.passed()));
     }
     serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::preflight::ProblemKind;
+    use crate::preflight::checks::{judge, ClusterFacts, Intent, Topology};
+    use crate::preflight::roles::{Deployment, SyncKind, UserRoles};
+
+    fn facts(label: &str, hosts: &str, namespaces: Vec<String>) -> ClusterFacts {
+        ClusterFacts {
+            label: label.into(),
+            hosts: hosts.into(),
+            deployment: Deployment::SelfManaged,
+            unreachable: None,
+            version: Some("8.0.4".into()),
+            fcv: Some("8.0".into()),
+            topology: Some(Topology::ReplicaSet {
+                name: "rs\u{1b}[8m".into(),
+            }),
+            members: vec![hosts.into()],
+            replica_set_id: None,
+            user: Some(UserRoles {
+                user: Some("u\u{1b}[31m".into()),
+                user_db: Some("admin".into()),
+                roles: vec!["root".into()],
+                actions: vec![],
+            }),
+            oplog: None,
+            user_namespaces: namespaces,
+            data_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn text_escapes_what_the_clusters_said() {
+        let r = judge(
+            facts("cluster0", "a:1", vec![]),
+            facts(
+                "cluster1",
+                "b:1",
+                vec!["db.\u{1b}[31mred\nRESULT: ready to sync\u{202e}".into()],
+            ),
+            Intent {
+                kind: SyncKind::Default,
+                pre_existing_destination_data: false,
+                copy_rate: 50_000_000,
+                measure: true,
+            },
+        );
+        assert_eq!(r.problems_of(ProblemKind::DestinationNotEmpty).count(), 1);
+        let t = text(&r);
+        assert!(
+            t.contains(r"db.\u{1b}[31mred\nRESULT: ready to sync\u{202e}"),
+            "{t}"
+        );
+        assert!(t.contains(r"u\u{1b}[31m@admin"), "{t}");
+        assert!(t.contains(r"replica set rs\u{1b}[8m"), "{t}");
+        assert!(
+            !t.chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{t:?}"
+        );
+        assert_eq!(
+            t.lines().filter(|l| l.starts_with("RESULT")).count(),
+            1,
+            "{t}"
+        );
+        // JSON keeps the names as they are; serde escapes them.
+        assert!(json(&r).contains(r"db.\u001b[31mred"));
+        assert_eq!(esc("plain"), "plain");
+    }
 }

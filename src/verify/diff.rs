@@ -364,7 +364,7 @@ pub fn segment(name: &str) -> String {
 
 /// Characters that change how a terminal shows the text around them without showing
 /// themselves: bidirectional controls, zero-width characters, the byte order mark.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
         | '\u{ad}' | '\u{061c}')

@@ -170,6 +170,108 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The report as a table for people: one row per namespace, each difference under its
+    /// row. Names come from the clusters, so every one is shown through [`terminal_safe`].
+    pub fn text(&self, hosts0: &str, hosts1: &str) -> String {
+        use std::fmt::Write;
+        let mut out = format!(
+            "clustersync verify: cluster0 (source) {} vs cluster1 (destination) {}\n\n",
+            terminal_safe(hosts0),
+            terminal_safe(hosts1)
+        );
+        let docs = |s: &Option<SideReport>| match s {
+            Some(s) => s.count.map_or("-".to_string(), |c| c.to_string()),
+            None => "absent".to_string(),
+        };
+        let kind = |n: &NamespaceReport| match (
+            n.source.as_ref().map(|s| s.kind),
+            n.destination.as_ref().map(|s| s.kind),
+        ) {
+            (Some(a), Some(b)) if a != b => format!("{a}/{b}"),
+            (Some(a), _) | (None, Some(a)) => a.to_string(),
+            (None, None) => "-".to_string(),
+        };
+        let width = self
+            .namespaces
+            .iter()
+            .map(|n| terminal_safe(&n.namespace).chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp("NAMESPACE".len(), 60);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<10}  {:>11}  {:>16}  RESULT",
+            "NAMESPACE", "TYPE", "SOURCE DOCS", "DESTINATION DOCS"
+        );
+        for n in &self.namespaces {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<10}  {:>11}  {:>16}  {}",
+                terminal_safe(&n.namespace),
+                kind(n),
+                docs(&n.source),
+                docs(&n.destination),
+                if n.equal { "EQUAL" } else { "DIFFERENT" }
+            );
+            for d in &n.metadata_differences {
+                let _ = writeln!(out, "    - {}", terminal_safe(d));
+            }
+            for m in &n.mismatches {
+                let _ = writeln!(
+                    out,
+                    "    - _id {}: {}",
+                    terminal_safe(&m.id_relaxed()),
+                    terminal_safe(&m.verdict())
+                );
+            }
+            if n.more_mismatches {
+                let _ = writeln!(
+                    out,
+                    "    - more documents differ (the first {} are listed; see --max-mismatches)",
+                    n.mismatches.len()
+                );
+            }
+        }
+        if self.namespaces.is_empty() {
+            out.push_str("(no namespace in scope on either cluster)\n");
+        }
+        let total = self.namespaces.len();
+        let different = self.different().count();
+        if different == 0 {
+            let _ = writeln!(out, "\nRESULT: EQUAL ({total} namespaces compared)");
+        } else {
+            let _ = writeln!(
+                out,
+                "\nRESULT: DIFFERENT ({different} of {total} namespaces differ)"
+            );
+        }
+        out
+    }
+}
+
+/// `s` with every control character (escape, newline, ...) and every character that changes
+/// how a terminal shows the text around it (bidirectional controls, zero-width characters)
+/// written as an escape (`\u{1b}`, `\n`, `\u{202e}`), so that a name read from a cluster cannot
+/// drive the terminal or fake a line of the report. Plain text comes back borrowed.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || super::diff::is_invisible(c);
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 // By hand so that the JSON carries the verdict (`equal`) and a summary, which are derived
 // from the namespaces and so are not fields that could disagree with them.
 impl Serialize for Report {
@@ -267,5 +369,66 @@ mod tests {
         assert_eq!(r.namespaces[0].mismatches[0].id_relaxed(), "5");
         let back: Report = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn an_empty_report_says_nothing_was_in_scope() {
+        assert_eq!(
+            Report::default().text("a:27017", "b:27017"),
+            "clustersync verify: cluster0 (source) a:27017 vs cluster1 (destination) b:27017\n\n\
+             NAMESPACE  TYPE        SOURCE DOCS  DESTINATION DOCS  RESULT\n\
+             (no namespace in scope on either cluster)\n\
+             \nRESULT: EQUAL (0 namespaces compared)\n"
+        );
+    }
+
+    #[test]
+    fn text_escapes_control_characters_from_the_clusters() {
+        let side = Some(SideReport {
+            kind: NamespaceKind::Collection,
+            count: Some(1),
+            digest: None,
+        });
+        let m = Mismatch::new(
+            serde_json::json!("\u{1b}]0;owned\u{7}"),
+            MismatchKind::MissingOnDestination,
+        );
+        let r = Report {
+            namespaces: vec![NamespaceReport {
+                namespace: "db.\u{1b}[31mred\nRESULT: EQUAL\u{202e}".into(),
+                source: side.clone(),
+                destination: side,
+                equal: false,
+                mismatches: vec![m],
+                more_mismatches: false,
+                metadata_differences: vec!["index `\u{1b}[2J` missing on the destination".into()],
+            }],
+            max_mismatches: 10,
+        };
+        let t = r.text("a:1", "b:1");
+        assert!(
+            t.contains(r"db.\u{1b}[31mred\nRESULT: EQUAL\u{202e}"),
+            "{t}"
+        );
+        assert!(t.contains(r"index `\u{1b}[2J` missing"), "{t}");
+        assert!(
+            !t.chars()
+                .any(|c| (c.is_control() && c != '\n') || crate::verify::diff::is_invisible(c)),
+            "{t:?}"
+        );
+        // Each namespace is one line: a newline in a name cannot fake a line of the report.
+        assert_eq!(
+            t.lines().filter(|l| l.starts_with("RESULT")).count(),
+            1,
+            "{t}"
+        );
+        // The JSON keeps the name as it is (serde escapes it).
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r"db.\u001b[31mred"), "{json}");
+        assert_eq!(terminal_safe("plain.name"), "plain.name");
+        assert!(matches!(
+            terminal_safe("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

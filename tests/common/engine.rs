@@ -44,6 +44,17 @@ impl Engine {
 
     /// [`Engine::spawn`] with extra environment variables.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Engine {
+        Self::launch(false, args, env)
+    }
+
+    /// The binary invoked as `mongosync` (through a symlink of that name, as a runbook's
+    /// systemd unit or the image's `/mongosync` would), with mongosync's command line: no
+    /// subcommand.
+    pub fn spawn_as_mongosync(args: &[&str], env: &[(&str, &str)]) -> Engine {
+        Self::launch(true, args, env)
+    }
+
+    fn launch(as_mongosync: bool, args: &[&str], env: &[(&str, &str)]) -> Engine {
         let port = port_from_args(args).unwrap_or(DEFAULT_PORT);
         let dir = tempfile::Builder::new()
             .prefix("clustersync-engine-")
@@ -52,8 +63,17 @@ impl Engine {
         let log_path = dir.path().join("engine.log");
         let log = File::create(&log_path).expect("create engine log");
         let log_err = log.try_clone().expect("clone log handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_clustersync"))
-            .arg("engine")
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_clustersync"));
+        let mut command = if as_mongosync {
+            let link = dir.path().join("mongosync");
+            std::os::unix::fs::symlink(&exe, &link).expect("symlink mongosync");
+            Command::new(link)
+        } else {
+            let mut c = Command::new(exe);
+            c.arg("engine");
+            c
+        };
+        let child = command
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

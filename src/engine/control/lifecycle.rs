@@ -35,6 +35,7 @@ impl Engine {
     pub async fn pause(self: &Arc<Self>) -> Result<(), ApiError> {
         let mut control = self.control.lock().await;
         Verb::Pause.check(self.current_state())?;
+        self.refuse_if_stopped()?;
         let store = self.persisted_store()?;
         Self::stop_job(&mut control).await;
         if let Err(e) = store.set_state(DurableState::Paused).await {
@@ -57,6 +58,7 @@ impl Engine {
     pub async fn resume(self: &Arc<Self>) -> Result<(), ApiError> {
         let mut control = self.control.lock().await;
         Verb::Resume.check(self.current_state())?;
+        self.refuse_if_stopped()?;
         let store = self.persisted_store()?;
         store
             .set_state(DurableState::Running)

@@ -11,9 +11,27 @@ impl Engine {
         &self,
         options: StartOptions,
     ) -> Result<crate::contract::preflight::PreflightReply, ApiError> {
-        options.validate()?;
+        let scope = options.validate()?;
         let report = self.examine(&options, preflight::kind_for(&options)).await;
-        Ok(report.to_reply())
+        let mut reply = report.to_reply();
+        // What /start judges of the destination, as /start judges it.
+        if reply.passed {
+            if let Err(e) = self.judge_destination(&options, &scope).await {
+                use crate::contract::preflight::{PreflightProblem, ProblemKind};
+                reply.passed = false;
+                reply.problems.push(PreflightProblem {
+                    kind: match e.name() {
+                        ErrorName::InsufficientDestinationDiskSpace => {
+                            ProblemKind::InsufficientDiskSpace
+                        }
+                        ErrorName::ClusterUnavailable => ProblemKind::Unreachable,
+                        _ => ProblemKind::DestinationNotEmpty,
+                    },
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(reply)
     }
 
     /// The preflight for `options`' direction, reported.

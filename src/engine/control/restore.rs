@@ -85,6 +85,27 @@ impl Engine {
                         );
                     }
                 }
+                // `collectionCopy` counts what earlier processes copied too.
+                match Store::new(self.client(doc.options.destination))
+                    .copied_bytes()
+                    .await
+                {
+                    Ok(bytes) => self
+                        .status
+                        .counters
+                        .copied_bytes
+                        .store(bytes, std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(error = %self.scrub(&crate::mongo::describe(&e)), "could not read the bytes copied before the restart")
+                    }
+                }
+                if let Some(error) = &doc.sync_error {
+                    // Stopped for good before the restart: reported, not tried again (its
+                    // write blocking was released when it stopped).
+                    tracing::error!(error = %error, "the persisted sync stopped for good; reporting it, starting nothing");
+                    self.status.lock().fatal = Some(error.clone());
+                    return Ok(());
+                }
                 if doc.state != DurableState::Committed {
                     // Re-assert the blocks this state implies; a failure is reported, and the
                     // sync goes on (its data is safe either way).

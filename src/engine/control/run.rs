@@ -105,13 +105,16 @@ impl Engine {
                     // once a minute is plenty (mongosync refreshes it every five).
                     if oplog_checked.is_none_or(|t| t.elapsed() >= OPLOG_REFRESH) {
                         oplog_checked = Some(Instant::now());
-                        if let Some(first) =
-                            preflight::checks::oplog_first_secs(engine.client(src)).await
+                        if let Some(start) =
+                            preflight::checks::oplog_start(engine.client(src)).await
                         {
-                            engine.status.lock().oplog_first_secs = Some(first);
+                            let mut s = engine.status.lock();
+                            s.oplog_first_secs = Some(start.first_secs);
+                            s.oplog_rolled_over = start.rolled_over;
                         }
                     }
                 }
+                engine.status.sample_lag();
                 drop(engine);
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }

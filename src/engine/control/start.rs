@@ -79,35 +79,7 @@ impl Engine {
         }
         let result: Result<(), ApiError> = async {
             let store = Store::new(destination);
-            let metadata = if Store::exists(destination)
-                .await
-                .map_err(|e| unavailable(options.destination, e))?
-            {
-                match store.load().await.map_err(|e| unavailable(options.destination, e))? {
-                    None => Metadata::Leftover,
-                    Some(_) => Metadata::AnotherSync,
-                }
-            } else {
-                Metadata::None
-            };
-            let existing = crate::mongo::catalog::user_namespaces(destination)
-                .await
-                .map_err(|e| unavailable(options.destination, e))?;
-            let plan = destination_plan(
-                metadata,
-                &existing,
-                options.pre_existing_destination_data,
-                self.uri(options.destination).hosts(),
-            )?;
-            if plan.check_clashes {
-                let source_ns: Vec<String> = crate::mongo::catalog::list_all(source, &scope)
-                    .await
-                    .map_err(|e| unavailable(options.source, e))?
-                    .iter()
-                    .map(|s| s.ns())
-                    .collect();
-                no_clashes(&source_ns, &existing)?;
-            }
+            let plan = self.judge_destination(&options, &scope).await?;
             if plan.drop_leftover {
                 // Left by a /start that failed half-way: nothing in it is worth keeping, but
                 // for the lease just taken.
@@ -209,6 +181,87 @@ async fn drop_if_only_lease(destination: &Client) -> mongodb::error::Result<()> 
     Ok(())
 }
 
+impl Engine {
+    /// What `/start` requires of the destination before it writes, judged from what the
+    /// clusters say: no other sync's metadata (ours or mongosync's), no user data unless
+    /// allowed and then no clash with the namespaces to sync, and room on its disk. Shared
+    /// with `POST /api/v1/preflight`, so that a preflight that passes is a `/start` that does.
+    pub(in crate::engine) async fn judge_destination(
+        &self,
+        options: &StartOptions,
+        scope: &Scope,
+    ) -> Result<DestinationPlan, ApiError> {
+        let source = self.client(options.source);
+        let destination = self.client(options.destination);
+        let unavailable = |label: ClusterLabel, e: mongodb::error::Error| {
+            ApiError::ClusterUnavailable(format!(
+                "cannot reach {} ({}): {}; check that it is up and reachable, then call /start again",
+                label.as_str(),
+                self.uri(label).hosts(),
+                self.scrub(&crate::mongo::describe(&e))
+            ))
+        };
+        let store = Store::new(destination);
+        let metadata = if Store::exists(destination)
+            .await
+            .map_err(|e| unavailable(options.destination, e))?
+        {
+            match store
+                .load()
+                .await
+                .map_err(|e| unavailable(options.destination, e))?
+            {
+                None => Metadata::Leftover,
+                Some(_) => Metadata::AnotherSync,
+            }
+        } else {
+            Metadata::None
+        };
+        let databases = destination
+            .list_database_names()
+            .await
+            .map_err(|e| unavailable(options.destination, e))?;
+        no_mongosync_metadata(&databases)?;
+        let existing = crate::mongo::catalog::user_namespaces(destination)
+            .await
+            .map_err(|e| unavailable(options.destination, e))?;
+        let plan = destination_plan(
+            metadata,
+            &existing,
+            options.pre_existing_destination_data,
+            self.uri(options.destination).hosts(),
+        )?;
+        if plan.check_clashes {
+            let source_ns: Vec<String> = crate::mongo::catalog::list_all(source, scope)
+                .await
+                .map_err(|e| unavailable(options.source, e))?
+                .iter()
+                .map(|s| s.ns())
+                .collect();
+            no_clashes(&source_ns, &existing)?;
+        }
+        // mongosync 1.22's guardrail: the destination's free space against the source's
+        // on-disk size (best effort: skipped where the servers report no figures).
+        if !options.skip_disk_space_check {
+            use crate::preflight::disk::{self, DiskSpace};
+            match disk::check(source, destination, scope).await {
+                DiskSpace::Short { needed, free } => {
+                    return Err(ApiError::InsufficientDiskSpace(disk::shortage_message(
+                        needed, free,
+                    )))
+                }
+                DiskSpace::Enough { needed, free } => {
+                    tracing::info!(needed, free, "the destination has room for the sync")
+                }
+                DiskSpace::Unknown(why) => {
+                    tracing::info!(reason = %why, "the destination's disk space was not checked")
+                }
+            }
+        }
+        Ok(plan)
+    }
+}
+
 // ---- Decisions: pure, from the facts gathered above. ----
 
 /// The source must offer change streams: a replica set or a sharded cluster's router.
@@ -255,8 +308,8 @@ enum Metadata {
 
 /// What `/start` must do about the destination before it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DestinationPlan {
-    drop_leftover: bool,
+pub(in crate::engine) struct DestinationPlan {
+    pub(in crate::engine) drop_leftover: bool,
     /// User data is there and allowed: the namespaces to sync must not clash with it.
     check_clashes: bool,
 }
@@ -288,6 +341,30 @@ fn destination_plan(
         drop_leftover: metadata == Metadata::Leftover,
         check_clashes: !existing.is_empty(),
     })
+}
+
+/// mongosync's metadata databases, current and older names: a destination holding one is (or
+/// was) a mongosync migration's, which mongosync itself refuses to start on.
+fn is_mongosync_metadata(db: &str) -> bool {
+    db.starts_with("__mdb_internal_mongosync")
+        || db == "mongosync_reserved_for_internal_use"
+        || db.starts_with("mongosync_reserved_for_verification")
+        || db.starts_with("mongosync_internal_")
+}
+
+fn no_mongosync_metadata(databases: &[String]) -> Result<(), ApiError> {
+    let found: Vec<&str> = databases
+        .iter()
+        .map(String::as_str)
+        .filter(|d| is_mongosync_metadata(d))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::DestinationNotEmpty(format!(
+        "the destination holds mongosync's metadata ({}): a mongosync migration ran or runs on it; if it is over, drop those databases (db.getSiblingDB(\"<name>\").dropDatabase()) and call /start again",
+        found.join(", ")
+    )))
 }
 
 /// With data allowed on the destination, none of the namespaces to sync may be there.
@@ -359,6 +436,27 @@ mod tests {
                 .name(),
             ErrorName::WriteBlockingFailed
         );
+    }
+
+    #[test]
+    fn mongosyncs_metadata_on_the_destination_is_refused() {
+        let dbs = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(no_mongosync_metadata(&dbs(&[
+            "admin",
+            "app",
+            "clustersync_reserved_for_internal_use"
+        ]))
+        .is_ok());
+        for leftover in [
+            "__mdb_internal_mongosync",
+            "__mdb_internal_mongosync_verifier_dst",
+            "mongosync_reserved_for_internal_use",
+            "mongosync_internal_orders",
+        ] {
+            let e = no_mongosync_metadata(&dbs(&["admin", leftover])).unwrap_err();
+            assert_eq!(e.name(), ErrorName::DestinationNotEmpty, "{leftover}");
+            assert!(e.to_string().contains(leftover) && e.to_string().contains("dropDatabase"));
+        }
     }
 
     #[test]

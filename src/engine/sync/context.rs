@@ -72,6 +72,7 @@ impl Ctx {
             coll,
             self.options.build_indexes,
             names,
+            self.tuning.index_batch,
         )
         .await
     }

@@ -33,6 +33,8 @@ pub struct CopyTuning {
     /// Concurrent insert streams per partition: writes within a collection run in parallel
     /// without the source paying for another range query.
     pub writers_per_partition: usize,
+    /// Indexes per createIndexes command (`--createIndexesBatchSize`).
+    pub index_batch: usize,
 }
 
 impl CopyTuning {
@@ -56,6 +58,7 @@ impl CopyTuning {
             concurrency,
             random_id_natural_bytes: 20 * 1024 * 1024 * 1024,
             writers_per_partition,
+            index_batch: 1,
         }
     }
 }

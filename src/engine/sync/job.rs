@@ -8,6 +8,7 @@ use bson::doc;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::contract::options::BuildIndexes;
+use crate::contract::progress::IndexBuilding;
 use crate::contract::state::{DurableState, Phase};
 use crate::engine::fence::Fenced;
 use crate::engine::store::PartitionDoc;
@@ -35,7 +36,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                 // Not a failure of the sync: another engine drives it now. Its write blocks
                 // are that engine's to keep, so nothing is released here.
                 tracing::error!(error = %msg, "sync stopped: lease lost");
-                ctx.status.lock().fatal = Some(msg);
+                ctx.status.fail(msg);
                 return;
             }
             Err(JobError::Lease(e @ Fenced::Unproven(_))) => {
@@ -53,8 +54,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
             }
             Err(JobError::Fatal(msg)) => {
                 tracing::error!(error = %msg, "sync stopped");
-                ctx.status.lock().fatal = Some(msg);
-                release_blocks(&ctx).await;
+                stop_for_good(&ctx, msg).await;
                 return;
             }
             Err(e) => {
@@ -72,8 +72,7 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
                 if !transient && failures > 8 {
                     let msg = format!("the sync failed repeatedly and stopped: {msg}");
                     tracing::error!(error = %msg, "sync stopped");
-                    ctx.status.lock().fatal = Some(msg);
-                    release_blocks(&ctx).await;
+                    stop_for_good(&ctx, msg).await;
                     return;
                 }
                 ctx.status.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -87,6 +86,17 @@ pub async fn supervise(ctx: Ctx, scrub: impl Fn(&str) -> String + Send + Sync) {
             }
         }
     }
+}
+
+/// A sync that cannot go on: the reason is persisted (a restarted engine reports it instead of
+/// failing again), write blocking is released, and the status says so, which ends the process
+/// once reported (see `cli/engine.rs`).
+async fn stop_for_good(ctx: &Ctx, msg: String) {
+    if let Err(e) = ctx.store.set_sync_error(&msg).await {
+        tracing::warn!(error = %mongo::describe(&e), "could not record the stop on the destination");
+    }
+    release_blocks(ctx).await;
+    ctx.status.fail(msg);
 }
 
 /// A sync that cannot go on must not leave an application's cluster read-only.
@@ -303,25 +313,29 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     restore_copied_bytes(ctx).await?;
     let specs = catalog::list_all(&ctx.destination, &ctx.scope).await?;
     let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
-    let mut total = 0;
+    let mut counts = Vec::with_capacity(colls.len());
     for spec in &colls {
-        total += catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
-            .await?
-            .iter()
-            .filter(|i| catalog::sync_form(i, ctx.options.build_indexes).is_some())
-            .count();
+        counts.push(
+            catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
+                .await?
+                .iter()
+                .filter(|i| catalog::sync_form(i, ctx.options.build_indexes).is_some())
+                .count() as u64,
+        );
     }
-    let mut built = 0;
-    ctx.status.lock().indexes = Some((0, total));
-    for spec in colls {
+    let mut progress = IndexBuilding {
+        indexes_built: 0,
+        total_indexes_to_build: counts.iter().sum(),
+        collections_finished: 0,
+        collections_total: counts.len() as u64,
+    };
+    ctx.status.lock().indexes = Some(progress);
+    for (spec, n) in colls.into_iter().zip(counts) {
         ctx.fenced()?;
         ctx.build_indexes(&spec.db, &spec.name, None).await?;
-        built += catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
-            .await?
-            .iter()
-            .filter(|i| catalog::sync_form(i, ctx.options.build_indexes).is_some())
-            .count();
-        ctx.status.lock().indexes = Some((built.min(total), total));
+        progress.indexes_built = (progress.indexes_built + n).min(progress.total_indexes_to_build);
+        progress.collections_finished += 1;
+        ctx.status.lock().indexes = Some(progress);
     }
     ctx.store.set_phase(Phase::ChangeEvents, doc! {}).await?;
     Ok(())
@@ -329,8 +343,7 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
 
 /// Sets the copied-byte counter from the finished partitions, and returns it.
 async fn restore_copied_bytes(ctx: &Ctx) -> Result<i64, JobError> {
-    let parts = ctx.store.partitions().await?;
-    let copied: i64 = parts.iter().map(|p| p.copied_bytes).sum();
+    let copied = ctx.store.copied_bytes().await?;
     ctx.status
         .counters
         .copied_bytes
