@@ -370,3 +370,61 @@ async fn mongosyncs_metadata_is_refused_and_atlas_internal_databases_are_skipped
     engine.terminate();
     engine.wait_exit(Duration::from_secs(20)).await;
 }
+
+/// While an SRV name resolves (slowly, or never), the engine already answers `/healthz` and
+/// reports INITIALIZING, then gives up with a message naming the record, within the deadline.
+/// Before, it bound its port and answered nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_is_served_from_the_first_moment_while_an_srv_name_resolves() {
+    let port = common::free_port().to_string();
+    let engine = Engine::spawn_with_env(
+        &[
+            "--cluster0",
+            "mongodb+srv://u:s3cretpw@nonexistent.invalid/",
+            "--cluster1",
+            "mongodb://127.0.0.1:1/?directConnection=true",
+            "--port",
+            &port,
+        ],
+        &[("CLUSTERSYNC_SRV_RESOLVE_SECONDS", "8")],
+    );
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let health = loop {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
+            break r.status().as_u16();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /healthz: {}",
+            engine.log_tail(10)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health, 200);
+    let p = engine.progress().await;
+    assert_eq!(state_of(&p), Some("INITIALIZING"), "{p}");
+    let (code, v) = engine
+        .post(
+            "start",
+            json!({"source": "cluster0", "destination": "cluster1"}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("InvalidState")),
+        "{v}"
+    );
+    let exit = engine
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("gives up within the deadline");
+    assert_eq!(exit.code(), Some(2), "{}", engine.log_tail(10));
+    let log = engine.log_contents();
+    assert!(log.contains("_mongodb._tcp.nonexistent.invalid"), "{log}");
+    assert!(!log.contains("s3cretpw"), "{log}");
+}

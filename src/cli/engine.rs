@@ -78,16 +78,30 @@ async fn serve(config: EngineConfig, logs: Arc<Logs>) -> anyhow::Result<()> {
         "clustersync engine starting"
     );
     let metrics_dir = config.metrics_log_dir.clone();
-    let engine = Engine::new(config).await?;
+    // Served from the first moment (a probe, a runbook polling /progress), while the engine
+    // is built: resolving an SRV name can take a while.
+    let app = Arc::new(std::sync::OnceLock::new());
+    let server = api::serve(
+        listener,
+        api::starting(app.clone()),
+        super::shutdown_signal(),
+    );
+    tokio::pin!(server);
+    let engine = tokio::select! {
+        r = &mut server => {
+            // A signal before the engine was built: nothing to release.
+            return r.map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"));
+        }
+        e = Engine::new(config) => e?,
+    };
+    let _ = app.set(api::router(engine.clone()));
     if let Some(dir) = metrics_dir {
         write_metrics_logs(dir, engine.status())?;
     }
-    let server = axum::serve(listener, api::router(engine.clone()))
-        .with_graceful_shutdown(super::shutdown_signal());
     let init = engine.initialize();
     let status = engine.status();
     tokio::select! {
-        r = server => {
+        r = &mut server => {
             // Stopped on a signal: let the lease go, so a restarted engine need not wait.
             engine.shutdown().await;
             r.map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"))?

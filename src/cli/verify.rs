@@ -3,7 +3,7 @@
 //!
 //! The comparison is the library's (`crate::verify`, which prints nothing and knows no command
 //! line); this module reads the flags, connects, and prints the report: as JSON (`--json`) or
-//! as the table `verify_text` draws.
+//! as the table `Report::text` draws.
 //!
 //! Exits 0 when the clusters are equal, 1 when they differ, 2 on bad usage (a connection string,
 //! a namespace filter), a cluster that cannot be reached, or an async runtime that cannot start:
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use crate::contract::filter::NamespaceFilter;
 use crate::uri::ClusterUri;
-use crate::verify::{self, Cluster, NamespaceReport, Report, SideReport, VerifyOptions};
+use crate::verify::{self, Cluster, VerifyOptions};
 
 #[derive(clap::Args)]
 pub(super) struct VerifyArgs {
@@ -118,97 +118,11 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
             Err(e) => return usage(format!("cannot write the report as JSON: {e}")),
         }
     } else {
-        print!("{}", verify_text(&report, uri0.hosts(), uri1.hosts()));
+        print!("{}", report.text(uri0.hosts(), uri1.hosts()));
     }
     if report.is_equal() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// The report as a table: one row per namespace, each difference under its row.
-fn verify_text(report: &Report, hosts0: &str, hosts1: &str) -> String {
-    use std::fmt::Write;
-    let mut out = format!(
-        "clustersync verify: cluster0 (source) {hosts0} vs cluster1 (destination) {hosts1}\n\n"
-    );
-    let docs = |s: &Option<SideReport>| match s {
-        Some(s) => s.count.map_or("-".to_string(), |c| c.to_string()),
-        None => "absent".to_string(),
-    };
-    let kind = |n: &NamespaceReport| match (
-        n.source.as_ref().map(|s| s.kind),
-        n.destination.as_ref().map(|s| s.kind),
-    ) {
-        (Some(a), Some(b)) if a != b => format!("{a}/{b}"),
-        (Some(a), _) | (None, Some(a)) => a.to_string(),
-        (None, None) => "-".to_string(),
-    };
-    let width = report
-        .namespaces
-        .iter()
-        .map(|n| n.namespace.chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp("NAMESPACE".len(), 60);
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:<10}  {:>11}  {:>16}  RESULT",
-        "NAMESPACE", "TYPE", "SOURCE DOCS", "DESTINATION DOCS"
-    );
-    for n in &report.namespaces {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<10}  {:>11}  {:>16}  {}",
-            n.namespace,
-            kind(n),
-            docs(&n.source),
-            docs(&n.destination),
-            if n.equal { "EQUAL" } else { "DIFFERENT" }
-        );
-        for d in &n.metadata_differences {
-            let _ = writeln!(out, "    - {d}");
-        }
-        for m in &n.mismatches {
-            let _ = writeln!(out, "    - _id {}: {}", m.id_relaxed(), m.verdict());
-        }
-        if n.more_mismatches {
-            let _ = writeln!(
-                out,
-                "    - more documents differ (the first {} are listed; see --max-mismatches)",
-                n.mismatches.len()
-            );
-        }
-    }
-    if report.namespaces.is_empty() {
-        out.push_str("(no namespace in scope on either cluster)\n");
-    }
-    let total = report.namespaces.len();
-    let different = report.different().count();
-    if different == 0 {
-        let _ = writeln!(out, "\nRESULT: EQUAL ({total} namespaces compared)");
-    } else {
-        let _ = writeln!(
-            out,
-            "\nRESULT: DIFFERENT ({different} of {total} namespaces differ)"
-        );
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_report_says_nothing_was_in_scope() {
-        assert_eq!(
-            verify_text(&Report::default(), "a:27017", "b:27017"),
-            "clustersync verify: cluster0 (source) a:27017 vs cluster1 (destination) b:27017\n\n\
-             NAMESPACE  TYPE        SOURCE DOCS  DESTINATION DOCS  RESULT\n\
-             (no namespace in scope on either cluster)\n\
-             \nRESULT: EQUAL (0 namespaces compared)\n"
-        );
     }
 }

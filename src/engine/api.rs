@@ -187,8 +187,11 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
             format!("the body of /{endpoint} must be a JSON object, e.g. --data {example}"),
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
-        let msg = e.to_string();
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // The field's path (`verification.enabled`, `includeNamespaces[0].databaseRegex`)
+        // says where; serde's message says what.
+        let path = e.path().to_string();
+        let msg = readable(&e.inner().to_string());
         let name = if msg.starts_with("unknown field") {
             ErrorName::UnknownField
         } else if msg.starts_with("missing field") {
@@ -196,8 +199,30 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
         } else {
             ErrorName::InvalidFieldValue
         };
-        Refusal::new(name, format!("/{endpoint}: {msg}"))
+        let at = if path.is_empty() || path == "." {
+            String::new()
+        } else {
+            format!(" {path}")
+        };
+        Refusal::new(name, format!("/{endpoint}{at}: {msg}"))
     })
+}
+
+/// serde names the Rust type it expected; a user needs the JSON shape.
+fn readable(msg: &str) -> String {
+    msg.replace(
+        "expected struct RegexSpec",
+        r#"expected an object {"pattern": "<regex>", "options": "<flags>"}"#,
+    )
+    .replace(
+        "expected struct NamespaceFilter",
+        r#"expected an object such as {"database": "<name>", "collections": ["<name>"]}"#,
+    )
+    .replace(
+        "expected struct Verification",
+        r#"expected an object {"enabled": true|false}"#,
+    )
+    .replace("expected struct ", "expected an object: ")
 }
 
 /// Bodies of the endpoints that take no parameters: `{}` and nothing else.
@@ -266,6 +291,42 @@ pub fn router(engine: Arc<Engine>) -> Router {
             }),
         )
         .with_state(engine)
+}
+
+/// The API while the engine is being built (its connection strings parsed, an SRV name
+/// resolved, which can take a while): `/healthz` answers from the first moment, `/progress`
+/// says INITIALIZING, and the verbs are refused until the engine's own router is in `slot`,
+/// to which every request then goes.
+pub fn starting(slot: Arc<std::sync::OnceLock<Router>>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(move |req: axum::extract::Request| {
+            let slot = slot.clone();
+            async move {
+                use tower::ServiceExt;
+                match slot.get() {
+                    Some(app) => match app.clone().oneshot(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    },
+                    None if req.uri().path() == "/api/v1/progress" => {
+                        Json(crate::contract::progress::ProgressReply {
+                            progress: crate::contract::progress::Progress::nulls(
+                                crate::contract::state::State::Initializing,
+                                false,
+                            ),
+                            success: true,
+                        })
+                        .into_response()
+                    }
+                    None => Refusal::new(
+                        ErrorName::InvalidState,
+                        "the engine is still starting (reading its settings, resolving the clusters' addresses); poll /api/v1/progress until it leaves INITIALIZING",
+                    )
+                    .into_response(),
+                }
+            }
+        })
 }
 
 async fn healthz() -> Response {
@@ -717,6 +778,32 @@ mod tests {
             Some("InvalidFieldValue")
         );
         assert!(parse_body::<Empty>("pause", b"{}").is_ok());
+        // The field is named, and the JSON shape rather than a Rust type.
+        let e = parse_body::<StartOptions>(
+            "start",
+            br#"{"source":"cluster0","destination":"cluster1","verification":{"enabled":"no"}}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.description
+                .starts_with("/start verification.enabled: invalid type"),
+            "{}",
+            e.description
+        );
+        let e = parse_body::<StartOptions>(
+            "start",
+            br#"{"source":"cluster0","destination":"cluster1","includeNamespaces":[{"databaseRegex":"("}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.description.contains("includeNamespaces[0].databaseRegex")
+                && e.description.contains(r#"{"pattern": "<regex>""#)
+                && !e.description.contains("RegexSpec"),
+            "{}",
+            e.description
+        );
         assert_eq!(
             parse_body::<Empty>("pause", br#"{"a":1}"#)
                 .err()
