@@ -428,3 +428,80 @@ async fn health_is_served_from_the_first_moment_while_an_srv_name_resolves() {
     assert!(log.contains("_mongodb._tcp.nonexistent.invalid"), "{log}");
     assert!(!log.contains("s3cretpw"), "{log}");
 }
+
+/// The numbers a dashboard graphs survive a restart: after `kill -9` in change event
+/// application and a restart with the same command, `collectionCopy` still shows what was
+/// copied (it read 0 of 0 until the commit before), `indexBuilding` counts collections, and
+/// lag reaches 0 at COMMITTED.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_numbers_survive_a_restart() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    seed(&src, 5_000).await;
+    for coll in ["x", "y"] {
+        src.database("shop")
+            .run_command(
+                doc! { "createIndexes": coll, "indexes": [{ "key": { "k": 1 }, "name": "k_1" }] },
+            )
+            .await
+            .unwrap();
+    }
+    let port = common::free_port().to_string();
+    let args = [
+        "--cluster0",
+        &a.uri(),
+        "--cluster1",
+        &b.uri(),
+        "--port",
+        &port,
+    ]
+    .map(str::to_string);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let engine = Engine::spawn(&args);
+    engine.wait_ready().await;
+    engine
+        .post(
+            "start",
+            json!({"source": "cluster0", "destination": "cluster1"}),
+        )
+        .await;
+    let p = engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    let copied = p["progress"]["collectionCopy"]["estimatedCopiedBytes"]
+        .as_i64()
+        .unwrap();
+    assert!(copied > 5_000 * 2_000, "{p}");
+    let ib = &p["progress"]["indexBuilding"];
+    assert!(
+        ib["collectionsTotal"].as_i64().is_some_and(|n| n >= 3)
+            && ib["collectionsFinished"] == ib["collectionsTotal"],
+        "{p}"
+    );
+    engine.kill();
+
+    let again = Engine::spawn(&args);
+    let p = again
+        .wait_until(|p| state_of(p) == Some("RUNNING"), LONG)
+        .await;
+    assert_eq!(
+        p["progress"]["collectionCopy"]["estimatedCopiedBytes"].as_i64(),
+        Some(copied),
+        "{p}"
+    );
+    assert_eq!(
+        p["progress"]["collectionCopy"]["estimatedTotalBytes"].as_i64(),
+        Some(copied),
+        "{p}"
+    );
+    again
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    assert_eq!(again.post("commit", json!({})).await.0, 200);
+    let p = again
+        .wait_until(|p| state_of(p) == Some("COMMITTED"), LONG)
+        .await;
+    assert_eq!(p["progress"]["lag"]["overallLagSeconds"], 0, "{p}");
+    again.terminate();
+    again.wait_exit(Duration::from_secs(20)).await;
+}
