@@ -42,6 +42,10 @@ pub struct Progress {
     /// Whether `/commit` would be accepted now.
     #[serde(default)]
     pub can_commit: bool,
+    /// Not in mongosync: while RUNNING and `canCommit` is false, why (the copy, the index
+    /// builds, the lag, the embedded verifier's initial pass), so that a wait is explained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_blocker: Option<String>,
     /// Whether applications may write to the destination.
     #[serde(default)]
     pub can_write: Option<bool>,
@@ -107,6 +111,7 @@ impl Progress {
             state,
             sync_error: None,
             can_commit,
+            commit_blocker: None,
             can_write: None,
             info: None,
             cea_stage: None,

@@ -449,7 +449,8 @@ pub fn progress_reply(
     engine_id: &str,
 ) -> ProgressReply {
     let null_all = matches!(snap.state, State::Idle | State::Initializing);
-    let can_commit = snap.commit_blocker().is_none();
+    let blocker = snap.commit_blocker();
+    let can_commit = blocker.is_none();
     let mut warnings: Vec<String> = snap.warnings.values().cloned().collect();
     if let Some(f) = &snap.fatal {
         warnings.insert(0, f.clone());
@@ -478,6 +479,9 @@ pub fn progress_reply(
     };
     p.can_write = Some(snap.can_write);
     p.info = Some(info.to_string());
+    if snap.state == State::Running && snap.fatal.is_none() {
+        p.commit_blocker = blocker;
+    }
     if in_cea && !paused {
         let drain = match (snap.applied_ts, snap.copy_finished_ts) {
             (Some(a), Some(c)) => a < c,
@@ -691,6 +695,26 @@ mod tests {
 
     /// mongosync's lag reaches 0 at the commit: while COMMITTING only what precedes the commit
     /// point counts, and the source's clock moving on (writes are blocked) is not lag.
+    /// A wait for canCommit is explained (a new user waited 3.5 minutes on the verifier's
+    /// initial pass with nothing saying so).
+    #[test]
+    fn the_commit_blocker_is_reported_while_running() {
+        let mut s = Snapshot {
+            state: State::Running,
+            phase: Some(Phase::Copy),
+            ..Default::default()
+        };
+        let c = Counters::default();
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert_eq!(
+            v["progress"]["commitBlocker"],
+            "the initial collection copy is not finished"
+        );
+        s.state = State::Paused;
+        let v = progress_json(&s, &c, ["h0:1", "h1:2"], "coordinator");
+        assert!(v["progress"].get("commitBlocker").is_none(), "{v}");
+    }
+
     #[test]
     fn catchup_is_estimated_only_while_the_lag_falls() {
         let ts = |t| Timestamp {

@@ -856,10 +856,16 @@ fn set_sync_conditions(conds: &mut Conditions<'_>, state: Option<EngineState>) {
         Some(S::Running) => (
             false,
             "CatchingUp",
-            format!(
-                "{}; {lag} behind the source",
-                st.info.as_deref().unwrap_or("applying changes")
-            ),
+            match &st.commit_blocker {
+                Some(why) => format!(
+                    "{}; {lag} behind the source; not ready to commit: {why}",
+                    st.info.as_deref().unwrap_or("applying changes")
+                ),
+                None => format!(
+                    "{}; {lag} behind the source",
+                    st.info.as_deref().unwrap_or("applying changes")
+                ),
+            },
         ),
         Some(S::Paused) => (
             false,

@@ -233,6 +233,10 @@ pub struct ClusterSyncStatus {
     /// What the engine is doing, e.g. "collection copy" or "change event application".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<String>,
+    /// While RUNNING and not yet committable: why (the copy, the index builds, the lag, the
+    /// embedded verifier's initial pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_blocker: Option<String>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -11,6 +11,7 @@ pub fn apply_progress(status: &mut ClusterSyncStatus, p: &Progress) {
     status.can_commit = p.can_commit;
     status.can_write = p.can_write.unwrap_or(false);
     status.info = p.info.clone();
+    status.commit_blocker = p.commit_blocker.clone();
     status.lag_seconds = p.overall_lag_seconds();
     status.copied_bytes = p.collection_copy.map(|c| c.estimated_copied_bytes);
     status.total_bytes = p.collection_copy.map(|c| c.estimated_total_bytes);
