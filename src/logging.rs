@@ -157,10 +157,12 @@ fn lock(m: &Mutex<Active>) -> MutexGuard<'_, Active> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// UTC time with exactly three decimals (`2026-12-02T16:05:27.350Z`): log parsers and the
+/// rotated files' names want a fixed width.
 fn now_rfc3339() -> String {
-    bson::DateTime::now()
-        .try_to_rfc3339_string()
-        .unwrap_or_default()
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 impl LogFile {
@@ -416,6 +418,13 @@ mod tests {
             .path()
             .join("clustersync-2026-01-01T00-00-00.000.log")
             .exists());
+    }
+
+    #[test]
+    fn times_have_a_fixed_width() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), "2026-12-02T16:05:27.350Z".len(), "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
     }
 
     #[test]

@@ -195,6 +195,17 @@ async fn a_sync_that_stops_exits_non_zero_and_is_reported_after_a_restart() {
     let error = p["progress"]["syncError"].as_str().unwrap().to_string();
     assert!(error.contains("oplog"), "{error}");
     let stopped = Instant::now();
+    // Until it exits, the API answers new connections too (a runbook's curl opens one per
+    // poll): a new user found it dark for those seconds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fresh = reqwest::Client::new()
+        .get(engine.url("progress"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("the API answers a new connection while the stopped engine lingers");
+    let body: Value = fresh.json().await.unwrap();
+    assert_eq!(body["progress"]["syncError"].as_str(), Some(error.as_str()));
     let exit = engine
         .wait_exit(Duration::from_secs(30))
         .await

@@ -109,14 +109,19 @@ async fn serve(config: EngineConfig, logs: Arc<Logs>) -> anyhow::Result<()> {
         r = async { init.await?; std::future::pending::<Result<(), StartupError>>().await } => {
             r?;
         }
-        () = status.stopped() => {
-            // Stopped for good: like mongosync, the process exits non-zero so that a
-            // supervisor notices, after `/progress` has reported `syncError` for a while (a
-            // poller sees why). The reason is persisted: restarted, the engine reports it.
+        // Stopped for good: like mongosync, the process exits non-zero so that a supervisor
+        // notices, after `/progress` has reported `syncError` for a while (a poller sees why).
+        // The wait is part of this branch's future, so the API keeps being served meanwhile
+        // (a branch's body runs with the other branches no longer polled). The reason is
+        // persisted: restarted, the engine reports it.
+        why = async {
+            status.stopped().await;
             let why = status.lock().fatal.clone().unwrap_or_default();
             let linger = stopped_exit_delay();
             tracing::error!(target: "clustersync", error = %why, exit_in_s = linger.as_secs_f64(), "the sync stopped; the engine exits");
             tokio::time::sleep(linger).await;
+            why
+        } => {
             engine.shutdown().await;
             anyhow::bail!("the sync stopped: {why}");
         }
