@@ -1,35 +1,11 @@
 //! `clustersync check` output: a readable table per cluster, or JSON for scripts.
 
-use std::borrow::Cow;
 use std::fmt::Write;
 
 use super::checks::{ClusterVerdict, Report};
 
-/// `s` with control characters (escape, newline, ...) and characters that change how a
-/// terminal shows the text around them (bidirectional controls, zero-width characters) written
-/// as escapes (`\u{1b}`, `\n`, `\u{202e}`): user names, roles, namespaces and server messages
-/// come from the clusters, and must neither drive the terminal nor fake a line of the report.
-fn esc(s: &str) -> Cow<'_, str> {
-    let invisible = |c: char| {
-        matches!(c,
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
-            | '\u{feff}' | '\u{ad}' | '\u{061c}')
-    };
-    if !s.chars().any(|c| c.is_control() || invisible(c)) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else if invisible(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
+// Names and messages from the clusters are escaped as `verify`'s report escapes them.
+use crate::verify::report::terminal_safe as esc;
 
 fn list(items: &[impl AsRef<str>]) -> String {
     if items.is_empty() {
