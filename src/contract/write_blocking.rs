@@ -25,6 +25,14 @@ impl Mode {
     pub fn blocks_source(self) -> bool {
         matches!(self, Mode::SourceAndDestination)
     }
+    /// The name `/start` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::None => "none",
+            Mode::DestinationOnly => "destinationOnly",
+            Mode::SourceAndDestination => "sourceAndDestination",
+        }
+    }
 }
 
 /// `enableUserWriteBlocking` as `/start` accepts it: mongosync's strings and the older booleans.
@@ -51,6 +59,17 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for m in [
+            Mode::None,
+            Mode::DestinationOnly,
+            Mode::SourceAndDestination,
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+    }
 
     #[test]
     fn request_values() {

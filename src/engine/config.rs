@@ -11,6 +11,8 @@ pub const DEFAULT_PORT: u16 = 27182;
 pub const DEFAULT_LOAD_LEVEL: u8 = 3;
 /// The shortest `--apiToken` accepted with a non-loopback `--bind`.
 const MIN_OPEN_TOKEN_CHARS: usize = 16;
+/// Fewest different characters in such a token.
+const MIN_OPEN_TOKEN_DISTINCT: usize = 6;
 /// Each partition costs the source one `_id`-range query, so partitions are large (the
 /// migration-verifier settled on about 400 MB) and writes within one run concurrently instead.
 const DEFAULT_PARTITION_MB: u64 = 400;
@@ -134,7 +136,7 @@ pub enum ConfigError {
     Bind(String),
     #[error("--bind {0} exposes the API beyond this host: set --apiToken (or CLUSTERSYNC_API_TOKEN) so that only holders of the token can drive the sync")]
     OpenWithoutToken(String),
-    #[error("--bind {0} exposes the API beyond this host, and --apiToken (or CLUSTERSYNC_API_TOKEN) is shorter than 16 characters; use a random one, e.g. `openssl rand -hex 24`")]
+    #[error("--bind {0} exposes the API beyond this host, and --apiToken (or CLUSTERSYNC_API_TOKEN) is shorter than 16 characters or has fewer than 6 different characters; use a random one, e.g. `openssl rand -hex 24`")]
     WeakToken(String),
     #[error("--partitionSizeMB must be at least 1")]
     PartitionSize,
@@ -195,9 +197,7 @@ impl EngineConfig {
                 None => return Err(ConfigError::OpenWithoutToken(bind_s)),
                 // Beyond this host the token is all that stands between the network and the
                 // sync: one a guess could find (" ", "secret") is refused.
-                Some(t) if t.trim().chars().count() < MIN_OPEN_TOKEN_CHARS => {
-                    return Err(ConfigError::WeakToken(bind_s))
-                }
+                Some(t) if !strong_enough(t) => return Err(ConfigError::WeakToken(bind_s)),
                 Some(_) => {}
             }
         }
@@ -236,18 +236,45 @@ impl EngineConfig {
     }
 }
 
-/// `hotDocIDs` as a string (mongosync's form) or a list of them.
+/// A token for an API reachable beyond this host: long enough, and not a run of a few
+/// characters repeated (`aaaa…`, `abababab…`), which a guesser tries first. Any random token
+/// (hex, base64) of 16 characters or more has more than 6 different ones.
+fn strong_enough(token: &str) -> bool {
+    let t = token.trim();
+    let distinct: std::collections::HashSet<char> = t.chars().collect();
+    t.chars().count() >= MIN_OPEN_TOKEN_CHARS && distinct.len() >= MIN_OPEN_TOKEN_DISTINCT
+}
+
+/// `hotDocIDs` as a string (mongosync's form), a mapping, or a list of either. A config file
+/// written in YAML naturally spells the JSON object as a mapping; it is taken as the same
+/// JSON text, so both spellings are validated (and reported) alike.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    use serde::de::Error;
+    fn one<E: Error>(v: serde_json::Value) -> Result<String, E> {
+        match v {
+            serde_json::Value::String(s) => Ok(s),
+            v @ serde_json::Value::Object(_) => Ok(v.to_string()),
+            other => Err(E::custom(format!(
+                "hotDocIDs entries are JSON text or a mapping {{db, collection, ids}}, not {}",
+                json_kind(&other)
+            ))),
+        }
     }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => items.into_iter().map(one).collect(),
+        v => Ok(vec![one(v)?]),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a mapping",
+    }
 }
 
 /// mongosync's `--hotDocIDs` form: `{"db":…,"collection":…,"ids":[{"_id":…},…]}`.
@@ -426,7 +453,13 @@ mod tests {
                 ..args("mongodb://a:1", "mongodb://b:2")
             })
         };
-        for weak in [" ", "hunter2", "               q7"] {
+        for weak in [
+            " ",
+            "hunter2",
+            "               q7",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababab",
+        ] {
             let e = open(weak).unwrap_err().to_string();
             assert!(e.contains("shorter than 16"), "{e}");
             assert!(
@@ -471,7 +504,7 @@ id: coordinator
         )
         .unwrap();
         let c = EngineConfig::from_args(EngineArgs {
-            config: Some(p),
+            config: Some(p.clone()),
             ..Default::default()
         })
         .unwrap();
@@ -481,6 +514,37 @@ id: coordinator
             Some(Path::new("/tmp/metrics"))
         );
         assert_eq!(c.port, 27183);
+        // In YAML the JSON object may be written as a mapping, alone or in a list.
+        for (yaml, n) in [
+            ("hotDocIDs:\n  db: shop\n  collection: carts\n  ids:\n    - _id: {$oid: 65f0c0ffee0123456789abcd}\n", 1),
+            ("hotDocIDs:\n  - db: shop\n    collection: carts\n    ids: [{_id: 1}, {_id: 2}]\n  - '{\"db\":\"a\",\"collection\":\"b\",\"ids\":[{\"_id\":1}]}'\n", 2),
+        ] {
+            std::fs::write(&p, format!("cluster0: mongodb://a:1\ncluster1: mongodb://b:2\n{yaml}")).unwrap();
+            let parsed = read_file(&p).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(parsed.hot_doc_ids.len(), n, "{yaml}");
+            for h in &parsed.hot_doc_ids {
+                validate_hot_doc_ids(h).unwrap_or_else(|e| panic!("{h}: {e}"));
+            }
+        }
+        // A mapping with a mistake is reported as the string form would be.
+        std::fs::write(&p, "cluster0: mongodb://a:1\ncluster1: mongodb://b:2\nhotDocIDs:\n  db: shop\n  ids: [{_id: 1}]\n").unwrap();
+        let e = EngineConfig::from_args(EngineArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("\"collection\" must be a non-empty string"),
+            "{e}"
+        );
+        std::fs::write(
+            &p,
+            "cluster0: mongodb://a:1\ncluster1: mongodb://b:2\nhotDocIDs: 7\n",
+        )
+        .unwrap();
+        let e = read_file(&p).unwrap_err().to_string();
+        assert!(e.contains("not a number"), "{e}");
         // The flag forms, hotDocIDs repeated.
         use clap::Parser;
         #[derive(Parser)]

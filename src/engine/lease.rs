@@ -83,17 +83,59 @@ pub struct Identity {
     pub hostname: String,
     pub pid: u32,
     pub port: u16,
+    /// Where this process's pid means something: the kernel boot and pid namespace
+    /// (`None` where `/proc` does not say). Two engines with the same one can see each other's
+    /// processes, so a holder that crashed there is known dead at once instead of after a
+    /// whole lease duration.
+    pub pid_space: Option<String>,
+    /// This process's start time in clock ticks since boot, so a pid reused by another
+    /// process is not mistaken for the holder.
+    pub started: Option<u64>,
 }
 
 impl Identity {
     pub fn for_this_process(port: u16) -> Self {
+        let pid = std::process::id();
         Self {
             token: uuid::Uuid::new_v4().simple().to_string(),
             hostname: hostname(),
-            pid: std::process::id(),
+            pid,
             port,
+            pid_space: pid_space(),
+            started: process_start(pid),
         }
     }
+}
+
+/// The kernel boot and pid namespace of this process: pid namespace inode numbers are unique
+/// only within one boot.
+fn pid_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
+}
+
+/// A process's start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`), or `None`
+/// if there is no such process.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the holder seen in the lease is a process of this pid space that no longer runs
+/// (or whose pid another process has since taken). Holders elsewhere are never judged here.
+fn holder_gone(me: &Identity, holder: &Sighting) -> bool {
+    let (Some(mine), Some(theirs), Some(started)) =
+        (&me.pid_space, &holder.pid_space, holder.started)
+    else {
+        return false;
+    };
+    if mine != theirs || holder.pid <= 0 || holder.pid > u32::MAX as i64 {
+        return false;
+    }
+    process_start(holder.pid as u32) != Some(started)
 }
 
 fn hostname() -> String {
@@ -118,6 +160,9 @@ pub struct Sighting {
     pub renewed_at: Option<bson::DateTime>,
     /// The holder's lease duration: a contender honours the holder's, not its own.
     pub duration: Duration,
+    /// The holder's [`Identity::pid_space`] and [`Identity::started`].
+    pub pid_space: Option<String>,
+    pub started: Option<u64>,
 }
 
 impl Sighting {
@@ -145,6 +190,11 @@ impl Sighting {
                 .filter(|&ms| ms > 0)
                 .map(|ms| Duration::from_millis(ms as u64))
                 .unwrap_or(LEASE_DURATION),
+            pid_space: d.get_str("pidSpace").ok().map(String::from),
+            started: d
+                .get_i64("started")
+                .ok()
+                .and_then(|t| u64::try_from(t).ok()),
         })
     }
 
@@ -181,19 +231,21 @@ pub enum Decision {
     /// Someone else holds it and has not been watched yet, or not long enough: watch it for
     /// this much longer.
     Wait { watch: Watch, remaining: Duration },
-    /// Its holder has not renewed it for a whole lease duration: take it over (conditionally
-    /// on the same holder and counter).
+    /// Its holder has not renewed it for a whole lease duration, or is a process of this
+    /// machine that has exited: take it over (conditionally on the same holder and counter).
     TakeOver { token: String, renewals: i64 },
     /// Its holder renewed it (or another engine took it) while we watched: it is alive.
     Refuse,
 }
 
 /// The lease decision, free of I/O. `current` is the lease document now; `watch` what an
-/// earlier look saw.
+/// earlier look saw; `gone` whether its holder is known to have exited (a process of this
+/// machine that no longer runs: it renews nothing, so there is nothing to wait for).
 pub fn decide(
     me: &str,
     current: Option<&Sighting>,
     watch: Option<&Watch>,
+    gone: bool,
     now: Instant,
 ) -> Decision {
     let Some(cur) = current else {
@@ -201,6 +253,12 @@ pub fn decide(
     };
     if cur.token == me {
         return Decision::Renew;
+    }
+    if gone {
+        return Decision::TakeOver {
+            token: cur.token.clone(),
+            renewals: cur.renewals,
+        };
     }
     let Some(w) = watch else {
         return Decision::Wait {
@@ -286,6 +344,8 @@ impl Lease {
             "pid": self.me.pid as i64,
             "port": self.me.port as i64,
             "durationMs": self.timing.duration.as_millis() as i64,
+            "pidSpace": self.me.pid_space.clone(),
+            "started": self.me.started.map(|t| t as i64),
             "renewals": 0i64,
             "acquiredAt": now,
             "renewedAt": now,
@@ -306,7 +366,8 @@ impl Lease {
             let current = read(&coll).await?;
             let sent = Instant::now();
             let now = bson::DateTime::now();
-            match decide(&self.me.token, current.as_ref(), watch.as_ref(), sent) {
+            let gone = current.as_ref().is_some_and(|c| holder_gone(&self.me, c));
+            match decide(&self.me.token, current.as_ref(), watch.as_ref(), gone, sent) {
                 Decision::Create => {
                     let mut d = self.holder_fields(now);
                     d.insert("_id", LEASE_ID);
@@ -338,7 +399,11 @@ impl Lease {
                         )
                         .await?;
                     if r.matched_count == 1 {
-                        tracing::warn!(previous_holder = %token, "took over the lease of an engine that stopped renewing it");
+                        if gone {
+                            tracing::warn!(previous_holder = %token, "took over the lease of an engine of this machine that exited without releasing it");
+                        } else {
+                            tracing::warn!(previous_holder = %token, "took over the lease of an engine that stopped renewing it");
+                        }
                         return self.won(coll, sent);
                     }
                     // Renewed or taken at the last moment: judged on the next look.
@@ -488,15 +553,17 @@ mod tests {
             acquired_at: None,
             renewed_at: None,
             duration: Duration::from_secs(15),
+            pid_space: None,
+            started: None,
         }
     }
 
     #[test]
     fn a_free_lease_is_created_and_our_own_renewed() {
         let now = Instant::now();
-        assert_eq!(decide("me", None, None, now), Decision::Create);
+        assert_eq!(decide("me", None, None, false, now), Decision::Create);
         assert_eq!(
-            decide("me", Some(&sighting("me", 4)), None, now),
+            decide("me", Some(&sighting("me", 4)), None, false, now),
             Decision::Renew
         );
     }
@@ -505,19 +572,32 @@ mod tests {
     fn a_held_lease_is_watched_then_refused_if_renewed() {
         let t0 = Instant::now();
         let other = sighting("other", 7);
-        let Decision::Wait { watch, remaining } = decide("me", Some(&other), None, t0) else {
+        let Decision::Wait { watch, remaining } = decide("me", Some(&other), None, false, t0)
+        else {
             panic!("first look waits");
         };
         assert_eq!(remaining, Duration::from_secs(15));
         assert_eq!(watch.renewals, 7);
         let later = t0 + Duration::from_secs(3);
         assert_eq!(
-            decide("me", Some(&sighting("other", 8)), Some(&watch), later),
+            decide(
+                "me",
+                Some(&sighting("other", 8)),
+                Some(&watch),
+                false,
+                later
+            ),
             Decision::Refuse
         );
         // Taken by a third engine meanwhile: alive too.
         assert_eq!(
-            decide("me", Some(&sighting("third", 0)), Some(&watch), later),
+            decide(
+                "me",
+                Some(&sighting("third", 0)),
+                Some(&watch),
+                false,
+                later
+            ),
             Decision::Refuse
         );
     }
@@ -526,13 +606,14 @@ mod tests {
     fn an_unrenewed_lease_is_taken_over_after_a_full_duration() {
         let t0 = Instant::now();
         let other = sighting("other", 7);
-        let Decision::Wait { watch, .. } = decide("me", Some(&other), None, t0) else {
+        let Decision::Wait { watch, .. } = decide("me", Some(&other), None, false, t0) else {
             panic!("first look waits");
         };
         match decide(
             "me",
             Some(&other),
             Some(&watch),
+            false,
             t0 + Duration::from_secs(10),
         ) {
             Decision::Wait { remaining, .. } => assert_eq!(remaining, Duration::from_secs(5)),
@@ -543,6 +624,7 @@ mod tests {
                 "me",
                 Some(&other),
                 Some(&watch),
+                false,
                 t0 + Duration::from_secs(15)
             ),
             Decision::TakeOver {
@@ -550,6 +632,60 @@ mod tests {
                 renewals: 7
             }
         );
+    }
+
+    #[test]
+    fn an_exited_holder_of_this_machine_is_taken_over_at_once() {
+        let other = sighting("other", 7);
+        assert_eq!(
+            decide("me", Some(&other), None, true, Instant::now()),
+            Decision::TakeOver {
+                token: "other".into(),
+                renewals: 7
+            }
+        );
+        // Our own lease is renewed, whatever the probe said.
+        assert_eq!(
+            decide("me", Some(&sighting("me", 1)), None, true, Instant::now()),
+            Decision::Renew
+        );
+    }
+
+    #[test]
+    fn only_a_process_of_the_same_pid_space_is_judged() {
+        let me = Identity::for_this_process(1);
+        let space = me.pid_space.clone().expect("Linux has /proc");
+        let holder = |pid: i64, space: Option<String>, started: Option<u64>| Sighting {
+            pid,
+            pid_space: space,
+            started,
+            ..sighting("other", 0)
+        };
+        // A live process (this one): not gone.
+        assert!(!holder_gone(
+            &me,
+            &holder(me.pid as i64, Some(space.clone()), me.started)
+        ));
+        // The same pid with another start time: the pid was reused, the holder is gone.
+        assert!(holder_gone(
+            &me,
+            &holder(
+                me.pid as i64,
+                Some(space.clone()),
+                me.started.map(|t| t + 1)
+            )
+        ));
+        // A pid no process has (above pid_max).
+        assert!(holder_gone(
+            &me,
+            &holder(1 << 23, Some(space.clone()), Some(5))
+        ));
+        // Another machine or pid namespace, or an older engine that did not say: never judged.
+        assert!(!holder_gone(
+            &me,
+            &holder(1 << 23, Some("elsewhere".into()), Some(5))
+        ));
+        assert!(!holder_gone(&me, &holder(1 << 23, None, None)));
     }
 
     #[test]

@@ -369,7 +369,9 @@ impl StatusCell {
             return;
         };
         match s.lag_sample {
-            Some((at, before)) if now.duration_since(at).as_secs_f64() >= 5.0 => {
+            // Every monitor tick (2 s): a backlog after `/resume` is often gone within
+            // seconds, and a longer window would report nothing while it falls.
+            Some((at, before)) if now.duration_since(at).as_secs_f64() >= 1.5 => {
                 let rate = (before - lag) as f64 / now.duration_since(at).as_secs_f64();
                 s.catchup_rate = Some(match s.catchup_rate {
                     Some(r) => 0.5 * r + 0.5 * rate,

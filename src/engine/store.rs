@@ -64,6 +64,14 @@ pub struct MigrationDoc {
     /// destination reports it and starts no job, instead of failing the same way again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_error: Option<String>,
+    /// The index build's outcome, recorded when it ends: a restarted engine reports it in
+    /// `indexBuilding` as the one that built them did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_building: Option<crate::contract::progress::IndexBuilding>,
+    /// The differences the final verification found, when it stopped the commit: a restarted
+    /// engine reports them with the `syncError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_verification: Option<FinalVerification>,
 }
 
 fn no_blocking() -> crate::contract::write_blocking::Mode {
@@ -104,6 +112,23 @@ pub struct PartitionDoc {
     pub copied_bytes: i64,
     #[serde(default)]
     pub copied_docs: i64,
+    /// For an unfinished `_id`-ordered partition: the `_id` up to which (inclusive) its
+    /// documents are on the destination, `copied_bytes`/`copied_docs` counting them. A
+    /// restarted engine carries on from there instead of from the partition's start.
+    #[serde(
+        default,
+        rename = "resumeFrom",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resume_from: Option<Bson>,
+}
+
+/// See [`MigrationDoc::final_verification`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalVerification {
+    pub mismatch_count: i64,
+    pub mismatches: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -205,6 +230,8 @@ impl Store {
             can_write_ts: None,
             lease_token: None,
             sync_error: None,
+            index_building: None,
+            final_verification: None,
         }
     }
 
@@ -316,6 +343,24 @@ impl Store {
             .update_one(
                 doc! { "_id": id },
                 doc! { "$set": { "done": true, "copiedBytes": bytes, "copiedDocs": docs } },
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Records how far an unfinished partition has been copied (see
+    /// [`PartitionDoc::resume_from`]); never moves a finished one.
+    pub async fn checkpoint_partition(
+        &self,
+        id: &str,
+        resume_from: &Bson,
+        bytes: i64,
+        docs: i64,
+    ) -> mongodb::error::Result<()> {
+        self.partitions
+            .update_one(
+                doc! { "_id": id, "done": false },
+                doc! { "$set": { "resumeFrom": resume_from.clone(), "copiedBytes": bytes, "copiedDocs": docs } },
             )
             .await
             .map(|_| ())

@@ -66,6 +66,7 @@ impl Engine {
                     s.commit_ts = doc.commit_ts;
                     s.copy_finished_ts = doc.copy_finished_ts;
                     s.total_bytes = doc.estimated_total_bytes;
+                    s.indexes = doc.index_building;
                     s.write_blocking = doc.write_blocking;
                     if let Some(note) = &doc.write_blocking_note {
                         s.warnings.insert("write-blocking".into(), note.clone());
@@ -103,7 +104,14 @@ impl Engine {
                     // Stopped for good before the restart: reported, not tried again (its
                     // write blocking was released when it stopped).
                     tracing::error!(error = %error, "the persisted sync stopped for good; reporting it, starting nothing");
-                    self.status.lock().fatal = Some(error.clone());
+                    let mut s = self.status.lock();
+                    s.fatal = Some(error.clone());
+                    if let Some(f) = &doc.final_verification {
+                        let v = s.verification.get_or_insert_with(Default::default);
+                        v.mismatch_count = f.mismatch_count.max(0) as u64;
+                        v.mismatches = f.mismatches.clone();
+                    }
+                    drop(s);
                     return Ok(());
                 }
                 if doc.state != DurableState::Committed {

@@ -91,6 +91,7 @@ impl Ctx {
             &std::sync::atomic::AtomicI64::new(0),
             &tokio::sync::Semaphore::new(1),
             &self.fence,
+            None,
         )
         .await?;
         Ok(())

@@ -11,7 +11,7 @@ use mongodb::{Client, Collection};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::engine::fence::Fence;
-use crate::engine::store::{CopyOrder, PartitionDoc};
+use crate::engine::store::{CopyOrder, PartitionDoc, Store};
 use crate::mongo::catalog::{self, CollKind, CollSpec};
 use crate::mongo::{codes, error_code};
 
@@ -98,6 +98,7 @@ fn single_partition(spec: &CollSpec, order: CopyOrder, recreate: bool) -> Partit
         done: false,
         copied_bytes: 0,
         copied_docs: 0,
+        resume_from: None,
     }
 }
 
@@ -209,6 +210,7 @@ pub async fn plan(
             done: false,
             copied_bytes: 0,
             copied_docs: 0,
+            resume_from: None,
         });
         lo = hi;
     }
@@ -322,9 +324,73 @@ async fn insert_batch(
     }
 }
 
-/// Copies one partition. `copied` is bumped as batches land so `/progress` moves smoothly.
-/// Returns the bytes and documents copied.
+/// How often an `_id`-ordered partition records how far it has been copied: a crashed engine
+/// redoes at most this much of each partition in flight (one small update per partition).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The batches of one partition, in read order, as their writes finish (in any order): the
+/// `_id` up to which every document is written is the last one of the longest finished
+/// prefix.
+#[derive(Debug, Default)]
+struct Frontier {
+    /// Batches read and not yet part of the finished prefix: (last `_id`, bytes, docs, written).
+    pending: std::collections::VecDeque<(Bson, i64, i64, bool)>,
+    /// Sequence number of `pending`'s first batch.
+    first: u64,
+    /// The finished prefix: its last `_id`, and the bytes and documents up to it.
+    safe: Option<Bson>,
+    bytes: i64,
+    docs: i64,
+}
+
+impl Frontier {
+    fn starting_at(bytes: i64, docs: i64) -> Self {
+        Self {
+            bytes,
+            docs,
+            ..Self::default()
+        }
+    }
+
+    /// A batch read: its sequence number.
+    fn read(&mut self, last_id: Bson, bytes: i64, docs: i64) -> u64 {
+        self.pending.push_back((last_id, bytes, docs, false));
+        self.first + self.pending.len() as u64 - 1
+    }
+
+    /// A batch written; true when the finished prefix grew.
+    fn written(&mut self, seq: u64) -> bool {
+        if let Some(b) = seq
+            .checked_sub(self.first)
+            .and_then(|i| self.pending.get_mut(i as usize))
+        {
+            b.3 = true;
+        }
+        let mut grew = false;
+        while self.pending.front().is_some_and(|b| b.3) {
+            let (id, bytes, docs, _) = self.pending.pop_front().expect("front");
+            self.first += 1;
+            self.safe = Some(id);
+            self.bytes += bytes;
+            self.docs += docs;
+            grew = true;
+        }
+        grew
+    }
+}
+
+/// Where a partition's copy is recorded as it goes (`None` for copies that are not resumable
+/// units, such as a collection copied again whole).
+#[derive(Clone, Copy)]
+pub struct Checkpoints<'a> {
+    pub store: &'a Store,
+}
+
+/// Copies one partition, from its checkpoint if it has one. `copied` is bumped as batches
+/// land so `/progress` moves smoothly. Returns the bytes and documents of the whole partition
+/// (those copied before a restart included).
 #[tracing::instrument(skip_all, fields(collection = %format_args!("{}.{}", part.db, part.coll), partition = part.index))]
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_partition(
     source: &Client,
     destination: &Client,
@@ -333,6 +399,7 @@ pub async fn copy_partition(
     copied: &AtomicI64,
     opening: &Semaphore,
     fence: &Fence,
+    checkpoints: Option<Checkpoints<'_>>,
 ) -> mongodb::error::Result<(i64, i64)> {
     // A closed fence travels as a driver error, which the job turns back into a lease error.
     let fenced = || fence.check().map_err(mongodb::error::Error::custom);
@@ -357,10 +424,27 @@ pub async fn copy_partition(
     // The driver buffers one server batch per cursor: a batch the size of ours, not the
     // server's 16 MB default.
     let mut find = src.find(doc! {}).batch_size(tuning.batch_docs as u32);
+    // Only an `_id`-ordered read can carry on where it stopped: `min` is inclusive, so the
+    // checkpoint's document is read again, and its insert is a duplicate left alone.
+    let resume = match (part.order, &part.resume_from) {
+        (CopyOrder::Id, Some(id)) if !part.recreate => Some(id.clone()),
+        _ => None,
+    };
+    let (start_bytes, start_docs) = match resume {
+        Some(_) => (part.copied_bytes, part.copied_docs),
+        None => (0, 0),
+    };
+    if resume.is_some() {
+        tracing::info!(
+            already_copied_docs = start_docs,
+            already_copied_bytes = start_bytes,
+            "resuming the partition from its checkpoint"
+        );
+    }
     match part.order {
         CopyOrder::Id => {
             find = find.hint(mongodb::options::Hint::Keys(doc! { "_id": 1 }));
-            if let Some(lo) = &part.lo {
+            if let Some(lo) = resume.as_ref().or(part.lo.as_ref()) {
                 find = find.min(doc! { "_id": lo.clone() });
             }
             if let Some(hi) = &part.hi {
@@ -388,14 +472,42 @@ pub async fn copy_partition(
     // writes overlap, and memory stays at a few batches per partition whatever its size.
     // Unordered inserts of distinct documents commute, so writers need no coordination.
     let writers = tuning.writers_per_partition.max(1);
-    let (tx, rx) = mpsc::channel::<Vec<RawDocumentBuf>>(writers);
+    let (tx, rx) = mpsc::channel::<(u64, Vec<RawDocumentBuf>)>(writers);
     let rx = tokio::sync::Mutex::new(rx);
+    let checkpoints = checkpoints.filter(|_| part.order == CopyOrder::Id && !part.recreate);
+    let frontier = std::sync::Mutex::new(Frontier::starting_at(start_bytes, start_docs));
+    // Held while a checkpoint is written, and when the last one was.
+    let last_checkpoint = tokio::sync::Mutex::new(Instant::now());
+    let checkpoint = || async {
+        let Some(cp) = checkpoints else {
+            return Ok(());
+        };
+        let Ok(mut last) = last_checkpoint.try_lock() else {
+            return Ok(()); // another writer is recording it
+        };
+        if last.elapsed() < CHECKPOINT_INTERVAL {
+            return Ok(());
+        }
+        let (id, bytes, docs) = {
+            let f = frontier.lock().unwrap_or_else(|p| p.into_inner());
+            match &f.safe {
+                Some(id) => (id.clone(), f.bytes, f.docs),
+                None => return Ok(()),
+            }
+        };
+        fenced()?;
+        cp.store
+            .checkpoint_partition(&part.id, &id, bytes, docs)
+            .await?;
+        *last = Instant::now();
+        Ok::<(), mongodb::error::Error>(())
+    };
     // Time spent waiting on each side says which server a partition waits for.
     let started = Instant::now();
     let writer = || async {
         let mut writing = Duration::ZERO;
         loop {
-            let Some(batch) = rx.lock().await.recv().await else {
+            let Some((seq, batch)) = rx.lock().await.recv().await else {
                 break;
             };
             let bytes: usize = batch.iter().map(|d| d.as_bytes().len()).sum();
@@ -405,6 +517,13 @@ pub async fn copy_partition(
             insert_batch(&dst, batch).await?;
             writing += t.elapsed();
             copied.fetch_add(bytes as i64, Ordering::Relaxed);
+            let grew = frontier
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .written(seq);
+            if grew {
+                checkpoint().await?;
+            }
         }
         Ok::<Duration, mongodb::error::Error>(writing)
     };
@@ -412,10 +531,23 @@ pub async fn copy_partition(
         let times = futures::future::try_join_all((0..writers).map(|_| writer())).await?;
         Ok::<Duration, mongodb::error::Error>(times.into_iter().sum())
     };
+    // Numbers a batch for the frontier, by its last `_id`.
+    let number = |batch: &[RawDocumentBuf], bytes: usize| {
+        let last_id = batch
+            .last()
+            .and_then(|d| d.get("_id").ok().flatten())
+            .and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
+            .unwrap_or(Bson::Null);
+        frontier.lock().unwrap_or_else(|p| p.into_inner()).read(
+            last_id,
+            bytes as i64,
+            batch.len() as i64,
+        )
+    };
     let reader = async {
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
-        let (mut total_bytes, mut total_docs) = (0i64, 0i64);
+        let (mut total_bytes, mut total_docs) = (start_bytes, start_docs);
         let mut reading = Duration::ZERO;
         loop {
             let t = Instant::now();
@@ -426,7 +558,8 @@ pub async fn copy_partition(
             if !batch.is_empty()
                 && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs)
             {
-                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                let seq = number(&batch, batch_bytes);
+                if tx.send((seq, std::mem::take(&mut batch))).await.is_err() {
                     break;
                 }
                 batch_bytes = 0;
@@ -437,7 +570,8 @@ pub async fn copy_partition(
             batch.push(doc);
         }
         if !batch.is_empty() {
-            let _ = tx.send(batch).await;
+            let seq = number(&batch, batch_bytes);
+            let _ = tx.send((seq, batch)).await;
         }
         drop(tx);
         Ok::<_, mongodb::error::Error>((total_bytes, total_docs, reading))
@@ -458,6 +592,7 @@ pub async fn copy_partition(
 
 /// Copies `parts` with `tuning.concurrency` partitions in flight, recording each one as done
 /// through `done` as soon as it lands.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_all<F, Fut>(
     source: &Client,
     destination: &Client,
@@ -465,6 +600,7 @@ pub async fn copy_all<F, Fut>(
     tuning: CopyTuning,
     copied: &AtomicI64,
     fence: &Fence,
+    checkpoints: Checkpoints<'_>,
     done: F,
 ) -> mongodb::error::Result<()>
 where
@@ -474,7 +610,17 @@ where
     let opening = Semaphore::new(1);
     let opening = &opening;
     let mut results = futures::stream::iter(parts.into_iter().map(|p| async move {
-        let r = copy_partition(source, destination, &p, &tuning, copied, opening, fence).await;
+        let r = copy_partition(
+            source,
+            destination,
+            &p,
+            &tuning,
+            copied,
+            opening,
+            fence,
+            Some(checkpoints),
+        )
+        .await;
         (p, r)
     }))
     .buffer_unordered(tuning.concurrency.max(1));
@@ -506,6 +652,29 @@ mod tests {
             .map(|_| Bson::Binary(bson::Binary::from_uuid(bson::Uuid::new())))
             .collect();
         assert!(ids_are_random(&uuids));
+    }
+
+    #[test]
+    fn the_frontier_is_the_longest_written_prefix() {
+        let mut f = Frontier::starting_at(100, 10);
+        let a = f.read(Bson::Int32(5), 50, 5);
+        let b = f.read(Bson::Int32(9), 40, 4);
+        let c = f.read(Bson::Int32(12), 30, 3);
+        // Written out of order: nothing is safe until the first batch is.
+        assert!(!f.written(c));
+        assert!(!f.written(b));
+        assert_eq!(f.safe, None);
+        assert_eq!((f.bytes, f.docs), (100, 10));
+        assert!(f.written(a));
+        assert_eq!(f.safe, Some(Bson::Int32(12)));
+        assert_eq!((f.bytes, f.docs), (220, 22));
+        // Later batches carry on the numbering; a repeated or unknown one changes nothing.
+        let d = f.read(Bson::Int32(20), 1, 1);
+        assert_eq!(d, 3);
+        assert!(!f.written(a));
+        assert!(!f.written(99));
+        assert!(f.written(d));
+        assert_eq!(f.safe, Some(Bson::Int32(20)));
     }
 
     #[test]

@@ -126,6 +126,9 @@ async fn run(ctx: &Ctx) -> Result<(), JobError> {
             s.total_bytes = doc.estimated_total_bytes;
             s.start_ts = Some(doc.start_ts);
             s.copy_finished_ts = doc.copy_finished_ts;
+            if s.indexes.is_none() {
+                s.indexes = doc.index_building;
+            }
             if doc.phase == Phase::Copy && s.copy_started.is_none() {
                 s.copy_started = Some(std::time::Instant::now());
             }
@@ -231,11 +234,8 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
 #[tracing::instrument(skip_all)]
 async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
     let parts = ctx.store.partitions().await?;
-    let done_bytes: i64 = parts
-        .iter()
-        .filter(|p| p.done)
-        .map(|p| p.copied_bytes)
-        .sum();
+    // Finished partitions, and what unfinished ones recorded at their last checkpoint.
+    let done_bytes: i64 = parts.iter().map(|p| p.copied_bytes).sum();
     ctx.status
         .counters
         .copied_bytes
@@ -264,6 +264,7 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         ctx.tuning,
         &ctx.status.counters.copied_bytes,
         &ctx.fence,
+        copy::Checkpoints { store: &ctx.store },
         |p, bytes, docs| {
             let store = store.clone();
             let status = ctx.status.clone();
@@ -337,7 +338,12 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
         progress.collections_finished += 1;
         ctx.status.lock().indexes = Some(progress);
     }
-    ctx.store.set_phase(Phase::ChangeEvents, doc! {}).await?;
+    ctx.store
+        .set_phase(
+            Phase::ChangeEvents,
+            doc! { "indexBuilding": bson::to_bson(&progress).expect("plain struct") },
+        )
+        .await?;
     Ok(())
 }
 

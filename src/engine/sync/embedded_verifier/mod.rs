@@ -94,6 +94,10 @@ pub struct Verifier<'a> {
     /// Documents compared again, per side.
     rechecked: [u64; 2],
     definitions: Definitions,
+    /// Source documents changed after the commit point (as `ns`, `_id` in relaxed extended
+    /// JSON): writes the sync does not carry, so a difference on one of them is the
+    /// application's, not a lost write.
+    after_commit: BTreeSet<(String, String)>,
 }
 
 /// The definition differences of the last check, and which are confirmed.
@@ -154,6 +158,7 @@ impl<'a> Verifier<'a> {
             scanned_before,
             rechecked: [0, 0],
             definitions: Definitions::default(),
+            after_commit: BTreeSet::new(),
         }))
     }
 
@@ -289,6 +294,9 @@ impl<'a> Verifier<'a> {
                 break;
             }
             self.recheck(batch).await?;
+            // A confirmed difference shows in `/progress` (and the metric) at once, not when
+            // the whole comparison ends.
+            self.publish();
         }
         // Confirmed ones once more: a difference may have healed since.
         let (confirmed, _) = self.queue().confirmed(RECHECK_BATCH);
@@ -319,18 +327,77 @@ impl<'a> Verifier<'a> {
             "final verification finished"
         );
         if total > 0 {
+            // Writes the application made to the source after the commit point differ by
+            // design: they are told apart from lost ones, as mongosync does ("source cluster
+            // was modified after final verification began").
+            self.drain_source_after_commit(commit).await?;
+            let late = {
+                let (all, _) = self.queue().differing(usize::MAX);
+                all.iter()
+                    .filter(|r| self.after_commit.contains(&late_key(&r.key.ns, &r.key.id)))
+                    .count() as u64
+            };
+            if let Err(e) = self
+                .ctx
+                .store
+                .set(bson::doc! { "finalVerification": { "mismatchCount": total as i64, "mismatches": &differences } })
+                .await
+            {
+                tracing::warn!(error = %crate::mongo::describe(&e), "could not record the final verification's differences");
+            }
             let more = total.saturating_sub(differences.len() as u64);
             let more = if more > 0 {
                 format!("; and {more} more")
             } else {
                 String::new()
             };
+            let cause = if late > 0 {
+                let mode = self.ctx.status.lock().write_blocking;
+                format!(
+                    "{late} of them are documents the application changed on the source after the commit point ({} source document(s) changed after it in all): writes to the source were not blocked at /commit (effective enableUserWriteBlocking: {}), and a write after the commit point never reaches the destination. Stop the application's writes to the source before calling /commit. The destination now lacks those writes: restart the migration from scratch, or copy those documents to the destination yourself and restart the engine to verify again",
+                    self.after_commit.len(),
+                    mode.as_str()
+                )
+            } else {
+                "Something other than the sync changed the destination, or a write was lost. `clustersync verify` lists every difference; repair the destination and restart the engine to verify again, or restart the migration from scratch".into()
+            };
             return Err(JobError::fatal(format!(
-                "the embedded verifier found {total} difference(s) between the source and the destination at commit, so the commit is stopped and the destination stays closed to writes: {}{more}. Something other than the sync changed the destination, or a write was lost. `clustersync verify` lists every difference; repair the destination and restart the engine to verify again, or restart the migration from scratch (restarting with --disableVerification commits without verifying)",
+                "the embedded verifier found {total} difference(s) between the source and the destination at commit, so the commit is stopped and the destination stays closed to writes: {}{more}. {cause} (restarting with --disableVerification commits without verifying)",
                 differences.join("; ")
             )));
         }
         Ok(())
+    }
+
+    /// Reads the source's stream to now, noting the documents changed after the commit point.
+    async fn drain_source_after_commit(
+        &mut self,
+        commit: Option<Timestamp>,
+    ) -> Result<(), JobError> {
+        if commit.is_none() {
+            return Ok(());
+        }
+        // Bounded: a source still being written to never goes idle.
+        for _ in 0..64 {
+            let changes = {
+                let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
+                streams[0].read(&self.ctx.scope, STREAM_BATCH).await?
+            };
+            self.note_after_commit(commit, &changes.documents);
+            if changes.idle {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn note_after_commit(&mut self, commit: Option<Timestamp>, docs: &[(String, Bson, Timestamp)]) {
+        let Some(c) = commit else { return };
+        for (ns, id, ts) in docs {
+            if *ts > c {
+                self.after_commit.insert(late_key(ns, id));
+            }
+        }
     }
 
     /// Reads each side's stream once and queues what changed.
@@ -376,6 +443,10 @@ impl<'a> Verifier<'a> {
                 })
                 .collect();
             self.queue().add(&queued);
+            if side == Side::Source {
+                let commit = self.ctx.status.lock().commit_ts;
+                self.note_after_commit(commit, &changes.documents);
+            }
             if changes.token.is_some() {
                 self.tokens[i] = changes.token.clone();
             }
@@ -560,6 +631,13 @@ impl<'a> Verifier<'a> {
                 .min(v.destination.total_collections.max(scanned));
         }
     }
+}
+
+fn late_key(ns: &str, id: &Bson) -> (String, String) {
+    (
+        ns.to_string(),
+        id.clone().into_relaxed_extjson().to_string(),
+    )
 }
 
 /// What one read of both streams found.
