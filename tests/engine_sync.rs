@@ -883,3 +883,55 @@ async fn random_ids_are_planned_in_natural_order() {
         "ascending _ids: _id ranges"
     );
 }
+
+/// A view created on the source while the destination holds a collection of that name: the
+/// view's create event replaces it. The test server's `listCollections` shows a view being
+/// created as a plain collection for a moment; a sync whose catalog listing caught that moment
+/// (CI, seed 1 of `differential_no_faults`) created a collection, the create event then found
+/// the name taken and left it, and the verifier refused the commit ("a view on the source but
+/// a collection on the destination"). The moment cannot be hit on demand, so the collection
+/// the listing would have made is put there directly (the destination takes user writes
+/// until the commit on this server), and the event is then the same one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_event_replaces_a_namespace_of_another_kind() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    let dest = b.client().await;
+    src.database("shop")
+        .collection::<Document>("orders")
+        .insert_many((0..20).map(|i| doc! { "_id": i, "r": i % 7 }))
+        .await
+        .unwrap();
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &["--verbosity", "INFO"]);
+    engine.start_sync(c0c1()).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    // What the glitched listing made: an empty collection under the view's name.
+    dest.database("shop")
+        .run_command(doc! { "create": "recent" })
+        .await
+        .unwrap();
+    src.database("shop")
+        .run_command(doc! { "create": "recent", "viewOn": "orders", "pipeline": [{ "$match": { "r": { "$lt": 4 } } }] })
+        .await
+        .unwrap();
+    // And the reverse: a view where the source creates a collection.
+    dest.database("shop")
+        .run_command(doc! { "create": "archive", "viewOn": "orders", "pipeline": [] })
+        .await
+        .unwrap();
+    src.database("shop")
+        .collection::<Document>("archive")
+        .insert_one(doc! { "_id": 1, "old": true })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    commit_and_wait(&engine).await;
+    assert_clusters_equal(&src, &dest).await;
+    assert!(
+        engine.log_contents().contains("replacing it"),
+        "{}",
+        engine.log_tail(30)
+    );
+}

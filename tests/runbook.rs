@@ -516,3 +516,108 @@ async fn progress_numbers_survive_a_restart() {
     again.terminate();
     again.wait_exit(Duration::from_secs(20)).await;
 }
+
+/// `kill -9` mid-copy, then the same command again (a systemd restart): the new engine takes
+/// over the dead one's lease at once (same machine, its process gone) instead of waiting out
+/// the lease, carries on the unfinished partition from its checkpoint instead of from its
+/// first document, and the destination ends equal. Before, the restart waited 15 s and
+/// copied the partition again from the start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_engine_restarts_at_once_and_resumes_its_partition() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    seed(&src, 40_000).await;
+    let dst = b.client().await;
+    let port = common::free_port().to_string();
+    // One partition copied by one writer: it is in flight for several checkpoints.
+    let args = [
+        "--cluster0",
+        &a.uri(),
+        "--cluster1",
+        &b.uri(),
+        "--port",
+        &port,
+        "--loadLevel",
+        "1",
+        "--partitionSizeMB",
+        "4096",
+    ]
+    .map(str::to_string);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let engine = Engine::spawn(&args);
+    engine.wait_ready().await;
+    let (code, v) = engine
+        .post(
+            "start",
+            json!({"source": "cluster0", "destination": "cluster1"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    // Wait for a checkpoint of the partition, as recorded on the destination.
+    let partitions = dst
+        .database("clustersync_reserved_for_internal_use")
+        .collection::<Document>("partitions");
+    let deadline = Instant::now() + LONG;
+    let checkpointed = loop {
+        let p = partitions
+            .find_one(doc! { "coll": "orders", "done": false, "resumeFrom": { "$exists": true } })
+            .await
+            .unwrap();
+        if let Some(p) = p {
+            break p;
+        }
+        let done = partitions
+            .find_one(doc! { "coll": "orders", "done": true })
+            .await
+            .unwrap();
+        assert!(
+            done.is_none(),
+            "the partition finished before any checkpoint: {}",
+            engine.log_tail(30)
+        );
+        assert!(Instant::now() < deadline, "{}", engine.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    engine.kill();
+    let before = checkpointed.get_i64("copiedDocs").unwrap();
+    assert!(before > 0 && before < 40_000, "{checkpointed}");
+
+    let restarted = Instant::now();
+    let again = Engine::spawn(&args);
+    again
+        .wait_until(|p| state_of(p) == Some("RUNNING"), LONG)
+        .await;
+    let log = again.log_contents();
+    assert!(
+        log.contains("exited without releasing it"),
+        "the dead engine's lease was not taken over at once: {}",
+        again.log_tail(30)
+    );
+    assert!(
+        restarted.elapsed() < Duration::from_secs(12),
+        "RUNNING only after {:?}",
+        restarted.elapsed()
+    );
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resuming the partition from its checkpoint"))
+        .unwrap_or_else(|| panic!("no resume: {}", again.log_tail(40)));
+    assert!(resumed.contains(&format!("already_copied_docs={before}")) || resumed.contains(&format!("\"already_copied_docs\":{before}")), "{resumed}");
+    again
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    // The partition's record counts every document once, across both engines.
+    let done = partitions
+        .find_one(doc! { "coll": "orders", "done": true })
+        .await
+        .unwrap()
+        .expect("partition finished");
+    assert_eq!(done.get_i64("copiedDocs").unwrap(), 40_000, "{done}");
+    assert_eq!(again.post("commit", json!({})).await.0, 200);
+    again
+        .wait_until(|p| state_of(p) == Some("COMMITTED"), LONG)
+        .await;
+    common::compare::assert_clusters_equal(&src, &dst).await;
+    again.terminate();
+    again.wait_exit(Duration::from_secs(20)).await;
+}

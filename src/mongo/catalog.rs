@@ -173,6 +173,38 @@ pub async fn create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<
     }
 }
 
+/// Creates what a source `create` event describes. The source had nothing under that name just
+/// before the event, so a destination namespace of another kind (a collection where a view is
+/// created, or the reverse) is stale: it is replaced. Some servers' `listCollections` shows a
+/// view being created as a plain collection for a moment, and a sync that listed it then
+/// created a collection; the view's create event sets it right. One of the same kind is
+/// kept: the copy, made after the event, may have filled it, and the events after this one
+/// bring it up to date.
+pub async fn create_as_announced(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
+    match client
+        .database(&spec.db)
+        .run_command(spec.create_command())
+        .await
+    {
+        Ok(_) => return align_option_order(client, spec).await,
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_EXISTS) => {}
+        Err(e) => return Err(e),
+    }
+    match find_spec(client, &spec.db, &spec.name).await? {
+        Some(existing) if existing.kind != spec.kind => {
+            tracing::warn!(
+                ns = %spec.ns(),
+                found = ?existing.kind,
+                announced = ?spec.kind,
+                "the destination holds another kind of namespace under a name the source just created; replacing it"
+            );
+            drop_collection(client, &spec.db, &spec.name).await?;
+            create(client, spec).await
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Options a `collMod` can set on an existing collection, and which some servers then list
 /// after the options the collection was created with.
 const APPENDABLE_OPTIONS: &[&str] = &["validator", "validationLevel", "validationAction"];

@@ -249,12 +249,20 @@ impl Applier<'_> {
         let mut prepared = Vec::new();
         for ((db, coll), nso) in batch.by_ns {
             let mut dest = self.dest_coll(&db, &coll).await?;
-            if dest.is_none() && nso.uuid.is_some() {
+            // Documents change only in collections: a view under this name on the
+            // destination is stale (a glitched listing made it, or a create event the source
+            // did not send for an implicitly created collection left it).
+            let stale_view = dest.is_some_and(|d| d.kind == CollKind::View);
+            if (dest.is_none() || stale_view) && nso.uuid.is_some() {
                 // The destination lacks a collection the source has (its copy was overtaken
                 // by a rename or drop): create it with its options rather than let an upsert
                 // create a bare one.
                 if let Some(spec) = catalog::find_spec(&self.ctx.source, &db, &coll).await? {
-                    if spec.uuid == nso.uuid {
+                    if spec.uuid == nso.uuid && spec.kind != CollKind::View {
+                        if stale_view {
+                            tracing::warn!(ns = %spec.ns(), "the destination holds a view where the source has a collection; replacing it");
+                            catalog::drop_collection(&self.ctx.destination, &db, &coll).await?;
+                        }
                         catalog::create(&self.ctx.destination, &spec).await?;
                         self.ctx.build_indexes(&db, &coll, None).await?;
                         dest = Some(DestColl {

@@ -73,7 +73,7 @@ pub async fn apply(ctx: &Ctx, ev: &RawDocument) -> Result<(), JobError> {
                 options,
                 uuid: None,
             };
-            catalog::create(&ctx.destination, &spec).await?;
+            catalog::create_as_announced(&ctx.destination, &spec).await?;
         }
         "drop" if in_scope => {
             catalog::drop_collection(&ctx.destination, &db, &coll).await?;
