@@ -598,10 +598,18 @@ async fn a_killed_engine_restarts_at_once_and_resumes_its_partition() {
         "RUNNING only after {:?}",
         restarted.elapsed()
     );
-    let resumed = log
-        .lines()
-        .find(|l| l.contains("resuming the partition from its checkpoint"))
-        .unwrap_or_else(|| panic!("no resume: {}", again.log_tail(40)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        let log = again.log_contents();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("resuming the partition from its checkpoint"))
+        {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no resume: {}", again.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(resumed.contains(&format!("already_copied_docs={before}")) || resumed.contains(&format!("\"already_copied_docs\":{before}")), "{resumed}");
     again
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)

@@ -548,12 +548,22 @@ pub async fn copy_partition(
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
         let (mut total_bytes, mut total_docs) = (start_bytes, start_docs);
+        let mut skip = resume
+            .clone()
+            .and_then(|id| bson::RawBson::try_from(id).ok());
         let mut reading = Duration::ZERO;
         loop {
             let t = Instant::now();
             let next = cursor.try_next().await?;
             reading += t.elapsed();
             let Some(doc) = next else { break };
+            // The checkpoint's own document is read again (`min` is inclusive) and was
+            // counted before the restart.
+            if let Some(id) = skip.take() {
+                if doc.get("_id").ok().flatten() == Some(id.as_raw_bson_ref()) {
+                    continue;
+                }
+            }
             let len = doc.as_bytes().len();
             if !batch.is_empty()
                 && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs)
