@@ -308,3 +308,96 @@ async fn a_difference_made_just_before_commit_stops_the_commit() {
         assert!(!text.contains(secret), "{text}");
     }
 }
+
+/// Without write blocking (this server has no `setUserWriteBlockMode`), the application keeps
+/// writing to the source after `/commit`: those writes never reach the destination. The final
+/// comparison finds them, says that is the cause (not "something changed the destination"),
+/// shows the difference in `/progress` and the metric, and a restarted engine still reports
+/// it. Before, the commit could complete without them, or the stop blamed the destination and
+/// a restart showed no differences.
+#[tokio::test(flavor = "multi_thread")]
+async fn source_writes_after_the_commit_point_are_found_and_named() {
+    const LONG: Duration = Duration::from_secs(60);
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    seed(&src, 500).await;
+    let port = common::free_port().to_string();
+    let args = [
+        "--cluster0",
+        &a.uri(),
+        "--cluster1",
+        &b.uri(),
+        "--port",
+        &port,
+    ]
+    .map(str::to_string);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let engine = Engine::spawn_with_env(&args, &[("CLUSTERSYNC_STOPPED_EXIT_DELAY_MS", "60000")]);
+    engine.start_sync(c0c1()).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    // The application does not stop writing: one document, over and over.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let items = src.database("shop").collection::<Document>("items");
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = items
+                    .update_one(doc! { "_id": 7 }, doc! { "$inc": { "late": 1 } })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, body) = engine.post("commit", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let deadline = std::time::Instant::now() + LONG;
+    let p = loop {
+        let p = engine.progress().await;
+        if !p["progress"]["syncError"].is_null() || state_of(&p) == Some("COMMITTED") {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit neither completed nor stopped: {p}\n{}",
+            engine.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let err = p["progress"]["syncError"].as_str().unwrap();
+    assert!(err.contains("shop.items: _id 7"), "{err}");
+    assert!(
+        err.contains("changed on the source after the commit point"),
+        "the cause is named: {err}"
+    );
+    assert!(
+        !err.contains("Something other than the sync changed the destination"),
+        "{err}"
+    );
+    assert_eq!(verification(&p)["mismatchCount"], 1, "{p}");
+    assert_eq!(p["progress"]["canWrite"], false, "{p}");
+    let metrics = engine.metrics().await;
+    assert_eq!(
+        metric(&metrics, "clustersync_engine_verifier_mismatches"),
+        1.0
+    );
+    engine.kill();
+
+    let again = Engine::spawn(&args);
+    let p = again
+        .wait_until(|p| !p["progress"]["syncError"].is_null(), LONG)
+        .await;
+    assert_eq!(verification(&p)["mismatchCount"], 1, "{p}");
+    assert!(
+        verification(&p)["mismatches"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("_id 7")),
+        "{p}"
+    );
+    again.kill();
+}

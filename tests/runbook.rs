@@ -607,10 +607,18 @@ async fn a_killed_engine_restarts_at_once_and_resumes_its_partition() {
         {
             break l.to_string();
         }
-        assert!(Instant::now() < deadline, "no resume: {}", again.log_tail(40));
+        assert!(
+            Instant::now() < deadline,
+            "no resume: {}",
+            again.log_tail(40)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(resumed.contains(&format!("already_copied_docs={before}")) || resumed.contains(&format!("\"already_copied_docs\":{before}")), "{resumed}");
+    assert!(
+        resumed.contains(&format!("already_copied_docs={before}"))
+            || resumed.contains(&format!("\"already_copied_docs\":{before}")),
+        "{resumed}"
+    );
     again
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
         .await;

@@ -283,6 +283,10 @@ impl<'a> Verifier<'a> {
         .run()
         .await?;
         self.set_phase(VerifierPhase::StreamHashing);
+        // Without write blocking the application may have written to the source after the
+        // commit point: those documents are compared too (the applier stopped at the commit
+        // point, so a change there is missing on the destination).
+        self.drain_source_after_commit(commit).await?;
         // Every queued document, until each is equal or a confirmed difference. Two
         // comparisons confirm one that is not equal; a source document that keeps changing
         // (writes not stopped) gets a few more, then counts as different.
@@ -313,6 +317,9 @@ impl<'a> Verifier<'a> {
         total += defs.len() as u64;
         differences.extend(defs);
         differences.truncate(SHOWN);
+        // Counters first: `publish` shows confirmed differences only, and the final count
+        // also holds documents that kept changing until the rounds ran out.
+        self.publish();
         {
             let mut s = self.ctx.status.lock();
             let v = s.verification.get_or_insert_with(Default::default);
@@ -320,7 +327,6 @@ impl<'a> Verifier<'a> {
             v.mismatch_count = total;
             v.verified = total == 0;
         }
-        self.publish();
         tracing::info!(
             took_ms = started.elapsed().as_millis() as u64,
             differences = total,
@@ -369,7 +375,8 @@ impl<'a> Verifier<'a> {
         Ok(())
     }
 
-    /// Reads the source's stream to now, noting the documents changed after the commit point.
+    /// Reads the source's stream to now, queueing what changed and noting the documents changed
+    /// after the commit point.
     async fn drain_source_after_commit(
         &mut self,
         commit: Option<Timestamp>,
@@ -383,6 +390,19 @@ impl<'a> Verifier<'a> {
                 let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
                 streams[0].read(&self.ctx.scope, STREAM_BATCH).await?
             };
+            // Compared like any other change: one that left the document as the destination
+            // has it is no difference.
+            let queued: Vec<Queued> = changes
+                .documents
+                .iter()
+                .map(|(ns, id, ts)| Queued {
+                    ns: ns.clone(),
+                    id: id.clone(),
+                    due: *ts,
+                    source_changed: true,
+                })
+                .collect();
+            self.queue().add(&queued);
             self.note_after_commit(commit, &changes.documents);
             if changes.idle {
                 break;

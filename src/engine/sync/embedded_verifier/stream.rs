@@ -88,10 +88,7 @@ impl SideStream {
             let db = ns.and_then(|n| n.get_str("db").ok()).unwrap_or("");
             let coll = ns.and_then(|n| n.get_str("coll").ok()).unwrap_or("");
             match op {
-                "insert" | "update" | "replace" | "delete" => {
-                    if !scope.includes(db, coll) {
-                        continue;
-                    }
+                "insert" | "update" | "replace" | "delete" if scope.includes(db, coll) => {
                     let id = ev
                         .get_document("documentKey")
                         .ok()
@@ -101,11 +98,19 @@ impl SideStream {
                         out.documents.push((format!("{db}.{coll}"), id, ts));
                     }
                 }
+                "insert" | "update" | "replace" | "delete" => {}
                 _ => {
                     if db.is_empty() || scope.may_include_db(db) {
                         out.ddl = true;
                     }
                 }
+            }
+            // Caught up with the time the read began: what comes after is the next read's.
+            // (Waiting for an empty batch instead never ends while writes keep coming, and
+            // some servers hold each batch for the whole await time.)
+            if ts.is_some_and(|t| t >= out.probe) {
+                out.idle = true;
+                break;
             }
         }
         out.token = self.stream.resume_token();
