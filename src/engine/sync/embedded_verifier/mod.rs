@@ -55,8 +55,12 @@ const INITIAL_MAX_MISMATCHES: usize = 10_000;
 /// How many times a collection is compared again in the initial pass before its differences
 /// are left to the rechecks.
 const INITIAL_ATTEMPTS: u32 = 3;
-/// Collections compared per initial-pass round (each reads both clusters).
-const INITIAL_CHUNK: usize = 8;
+/// Collections compared per initial-pass round: a round lists both clusters and records its
+/// collections as compared, so small collections go many to a round (2,000 collections of 10
+/// documents took 63 rounds of 8 and spent most of the pass listing), and large ones few,
+/// so a restart redoes little.
+const INITIAL_CHUNK_COLLECTIONS: usize = 256;
+const INITIAL_CHUNK_DOCUMENTS: u64 = 100_000;
 const STREAM_BATCH: usize = 1000;
 const RECHECK_BATCH: usize = 1000;
 /// Rechecks run while the applier's lag is at most this.
@@ -697,10 +701,14 @@ impl InitialPass<'_> {
                 .collect()
         };
         let (src, dst) = (with_docs(&src), with_docs(&dst));
-        let (src_estimate, dst_estimate) = tokio::try_join!(
+        let (src_counts, dst_counts) = tokio::try_join!(
             estimate(&ctx.source, &src),
             estimate(&ctx.destination, &dst)
         )?;
+        let (src_estimate, dst_estimate) = (
+            src_counts.values().sum::<u64>(),
+            dst_counts.values().sum::<u64>(),
+        );
         {
             let mut s = ctx.status.lock();
             let v = s.verification.get_or_insert_with(Default::default);
@@ -726,7 +734,17 @@ impl InitialPass<'_> {
             .collect();
         let todo: Vec<String> = todo.into_iter().collect();
         let started = Instant::now();
-        for chunk in todo.chunks(INITIAL_CHUNK) {
+        let sizes: Vec<u64> = todo
+            .iter()
+            .map(|ns| {
+                src_counts
+                    .get(ns)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(dst_counts.get(ns).copied().unwrap_or(0))
+            })
+            .collect();
+        for chunk in chunks_by_size(&todo, &sizes) {
             let (compare, skip): (Vec<String>, Vec<String>) =
                 chunk.iter().cloned().partition(|ns| !capped.contains(ns));
             let mut left: BTreeSet<String> = compare.into_iter().collect();
@@ -809,21 +827,47 @@ async fn wait_for_applier(ctx: &Ctx, until: Timestamp) {
 }
 
 /// The servers' own document counts (no document read), summed.
-async fn estimate(client: &mongodb::Client, specs: &[CollSpec]) -> mongodb::error::Result<u64> {
-    let counts: Vec<_> = specs
+/// Estimated document counts, by namespace.
+async fn estimate(
+    client: &mongodb::Client,
+    specs: &[CollSpec],
+) -> mongodb::error::Result<std::collections::BTreeMap<String, u64>> {
+    // Owned before the stream: a borrowing filter closure makes the future not `Send`.
+    let colls: Vec<(String, mongodb::Collection<bson::RawDocumentBuf>)> = specs
         .iter()
-        .map(|s| {
-            client
-                .database(&s.db)
-                .collection::<bson::RawDocumentBuf>(&s.name)
-        })
+        .filter(|s| s.kind != CollKind::View)
+        .map(|s| (s.ns(), client.database(&s.db).collection(&s.name)))
         .collect();
-    let counts = futures::stream::iter(counts)
-        .map(|c| async move { c.estimated_document_count().await })
-        .buffer_unordered(8);
-    counts
-        .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+    futures::stream::iter(colls)
+        .map(|(ns, c)| async move {
+            let n = c.estimated_document_count().await?;
+            Ok::<_, mongodb::error::Error>((ns, n))
+        })
+        .buffer_unordered(8)
+        .try_collect()
         .await
+}
+
+/// `todo` in rounds of at most [`INITIAL_CHUNK_COLLECTIONS`] namespaces and, beyond the first,
+/// [`INITIAL_CHUNK_DOCUMENTS`] documents.
+/// `sizes` are the namespaces' document counts.
+fn chunks_by_size<'t>(todo: &'t [String], sizes: &[u64]) -> Vec<&'t [String]> {
+    let mut out = Vec::new();
+    let (mut start, mut docs) = (0, 0u64);
+    for i in 0..todo.len() {
+        let n = sizes.get(i).copied().unwrap_or(0);
+        let len = i - start;
+        if len > 0 && (len >= INITIAL_CHUNK_COLLECTIONS || docs + n > INITIAL_CHUNK_DOCUMENTS) {
+            out.push(&todo[start..i]);
+            start = i;
+            docs = 0;
+        }
+        docs += n;
+    }
+    if start < todo.len() {
+        out.push(&todo[start..]);
+    }
+    out
 }
 
 /// The streams and rechecks, while the sync runs.
@@ -890,5 +934,31 @@ impl Follow<'_, '_> {
                 tokio::time::sleep(POLL_EVERY.saturating_sub(started.elapsed())).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_hold_many_small_collections_and_few_large_ones() {
+        let todo: Vec<String> = (0..600).map(|i| format!("db.c{i:04}")).collect();
+        let small = chunks_by_size(&todo, &[10; 600]);
+        assert_eq!(
+            small.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![256, 256, 88]
+        );
+        let large = chunks_by_size(&todo[..3], &[1_000_000; 3]);
+        assert_eq!(
+            large.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
+        let mixed = chunks_by_size(&todo[..4], &[20_000, 70_000, 20_000, 90_000]);
+        assert_eq!(
+            mixed.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
+        assert!(chunks_by_size(&[], &[]).is_empty());
     }
 }
