@@ -121,6 +121,9 @@ pub struct PartitionDoc {
         skip_serializing_if = "Option::is_none"
     )]
     pub resume_from: Option<Bson>,
+    /// Its share of the collection's estimated size when planned (0 when not known).
+    #[serde(default, rename = "estimatedBytes")]
+    pub estimated_bytes: i64,
 }
 
 /// See [`MigrationDoc::final_verification`].
@@ -137,6 +140,7 @@ pub struct Store {
     raw_migration: Collection<Document>,
     partitions: Collection<PartitionDoc>,
     recopy: Collection<Document>,
+    db: mongodb::Database,
     /// Set on the store of the engine that holds the lease: its updates of the migration
     /// document match only while the document names it.
     lease_token: Option<String>,
@@ -168,6 +172,7 @@ impl Store {
             partitions: db.collection("partitions"),
             recopy: db.collection("recopy"),
             lease_token: None,
+            db,
         }
     }
 
@@ -333,17 +338,27 @@ impl Store {
         })
     }
 
-    pub async fn finish_partition(
-        &self,
-        id: &str,
-        bytes: i64,
-        docs: i64,
-    ) -> mongodb::error::Result<()> {
-        self.partitions
-            .update_one(
-                doc! { "_id": id },
-                doc! { "$set": { "done": true, "copiedBytes": bytes, "copiedDocs": docs } },
-            )
+    /// Records partitions as copied (`id`, bytes, documents), in one command.
+    pub async fn finish_partitions(&self, done: &[(&str, i64, i64)]) -> mongodb::error::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<Document> = done
+            .iter()
+            .map(|(id, bytes, docs)| {
+                doc! {
+                    "q": { "_id": *id },
+                    "u": { "$set": { "done": true, "copiedBytes": *bytes, "copiedDocs": *docs } },
+                }
+            })
+            .collect();
+        self.db
+            .run_command(doc! {
+                "update": self.partitions.name(),
+                "updates": updates,
+                "ordered": false,
+                "writeConcern": { "w": "majority", "j": true },
+            })
             .await
             .map(|_| ())
     }

@@ -138,6 +138,20 @@ pub async fn find_spec(
         .find_map(|e| CollSpec::from_list_entry(db, e)))
 }
 
+/// Every collection and view of one database, in scope or not.
+pub async fn list_db_all(client: &Client, db: &str) -> mongodb::error::Result<Vec<CollSpec>> {
+    let entries: Vec<Document> = client
+        .database(db)
+        .run_cursor_command(doc! { "listCollections": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| CollSpec::from_list_entry(db, e))
+        .collect())
+}
+
 /// Every collection and view in scope on `client`.
 pub async fn list_all(client: &Client, scope: &Scope) -> mongodb::error::Result<Vec<CollSpec>> {
     let mut out = Vec::new();

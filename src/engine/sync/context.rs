@@ -89,7 +89,7 @@ impl Ctx {
             &part,
             &self.tuning,
             &std::sync::atomic::AtomicI64::new(0),
-            &tokio::sync::Semaphore::new(1),
+            &copy::Shared::new(1, false),
             &self.fence,
             None,
         )

@@ -99,6 +99,7 @@ fn single_partition(spec: &CollSpec, order: CopyOrder, recreate: bool) -> Partit
         copied_bytes: 0,
         copied_docs: 0,
         resume_from: None,
+        estimated_bytes: 0,
     }
 }
 
@@ -140,7 +141,10 @@ pub async fn plan(
     tuning: &CopyTuning,
 ) -> mongodb::error::Result<(Vec<PartitionDoc>, i64)> {
     let (bytes, count) = collection_size(source, &spec.db, &spec.name).await?;
-    let single = |order, recreate| single_partition(spec, order, recreate);
+    let single = |order, recreate| PartitionDoc {
+        estimated_bytes: bytes,
+        ..single_partition(spec, order, recreate)
+    };
     match spec.kind {
         CollKind::View => return Ok((vec![], 0)),
         CollKind::Timeseries => return Ok((vec![single(CopyOrder::Natural, true)], bytes)),
@@ -211,6 +215,7 @@ pub async fn plan(
             copied_bytes: 0,
             copied_docs: 0,
             resume_from: None,
+            estimated_bytes: bytes / wanted.max(1),
         });
         lo = hi;
     }
@@ -386,6 +391,68 @@ pub struct Checkpoints<'a> {
     pub store: &'a Store,
 }
 
+/// A partition this small (its share of its collection's estimated bytes) skips the queue for
+/// opening source cursors, and copies alongside the large ones: its cost is round trips, not
+/// bytes, so thousands of small collections are copied many at a time.
+const SMALL_PARTITION_BYTES: i64 = 1 << 20;
+/// Small partitions in flight at once, beside the `loadLevel` large ones.
+const SMALL_CONCURRENCY: usize = 16;
+/// How long a database's listing answers for its collections' UUID checks (see [`Shared`]).
+const LISTING_TTL: Duration = Duration::from_secs(1);
+
+/// What the partitions of one copy share.
+pub struct Shared {
+    /// Cursors are opened one at a time (see [`copy_partition`]).
+    opening: Semaphore,
+    /// Large partitions in flight.
+    large: Semaphore,
+    /// Each source database's collections, listed at most once a second for the partitions'
+    /// UUID checks: one listing per database instead of one per collection. The check is a
+    /// look before the read, racy whatever its age; a rename or drop it misses is carried by
+    /// the change events (the rename marks the collection for a fresh copy).
+    listings: Option<
+        tokio::sync::Mutex<
+            std::collections::HashMap<String, (Instant, std::sync::Arc<Vec<CollSpec>>)>,
+        >,
+    >,
+}
+
+impl Shared {
+    pub fn new(concurrency: usize, cached_listings: bool) -> Self {
+        Self {
+            opening: Semaphore::new(1),
+            large: Semaphore::new(concurrency.max(1)),
+            listings: cached_listings.then(Default::default),
+        }
+    }
+
+    async fn spec(
+        &self,
+        source: &Client,
+        db: &str,
+        coll: &str,
+    ) -> mongodb::error::Result<Option<CollSpec>> {
+        let Some(listings) = &self.listings else {
+            return catalog::find_spec(source, db, coll).await;
+        };
+        let mut map = listings.lock().await;
+        let fresh = map
+            .get(db)
+            .filter(|(at, _)| at.elapsed() < LISTING_TTL)
+            .map(|(_, l)| l.clone());
+        let listing = match fresh {
+            Some(l) => l,
+            None => {
+                let l = std::sync::Arc::new(catalog::list_db_all(source, db).await?);
+                map.insert(db.to_string(), (Instant::now(), l.clone()));
+                l
+            }
+        };
+        drop(map);
+        Ok(listing.iter().find(|s| s.name == coll).cloned())
+    }
+}
+
 /// Copies one partition, from its checkpoint if it has one. `copied` is bumped as batches
 /// land so `/progress` moves smoothly. Returns the bytes and documents of the whole partition
 /// (those copied before a restart included).
@@ -397,13 +464,19 @@ pub async fn copy_partition(
     part: &PartitionDoc,
     tuning: &CopyTuning,
     copied: &AtomicI64,
-    opening: &Semaphore,
+    shared: &Shared,
     fence: &Fence,
     checkpoints: Option<Checkpoints<'_>>,
 ) -> mongodb::error::Result<(i64, i64)> {
     // A closed fence travels as a driver error, which the job turns back into a lease error.
     let fenced = || fence.check().map_err(mongodb::error::Error::custom);
-    let current = catalog::find_spec(source, &part.db, &part.coll).await?;
+    let small = part.estimated_bytes < SMALL_PARTITION_BYTES;
+    let _large = if small {
+        None
+    } else {
+        Some(shared.large.acquire().await)
+    };
+    let current = shared.spec(source, &part.db, &part.coll).await?;
     let Some(current) = current.filter(|c| part.uuid.is_none() || c.uuid == part.uuid) else {
         tracing::debug!(
             "collection renamed or dropped since the copy was planned; change events carry it"
@@ -458,7 +531,11 @@ pub async fn copy_partition(
     // the test server does) then returns the first partition's first batch as early as
     // possible, and the next partition's query overlaps that partition's writes. An index
     // seek (mongod) makes the wait negligible.
-    let permit = opening.acquire().await;
+    let permit = if small {
+        None
+    } else {
+        Some(shared.opening.acquire().await)
+    };
     let cursor = find.await;
     drop(permit);
     let mut cursor = match cursor {
@@ -600,8 +677,13 @@ pub async fn copy_partition(
     Ok((bytes, docs))
 }
 
-/// Copies `parts` with `tuning.concurrency` partitions in flight, recording each one as done
-/// through `done` as soon as it lands.
+/// Finished partitions are recorded in groups of at most this many, or this often: one
+/// journaled write per partition cost a round trip each, during which the copy stood still.
+const DONE_GROUP: usize = 64;
+const DONE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Copies `parts`, `tuning.concurrency` large partitions and [`SMALL_CONCURRENCY`] small ones
+/// at a time, recording finished ones through `done` (in groups, each soon after it lands).
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_all<F, Fut>(
     source: &Client,
@@ -614,30 +696,59 @@ pub async fn copy_all<F, Fut>(
     done: F,
 ) -> mongodb::error::Result<()>
 where
-    F: Fn(PartitionDoc, i64, i64) -> Fut,
+    F: Fn(Vec<(PartitionDoc, i64, i64)>) -> Fut,
     Fut: std::future::Future<Output = mongodb::error::Result<()>>,
 {
-    let opening = Semaphore::new(1);
-    let opening = &opening;
-    let mut results = futures::stream::iter(parts.into_iter().map(|p| async move {
-        let r = copy_partition(
-            source,
-            destination,
-            &p,
-            &tuning,
-            copied,
-            opening,
-            fence,
-            Some(checkpoints),
-        )
-        .await;
-        (p, r)
-    }))
-    .buffer_unordered(tuning.concurrency.max(1));
-    while let Some((part, result)) = results.next().await {
-        let (bytes, docs) = result?;
-        done(part, bytes, docs).await?;
-    }
+    let shared = Shared::new(tuning.concurrency, true);
+    let shared = &shared;
+    // The copier and the recorder run side by side: a partition's future holds a pooled
+    // connection between its polls, so recording while the copier's stream stood unpolled
+    // could wait for a connection that only the copier would give back.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(PartitionDoc, i64, i64)>();
+    let copier = async move {
+        let mut results = futures::stream::iter(parts.into_iter().map(|p| async move {
+            let r = copy_partition(
+                source,
+                destination,
+                &p,
+                &tuning,
+                copied,
+                shared,
+                fence,
+                Some(checkpoints),
+            )
+            .await;
+            (p, r)
+        }))
+        .buffer_unordered(tuning.concurrency.max(1) + SMALL_CONCURRENCY);
+        while let Some((part, result)) = results.next().await {
+            let (bytes, docs) = result?;
+            // The recorder only stops early on an error, which ends this copy anyway.
+            let _ = tx.send((part, bytes, docs));
+        }
+        Ok::<(), mongodb::error::Error>(())
+    };
+    let recorder = async {
+        let mut group = Vec::new();
+        loop {
+            let first = match rx.recv().await {
+                Some(d) => d,
+                None => break,
+            };
+            group.push(first);
+            // Whatever else finishes within the interval joins the group.
+            let deadline = tokio::time::Instant::now() + DONE_INTERVAL;
+            while group.len() < DONE_GROUP {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(d)) => group.push(d),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            done(std::mem::take(&mut group)).await?;
+        }
+        Ok::<(), mongodb::error::Error>(())
+    };
+    tokio::try_join!(copier, recorder)?;
     Ok(())
 }
 

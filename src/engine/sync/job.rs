@@ -265,23 +265,29 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         &ctx.status.counters.copied_bytes,
         &ctx.fence,
         copy::Checkpoints { store: &ctx.store },
-        |p, bytes, docs| {
+        |group: Vec<(PartitionDoc, i64, i64)>| {
             let store = store.clone();
             let status = ctx.status.clone();
             let fence = ctx.fence.clone();
             async move {
                 fence.check().map_err(mongodb::error::Error::custom)?;
-                store.finish_partition(&p.id, bytes, docs).await?;
+                let marks: Vec<(&str, i64, i64)> = group
+                    .iter()
+                    .map(|(p, bytes, docs)| (p.id.as_str(), *bytes, *docs))
+                    .collect();
+                store.finish_partitions(&marks).await?;
                 let counters = &status.counters;
-                counters
-                    .copied_docs
-                    .fetch_add(docs as u64, Ordering::Relaxed);
-                counters.partitions_copied.fetch_add(1, Ordering::Relaxed);
                 let mut colls = counters.collections();
-                let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
-                c.partitions_done += 1;
-                c.copied_bytes += bytes;
-                c.copied_docs += docs;
+                for (p, bytes, docs) in &group {
+                    counters
+                        .copied_docs
+                        .fetch_add(*docs as u64, Ordering::Relaxed);
+                    counters.partitions_copied.fetch_add(1, Ordering::Relaxed);
+                    let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
+                    c.partitions_done += 1;
+                    c.copied_bytes += bytes;
+                    c.copied_docs += docs;
+                }
                 Ok(())
             }
         },
