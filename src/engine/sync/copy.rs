@@ -400,6 +400,9 @@ const SMALL_CONCURRENCY: usize = 16;
 /// How long a database's listing answers for its collections' UUID checks (see [`Shared`]).
 const LISTING_TTL: Duration = Duration::from_secs(1);
 
+/// Source databases' collections, by database, with when they were listed.
+type Listings = std::collections::HashMap<String, (Instant, std::sync::Arc<Vec<CollSpec>>)>;
+
 /// What the partitions of one copy share.
 pub struct Shared {
     /// Cursors are opened one at a time (see [`copy_partition`]).
@@ -410,11 +413,7 @@ pub struct Shared {
     /// UUID checks: one listing per database instead of one per collection. The check is a
     /// look before the read, racy whatever its age; a rename or drop it misses is carried by
     /// the change events (the rename marks the collection for a fresh copy).
-    listings: Option<
-        tokio::sync::Mutex<
-            std::collections::HashMap<String, (Instant, std::sync::Arc<Vec<CollSpec>>)>,
-        >,
-    >,
+    listings: Option<tokio::sync::Mutex<Listings>>,
 }
 
 impl Shared {
