@@ -177,14 +177,28 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     let started = std::time::Instant::now();
     let specs = catalog::list_all(&ctx.source, &ctx.scope).await?;
     let before = ctx.options.build_indexes.before_copy() == Some(true);
-    // Collections first, then views (a view may sit on any of them).
-    for spec in specs.iter().filter(|s| s.kind != CollKind::View) {
-        ctx.fenced()?;
-        catalog::create(&ctx.destination, spec).await?;
-        if before {
-            ctx.build_indexes(&spec.db, &spec.name, None).await?;
-        }
-    }
+    // Collections first, then views (a view may sit on any of them). Collections are
+    // independent of each other: created a few at a time (one round trip each, which added up
+    // with thousands of collections).
+    // Owned first: a borrowing filter closure inside the stream makes the job's future not
+    // `Send`.
+    let colls: Vec<catalog::CollSpec> = specs
+        .iter()
+        .filter(|s| s.kind != CollKind::View)
+        .cloned()
+        .collect();
+    futures::stream::iter(colls)
+        .map(|spec| async move {
+            ctx.fenced()?;
+            catalog::create(&ctx.destination, &spec).await?;
+            if before {
+                ctx.build_indexes(&spec.db, &spec.name, None).await?;
+            }
+            Ok::<(), JobError>(())
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
     if !ctx.options.pre_existing_destination_data {
         for spec in specs.iter().filter(|s| s.kind == CollKind::View) {
             ctx.fenced()?;
