@@ -388,7 +388,10 @@ async fn source_writes_after_the_commit_point_are_found_and_named() {
     );
     engine.kill();
 
-    let again = Engine::spawn(&args);
+    // A restart verifies again (the message's remedy): the destination still lacks the
+    // write, so the commit stops again, naming the same document.
+    let linger = [("CLUSTERSYNC_STOPPED_EXIT_DELAY_MS", "60000")];
+    let again = Engine::spawn_with_env(&args, &linger);
     let p = again
         .wait_until(|p| !p["progress"]["syncError"].is_null(), LONG)
         .await;
@@ -400,4 +403,23 @@ async fn source_writes_after_the_commit_point_are_found_and_named() {
         "{p}"
     );
     again.kill();
+    // Repaired by hand (the source's document written to the destination), a restart
+    // verifies again and the commit completes.
+    let dst = b.client().await;
+    let doc7 = src
+        .database("shop")
+        .collection::<Document>("items")
+        .find_one(doc! { "_id": 7 })
+        .await
+        .unwrap()
+        .unwrap();
+    dst.database("shop")
+        .collection::<Document>("items")
+        .replace_one(doc! { "_id": 7 }, doc7)
+        .await
+        .unwrap();
+    let third = Engine::spawn_with_env(&args, &linger);
+    let p = third.wait_state("COMMITTED", LONG).await;
+    assert_eq!(verification(&p)["verified"], true, "{p}");
+    third.kill();
 }

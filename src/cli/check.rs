@@ -68,7 +68,7 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
     }) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -98,8 +98,8 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
     match result {
         Ok(r) => {
             match args.output {
-                Output::Text => print!("{}", report::text(&r)),
-                Output::Json => println!("{}", report::json(&r)),
+                Output::Text => out!("{}", report::text(&r)),
+                Output::Json => outln!("{}", report::json(&r)),
             }
             if r.passed() {
                 ExitCode::SUCCESS
@@ -108,7 +108,7 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(2)
         }
     }

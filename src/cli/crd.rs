@@ -7,6 +7,6 @@
 use std::process::ExitCode;
 
 pub(super) fn run() -> ExitCode {
-    print!("{}", crate::operator::crd::crd_yaml());
+    out!("{}", crate::operator::crd::crd_yaml());
     ExitCode::SUCCESS
 }

@@ -23,7 +23,7 @@ pub(super) fn run(args: EngineArgs, as_mongosync: bool) -> ExitCode {
     let config = match EngineConfig::from_args(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -40,7 +40,7 @@ pub(super) fn run(args: EngineArgs, as_mongosync: bool) -> ExitCode {
     }) {
         Ok(l) => Arc::new(l),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -51,7 +51,7 @@ pub(super) fn run(args: EngineArgs, as_mongosync: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(target: "clustersync", error = %e, "engine stopped");
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             match e.downcast_ref::<StartupError>() {
                 Some(StartupError::Config(_)) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,

@@ -20,6 +20,31 @@
 //! module path, which is what they named while this code was the binary's `main.rs`: the JSON
 //! log lines keep their `target` field.
 
+/// `println!` that never panics: output piped into a reader that stopped reading (`| head`)
+/// loses the rest of the text, not the process (std's macros panic on a closed pipe).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`outln!`]).
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics (see [`outln!`]).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod check;
 mod crd;
 mod engine;
@@ -110,7 +135,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     {
         Ok(r) => Some(r),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             None
         }
     }

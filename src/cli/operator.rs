@@ -80,7 +80,7 @@ pub(super) struct OperatorArgs {
 pub(super) fn run(args: OperatorArgs) -> ExitCode {
     let level = args.verbosity.to_ascii_lowercase();
     if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
-        eprintln!(
+        errln!(
             "error: --verbosity {}: use TRACE, DEBUG, INFO, WARN or ERROR",
             args.verbosity
         );
@@ -96,7 +96,7 @@ pub(super) fn run(args: OperatorArgs) -> ExitCode {
         Some(json) => match parse_engine_defaults(json) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("error: --engine-defaults (CLUSTERSYNC_ENGINE_DEFAULTS): {e}; give a JSON object with the fields of a ClusterSync's spec.engine (resources, nodeSelector, tolerations, affinity, priorityClassName, loadLevel, verbosity)");
+                errln!("error: --engine-defaults (CLUSTERSYNC_ENGINE_DEFAULTS): {e}; give a JSON object with the fields of a ClusterSync's spec.engine (resources, nodeSelector, tolerations, affinity, priorityClassName, loadLevel, verbosity)");
                 return ExitCode::from(2);
             }
         },
@@ -107,12 +107,12 @@ pub(super) fn run(args: OperatorArgs) -> ExitCode {
     ) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     if let Err(e) = crate::logging::init_stdout(&level) {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         return ExitCode::from(2);
     }
     let Some(runtime) = super::runtime() else {
@@ -177,7 +177,7 @@ pub(super) fn run(args: OperatorArgs) -> ExitCode {
         }
         Err(e) => {
             tracing::error!(target: "clustersync", error = %e, "operator stopped");
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::FAILURE
         }
     }

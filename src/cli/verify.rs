@@ -59,7 +59,7 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
         })
     };
     let usage = |e: String| {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         ExitCode::from(2)
     };
     let include = match filters("--include-namespaces", args.include_namespaces.as_deref()) {
@@ -114,11 +114,11 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
     };
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(j) => println!("{j}"),
+            Ok(j) => outln!("{j}"),
             Err(e) => return usage(format!("cannot write the report as JSON: {e}")),
         }
     } else {
-        print!("{}", report.text(uri0.hosts(), uri1.hosts()));
+        out!("{}", report.text(uri0.hosts(), uri1.hosts()));
     }
     if report.is_equal() {
         ExitCode::SUCCESS

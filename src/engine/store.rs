@@ -278,6 +278,17 @@ impl Store {
         self.set(doc! { "syncError": message }).await
     }
 
+    /// Forgets a stop by the final verification, so the commit runs (and verifies) again.
+    pub async fn clear_final_verification_stop(&self) -> mongodb::error::Result<()> {
+        self.raw_migration
+            .update_one(
+                doc! { "_id": MIGRATION_ID, "finalVerification": { "$exists": true } },
+                doc! { "$unset": { "syncError": "", "finalVerification": "" } },
+            )
+            .await
+            .map(|_| ())
+    }
+
     pub async fn set_state(&self, state: DurableState) -> mongodb::error::Result<()> {
         self.set(doc! { "state": bson::to_bson(&state).expect("enum serializes") })
             .await

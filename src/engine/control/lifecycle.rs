@@ -118,7 +118,7 @@ impl Engine {
             s.state = State::Committing;
             s.commit_ts = Some(commit_ts);
         }
-        tracing::info!(commit_ts = ?commit_ts, "commit requested");
+        tracing::info!(commit_ts = %format_args!("{}.{}", commit_ts.time, commit_ts.increment), "commit requested");
         Ok(())
     }
 }

@@ -100,7 +100,25 @@ impl Engine {
                         tracing::warn!(error = %self.scrub(&crate::mongo::describe(&e)), "could not read the bytes copied before the restart")
                     }
                 }
-                if let Some(error) = &doc.sync_error {
+                if doc.sync_error.is_some()
+                    && doc.final_verification.is_some()
+                    && doc.state == DurableState::Committing
+                {
+                    // Stopped by the final verification: a restart is how the user asks for
+                    // it again once the destination is repaired (or, with
+                    // --disableVerification, to commit without it). The job goes back to
+                    // the commit, which compares again.
+                    tracing::warn!("the commit was stopped by differences the final verification found; verifying again (the destination may have been repaired since)");
+                    if let Err(e) = Store::new(self.client(doc.options.destination))
+                        .clear_final_verification_stop()
+                        .await
+                    {
+                        let why = self.scrub(&crate::mongo::describe(&e));
+                        tracing::error!(error = %why, "could not clear the stopped commit; restart the engine again");
+                        self.status.lock().fatal = doc.sync_error.clone();
+                        return Ok(());
+                    }
+                } else if let Some(error) = &doc.sync_error {
                     // Stopped for good before the restart: reported, not tried again (its
                     // write blocking was released when it stopped).
                     tracing::error!(error = %error, "the persisted sync stopped for good; reporting it, starting nothing");

@@ -290,7 +290,7 @@ impl<'a> Verifier<'a> {
         // Without write blocking the application may have written to the source after the
         // commit point: those documents are compared too (the applier stopped at the commit
         // point, so a change there is missing on the destination).
-        self.drain_source_after_commit(commit).await?;
+        self.drain_source_after_commit(commit, true).await?;
         // Every queued document, until each is equal or a confirmed difference. Two
         // comparisons confirm one that is not equal; a source document that keeps changing
         // (writes not stopped) gets a few more, then counts as different.
@@ -312,8 +312,10 @@ impl<'a> Verifier<'a> {
             self.recheck(confirmed).await?;
         }
         self.checkpoint().await?;
-        let (first, count) = self.queue().differing(SHOWN);
-        let mut differences: Vec<String> = first.iter().map(recheck::describe).collect();
+        // One snapshot of the differing documents serves the count, the list and the
+        // attribution to late source writes below.
+        let (all, count) = self.queue().differing(usize::MAX);
+        let mut differences: Vec<String> = all.iter().take(SHOWN).map(recheck::describe).collect();
         let mut total = count;
         // Definitions, and the servers' counts (every document the sync wrote was compared
         // above; a count catches one it never wrote).
@@ -340,13 +342,12 @@ impl<'a> Verifier<'a> {
             // Writes the application made to the source after the commit point differ by
             // design: they are told apart from lost ones, as mongosync does ("source cluster
             // was modified after final verification began").
-            self.drain_source_after_commit(commit).await?;
-            let late = {
-                let (all, _) = self.queue().differing(usize::MAX);
-                all.iter()
-                    .filter(|r| self.after_commit.contains(&late_key(&r.key.ns, &r.key.id)))
-                    .count() as u64
-            };
+            // Only noted: what the source changed since is not compared now.
+            self.drain_source_after_commit(commit, false).await?;
+            let late = all
+                .iter()
+                .filter(|r| self.after_commit.contains(&late_key(&r.key.ns, &r.key.id)))
+                .count() as u64;
             if let Err(e) = self
                 .ctx
                 .store
@@ -364,15 +365,16 @@ impl<'a> Verifier<'a> {
             let cause = if late > 0 {
                 let mode = self.ctx.status.lock().write_blocking;
                 format!(
-                    "{late} of them are documents the application changed on the source after the commit point ({} source document(s) changed after it in all): writes to the source were not blocked at /commit (effective enableUserWriteBlocking: {}), and a write after the commit point never reaches the destination. Stop the application's writes to the source before calling /commit. The destination now lacks those writes: restart the migration from scratch, or copy those documents to the destination yourself and restart the engine to verify again",
+                    "{late} of them are in documents the application changed on the source after the commit point ({} source document(s) changed after it in all): writes to the source were not blocked at /commit (effective enableUserWriteBlocking: {}), and a write after the commit point never reaches the destination. Stop the application's writes to the source before calling /commit. The destination now lacks those writes: restart the migration from scratch, or copy those documents to the destination yourself and restart the engine to verify again",
                     self.after_commit.len(),
                     mode.as_str()
                 )
             } else {
                 "Something other than the sync changed the destination, or a write was lost. `clustersync verify` lists every difference; repair the destination and restart the engine to verify again, or restart the migration from scratch".into()
             };
+            // The cause before the list: log lines are cut at a length, and the list is long.
             return Err(JobError::fatal(format!(
-                "the embedded verifier found {total} difference(s) between the source and the destination at commit, so the commit is stopped and the destination stays closed to writes: {}{more}. {cause} (restarting with --disableVerification commits without verifying)",
+                "the embedded verifier found {total} difference(s) between the source and the destination at commit, so the commit is stopped and the destination stays closed to writes. {cause} (restarting with --disableVerification commits without verifying). The differences: {}{more}",
                 differences.join("; ")
             )));
         }
@@ -384,6 +386,7 @@ impl<'a> Verifier<'a> {
     async fn drain_source_after_commit(
         &mut self,
         commit: Option<Timestamp>,
+        compare: bool,
     ) -> Result<(), JobError> {
         if commit.is_none() {
             return Ok(());
@@ -406,7 +409,9 @@ impl<'a> Verifier<'a> {
                     source_changed: true,
                 })
                 .collect();
-            self.queue().add(&queued);
+            if compare {
+                self.queue().add(&queued);
+            }
             self.note_after_commit(commit, &changes.documents);
             if changes.idle {
                 break;
