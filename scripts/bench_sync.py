@@ -7,7 +7,8 @@ Usage: .venv/bin/python scripts/bench_sync.py SHAPE
   SHAPE is `single:DOCS:BYTES` (one collection) or `many:DBS:COLLS:DOCS` (DBS databases of
   COLLS collections of DOCS documents each).
 Environment: CLUSTERSYNC_BIN (default target/release/clustersync, else target/debug),
-  BENCH_RUNS (default "naive,default,noverify").
+  BENCH_RUNS (default "naive,default,noverify"), BENCH_DIR (server storage, default
+  .testbed/bench-sync).
 """
 import json
 import os
@@ -21,7 +22,7 @@ from pymongo import MongoClient
 from bson.raw_bson import RawBSONDocument
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIR = os.path.join(ROOT, ".testbed", "bench-sync")
+DIR = os.environ.get("BENCH_DIR") or os.path.join(ROOT, ".testbed", "bench-sync")
 
 
 def binary():
@@ -94,8 +95,15 @@ def rss_peak(pid):
     return 0.0
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_engine(src, dst, start_extra):
-    port = 27991
+    port = free_port()
     log = open(os.path.join(DIR, "engine.log"), "w")
     engine = subprocess.Popen([binary(), "engine", "--cluster0", src, "--cluster1", dst, "--port", str(port),
                                "--verbosity", "INFO"], stdout=log, stderr=log)
@@ -165,7 +173,7 @@ def main():
     print("| run | seconds | docs/s | vs first | engine CPU s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, secs, docs, cpu, rss in rows:
-        print(f"| {name} | {secs:.1f} | {docs / secs:,.0f} | {base / secs:.2f}x | {cpu:.2f} | {rss:.0f} |")
+        print(f"| {name} | {secs:.2f} | {docs / secs:,.0f} | {base / secs:.2f}x | {cpu:.2f} | {rss:.0f} |")
     testbed("stop", DIR)
 
 

@@ -655,4 +655,43 @@ fn main() {
         .build()
         .unwrap()
         .block_on(run(p));
+    end_to_end(&std::env::var("BENCH_SYNC_SHAPE").unwrap_or_else(|_| "many:2:6:4".into()));
+}
+
+/// `scripts/bench_sync.py` (issue 16's end-to-end comparison: the default `/start` to
+/// `canCommit` against a naive copy script) for `shape` (`BENCH_SYNC_SHAPE`; `none` skips it),
+/// checking that it prints its table with sane numbers. Times are reported, never asserted.
+fn end_to_end(shape: &str) {
+    if shape == "none" {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    println!("\nend to end, {shape}: default /start to canCommit against a naive copy script");
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/bench_sync.py"))
+        .arg(shape)
+        .env("CLUSTERSYNC_BIN", env!("CARGO_BIN_EXE_clustersync"))
+        .env("BENCH_RUNS", "naive,default,noverify")
+        .env("BENCH_DIR", dir.path())
+        .output()
+        .expect("run scripts/bench_sync.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| run"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let secs: f64 = cells[2].parse().unwrap_or(-1.0);
+        assert!(secs > 0.0 && secs < 300.0, "{row}");
+        assert!(cells[4].ends_with('x'), "{row}");
+    }
 }
