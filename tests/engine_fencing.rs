@@ -214,6 +214,17 @@ async fn a_killed_engines_successor_takes_over_once_the_lease_expires() {
     e1.kill();
     let killed = Instant::now();
     drop(e1);
+    // As if the killed engine had run on another machine: a successor on the same machine
+    // sees the holder's process gone and takes over at once (tests/runbook.rs); one elsewhere
+    // cannot tell, and waits for the lease to expire.
+    dest.database(META)
+        .collection::<Document>("lease")
+        .update_one(
+            doc! {},
+            doc! { "$set": { "pidSpace": "another-machine/pid:[1]" } },
+        )
+        .await
+        .unwrap();
 
     let e2 = spawn(&a, &b, &port, &[SHORT_LEASE]);
     let p = e2.wait_ready().await;

@@ -557,7 +557,7 @@ pub fn progress_reply(
         if let Some(r) = remaining {
             if snap.oplog_rolled_over && r < needed + OPLOG_MARGIN_SECS {
                 warnings.push(format!(
-                    "{}: the source's oplog drops the oldest entry the sync still needs in {}, while the sync needs {} more (with 15 minutes to spare); enlarge the source oplog (replSetResizeOplog) now",
+                    "{}: the source's oplog drops the oldest entry the sync still needs in {}, which does not cover what the sync has left ({} to finish the copy and catch up) plus a 15-minute margin; enlarge the source oplog (replSetResizeOplog) now",
                     crate::preflight::checks::OPLOG_TOO_SMALL,
                     crate::preflight::checks::human_duration(r),
                     crate::preflight::checks::human_duration(needed)

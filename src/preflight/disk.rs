@@ -5,6 +5,7 @@
 //! statistics (`dbStats` `fsTotalSize`/`fsUsedSize`), and with `skipDiskSpaceCheck: true`.
 
 use bson::{doc, Bson, Document};
+use futures::StreamExt;
 use mongodb::Client;
 
 use crate::contract::filter::Scope;
@@ -78,6 +79,24 @@ fn number(d: &Document, key: &str) -> Option<u64> {
 /// Gathers the sizes and judges them: the source collections in `scope` (`collStats`
 /// `storageSize` + `totalIndexSize`) against the destination's `dbStats` filesystem figures.
 pub async fn check(source: &Client, destination: &Client, scope: &Scope) -> DiskSpace {
+    // The destination's filesystem first: where it reports none there is nothing to judge
+    // against, and sizing the source (a scan per collection on some servers) is skipped.
+    let (fs_total, fs_used) = match destination
+        .database("admin")
+        .run_command(doc! { "dbStats": 1 })
+        .await
+    {
+        Ok(s) => (number(&s, "fsTotalSize"), number(&s, "fsUsedSize")),
+        Err(e) => {
+            return DiskSpace::Unknown(format!(
+                "the destination reports no dbStats: {}",
+                crate::mongo::describe(&e)
+            ))
+        }
+    };
+    if fs_total.is_none() || fs_used.is_none() {
+        return judge(0, fs_total, fs_used);
+    }
     let specs = match catalog::list_all(source, scope).await {
         Ok(s) => s,
         Err(e) => {
@@ -87,39 +106,40 @@ pub async fn check(source: &Client, destination: &Client, scope: &Scope) -> Disk
             ))
         }
     };
-    let mut bytes = 0u64;
-    for spec in specs.iter().filter(|s| s.kind != CollKind::View) {
-        let stats = source
-            .database(&spec.db)
-            .run_command(doc! { "collStats": &spec.name })
-            .await;
-        match stats {
-            Ok(s) => {
-                bytes += number(&s, "storageSize")
+    // A few at a time: thousands of collections cost one round trip each.
+    let names: Vec<(String, String)> = specs
+        .iter()
+        .filter(|s| s.kind != CollKind::View)
+        .map(|s| (s.db.clone(), s.name.clone()))
+        .collect();
+    let sizes: Vec<Result<u64, String>> = futures::stream::iter(names)
+        .map(|(db, name)| async move {
+            match source
+                .database(&db)
+                .run_command(doc! { "collStats": &name })
+                .await
+            {
+                Ok(s) => Ok(number(&s, "storageSize")
                     .or_else(|| number(&s, "size"))
                     .unwrap_or(0)
-                    + number(&s, "totalIndexSize").unwrap_or(0)
-            }
-            Err(e) => {
-                return DiskSpace::Unknown(format!(
-                    "the source reports no size for {}: {}",
-                    spec.ns(),
+                    + number(&s, "totalIndexSize").unwrap_or(0)),
+                Err(e) => Err(format!(
+                    "the source reports no size for {db}.{name}: {}",
                     crate::mongo::describe(&e)
-                ))
+                )),
             }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut bytes = 0u64;
+    for size in sizes {
+        match size {
+            Ok(n) => bytes += n,
+            Err(why) => return DiskSpace::Unknown(why),
         }
     }
-    match destination
-        .database("admin")
-        .run_command(doc! { "dbStats": 1 })
-        .await
-    {
-        Ok(s) => judge(bytes, number(&s, "fsTotalSize"), number(&s, "fsUsedSize")),
-        Err(e) => DiskSpace::Unknown(format!(
-            "the destination reports no dbStats: {}",
-            crate::mongo::describe(&e)
-        )),
-    }
+    judge(bytes, fs_total, fs_used)
 }
 
 #[cfg(test)]

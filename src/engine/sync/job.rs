@@ -232,7 +232,8 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     let parts: Vec<PartitionDoc> = plans.into_iter().flat_map(|(p, _)| p).collect();
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,
-        collections = specs.len(),
+        collections = specs.iter().filter(|s| s.kind != CollKind::View).count(),
+        views = specs.iter().filter(|s| s.kind == CollKind::View).count(),
         partitions = parts.len(),
         bytes = total,
         "copy planned"

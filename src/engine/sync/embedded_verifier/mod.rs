@@ -97,6 +97,9 @@ pub struct Verifier<'a> {
     scanned_before: usize,
     /// Documents compared again, per side.
     rechecked: [u64; 2],
+    /// Documents hashed by earlier verifiers of this process (before a pause): the counts
+    /// carry on instead of starting again from zero.
+    hashed_before: [u64; 2],
     definitions: Definitions,
     /// Source documents changed after the commit point (as `ns`, `_id` in relaxed extended
     /// JSON): writes the sync does not carry, so a difference on one of them is the
@@ -161,6 +164,9 @@ impl<'a> Verifier<'a> {
             progress: Arc::new(ScanProgress::default()),
             scanned_before,
             rechecked: [0, 0],
+            hashed_before: ctx.status.lock().verification.as_ref().map_or([0, 0], |v| {
+                [v.source.hashed_documents, v.destination.hashed_documents]
+            }),
             definitions: Definitions::default(),
             after_commit: BTreeSet::new(),
         }))
@@ -210,7 +216,18 @@ impl<'a> Verifier<'a> {
     /// Runs alongside change event application until it is dropped (at the commit point, or
     /// on a pause); returns only on an error.
     pub async fn background(&mut self) -> Result<Infallible, JobError> {
-        self.set_phase(VerifierPhase::InitialHashing);
+        // After a pause in this process the initial pass is already done: the phase does not
+        // go back (the pass finds nothing left to compare).
+        let done = self
+            .ctx
+            .status
+            .lock()
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.initial_done);
+        if !done {
+            self.set_phase(VerifierPhase::InitialHashing);
+        }
         let (initial, follow) = self.split();
         let initial = async {
             initial.run().await?;
@@ -651,8 +668,10 @@ impl<'a> Verifier<'a> {
             v.mismatch_count = total;
         }
         v.pending_rechecks = pending;
-        v.source.hashed_documents = self.progress.source.hashed() + self.rechecked[0];
-        v.destination.hashed_documents = self.progress.destination.hashed() + self.rechecked[1];
+        v.source.hashed_documents =
+            self.hashed_before[0] + self.progress.source.hashed() + self.rechecked[0];
+        v.destination.hashed_documents =
+            self.hashed_before[1] + self.progress.destination.hashed() + self.rechecked[1];
         if !v.initial_done {
             v.source.scanned_collections = (scanned + self.progress.source.scanned())
                 .min(v.source.total_collections.max(scanned));
