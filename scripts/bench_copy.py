@@ -5,14 +5,15 @@ hand-written script would). Reports; asserts nothing.
 Usage: .venv/bin/python scripts/bench_copy.py [DOCS] [DOC_BYTES]   (defaults 100000, 1000)
 Needs `cargo build` and `scripts/testbed.sh install` first (scripts/bench_copy.sh does both).
 """
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 from pymongo import MongoClient
+
+import bench_sync
+from bench_sync import post, progress, testbed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
@@ -20,15 +21,8 @@ SIZE = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 DIR = os.path.join(ROOT, ".testbed", "bench")
 
 
-def testbed(*args):
-    return subprocess.run([os.path.join(ROOT, "scripts", "testbed.sh"), *args], check=True,
-                          capture_output=True, text=True).stdout.split()
-
-
 def fresh_pair():
-    testbed("stop", DIR)
-    subprocess.run(["rm", "-rf", DIR], check=True)
-    return testbed("start", "2", DIR)
+    return bench_sync.fresh_pair(DIR)
 
 
 def seed(uri):
@@ -38,17 +32,6 @@ def seed(uri):
         coll.insert_many([{"_id": i, "n": i, "pad": pad, "sub": {"a": i % 97}} for i in range(start, min(DOCS, start + 5000))])
     stats = MongoClient(uri).bench.command("collStats", "docs")
     return stats["size"]
-
-
-def progress(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/progress", timeout=5) as r:
-        return json.load(r)["progress"]
-
-
-def post(port, path, body):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/{path}", data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
 
 
 def run_engine(src, dst, level):

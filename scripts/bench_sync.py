@@ -38,10 +38,12 @@ def testbed(*args):
                           capture_output=True, text=True).stdout.split()
 
 
-def fresh_pair():
-    testbed("stop", DIR)
-    subprocess.run(["rm", "-rf", DIR], check=True)
-    return testbed("start", "2", DIR)
+def fresh_pair(directory=None):
+    """Two new, empty servers with their storage under `directory` (default DIR)."""
+    directory = directory or DIR
+    testbed("stop", directory)
+    subprocess.run(["rm", "-rf", directory], check=True)
+    return testbed("start", "2", directory)
 
 
 def seed(uri, shape):

@@ -338,6 +338,10 @@ async fn api_error_paths_and_config_file() {
         format!("cluster1: 127.0.0.1:{}", b.port)
     );
     assert_eq!(p["mongosyncID"], "coordinator");
+    let hashed_before = p["verification"]["source"]["hashedDocumentCount"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(hashed_before > 0, "{p}");
 
     // Pause: lag goes null, writes wait; resume applies them.
     let (code, v) = engine.post("pause", json!({})).await;
@@ -363,12 +367,22 @@ async fn api_error_paths_and_config_file() {
     );
     let (code, _) = engine.post("resume", json!({})).await;
     assert_eq!(code, 200);
-    engine
+    // The verifier carries on where it was: its counts and phase do not start over.
+    let p = engine
         .wait_until(
-            |p| p["progress"]["canCommit"] == true,
+            |p| {
+                let v = &p["progress"]["verification"]["source"];
+                assert_ne!(v["phase"], "initial hashing", "{p}");
+                assert!(
+                    v["hashedDocumentCount"].as_u64().unwrap_or(0) >= hashed_before,
+                    "{p}"
+                );
+                p["progress"]["canCommit"] == true
+            },
             Duration::from_secs(60),
         )
         .await;
+    assert!(state_of(&p) == Some("RUNNING"), "{p}");
     let mut applied = false;
     for _ in 0..50 {
         if users.find_one(doc! { "_id": 2 }).await.unwrap().is_some() {

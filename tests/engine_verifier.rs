@@ -321,18 +321,8 @@ async fn source_writes_after_the_commit_point_are_found_and_named() {
     let (a, b) = tokio::join!(Server::start(), Server::start());
     let src = a.client().await;
     seed(&src, 500).await;
-    let port = common::free_port().to_string();
-    let args = [
-        "--cluster0",
-        &a.uri(),
-        "--cluster1",
-        &b.uri(),
-        "--port",
-        &port,
-    ]
-    .map(str::to_string);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let engine = Engine::spawn_with_env(&args, &[("CLUSTERSYNC_STOPPED_EXIT_DELAY_MS", "60000")]);
+    let command = common::EngineCommand::between(&a.uri(), &b.uri(), &[]);
+    let engine = command.spawn(&[("CLUSTERSYNC_STOPPED_EXIT_DELAY_MS", "60000")]);
     engine.start_sync(c0c1()).await;
     engine
         .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
@@ -391,7 +381,7 @@ async fn source_writes_after_the_commit_point_are_found_and_named() {
     // A restart verifies again (the message's remedy): the destination still lacks the
     // write, so the commit stops again, naming the same document.
     let linger = [("CLUSTERSYNC_STOPPED_EXIT_DELAY_MS", "60000")];
-    let again = Engine::spawn_with_env(&args, &linger);
+    let again = command.spawn(&linger);
     let p = again
         .wait_until(|p| !p["progress"]["syncError"].is_null(), LONG)
         .await;
@@ -418,7 +408,7 @@ async fn source_writes_after_the_commit_point_are_found_and_named() {
         .replace_one(doc! { "_id": 7 }, doc7)
         .await
         .unwrap();
-    let third = Engine::spawn_with_env(&args, &linger);
+    let third = command.spawn(&linger);
     let p = third.wait_state("COMMITTED", LONG).await;
     assert_eq!(verification(&p)["verified"], true, "{p}");
     third.kill();

@@ -159,19 +159,9 @@ async fn a_sync_that_stops_exits_non_zero_and_is_reported_after_a_restart() {
     let src = a.client().await;
     let coll = src.database("app").collection::<Document>("c");
     coll.insert_one(doc! { "_id": 0 }).await.unwrap();
-    let port = common::free_port().to_string();
-    let args = [
-        "--cluster0",
-        &a.uri(),
-        "--cluster1",
-        &b.uri(),
-        "--port",
-        &port,
-    ]
-    .map(str::to_string);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let command = common::EngineCommand::between(&a.uri(), &b.uri(), &[]);
     let env = [("CLUSTERSYNC_STOPPED_EXIT_DELAY_MS", "3000")];
-    let engine = Engine::spawn_with_env(&args, &env);
+    let engine = command.spawn(&env);
     engine.wait_ready().await;
     engine
         .post(
@@ -217,7 +207,7 @@ async fn a_sync_that_stops_exits_non_zero_and_is_reported_after_a_restart() {
     );
 
     // Restarted (a supervisor's job): the reason is reported, nothing is retried.
-    let again = Engine::spawn_with_env(&args, &env);
+    let again = command.spawn(&env);
     let p = again
         .wait_until(|p| !p["progress"]["syncError"].is_null(), LONG)
         .await;
@@ -457,18 +447,8 @@ async fn progress_numbers_survive_a_restart() {
             .await
             .unwrap();
     }
-    let port = common::free_port().to_string();
-    let args = [
-        "--cluster0",
-        &a.uri(),
-        "--cluster1",
-        &b.uri(),
-        "--port",
-        &port,
-    ]
-    .map(str::to_string);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let engine = Engine::spawn(&args);
+    let command = common::EngineCommand::between(&a.uri(), &b.uri(), &[]);
+    let engine = command.spawn(&[]);
     engine.wait_ready().await;
     engine
         .post(
@@ -491,7 +471,7 @@ async fn progress_numbers_survive_a_restart() {
     );
     engine.kill();
 
-    let again = Engine::spawn(&args);
+    let again = command.spawn(&[]);
     let p = again
         .wait_until(|p| state_of(p) == Some("RUNNING"), LONG)
         .await;
@@ -528,31 +508,18 @@ async fn a_killed_engine_restarts_at_once_and_resumes_its_partition() {
     let src = a.client().await;
     seed(&src, 40_000).await;
     let dst = b.client().await;
-    let port = common::free_port().to_string();
     // One partition copied by one writer: it is in flight for several checkpoints.
-    let args = [
-        "--cluster0",
+    let command = common::EngineCommand::between(
         &a.uri(),
-        "--cluster1",
         &b.uri(),
-        "--port",
-        &port,
-        "--loadLevel",
-        "1",
-        "--partitionSizeMB",
-        "4096",
-    ]
-    .map(str::to_string);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let engine = Engine::spawn(&args);
-    engine.wait_ready().await;
-    let (code, v) = engine
-        .post(
-            "start",
-            json!({"source": "cluster0", "destination": "cluster1"}),
-        )
+        &["--loadLevel", "1", "--partitionSizeMB", "4096"],
+    );
+    // Checkpoints every 100 ms: on a quiet machine the copy takes about 2 s, the default
+    // interval.
+    let engine = command.spawn(&[("CLUSTERSYNC_COPY_CHECKPOINT_MS", "100")]);
+    engine
+        .start_sync(json!({"source": "cluster0", "destination": "cluster1"}))
         .await;
-    assert_eq!(code, 200, "{v}");
     // Wait for a checkpoint of the partition, as recorded on the destination.
     let partitions = dst
         .database("clustersync_reserved_for_internal_use")
@@ -583,7 +550,7 @@ async fn a_killed_engine_restarts_at_once_and_resumes_its_partition() {
     assert!(before > 0 && before < 40_000, "{checkpointed}");
 
     let restarted = Instant::now();
-    let again = Engine::spawn(&args);
+    let again = command.spawn(&[]);
     again
         .wait_until(|p| state_of(p) == Some("RUNNING"), LONG)
         .await;

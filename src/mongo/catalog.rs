@@ -108,17 +108,9 @@ pub async fn list_db(
     db: &str,
     scope: &Scope,
 ) -> mongodb::error::Result<Vec<CollSpec>> {
-    let entries: Vec<Document> = client
-        .database(db)
-        .run_cursor_command(doc! { "listCollections": 1 })
-        .await?
-        .try_collect()
-        .await?;
-    Ok(entries
-        .iter()
-        .filter_map(|e| CollSpec::from_list_entry(db, e))
-        .filter(|s| scope.includes(&s.db, &s.name))
-        .collect())
+    let mut specs = list_db_all(client, db).await?;
+    specs.retain(|s| scope.includes(&s.db, &s.name));
+    Ok(specs)
 }
 
 /// One collection's current spec on `client`, if it exists.
@@ -176,13 +168,18 @@ pub async fn user_namespaces(client: &Client) -> mongodb::error::Result<Vec<Stri
 /// Creates a collection or view; an existing one of the same name is left as it is, so that
 /// a replayed `create` (or a restarted catalog phase) is harmless.
 pub async fn create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
+    try_create(client, spec).await.map(|_| ())
+}
+
+/// [`create`], saying whether it created the namespace (`false`: the name was taken).
+async fn try_create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<bool> {
     match client
         .database(&spec.db)
         .run_command(spec.create_command())
         .await
     {
-        Ok(_) => align_option_order(client, spec).await,
-        Err(e) if error_code(&e) == Some(codes::NAMESPACE_EXISTS) => Ok(()),
+        Ok(_) => align_option_order(client, spec).await.map(|_| true),
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_EXISTS) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -195,14 +192,8 @@ pub async fn create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<
 /// kept: the copy, made after the event, may have filled it, and the events after this one
 /// bring it up to date.
 pub async fn create_as_announced(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
-    match client
-        .database(&spec.db)
-        .run_command(spec.create_command())
-        .await
-    {
-        Ok(_) => return align_option_order(client, spec).await,
-        Err(e) if error_code(&e) == Some(codes::NAMESPACE_EXISTS) => {}
-        Err(e) => return Err(e),
+    if try_create(client, spec).await? {
+        return Ok(());
     }
     match find_spec(client, &spec.db, &spec.name).await? {
         Some(existing) if existing.kind != spec.kind => {

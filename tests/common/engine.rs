@@ -97,17 +97,7 @@ impl Engine {
     /// Spawn an engine syncing `cluster0` → `cluster1` on a fresh free port, with
     /// `extra` appended to `--cluster0 … --cluster1 … --port …`.
     pub fn spawn_between(cluster0: &str, cluster1: &str, extra: &[&str]) -> Engine {
-        let port = free_port().to_string();
-        let mut args = vec![
-            "--cluster0",
-            cluster0,
-            "--cluster1",
-            cluster1,
-            "--port",
-            &port,
-        ];
-        args.extend_from_slice(extra);
-        Self::spawn(&args)
+        EngineCommand::between(cluster0, cluster1, extra).spawn(&[])
     }
 
     /// The engine's temp dir (also usable for extra files such as configs).
@@ -343,6 +333,36 @@ impl Drop for Engine {
 
 /// The value of the sample `name` (with its labels) in a Prometheus text exposition.
 #[allow(dead_code)]
+/// One engine command line (`--cluster0 … --cluster1 … --port <free port>` and extra flags),
+/// kept so that a restart runs the same command, as a supervisor would.
+pub struct EngineCommand {
+    args: Vec<String>,
+}
+
+impl EngineCommand {
+    pub fn between(cluster0: &str, cluster1: &str, extra: &[&str]) -> Self {
+        let port = free_port().to_string();
+        let mut args: Vec<String> = [
+            "--cluster0",
+            cluster0,
+            "--cluster1",
+            cluster1,
+            "--port",
+            &port,
+        ]
+        .map(str::to_string)
+        .into();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self { args }
+    }
+
+    /// Starts the engine with this command and extra environment variables.
+    pub fn spawn(&self, env: &[(&str, &str)]) -> Engine {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Engine::spawn_with_env(&args, env)
+    }
+}
+
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

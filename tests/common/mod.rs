@@ -27,7 +27,7 @@ pub use compare::{
 #[allow(unused_imports)]
 pub use copy::copy_cluster_naive;
 #[allow(unused_imports)]
-pub use engine::{metric, state_of, Engine};
+pub use engine::{metric, state_of, Engine, EngineCommand};
 #[allow(unused_imports)]
 pub use seed::{error_summary, seed_full_dataset, try_create_unsupported_indexes};
 #[allow(unused_imports)]

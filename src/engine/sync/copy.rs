@@ -332,6 +332,20 @@ async fn insert_batch(
 /// How often an `_id`-ordered partition records how far it has been copied: a crashed engine
 /// redoes at most this much of each partition in flight (one small update per partition).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+/// Hidden override of [`CHECKPOINT_INTERVAL`] in milliseconds, for tests: a copy on a quiet
+/// machine can finish before the default interval is up.
+pub const CHECKPOINT_ENV: &str = "CLUSTERSYNC_COPY_CHECKPOINT_MS";
+
+fn checkpoint_interval() -> Duration {
+    static INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *INTERVAL.get_or_init(|| {
+        std::env::var(CHECKPOINT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&ms| ms >= 10)
+            .map_or(CHECKPOINT_INTERVAL, Duration::from_millis)
+    })
+}
 
 /// The batches of one partition, in read order, as their writes finish (in any order): the
 /// `_id` up to which every document is written is the last one of the longest finished
@@ -561,7 +575,7 @@ pub async fn copy_partition(
         let Ok(mut last) = last_checkpoint.try_lock() else {
             return Ok(()); // another writer is recording it
         };
-        if last.elapsed() < CHECKPOINT_INTERVAL {
+        if last.elapsed() < checkpoint_interval() {
             return Ok(());
         }
         let (id, bytes, docs) = {

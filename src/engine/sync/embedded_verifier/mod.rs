@@ -416,18 +416,8 @@ impl<'a> Verifier<'a> {
             };
             // Compared like any other change: one that left the document as the destination
             // has it is no difference.
-            let queued: Vec<Queued> = changes
-                .documents
-                .iter()
-                .map(|(ns, id, ts)| Queued {
-                    ns: ns.clone(),
-                    id: id.clone(),
-                    due: *ts,
-                    source_changed: true,
-                })
-                .collect();
             if compare {
-                self.queue().add(&queued);
+                self.queue().add(&queued(&changes.documents, None, true));
             }
             self.note_after_commit(commit, &changes.documents);
             if changes.idle {
@@ -478,17 +468,11 @@ impl<'a> Verifier<'a> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let queued: Vec<Queued> = changes
-                .documents
-                .iter()
-                .map(|(ns, id, ts)| Queued {
-                    ns: ns.clone(),
-                    id: id.clone(),
-                    due: source_probe.unwrap_or(*ts),
-                    source_changed: side == Side::Source,
-                })
-                .collect();
-            self.queue().add(&queued);
+            self.queue().add(&queued(
+                &changes.documents,
+                source_probe,
+                side == Side::Source,
+            ));
             if side == Side::Source {
                 let commit = self.ctx.status.lock().commit_ts;
                 self.note_after_commit(commit, &changes.documents);
@@ -679,6 +663,24 @@ impl<'a> Verifier<'a> {
                 .min(v.destination.total_collections.max(scanned));
         }
     }
+}
+
+/// Changed documents read from a stream, as queue entries: due at the change's time, or at
+/// `due` when given.
+fn queued(
+    documents: &[(String, Bson, Timestamp)],
+    due: Option<Timestamp>,
+    source_changed: bool,
+) -> Vec<Queued> {
+    documents
+        .iter()
+        .map(|(ns, id, ts)| Queued {
+            ns: ns.clone(),
+            id: id.clone(),
+            due: due.unwrap_or(*ts),
+            source_changed,
+        })
+        .collect()
 }
 
 fn late_key(ns: &str, id: &Bson) -> (String, String) {
