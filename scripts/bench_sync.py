@@ -12,6 +12,7 @@ Environment: CLUSTERSYNC_BIN (default target/release/clustersync, else target/de
 """
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -127,10 +128,41 @@ def run_engine(src, dst, start_extra):
                 raise SystemExit(f"sync stopped: {p['syncError']}")
             time.sleep(0.05)
         secs = time.time() - t0
-        return secs, cpu_of(engine.pid), rss_peak(engine.pid)
+        # The cutover: /commit to COMMITTED is the window in which the application waits.
+        t1 = time.time()
+        post(port, "commit", {})
+        while True:
+            p = progress(port)
+            if p.get("state") == "COMMITTED":
+                break
+            if p.get("syncError"):
+                raise SystemExit(f"commit stopped: {p['syncError']}")
+            time.sleep(0.05)
+        commit = time.time() - t1
+        return secs, cpu_of(engine.pid), rss_peak(engine.pid), commit, phases(log.name)
     finally:
         engine.kill()
         engine.wait()
+
+
+PHASES = {
+    "copy planned": "plan",
+    "collection copy finished": "copy",
+    "indexes built": "indexes",
+    "verifier initial pass finished": "verifier pass",
+}
+
+
+def phases(path):
+    """Seconds per phase, from the engine log's `took_ms` fields."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            for msg, short in PHASES.items():
+                m = re.search(r"took_ms=(\d+)", line)
+                if msg in line and m:
+                    out.append(f"{short} {int(m.group(1)) / 1000:.1f}")
+    return ", ".join(out)
 
 
 def naive(src, dst):
@@ -159,23 +191,25 @@ def main():
     for run in runs:
         src, dst = fresh_pair()
         docs = seed(src, shape)
+        commit, split = None, ""
         if run == "naive":
             secs, cpu, rss = naive(src, dst), 0.0, 0.0
             name = "naive script (list, find/insert_many)"
         elif run == "default":
-            secs, cpu, rss = run_engine(src, dst, {})
+            secs, cpu, rss, commit, split = run_engine(src, dst, {})
             name = "clustersync, default /start to canCommit"
         else:
-            secs, cpu, rss = run_engine(src, dst, {"verification": {"enabled": False}})
+            secs, cpu, rss, commit, split = run_engine(src, dst, {"verification": {"enabled": False}})
             name = "clustersync, verification off"
-        rows.append((name, secs, docs, cpu, rss))
-        print(f"  {name:45s} {secs:8.2f} s  {docs / secs:9.0f} docs/s  engine CPU {cpu:6.2f} s  peak RSS {rss:6.1f} MB",
-              flush=True)
+        rows.append((name, secs, docs, cpu, rss, commit))
+        print(f"  {name:45s} {secs:8.2f} s  {docs / secs:9.0f} docs/s  engine CPU {cpu:6.2f} s  peak RSS {rss:6.1f} MB"
+              + (f"  commit {commit:.2f} s  phases: {split}" if commit is not None else ""), flush=True)
     base = rows[0][1]
-    print("| run | seconds | docs/s | vs first | engine CPU s | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, secs, docs, cpu, rss in rows:
-        print(f"| {name} | {secs:.2f} | {docs / secs:,.0f} | {base / secs:.2f}x | {cpu:.2f} | {rss:.0f} |")
+    print("| run | seconds | docs/s | vs first | engine CPU s | peak RSS MB | /commit to COMMITTED s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, secs, docs, cpu, rss, commit in rows:
+        c = f"{commit:.2f}" if commit is not None else "-"
+        print(f"| {name} | {secs:.2f} | {docs / secs:,.0f} | {base / secs:.2f}x | {cpu:.2f} | {rss:.0f} | {c} |")
     testbed("stop", DIR)
 
 

@@ -171,6 +171,71 @@ pub async fn create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<
     try_create(client, spec).await.map(|_| ())
 }
 
+/// [`create`] for the catalog phase, which a restarted engine runs again over what an
+/// interrupted run created. A collection found with other options than the source's was left
+/// half-made (an engine killed between the `create` and the `collMod`s that align its options
+/// lost the validator for good): while it is empty, as it is before the copy, it is created
+/// again; one holding documents (a destination with data of its own) gets the values at least.
+pub async fn create_for_copy(client: &Client, spec: &CollSpec) -> mongodb::error::Result<()> {
+    if try_create(client, spec).await? {
+        return Ok(());
+    }
+    let Some(existing) = find_spec(client, &spec.db, &spec.name).await? else {
+        // Dropped in between: nothing half-made is left.
+        return create(client, spec).await;
+    };
+    if existing.kind == spec.kind && same_options(&existing, spec) {
+        return Ok(());
+    }
+    let empty = existing.kind == CollKind::View
+        || client
+            .database(&spec.db)
+            .collection::<bson::RawDocumentBuf>(&spec.name)
+            .find_one(doc! {})
+            .await?
+            .is_none();
+    if empty {
+        tracing::info!(ns = %spec.ns(), "an earlier run left this namespace with other options than the source's; creating it again");
+        drop_collection(client, &spec.db, &spec.name).await?;
+        return create(client, spec).await;
+    }
+    if existing.kind == spec.kind {
+        complete_options(client, spec, &existing).await?;
+    }
+    Ok(())
+}
+
+/// Whether two specs list the same options in the same order (a `Document`'s equality
+/// ignores order; the sync keeps it).
+fn same_options(a: &CollSpec, b: &CollSpec) -> bool {
+    bson::to_vec(&a.options).ok() == bson::to_vec(&b.options).ok()
+}
+
+/// Sets, by `collMod` in the source's order, the options `collMod` can set that `existing`
+/// lacks or holds otherwise than `spec`: what an interrupted [`align_option_order`] had not
+/// set yet.
+async fn complete_options(
+    client: &Client,
+    spec: &CollSpec,
+    existing: &CollSpec,
+) -> mongodb::error::Result<()> {
+    for (o, value) in spec
+        .options
+        .iter()
+        .filter(|(o, _)| APPENDABLE_OPTIONS.contains(&o.as_str()))
+    {
+        if existing.options.get(o) == Some(value) {
+            continue;
+        }
+        tracing::info!(ns = %spec.ns(), option = %o, "setting an option an earlier run had not set yet");
+        client
+            .database(&spec.db)
+            .run_command(doc! { "collMod": &spec.name, o.as_str(): value.clone() })
+            .await?;
+    }
+    Ok(())
+}
+
 /// [`create`], saying whether it created the namespace (`false`: the name was taken).
 async fn try_create(client: &Client, spec: &CollSpec) -> mongodb::error::Result<bool> {
     match client
@@ -196,6 +261,11 @@ pub async fn create_as_announced(client: &Client, spec: &CollSpec) -> mongodb::e
         return Ok(());
     }
     match find_spec(client, &spec.db, &spec.name).await? {
+        // Of the same kind but half-made: a create replayed after an engine was killed while
+        // aligning the options.
+        Some(existing) if existing.kind == spec.kind && !same_options(&existing, spec) => {
+            complete_options(client, spec, &existing).await
+        }
         Some(existing) if existing.kind != spec.kind => {
             tracing::warn!(
                 ns = %spec.ns(),

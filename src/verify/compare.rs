@@ -150,8 +150,8 @@ async fn compare_namespace(
         (None, None) => false,
     };
     let (src_docs, dst_docs) = (with_documents(src.as_ref()), with_documents(dst.as_ref()));
-    let compare_idx = comparable && src_docs.is_some();
-    let (src_digest, dst_digest, src_idx, dst_idx) = tokio::try_join!(
+    let compare_idx = comparable && src_docs.is_some() && options.definitions;
+    let (src_digest, dst_digest, mut src_idx, mut dst_idx) = tokio::try_join!(
         scan(
             pair,
             pair.source,
@@ -192,6 +192,13 @@ async fn compare_namespace(
     }
     if options.documents == DocumentCheck::Digest && comparable && documents_differ {
         if let (Some(s), Some(d)) = (src_docs, dst_docs) {
+            if !compare_idx {
+                // Not listed above: the walk needs them (it reads by the `_id` index).
+                (src_idx, dst_idx) = tokio::try_join!(
+                    indexes(pair, pair.source, Some(s)),
+                    indexes(pair, pair.destination, Some(d)),
+                )?;
+            }
             let merged = walk(
                 sorted_by_id(pair, pair.source, s, &src_idx),
                 sorted_by_id(pair, pair.destination, d, &dst_idx),

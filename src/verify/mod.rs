@@ -109,6 +109,11 @@ pub struct VerifyOptions {
     /// Whether each document listed as `differentContent` is read again on both sides to say
     /// what differs in it (see [`diff`]): a lookup by `_id` of the listed documents only.
     pub describe: bool,
+    /// Whether indexes are listed and compared. Off for a caller that compares definitions
+    /// on its own schedule (the engine's verifier does, every few seconds and at commit):
+    /// a documents-only pass then costs no listing per collection unless its documents
+    /// differ (the walk reads by the `_id` index).
+    pub definitions: bool,
 }
 
 /// How a namespace's documents are compared.
@@ -174,6 +179,7 @@ impl Default for VerifyOptions {
             only: None,
             progress: None,
             describe: true,
+            definitions: true,
         }
     }
 }

@@ -128,19 +128,47 @@ pub async fn collection_size(
     }
 }
 
+/// A database's data size in bytes (`dbStats`), when the server reports one.
+pub async fn database_size(client: &Client, db: &str) -> mongodb::error::Result<Option<i64>> {
+    let r = client
+        .database(db)
+        .run_command(doc! { "dbStats": 1 })
+        .await?;
+    Ok(match r.get("dataSize") {
+        Some(Bson::Int32(v)) => Some(*v as i64),
+        Some(Bson::Int64(v)) => Some(*v),
+        Some(Bson::Double(v)) => Some(*v as i64),
+        _ => None,
+    })
+}
+
+/// Whether a database of `data_size` bytes needs no per-collection sizing: every collection
+/// in it is then smaller than a small partition, so it is copied whole, at once, and never
+/// split or probed for random `_id`s. One `dbStats` per database then replaces a `collStats`
+/// per collection (which scans the collection on some servers): 2,000 collections of a
+/// multi-tenant deployment were 2,000 round trips before the first write.
+pub fn database_is_small(data_size: i64) -> bool {
+    (0..SMALL_PARTITION_BYTES).contains(&data_size)
+}
+
 /// Splits one collection into partitions. Boundaries come from a server-side `$sample` of
 /// `_id`s, sorted by the server so that any mix of `_id` types is ordered as the index orders
 /// it; reads then use the `_id` index with `min`/`max`, which (unlike `$gte`/`$lt`) do not
 /// stop at type boundaries.
-/// `detect_random_id` is the `/start` option of that name.
+/// `detect_random_id` is the `/start` option of that name; `size` (bytes, documents), when the
+/// caller knows it already, saves asking the server.
 pub async fn plan(
     source: &Client,
     spec: &CollSpec,
     natural: bool,
     detect_random_id: bool,
     tuning: &CopyTuning,
+    size: Option<(i64, i64)>,
 ) -> mongodb::error::Result<(Vec<PartitionDoc>, i64)> {
-    let (bytes, count) = collection_size(source, &spec.db, &spec.name).await?;
+    let (bytes, count) = match size {
+        Some(known) => known,
+        None => collection_size(source, &spec.db, &spec.name).await?,
+    };
     let single = |order, recreate| PartitionDoc {
         estimated_bytes: bytes,
         ..single_partition(spec, order, recreate)

@@ -190,7 +190,7 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     futures::stream::iter(colls)
         .map(|spec| async move {
             ctx.fenced()?;
-            catalog::create(&ctx.destination, &spec).await?;
+            catalog::create_for_copy(&ctx.destination, &spec).await?;
             if before {
                 ctx.build_indexes(&spec.db, &spec.name, None).await?;
             }
@@ -202,16 +202,21 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
     if !ctx.options.pre_existing_destination_data {
         for spec in specs.iter().filter(|s| s.kind == CollKind::View) {
             ctx.fenced()?;
-            catalog::create(&ctx.destination, spec).await?;
+            catalog::create_for_copy(&ctx.destination, spec).await?;
         }
     }
     // Sizing and sampling cost the source a round trip or two per collection (a scan on some
-    // servers): collections are planned concurrently.
+    // servers): a database small enough as a whole has its collections copied whole without
+    // asking, the others are planned concurrently.
+    let small = small_databases(ctx, &specs).await?;
     let plans: Vec<(Vec<PartitionDoc>, i64)> = futures::stream::iter(specs.iter().cloned().map(|spec| {
         let natural = ctx.options.copy_in_natural_order.iter().any(|e| {
             e.database == spec.db
                 && (e.collections.is_empty() || e.collections.contains(&spec.name))
         });
+        // The database's size shared out over its collections: the progress total stays the
+        // database's size, and each share is under the small-partition size.
+        let size = small.get(&spec.db).map(|(bytes, colls)| (bytes / (*colls).max(1), 0));
         async move {
             let t = std::time::Instant::now();
             let plan = copy::plan(
@@ -220,6 +225,7 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
                 natural,
                 ctx.options.detect_random_id,
                 &ctx.tuning,
+                size,
             ).await?;
             tracing::debug!(ns = %spec.ns(), took_ms = t.elapsed().as_millis() as u64, partitions = plan.0.len(), "planned");
             Ok::<_, mongodb::error::Error>(plan)
@@ -244,6 +250,41 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
         .set_phase(Phase::Copy, doc! { "estimatedTotalBytes": total })
         .await?;
     Ok(())
+}
+
+/// The databases of `specs` small enough as a whole to need no per-collection sizing (see
+/// [`copy::database_is_small`]), with their data size and collection count. One `dbStats`
+/// per database, a few at a time.
+async fn small_databases(
+    ctx: &Ctx,
+    specs: &[catalog::CollSpec],
+) -> Result<std::collections::HashMap<String, (i64, i64)>, JobError> {
+    let mut colls: std::collections::BTreeMap<String, i64> = Default::default();
+    for spec in specs.iter().filter(|s| s.kind != CollKind::View) {
+        *colls.entry(spec.db.clone()).or_default() += 1;
+    }
+    let sized: Vec<(String, Option<i64>, i64)> = futures::stream::iter(colls)
+        .map(|(db, n)| async move {
+            // Only a shortcut: a server that cannot say has its collections sized one by one.
+            let size = match copy::database_size(&ctx.source, &db).await {
+                Ok(size) => size,
+                Err(e) => {
+                    tracing::debug!(db = %db, error = %mongo::describe(&e), "no dbStats; sizing the database's collections one by one");
+                    None
+                }
+            };
+            Ok::<_, mongodb::error::Error>((db, size, n))
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    Ok(sized
+        .into_iter()
+        .filter_map(|(db, size, n)| {
+            size.filter(|s| copy::database_is_small(*s))
+                .map(|s| (db, (s, n)))
+        })
+        .collect())
 }
 
 #[tracing::instrument(skip_all)]
@@ -333,32 +374,54 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
 #[tracing::instrument(skip_all)]
 async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     restore_copied_bytes(ctx).await?;
+    let started = std::time::Instant::now();
     let specs = catalog::list_all(&ctx.destination, &ctx.scope).await?;
-    let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
-    let mut counts = Vec::with_capacity(colls.len());
-    for spec in &colls {
-        counts.push(
-            catalog::list_indexes(&ctx.source, &spec.db, &spec.name)
-                .await?
-                .iter()
+    let colls: Vec<catalog::CollSpec> = specs
+        .into_iter()
+        .filter(|s| s.kind != CollKind::View)
+        .collect();
+    let total = colls.len() as u64;
+    let with = with_secondary_indexes(ctx, colls).await?;
+    let counts: Vec<u64> = with
+        .iter()
+        .map(|(_, src)| {
+            src.iter()
                 .filter(|i| catalog::sync_form(i, ctx.options.build_indexes).is_some())
-                .count() as u64,
-        );
-    }
-    let mut progress = IndexBuilding {
+                .count() as u64
+        })
+        .collect();
+    let progress = std::sync::Mutex::new(IndexBuilding {
         indexes_built: 0,
         total_indexes_to_build: counts.iter().sum(),
-        collections_finished: 0,
-        collections_total: counts.len() as u64,
-    };
-    ctx.status.lock().indexes = Some(progress);
-    for (spec, n) in colls.into_iter().zip(counts) {
-        ctx.fenced()?;
-        ctx.build_indexes(&spec.db, &spec.name, None).await?;
-        progress.indexes_built = (progress.indexes_built + n).min(progress.total_indexes_to_build);
-        progress.collections_finished += 1;
-        ctx.status.lock().indexes = Some(progress);
-    }
+        // Collections with nothing to build are finished as soon as that is known.
+        collections_finished: total - with.len() as u64,
+        collections_total: total,
+    });
+    let publish = |p: IndexBuilding| ctx.status.lock().indexes = Some(p);
+    publish(*progress.lock().unwrap_or_else(|e| e.into_inner()));
+    futures::stream::iter(with.into_iter().zip(counts))
+        .map(|((spec, _), n)| {
+            let progress = &progress;
+            async move {
+                ctx.fenced()?;
+                ctx.build_indexes(&spec.db, &spec.name, None).await?;
+                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                p.indexes_built = (p.indexes_built + n).min(p.total_indexes_to_build);
+                p.collections_finished += 1;
+                publish(*p);
+                Ok::<(), JobError>(())
+            }
+        })
+        .buffer_unordered(INDEX_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        collections = total,
+        indexes = progress.indexes_built,
+        "indexes built"
+    );
     ctx.store
         .set_phase(
             Phase::ChangeEvents,
@@ -366,6 +429,59 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
         )
         .await?;
     Ok(())
+}
+
+/// Collections whose indexes are built, restored or finished at once: independent of each
+/// other, so a few at a time (one after another, 2,000 collections made the commit wait for
+/// 12,000 index listings in a row).
+const INDEX_CONCURRENCY: usize = 8;
+
+/// Runs `step` (after the fence check) for every collection of `colls`, a few at a time.
+async fn each_collection<F, Fut>(
+    ctx: &Ctx,
+    colls: &[catalog::CollSpec],
+    step: F,
+) -> Result<(), JobError>
+where
+    F: Fn(catalog::CollSpec) -> Fut,
+    Fut: std::future::Future<Output = Result<(), JobError>>,
+{
+    // Owned: a stream of borrowed specs makes the job's future not `Send`.
+    futures::stream::iter(colls.to_vec())
+        .map(|spec| {
+            let fenced = ctx.fenced();
+            let step = step(spec);
+            async move {
+                fenced?;
+                step.await
+            }
+        })
+        .buffer_unordered(INDEX_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// The collections of `colls` whose source has an index besides `_id` (the only ones the
+/// index steps have anything to do for: every collection has `_id`, and it is never built,
+/// restored or converted), each with the source's listing. One listing per collection, a few
+/// at a time.
+async fn with_secondary_indexes(
+    ctx: &Ctx,
+    colls: Vec<catalog::CollSpec>,
+) -> Result<Vec<(catalog::CollSpec, Vec<bson::Document>)>, JobError> {
+    let listed: Vec<(catalog::CollSpec, Vec<bson::Document>)> = futures::stream::iter(colls)
+        .map(|spec| async move {
+            let src = catalog::list_indexes(&ctx.source, &spec.db, &spec.name).await?;
+            Ok::<_, mongodb::error::Error>((spec, src))
+        })
+        .buffered(INDEX_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(listed
+        .into_iter()
+        .filter(|(_, src)| src.iter().any(|i| i.get_str("name") != Ok("_id_")))
+        .collect())
 }
 
 /// Sets the copied-byte counter from the finished partitions, and returns it.
@@ -409,12 +525,23 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     restore_copied_bytes(ctx).await?;
     create_unannounced(ctx).await?;
     let specs = catalog::list_all(&ctx.destination, &ctx.scope).await?;
-    let colls: Vec<_> = specs.iter().filter(|s| s.kind != CollKind::View).collect();
+    let colls: Vec<catalog::CollSpec> = specs
+        .into_iter()
+        .filter(|s| s.kind != CollKind::View)
+        .collect();
+    // The commit waits on what follows: only collections with indexes besides `_id` have
+    // anything to build, restore or convert.
+    let indexed: Vec<catalog::CollSpec> = with_secondary_indexes(ctx, colls)
+        .await?
+        .into_iter()
+        .map(|(spec, _)| spec)
+        .collect();
     if ctx.options.build_indexes != BuildIndexes::Never {
-        for spec in &colls {
-            ctx.fenced()?;
+        each_collection(ctx, &indexed, |spec| async move {
             ctx.build_indexes(&spec.db, &spec.name, None).await?;
-        }
+            Ok(())
+        })
+        .await?;
     }
     // Once `canWrite` is out, the destination belongs to the application: the final
     // comparison runs before, and only then.
@@ -430,8 +557,7 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     if rebuild_unique {
         tracing::info!("the destination's unique-index conversion leaves traces in the index definition; unique indexes are rebuilt before canWrite instead");
     }
-    for spec in &colls {
-        ctx.fenced()?;
+    each_collection(ctx, &indexed, |spec| async move {
         catalog::finalize_before_write(
             &ctx.source,
             &ctx.destination,
@@ -440,7 +566,9 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
             rebuild_unique,
         )
         .await?;
-    }
+        Ok(())
+    })
+    .await?;
     // Every application write on the destination comes after this point (they are blocked
     // until the release just below): a reversal replays the destination from here.
     let can_write_ts = mongo::cluster_time(&ctx.destination).await?;
@@ -454,10 +582,11 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     })?;
     ctx.store.set(doc! { "canWrite": true }).await?;
     ctx.status.lock().can_write = true;
-    for spec in &colls {
-        ctx.fenced()?;
+    each_collection(ctx, &indexed, |spec| async move {
         catalog::finalize_unique(&ctx.source, &ctx.destination, &spec.db, &spec.name).await?;
-    }
+        Ok(())
+    })
+    .await?;
     ctx.fenced()?;
     ctx.store
         .set_phase(

@@ -210,6 +210,7 @@ impl<'a> Verifier<'a> {
             progress: Some(self.progress.clone()),
             // The documents found differing are queued, and their rechecks say what differs.
             describe: false,
+            definitions: true,
         }
     }
 
@@ -237,7 +238,12 @@ impl<'a> Verifier<'a> {
     }
 
     fn split(&mut self) -> (InitialPass<'_>, Follow<'_, 'a>) {
-        let options = self.options(DocumentCheck::Digest);
+        // Definitions are compared apart (`check_definitions`, and at commit): the pass lists
+        // no indexes for collections whose documents are equal.
+        let options = VerifyOptions {
+            definitions: false,
+            ..self.options(DocumentCheck::Digest)
+        };
         (
             InitialPass {
                 ctx: self.ctx,
