@@ -104,7 +104,13 @@ impl ClusterUri {
         let cs = match guarded(|| ConnectionString::parse(raw)) {
             Some(Ok(cs)) => cs,
             Some(Err(e)) => {
-                let text = scrub(&e.to_string(), raw);
+                // The driver's message alone, not its error's whole debug form ("Kind: …,
+                // labels: {}, source: None, server response: None").
+                let message = match &*e.kind {
+                    mongodb::error::ErrorKind::InvalidArgument { message, .. } => message.clone(),
+                    _ => e.to_string(),
+                };
+                let text = scrub(&hide_values(&message, &parts), raw);
                 return Err(if quotes_secret(&text, raw) {
                     refusal(WITHHELD, WITHHELD_FIX)
                 } else {
@@ -508,6 +514,48 @@ pub fn scrub(text: &str, uri: &str) -> String {
     out
 }
 
+/// Replaces in the driver's `text` every option value and the user name of the URI (three
+/// characters or more, as written or percent-decoded, in any ASCII case: the driver lowercases
+/// some) by the option's name in angle brackets: status fields, Events and logs show hosts
+/// only, and an option value may be anything the user put there.
+fn hide_values(text: &str, parts: &Parts<'_>) -> String {
+    let user = parts
+        .userinfo
+        .map(|u| u.split_once(':').map_or(u, |(user, _)| user));
+    let mut values: Vec<(String, String)> = parts
+        .options()
+        .map(|(k, v)| (format!("<{k}>"), v))
+        .chain(user.map(|u| ("<user>".to_string(), u)))
+        .flat_map(|(name, v)| [(name.clone(), v.to_string()), (name, percent_decode(v))])
+        .filter(|(_, v)| v.len() >= 3)
+        .collect();
+    // Longest first, so that a value containing another is hidden whole.
+    values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for (name, value) in values {
+        out = replace_ascii_case_insensitive(&out, &value, &name);
+    }
+    out
+}
+
+/// `text` with every ASCII-case-insensitive occurrence of `what` replaced by `with`.
+fn replace_ascii_case_insensitive(text: &str, what: &str, with: &str) -> String {
+    let (hay, needle) = (text.to_ascii_lowercase(), what.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    // ASCII lowercasing keeps every byte where it was, so the offsets hold in `text`.
+    for (at, _) in hay.match_indices(&needle) {
+        if at < last {
+            continue;
+        }
+        out.push_str(&text[last..at]);
+        out.push_str(with);
+        last = at + needle.len();
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
 /// Whether `text` quotes three or more consecutive characters of what may be `uri`'s
 /// password (as written or percent-decoded) that do not also appear in the rest of `uri`.
 pub fn quotes_secret(text: &str, uri: &str) -> bool {
@@ -584,6 +632,33 @@ mod tests {
         assert_eq!(s.hosts(), "cluster0.example.net");
         assert!(s.is_srv());
         assert!(!format!("{s:?}").contains("secret"));
+    }
+
+    /// From the new-user trial: the driver's explanation quoted option values (it lowercases
+    /// some), which then reached a ClusterSync's status and Events.
+    #[test]
+    fn refusals_quote_no_option_value_or_user_name() {
+        for (uri, value) in [
+            (
+                "mongodb://alice:pw@h1/?readPreference=Pw-LEAK-l12",
+                "pw-leak-l12",
+            ),
+            (
+                "mongodb://alice:pw@h1/?authMechanism=Pw-LEAK-n14",
+                "pw-leak-n14",
+            ),
+            ("mongodb://h1/?authMechanism=Pw%2DLEAK%2Dn15", "pw-leak-n15"),
+        ] {
+            let e = ClusterUri::parse("--cluster0", uri)
+                .unwrap_err()
+                .to_string();
+            assert!(!e.to_ascii_lowercase().contains(value), "{e}");
+            assert!(e.contains("--cluster0"), "{e}");
+        }
+        assert_eq!(
+            replace_ascii_case_insensitive("'ab-C' and AB-c", "ab-c", "<x>"),
+            "'<x>' and <x>"
+        );
     }
 
     #[test]

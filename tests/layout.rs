@@ -1101,6 +1101,87 @@ fn the_mongo_layer_depends_only_on_the_contract_and_uri() {
     });
 }
 
+/// Where each outside crate (or part of `std`) that does I/O is named, as `module: crate`:
+/// the first segment of a path (`mongodb::Client`, `use kube::{…}`), outside tests.
+fn outside_uses(crates: &[&str]) -> Vec<(String, String, usize)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    read_sources(&root.join("src"), root, &mut files);
+    let mut found = Vec::new();
+    for (rel, src) in &files {
+        let Some(module) = module_of(rel) else {
+            continue;
+        };
+        let t = strip_test_items(lex(src));
+        for i in 0..t.len() {
+            let Some(name) = ident(&t, i) else { continue };
+            // A path's first segment: followed by `::`, not itself after `::` or `.`.
+            let first = i == 0 || !(sep(&t, i - 1) || punct(&t, i - 1, '.'));
+            let std_io = name == "std"
+                && sep(&t, i + 1)
+                && ident(&t, i + 2).is_some_and(|n| ["fs", "net", "process"].contains(&n));
+            let named = if std_io {
+                format!("std::{}", ident(&t, i + 2).unwrap_or_default())
+            } else {
+                name.to_string()
+            };
+            if first && sep(&t, i + 1) && crates.contains(&named.as_str()) {
+                found.push((module.clone(), named, t[i].line));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn outside_crates_stay_in_their_layers() {
+    // The operator never connects to MongoDB; the engine and what it uses know nothing of
+    // Kubernetes; the contract does no I/O at all.
+    let rules: [(&str, &[&str], &str); 3] = [
+        (
+            "operator",
+            &["mongodb"],
+            "the operator asks the engine; it never connects to MongoDB",
+        ),
+        (
+            "engine",
+            &["kube", "kube_runtime", "k8s_openapi"],
+            "the engine knows nothing of Kubernetes",
+        ),
+        (
+            "contract",
+            &[
+                "mongodb",
+                "kube",
+                "kube_runtime",
+                "k8s_openapi",
+                "tokio",
+                "reqwest",
+                "hyper",
+                "axum",
+                "std::fs",
+                "std::net",
+                "std::process",
+            ],
+            "the contract is types and pure functions: no I/O",
+        ),
+    ];
+    let mut broken = Vec::new();
+    for (layer, crates, why) in rules {
+        for (module, name, line) in outside_uses(crates) {
+            if in_subtree(&module, layer)
+                || (layer == "engine"
+                    && ["mongo", "preflight", "verify"]
+                        .iter()
+                        .any(|m| in_subtree(&module, m)))
+            {
+                broken.push(format!("{module} uses {name} (line {line}): {why}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
 #[test]
 fn preflight_and_verify_sit_below_the_engine_and_the_operator() {
     assert_no_edges(

@@ -468,13 +468,9 @@ async fn the_manifests_and_examples_apply_and_the_schema_refuses_what_cannot_wor
     );
 
     // spec.mode after COMMITTED: refused (the status is set by hand here, as the operator would).
-    syncs
-        .create(
-            &PostParams::default(),
-            &cluster_sync(&ns, "done", "Committed"),
-        )
-        .await
-        .unwrap();
+    let mut done = cluster_sync(&ns, "done", "Committed");
+    done.spec.reversible = true;
+    syncs.create(&PostParams::default(), &done).await.unwrap();
     syncs
         .patch_status(
             "done",
@@ -497,15 +493,36 @@ async fn the_manifests_and_examples_apply_and_the_schema_refuses_what_cannot_wor
         "{err}"
     );
     assert!(!err.to_string().contains("<nil>"), "{err}");
-    // Raising reversals stays possible.
-    syncs
-        .patch(
-            "done",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "reversals": 1 } })),
-        )
+    // Raising reversals by one stays possible; a jump, a decrease, or a reversal of a sync
+    // that is not reversible is refused (from the new-user trial: all were accepted).
+    let reversals = |name: &'static str, n: u32| {
+        let syncs = syncs.clone();
+        async move {
+            syncs
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "reversals": n } })),
+                )
+                .await
+        }
+    };
+    reversals("done", 1)
         .await
-        .expect("reversals may change after the commit");
+        .expect("reversals may go up by one after the commit");
+    let err = reversals("done", 3).await.unwrap_err().to_string();
+    assert!(err.contains("spec.reversals goes up by one"), "{err}");
+    let err = reversals("done", 0).await.unwrap_err().to_string();
+    assert!(err.contains("spec.reversals goes up by one"), "{err}");
+    syncs
+        .create(&PostParams::default(), &cluster_sync(&ns, "oneway", "Idle"))
+        .await
+        .unwrap();
+    let err = reversals("oneway", 1).await.unwrap_err().to_string();
+    assert!(
+        err.contains("spec.reversals") && err.contains("reversible: true"),
+        "{err}"
+    );
 
     // kubectl explain documents every field of the spec; kubectl get shows Mode and Ready.
     let explain = cp.kubectl_ok(&["explain", "clustersync.spec", "--recursive=false"]);

@@ -66,7 +66,10 @@ pub(super) struct OperatorArgs {
     /// Name of the leader-election Lease.
     #[arg(long = "lease-name", default_value = "clustersync-operator")]
     lease_name: String,
-    /// Namespace of the Lease (the operator's own namespace).
+    /// Namespace of the Lease (the operator's own namespace; out of a cluster, the
+    /// kubeconfig's namespace unless given: pass the installed operator's namespace, e.g.
+    /// `clustersync-system`, so that a replica run by hand shares its lease instead of leading
+    /// alongside it).
     #[arg(long = "lease-namespace", env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
     /// This replica's identity in the Lease (its pod name).

@@ -138,6 +138,16 @@ impl Verb {
         }
     }
 
+    /// The state an accepted call puts the engine in at once (mongosync's state table).
+    pub fn leads_to(self) -> State {
+        match self {
+            Verb::Start | Verb::Resume => State::Running,
+            Verb::Pause => State::Paused,
+            Verb::Commit => State::Committing,
+            Verb::Reverse => State::Reversing,
+        }
+    }
+
     /// The state a verb requires, as mongosync's state table gives it.
     pub fn check(self, state: State) -> Result<(), WrongState> {
         let (ok, hint) = match self {

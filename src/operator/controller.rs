@@ -293,6 +293,13 @@ async fn apply(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
     }
     let reference = cs.object_ref(&());
     for e in &events {
+        // The operator's log tells the same story as its Events (an operator's log was
+        // otherwise silent while its syncs were blocked); the reconcile span names the sync.
+        let note = e.note.as_deref().unwrap_or_default();
+        match e.type_ {
+            EventType::Warning => tracing::warn!(reason = %e.reason, "{note}"),
+            EventType::Normal => tracing::info!(reason = %e.reason, "{note}"),
+        }
         if let Err(err) = ctx.recorder.publish(e, &reference).await {
             tracing::warn!(error = %err, reason = %e.reason, "could not record an Event");
         }
@@ -734,8 +741,12 @@ async fn call_engine(
             if verb == Verb::Reverse {
                 conds.status.reversals_done += 1;
             }
-            if let Ok(p) = api.progress().await {
-                mirror::apply_progress(conds.status, &p);
+            match api.progress().await {
+                Ok(p) => mirror::apply_progress(conds.status, &p),
+                // The state the call led to, until the next poll reads it: the schema's rules
+                // key on it (source and destination are fixed once the state leaves IDLE), so a
+                // status left at IDLE after a started sync would let them change.
+                Err(_) => conds.status.state = Some(verb.leads_to().as_str().to_string()),
             }
             Ok(())
         }

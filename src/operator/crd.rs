@@ -26,6 +26,15 @@ const FROZEN_AFTER_START: &str = "!has(oldSelf.status) || !has(oldSelf.status.st
 const VALID_NAME: &str =
     "self.metadata.name.size() <= 56 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
 
+/// Rejected at admission: a reversal asked of a sync that cannot be reversed (the controller
+/// also reports it, as InvalidSpec, for an object stored before the rule).
+const REVERSALS_NEED_REVERSIBLE: &str =
+    "!has(self.reversals) || self.reversals == 0 || (has(self.reversible) && self.reversible)";
+
+/// Rejected at admission: the counter is compared with the reversals done, so a jump or a
+/// decrease would ask for reversals nobody meant, or silently none.
+const REVERSALS_ONE_UP: &str = "self >= oldSelf && self <= oldSelf + 1";
+
 /// Rejected at admission: once the engine is COMMITTED the destination is live, so the mode
 /// stays Committed (a reversible sync is reversed through `reversals`).
 const MODE_FROZEN_AFTER_COMMIT: &str = "!has(oldSelf.status) || !has(oldSelf.status.state) || oldSelf.status.state != 'COMMITTED' || self.spec.mode == oldSelf.spec.mode";
@@ -75,7 +84,8 @@ pub enum WriteBlocking {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineSpec {
-    /// Image running `clustersync engine` (defaults to the operator's own image).
+    /// Image running `clustersync engine` (defaults to the operator's `--engine-image`, which the
+    /// manifests and the chart set to the operator's own image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// CPU and memory requests and limits of the engine's container.
@@ -163,6 +173,7 @@ impl EngineSpec {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(DIFFERENT_SECRETS).message("source and destination name the same Secret key; each side needs its own connection string"))]
+#[x_kube(validation = Rule::new(REVERSALS_NEED_REVERSIBLE).message("spec.reversals can be raised only for a sync with reversible: true (set when it was created); create a new ClusterSync with reversible: true to sync back").field_path(".reversals"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSyncSpec {
     /// The Secret (in this namespace) and key (default `uri`) holding the connection string
@@ -179,9 +190,11 @@ pub struct ClusterSyncSpec {
     /// Allow `/reverse` after the commit.
     #[serde(default)]
     pub reversible: bool,
-    /// Raise by one to reverse a committed reversible sync.
+    /// Raise by one to reverse a committed reversible sync. It never goes down, and goes up
+    /// one at a time.
     #[serde(default)]
     #[schemars(extend("format" = "int64"))]
+    #[x_kube(validation = Rule::new(REVERSALS_ONE_UP).message("spec.reversals goes up by one at a time (each raise reverses the committed sync once) and never down"))]
     pub reversals: u32,
     /// Sync only these databases and collections (mongosync's `includeNamespaces`); all of
     /// them when empty.

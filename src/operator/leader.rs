@@ -120,12 +120,12 @@ impl Leadership {
             match attempt {
                 Ok(Attempt::Held) => {
                     *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
-                    tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, "acquired the leader lease");
+                    tracing::info!(lease = %self.cfg.name, namespace = %self.cfg.namespace, identity = %self.cfg.identity, "acquired the leader lease");
                     return;
                 }
                 Ok(Attempt::HeldByOther(holder)) => {
                     if holder != last_holder {
-                        tracing::info!(lease = %self.cfg.name, %holder, "another replica leads; standing by");
+                        tracing::info!(lease = %self.cfg.name, namespace = %self.cfg.namespace, %holder, "another replica leads; standing by");
                         last_holder = holder;
                     }
                 }

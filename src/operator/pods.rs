@@ -49,11 +49,13 @@ fn problem_of(pod: &Pod, now: Timestamp) -> Option<Problem> {
         .iter()
         .flat_map(|s| s.conditions.iter().flatten())
         .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"));
+    // The message names the grace, not the time waited: a message that changed at every
+    // reconcile went stale in the status and cost a status write each time.
     if unbound && !unschedulable && waited > SCHEDULING_GRACE_SECS {
         return Some(Problem {
             reason: "EngineNotScheduled".into(),
             message: format!(
-                "pod {name} has waited {waited}s without being given a node, and no scheduler has said why; check that the cluster's scheduler runs, that a node matches spec.engine's nodeSelector, tolerations and affinity, and `kubectl describe pod {name}`"
+                "pod {name} has had no node for over {SCHEDULING_GRACE_SECS}s (since it was created), and no scheduler has said why; check that the cluster's scheduler runs, that a node matches spec.engine's nodeSelector, tolerations and affinity, and `kubectl describe pod {name}`"
             ),
         });
     }
