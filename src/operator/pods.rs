@@ -171,10 +171,13 @@ mod tests {
         let p = problem([&pod], at(90)).unwrap();
         assert_eq!(p.reason, "EngineNotScheduled");
         assert!(
-            p.message.contains("90s") && p.message.contains("scheduler"),
+            p.message.contains("over 60s") && p.message.contains("scheduler"),
             "{}",
             p.message
         );
+        // The same words later: a message that changes at every poll goes stale and costs a
+        // status write each time.
+        assert_eq!(problem([&pod], at(900)).unwrap().message, p.message);
         let mut bound = pod.clone();
         bound.spec.as_mut().unwrap().node_name = Some("n1".into());
         assert_eq!(problem([&bound], at(90)), None);
