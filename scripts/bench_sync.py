@@ -7,7 +7,7 @@ Usage: .venv/bin/python scripts/bench_sync.py SHAPE
   SHAPE is `single:DOCS:BYTES` (one collection) or `many:DBS:COLLS:DOCS` (DBS databases of
   COLLS collections of DOCS documents each).
 Environment: CLUSTERSYNC_BIN (default target/release/clustersync, else target/debug),
-  BENCH_RUNS (default "naive,default,noverify"), BENCH_DIR (server storage, default
+  BENCH_RUNS (default "naive,durable,default,noverify"), BENCH_DIR (server storage, default
   .testbed/bench-sync).
 """
 import json
@@ -159,15 +159,18 @@ def phases(path):
     with open(path) as f:
         for line in f:
             for msg, short in PHASES.items():
-                m = re.search(r"took_ms=(\d+)", line)
+                m = re.search(r"took_ms\"?[=:](\d+)", line)
                 if msg in line and m:
                     out.append(f"{short} {int(m.group(1)) / 1000:.1f}")
     return ", ".join(out)
 
 
-def naive(src, dst):
+def naive(src, dst, durable=False):
+    """`durable`: the destination writes acknowledged as the engine's are (w:majority, j:true),
+    so that a destination crash loses nothing the script counts as copied."""
     t0 = time.time()
-    s, d = MongoClient(src, document_class=RawBSONDocument), MongoClient(dst)
+    s = MongoClient(src, document_class=RawBSONDocument)
+    d = MongoClient(dst, w="majority", journal=True) if durable else MongoClient(dst)
     for name in s.list_database_names():
         if name in ("admin", "config", "local"):
             continue
@@ -185,7 +188,7 @@ def naive(src, dst):
 
 def main():
     shape = sys.argv[1].split(":") if len(sys.argv) > 1 else ["single", "60000", "330"]
-    runs = os.environ.get("BENCH_RUNS", "naive,default,noverify").split(",")
+    runs = os.environ.get("BENCH_RUNS", "naive,durable,default,noverify").split(",")
     print(f"shape {':'.join(shape)}; engine {binary()}; {os.cpu_count()} cores; SecantusDB on loopback")
     rows = []
     for run in runs:
@@ -195,6 +198,9 @@ def main():
         if run == "naive":
             secs, cpu, rss = naive(src, dst), 0.0, 0.0
             name = "naive script (list, find/insert_many)"
+        elif run == "durable":
+            secs, cpu, rss = naive(src, dst, durable=True), 0.0, 0.0
+            name = "naive script, durable writes (w:majority, j)"
         elif run == "default":
             secs, cpu, rss, commit, split = run_engine(src, dst, {})
             name = "clustersync, default /start to canCommit"

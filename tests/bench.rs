@@ -672,7 +672,7 @@ fn end_to_end(shape: &str) {
         .arg(root.join("scripts/bench_sync.py"))
         .arg(shape)
         .env("CLUSTERSYNC_BIN", env!("CARGO_BIN_EXE_clustersync"))
-        .env("BENCH_RUNS", "naive,default,noverify")
+        .env("BENCH_RUNS", "naive,durable,default,noverify")
         .env("BENCH_DIR", dir.path())
         .output()
         .expect("run scripts/bench_sync.py");
@@ -687,7 +687,7 @@ fn end_to_end(shape: &str) {
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| run"))
         .collect();
-    assert_eq!(rows.len(), 3, "{text}");
+    assert_eq!(rows.len(), 4, "{text}");
     for row in rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         let secs: f64 = cells[2].parse().unwrap_or(-1.0);

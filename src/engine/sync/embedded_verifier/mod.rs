@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Timestamp};
-use futures::{StreamExt, TryStreamExt};
 
 use crate::contract::progress::VerifierPhase;
 use crate::engine::status::VerificationStatus;
@@ -61,6 +60,10 @@ const INITIAL_ATTEMPTS: u32 = 3;
 /// so a restart redoes little.
 const INITIAL_CHUNK_COLLECTIONS: usize = 256;
 const INITIAL_CHUNK_DOCUMENTS: u64 = 100_000;
+/// A round whose collections hold fewer documents than this on average compares
+/// [`SMALL_CONCURRENCY`] of them at once.
+const SMALL_COLLECTION_DOCS: u64 = 1_000;
+const SMALL_CONCURRENCY: usize = 16;
 const STREAM_BATCH: usize = 1000;
 const RECHECK_BATCH: usize = 1000;
 /// Rechecks run while the applier's lag is at most this.
@@ -733,10 +736,8 @@ impl InitialPass<'_> {
                 .collect()
         };
         let (src, dst) = (with_docs(&src), with_docs(&dst));
-        let (src_counts, dst_counts) = tokio::try_join!(
-            estimate(&ctx.source, &src),
-            estimate(&ctx.destination, &dst)
-        )?;
+        let src_counts = copied_counts(ctx).await?;
+        let dst_counts = src_counts.clone();
         let (src_estimate, dst_estimate) = (
             src_counts.values().sum::<u64>(),
             dst_counts.values().sum::<u64>(),
@@ -783,8 +784,17 @@ impl InitialPass<'_> {
             let mut attempt = 0;
             while !left.is_empty() {
                 attempt += 1;
+                // Small collections cost a round trip each more than they cost reading: more of
+                // them are compared at once, as the copy copies them.
+                let docs: u64 = left.iter().filter_map(|ns| src_counts.get(ns)).sum();
+                let small = docs / (left.len() as u64).max(1) < SMALL_COLLECTION_DOCS;
                 let options = VerifyOptions {
                     only: Some(left.clone()),
+                    concurrency: if small {
+                        SMALL_CONCURRENCY
+                    } else {
+                        self.options.concurrency
+                    },
                     ..self.options.clone()
                 };
                 let report =
@@ -858,26 +868,16 @@ async fn wait_for_applier(ctx: &Ctx, until: Timestamp) {
     }
 }
 
-/// The servers' own document counts (no document read), summed.
-/// Estimated document counts, by namespace.
-async fn estimate(
-    client: &mongodb::Client,
-    specs: &[CollSpec],
-) -> mongodb::error::Result<std::collections::BTreeMap<String, u64>> {
-    // Owned before the stream: a borrowing filter closure makes the future not `Send`.
-    let colls: Vec<(String, mongodb::Collection<bson::RawDocumentBuf>)> = specs
-        .iter()
-        .filter(|s| s.kind != CollKind::View)
-        .map(|s| (s.ns(), client.database(&s.db).collection(&s.name)))
-        .collect();
-    futures::stream::iter(colls)
-        .map(|(ns, c)| async move {
-            let n = c.estimated_document_count().await?;
-            Ok::<_, mongodb::error::Error>((ns, n))
-        })
-        .buffer_unordered(8)
-        .try_collect()
-        .await
+/// Documents per namespace as the copy counted them (its partitions, one read): they size the
+/// initial pass's rounds and are the estimated counts `/progress` shows. Asking both servers
+/// for every collection's count cost two round trips per collection (4,000 for 2,000
+/// collections); a collection created since the copy counts as empty here.
+async fn copied_counts(ctx: &Ctx) -> Result<std::collections::BTreeMap<String, u64>, JobError> {
+    let mut counts = std::collections::BTreeMap::new();
+    for p in ctx.store.partitions().await? {
+        *counts.entry(format!("{}.{}", p.db, p.coll)).or_default() += p.copied_docs.max(0) as u64;
+    }
+    Ok(counts)
 }
 
 /// `todo` in rounds of at most [`INITIAL_CHUNK_COLLECTIONS`] namespaces and, beyond the first,
@@ -944,7 +944,18 @@ impl Follow<'_, '_> {
                     v.recheck(due).await?;
                 }
             }
-            if definitions_at.is_none_or(|t| t.elapsed() >= definitions_every) {
+            // Not while the initial pass runs: with thousands of collections a check lists
+            // every collection's indexes on both sides, and it slowed the pass it competed
+            // with; a definition difference needs two sightings to be confirmed anyway, and
+            // the commit compares definitions again.
+            let initial_done = v
+                .ctx
+                .status
+                .lock()
+                .verification
+                .as_ref()
+                .is_some_and(|s| s.initial_done);
+            if initial_done && definitions_at.is_none_or(|t| t.elapsed() >= definitions_every) {
                 let started = Instant::now();
                 v.check_definitions().await?;
                 // Thousands of collections make a check long: it then takes at most a tenth
