@@ -413,3 +413,51 @@ async fn source_writes_after_the_commit_point_are_found_and_named() {
     assert_eq!(verification(&p)["verified"], true, "{p}");
     third.kill();
 }
+
+/// The test server creates a collection, empty, for an update that matches nothing in a
+/// missing one, with no change event (mongod creates none). The sync cannot hear of it, and the
+/// commit creates such collections before its final comparison; the verifier during the sync
+/// confirmed "collection missing on the destination" and held canCommit false for good (the
+/// differential suite, `fault_engine_sigkill` seed 11, timed out so). An empty source
+/// collection missing on the destination now holds nothing back; the commit makes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_collection_made_without_a_change_event_does_not_hold_the_commit() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    seed(&src, 200).await;
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    engine.start_sync(c0c1()).await;
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    let ghost = src.database("shop").collection::<Document>("ghost");
+    ghost
+        .update_one(doc! { "_id": 1 }, doc! { "$set": { "a": 1 } })
+        .await
+        .unwrap();
+    let names = src.database("shop").list_collection_names().await.unwrap();
+    assert!(
+        names.contains(&"ghost".to_string()),
+        "the test server no longer makes a collection for an update that matches nothing; this test then checks nothing: {names:?}"
+    );
+    // Two definition checks at least (one every 5 s or more) confirm a difference.
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while std::time::Instant::now() < deadline {
+        let p = engine.progress().await;
+        assert!(
+            verification(&p)["mismatchCount"].as_u64().unwrap_or(0) == 0,
+            "an empty collection the source made without an event held the commit: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    let (code, body) = engine.post("commit", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let p = engine.wait_state("COMMITTED", LONG).await;
+    assert_eq!(verification(&p)["verified"], true, "{p}");
+    let dst = b.client().await;
+    let names = dst.database("shop").list_collection_names().await.unwrap();
+    assert!(names.contains(&"ghost".to_string()), "{names:?}");
+}

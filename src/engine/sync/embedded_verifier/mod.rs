@@ -570,22 +570,30 @@ impl<'a> Verifier<'a> {
             }
             others.retain(|ns| !capped.contains(ns));
             let mut defs = self
-                .compare_definitions_of(&options, DocumentCheck::Skip, Some(capped))
+                .compare_definitions_of(&options, DocumentCheck::Skip, Some(capped), false)
                 .await?;
             defs.extend(
-                self.compare_definitions_of(&options, DocumentCheck::Count, Some(others))
+                self.compare_definitions_of(&options, DocumentCheck::Count, Some(others), false)
                     .await?,
             );
             return Ok(defs);
         }
-        self.compare_definitions_of(&options, documents, None).await
+        // During the sync (the commit compares with counts, above).
+        self.compare_definitions_of(&options, documents, None, true)
+            .await
     }
 
+    /// With `excuse_unannounced`, an empty source collection missing on the destination is
+    /// no difference: some servers make one, for an update that matches nothing in a missing
+    /// collection, without a change event (mongod makes none), so the sync cannot hear of it;
+    /// the commit creates such collections before its final comparison, which checks them.
+    /// Held against canCommit, it held the commit back for good.
     async fn compare_definitions_of(
         &self,
         options: &VerifyOptions,
         documents: DocumentCheck,
         only: Option<BTreeSet<String>>,
+        excuse_unannounced: bool,
     ) -> Result<Vec<String>, JobError> {
         if only.as_ref().is_some_and(BTreeSet::is_empty) {
             return Ok(Vec::new());
@@ -598,8 +606,33 @@ impl<'a> Verifier<'a> {
         let report =
             verify::verify(&self.clusters.source, &self.clusters.destination, &options).await?;
         let views_synced = !self.ctx.options.pre_existing_destination_data;
+        let mut unannounced = BTreeSet::new();
+        if excuse_unannounced {
+            for n in report.different().filter(|n| {
+                n.destination.is_none()
+                    && n.source
+                        .as_ref()
+                        .is_some_and(|s| s.kind != verify::NamespaceKind::View)
+            }) {
+                let Some((db, coll)) = n.namespace.split_once('.') else {
+                    continue;
+                };
+                let empty = self
+                    .ctx
+                    .source
+                    .database(db)
+                    .collection::<bson::RawDocumentBuf>(coll)
+                    .find_one(bson::doc! {})
+                    .await?
+                    .is_none();
+                if empty {
+                    unannounced.insert(n.namespace.clone());
+                }
+            }
+        }
         Ok(report
             .different()
+            .filter(|n| !unannounced.contains(&n.namespace))
             .filter(|n| {
                 views_synced
                     || n.source
