@@ -296,6 +296,28 @@ impl Server {
             )
             .await;
             if let Ok(Ok(_)) = ping {
+                // The answer must come from this server, not another test's that took the same
+                // port (two tests handed one free port each start a server on it: the loser's
+                // ping reached the winner while it was still starting, and the two tests then
+                // shared one server; engine_fencing failed so).
+                let own = self.child.as_ref().map(|c| c.id() as i64);
+                let status = client
+                    .database("admin")
+                    .run_command(doc! {"serverStatus": 1})
+                    .await;
+                let theirs = status.ok().and_then(|s| match s.get("pid") {
+                    Some(bson::Bson::Int32(p)) => Some(*p as i64),
+                    Some(bson::Bson::Int64(p)) => Some(*p),
+                    _ => None,
+                });
+                if let (Some(own), Some(theirs)) = (own, theirs) {
+                    if own != theirs {
+                        return Err(format!(
+                            "port {} is served by another process (pid {theirs}), not this server (pid {own})",
+                            self.port
+                        ));
+                    }
+                }
                 return Ok(());
             }
             if Instant::now() > deadline {
