@@ -68,6 +68,29 @@ impl Pair<'_> {
     }
 }
 
+/// The namespaces in scope, only in the databases of `only` when it is given: a caller that
+/// compares a few hundred namespaces at a time (the engine's verifier) listed every database
+/// for each round, which made its pass grow with the square of the collection count (197 s at
+/// 10,000 collections against 7.5 s at 2,000).
+async fn listing(
+    client: &mongodb::Client,
+    scope: &crate::contract::filter::Scope,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> mongodb::error::Result<Vec<CollSpec>> {
+    let Some(only) = only else {
+        return catalog::list_all(client, scope).await;
+    };
+    let dbs: std::collections::BTreeSet<&str> = only
+        .iter()
+        .filter_map(|ns| ns.split_once('.').map(|(db, _)| db))
+        .collect();
+    let mut out = Vec::new();
+    for db in dbs.into_iter().filter(|db| scope.may_include_db(db)) {
+        out.extend(catalog::list_db(client, db, scope).await?);
+    }
+    Ok(out)
+}
+
 /// Compares every namespace in scope on either cluster. `source` is the side data was copied
 /// from: "missing" and "extra" are from the destination's point of view.
 pub async fn verify(
@@ -86,12 +109,12 @@ pub async fn verify(
     pd?;
     let (src_specs, dst_specs) = tokio::try_join!(
         async {
-            catalog::list_all(&source.client, &scope)
+            listing(&source.client, &scope, options.only.as_ref())
                 .await
                 .map_err(|e| pair.failed(source, "listing collections".into(), &e))
         },
         async {
-            catalog::list_all(&destination.client, &scope)
+            listing(&destination.client, &scope, options.only.as_ref())
                 .await
                 .map_err(|e| pair.failed(destination, "listing collections".into(), &e))
         },
