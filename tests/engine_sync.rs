@@ -937,6 +937,14 @@ async fn a_create_event_replaces_a_namespace_of_another_kind() {
     );
 }
 
+/// A collection of the `shop` database, as listed.
+async fn spec_of(client: &mongodb::Client, name: &str) -> catalog::CollSpec {
+    catalog::find_spec(client, "shop", name)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("shop.{name} exists"))
+}
+
 /// An engine killed while creating a collection whose options it aligns (on this server:
 /// created without its validator, then `collMod` for each validation option, in the source's
 /// order) leaves the collection without them, and the restarted catalog phase found the name
@@ -982,15 +990,9 @@ async fn a_collection_left_half_made_is_finished_when_created_again() {
         .unwrap();
     let order =
         |spec: &catalog::CollSpec| -> Vec<String> { spec.options.keys().cloned().collect() };
-    let source = catalog::find_spec(&src, "shop", "orders")
-        .await
-        .unwrap()
-        .unwrap();
+    let source = spec_of(&src, "orders").await;
     catalog::create_for_copy(&dest, &source).await.unwrap();
-    let made = catalog::find_spec(&dest, "shop", "orders")
-        .await
-        .unwrap()
-        .unwrap();
+    let made = spec_of(&dest, "orders").await;
     assert_eq!(
         order(&made),
         order(&source),
@@ -1005,15 +1007,9 @@ async fn a_collection_left_half_made_is_finished_when_created_again() {
     );
 
     // A replayed create event over a collection with documents: kept, values set.
-    let source = catalog::find_spec(&src, "shop", "filled")
-        .await
-        .unwrap()
-        .unwrap();
+    let source = spec_of(&src, "filled").await;
     catalog::create_as_announced(&dest, &source).await.unwrap();
-    let made = catalog::find_spec(&dest, "shop", "filled")
-        .await
-        .unwrap()
-        .unwrap();
+    let made = spec_of(&dest, "filled").await;
     assert_eq!(
         made.options.get("validator"),
         source.options.get("validator")

@@ -205,6 +205,13 @@ mod tests {
         assert_eq!(allowed(Verb::Resume), vec![Paused]);
         assert_eq!(allowed(Verb::Commit), vec![Running]);
         assert_eq!(allowed(Verb::Reverse), vec![Committed]);
+        // What each accepted verb leads to is a state that verb's successor accepts.
+        assert_eq!(Verb::Start.leads_to(), Running);
+        assert_eq!(Verb::Pause.leads_to(), Paused);
+        assert!(Verb::Resume.check(Verb::Pause.leads_to()).is_ok());
+        assert!(Verb::Pause.check(Verb::Resume.leads_to()).is_ok());
+        assert_eq!(Verb::Commit.leads_to(), Committing);
+        assert_eq!(Verb::Reverse.leads_to(), Reversing);
         let e = Verb::Start.check(Initializing).unwrap_err().to_string();
         assert!(e.contains("/start") && e.contains("INITIALIZING"), "{e}");
     }
