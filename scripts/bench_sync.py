@@ -3,15 +3,28 @@ against what a user would otherwise write (a naive script that lists every colle
 copies it with find/insert_many), side by side in one run on fresh server pairs. Reports;
 asserts nothing.
 
-Usage: .venv/bin/python scripts/bench_sync.py SHAPE
+Usage: .venv/bin/python scripts/bench_sync.py SHAPE[@RUNS] [SHAPE[@RUNS]...]
   SHAPE is `single:DOCS:BYTES` (one collection) or `many:DBS:COLLS:DOCS` (DBS databases of
-  COLLS collections of DOCS documents each).
+  COLLS collections of DOCS documents each); `@RUNS` (comma-separated) replaces BENCH_RUNS for
+  that shape.
 Environment: CLUSTERSYNC_BIN (default target/release/clustersync, else target/debug),
-  BENCH_RUNS (default "naive,durable,default,noverify"), BENCH_DIR (server storage, default
-  .testbed/bench-sync).
+  BENCH_RUNS (default "raw,naive,durable,default,noverify"), BENCH_DIR (server storage,
+  default .testbed/bench-sync).
+
+Runs, each on a fresh server pair whose source holds the same data:
+  raw       the destination's best raw ingest: every document read into memory first (not
+            timed), then unordered insert_many of 5,000 from 1 stream and from 4 (the better
+            is reported)
+  naive     a script that lists every collection and copies it with find/insert_many
+  durable   the same with the engine's write concern (w: majority, j: true)
+  default   clustersync engine, default /start to canCommit (embedded verifier on)
+  noverify  the same with "verification": {"enabled": false}
+The source is seeded once per shape and copied from a stopped server's storage for each run.
 """
 import json
 import os
+import shutil
+import threading
 import re
 import resource
 import subprocess
@@ -45,6 +58,31 @@ def fresh_pair(directory=None):
     testbed("stop", directory)
     subprocess.run(["rm", "-rf", directory], check=True)
     return testbed("start", "2", directory)
+
+
+def seeded_pair(shape):
+    """A fresh pair whose source holds `shape`'s data. Seeding 1,000,000 documents takes
+    minutes on the test server: the source's storage is kept from the first seeding (in a
+    template beside the pair) and copied for every later run."""
+    pair = os.path.join(DIR, "pair")
+    template = os.path.join(DIR, "template-" + "-".join(shape))
+    testbed("stop", pair)
+    shutil.rmtree(pair, ignore_errors=True)
+    if not os.path.exists(os.path.join(template, "docs")):
+        shutil.rmtree(template, ignore_errors=True)
+        src, _ = testbed("start", "2", pair)
+        docs = seed(src, shape)
+        testbed("stop", pair)
+        shutil.copytree(os.path.join(pair, "server0", "data"), os.path.join(template, "data"))
+        with open(os.path.join(template, "docs"), "w") as f:
+            f.write(str(docs))
+        shutil.rmtree(pair)
+    os.makedirs(os.path.join(pair, "server0"))
+    shutil.copytree(os.path.join(template, "data"), os.path.join(pair, "server0", "data"))
+    with open(os.path.join(template, "docs")) as f:
+        docs = int(f.read())
+    src, dst = testbed("start", "2", pair)
+    return src, dst, docs
 
 
 def seed(uri, shape):
@@ -186,37 +224,139 @@ def naive(src, dst, durable=False):
     return time.time() - t0
 
 
-def main():
-    shape = sys.argv[1].split(":") if len(sys.argv) > 1 else ["single", "60000", "330"]
-    runs = os.environ.get("BENCH_RUNS", "naive,durable,default,noverify").split(",")
-    print(f"shape {':'.join(shape)}; engine {binary()}; {os.cpu_count()} cores; SecantusDB on loopback")
-    rows = []
+def read_all(src):
+    """Every collection's documents, as raw BSON, in memory."""
+    s = MongoClient(src, document_class=RawBSONDocument)
+    out = []
+    for name in s.list_database_names():
+        if name in ("admin", "config", "local"):
+            continue
+        for coll in s[name].list_collection_names():
+            out.append((name, coll, list(s[name][coll].find(batch_size=5000))))
+    return out
+
+
+def raw_ingest(dst, data, streams):
+    """Unordered insert_many of 5,000 documents into an empty destination, from `streams`
+    threads sharing the batches of every collection."""
+    d = MongoClient(dst)
+    batches = [(name, coll, docs[i:i + 5000]) for name, coll, docs in data for i in range(0, len(docs), 5000)]
+    lock = threading.Lock()
+
+    def writer():
+        while True:
+            with lock:
+                if not batches:
+                    return
+                name, coll, batch = batches.pop()
+            d[name][coll].insert_many(batch, ordered=False)
+
+    t0 = time.time()
+    threads = [threading.Thread(target=writer) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.time() - t0
+
+
+def raw(shape):
+    """The better of 1 and 4 streams, each into a fresh, empty destination (the source is read
+    once)."""
+    src, dst, docs = seeded_pair(shape)
+    data = read_all(src)
+    spare = os.path.join(DIR, "spare")
+    best = None
+    for streams in (1, 4):
+        if streams > 1:
+            testbed("stop", spare)
+            shutil.rmtree(spare, ignore_errors=True)
+            (dst,) = testbed("start", "1", spare)
+        secs = raw_ingest(dst, data, streams)
+        print(f"    raw ingest, {streams} stream(s): {secs:.2f} s", flush=True)
+        if best is None or secs < best[0]:
+            best = (secs, streams)
+    testbed("stop", spare)
+    return best[0], docs, best[1]
+
+
+NAMES = {
+    "raw": "destination's best raw ingest",
+    "naive": "naive script (list, find/insert_many)",
+    "durable": "naive script, durable writes (w:majority, j)",
+    "default": "clustersync, default /start to canCommit",
+    "noverify": "clustersync, verification off",
+}
+
+
+def bench(shape, runs):
+    print(f"shape {':'.join(shape)}; engine {binary()}; {os.cpu_count()} cores; SecantusDB on loopback", flush=True)
+    rows = {}
     for run in runs:
-        src, dst = fresh_pair()
-        docs = seed(src, shape)
-        commit, split = None, ""
-        if run == "naive":
-            secs, cpu, rss = naive(src, dst), 0.0, 0.0
-            name = "naive script (list, find/insert_many)"
-        elif run == "durable":
-            secs, cpu, rss = naive(src, dst, durable=True), 0.0, 0.0
-            name = "naive script, durable writes (w:majority, j)"
-        elif run == "default":
-            secs, cpu, rss, commit, split = run_engine(src, dst, {})
-            name = "clustersync, default /start to canCommit"
+        commit, split, cpu, rss, note = None, "", 0.0, 0.0, ""
+        if run == "raw":
+            secs, docs, streams = raw(shape)
+            note = f"{streams} stream(s)"
         else:
-            secs, cpu, rss, commit, split = run_engine(src, dst, {"verification": {"enabled": False}})
-            name = "clustersync, verification off"
-        rows.append((name, secs, docs, cpu, rss, commit))
-        print(f"  {name:45s} {secs:8.2f} s  {docs / secs:9.0f} docs/s  engine CPU {cpu:6.2f} s  peak RSS {rss:6.1f} MB"
-              + (f"  commit {commit:.2f} s  phases: {split}" if commit is not None else ""), flush=True)
-    base = rows[0][1]
-    print("| run | seconds | docs/s | vs first | engine CPU s | peak RSS MB | /commit to COMMITTED s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, secs, docs, cpu, rss, commit in rows:
-        c = f"{commit:.2f}" if commit is not None else "-"
-        print(f"| {name} | {secs:.2f} | {docs / secs:,.0f} | {base / secs:.2f}x | {cpu:.2f} | {rss:.0f} | {c} |")
-    testbed("stop", DIR)
+            src, dst, docs = seeded_pair(shape)
+            if run == "naive":
+                secs = naive(src, dst)
+            elif run == "durable":
+                secs = naive(src, dst, durable=True)
+            elif run == "default":
+                secs, cpu, rss, commit, split = run_engine(src, dst, {})
+            elif run == "noverify":
+                secs, cpu, rss, commit, split = run_engine(src, dst, {"verification": {"enabled": False}})
+            else:
+                raise SystemExit(f"unknown run {run!r} (raw, naive, durable, default, noverify)")
+        rows[run] = (secs, docs, cpu, rss, commit, split, note)
+        print(f"  {NAMES[run]:47s} {secs:8.2f} s  {docs / secs:9.0f} docs/s"
+              + (f"  engine CPU {cpu:6.2f} s  peak RSS {rss:6.1f} MB  commit {commit:.2f} s  phases: {split}"
+                 if commit is not None else f"  {note}"), flush=True)
+    testbed("stop", os.path.join(DIR, "pair"))
+    return rows
+
+
+def summary(results):
+    """One line per shape: every run's seconds, and the engine's ratios to the baselines
+    (higher is faster: baseline seconds / engine seconds)."""
+    print()
+    print("| shape | raw ingest s | naive s | durable naive s | default s | default vs naive | default vs raw | "
+          "off s | off vs raw | s per 1,000 collections (naive / default) | engine CPU s per million docs | "
+          "peak RSS MB | /commit s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    for shape, rows in results:
+        def secs(run):
+            return rows[run][0] if run in rows else None
+
+        def cell(v, fmt="{:.2f}"):
+            return fmt.format(v) if v is not None else "-"
+
+        def ratio(base, run):
+            b, r = secs(base), secs(run)
+            return f"{b / r:.2f}x" if b and r else "-"
+
+        per_k = "-"
+        if shape[0] == "many":
+            colls = int(shape[1]) * int(shape[2]) / 1000
+            per_k = f"{cell(secs('naive') and secs('naive') / colls)} / {cell(secs('default') and secs('default') / colls)}"
+        d = rows.get("default")
+        cpu_m = f"{d[2] * 1e6 / d[1]:.1f}" if d else "-"
+        print(f"| `{':'.join(shape)}` | {cell(secs('raw'))} | {cell(secs('naive'))} | {cell(secs('durable'))} | "
+              f"{cell(secs('default'))} | {ratio('naive', 'default')} | {ratio('raw', 'default')} | "
+              f"{cell(secs('noverify'))} | {ratio('raw', 'noverify')} | {per_k} | {cpu_m} | "
+              f"{cell(d and d[3], '{:.0f}')} | {cell(d and d[4])} |")
+
+
+def main():
+    runs = os.environ.get("BENCH_RUNS", "raw,naive,durable,default,noverify").split(",")
+    results = []
+    for arg in sys.argv[1:] or ["single:60000:330"]:
+        # SHAPE@RUNS: this shape's own runs.
+        shape, _, own = arg.partition("@")
+        shape = shape.split(":")
+        results.append((shape, bench(shape, own.split(",") if own else runs)))
+    summary(results)
 
 
 if __name__ == "__main__":

@@ -443,6 +443,9 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
 /// 12,000 index listings in a row).
 const INDEX_CONCURRENCY: usize = 8;
 
+/// Index listings at once: a round trip each, nothing built.
+const LISTING_CONCURRENCY: usize = 16;
+
 /// Runs `step` (after the fence check) for every collection of `colls`, a few at a time.
 async fn each_collection<F, Fut>(
     ctx: &Ctx,
@@ -482,7 +485,7 @@ async fn with_secondary_indexes(
             let src = catalog::list_indexes(&ctx.source, &spec.db, &spec.name).await?;
             Ok::<_, mongodb::error::Error>((spec, src))
         })
-        .buffered(INDEX_CONCURRENCY)
+        .buffered(LISTING_CONCURRENCY)
         .try_collect()
         .await?;
     Ok(listed
