@@ -16,14 +16,7 @@ const META: &str = "clustersync_reserved_for_internal_use";
 const LONG: Duration = Duration::from_secs(180);
 
 async fn commit_and_wait(engine: &Engine) -> Value {
-    engine
-        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
-        .await;
-    let (code, v) = engine.post("commit", json!({})).await;
-    assert_eq!(code, 200, "commit refused: {v}");
-    let p = engine.wait_state("COMMITTED", LONG).await;
-    assert_eq!(p["progress"]["canWrite"], true, "{p}");
-    p
+    engine.commit_and_wait(LONG).await
 }
 
 fn c0c1() -> Value {

@@ -450,12 +450,7 @@ async fn an_empty_collection_made_without_a_change_event_does_not_hold_the_commi
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    engine
-        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
-        .await;
-    let (code, body) = engine.post("commit", json!({})).await;
-    assert_eq!(code, 200, "{body}");
-    let p = engine.wait_state("COMMITTED", LONG).await;
+    let p = engine.commit_and_wait(LONG).await;
     assert_eq!(verification(&p)["verified"], true, "{p}");
     let dst = b.client().await;
     let names = dst.database("shop").list_collection_names().await.unwrap();

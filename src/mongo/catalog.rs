@@ -407,6 +407,24 @@ pub async fn build_indexes(
         return Ok(0);
     }
     let src = list_indexes(source, db, coll).await?;
+    build_listed_indexes(&src, destination, db, coll, mode, names, batch).await
+}
+
+/// [`build_indexes`] from the source's index listing `src`, already read (the index phase
+/// lists every collection's indexes to find those with more than `_id`; listing them again
+/// cost a round trip per collection).
+pub async fn build_listed_indexes(
+    src: &[Document],
+    destination: &Client,
+    db: &str,
+    coll: &str,
+    mode: BuildIndexes,
+    names: Option<&[String]>,
+    batch: usize,
+) -> mongodb::error::Result<usize> {
+    if mode == BuildIndexes::Never {
+        return Ok(0);
+    }
     let dst = list_indexes(destination, db, coll).await?;
     let have: Vec<&str> = dst.iter().filter_map(|d| d.get_str("name").ok()).collect();
     let missing: Vec<Document> = src

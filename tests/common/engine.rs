@@ -299,6 +299,18 @@ impl Engine {
         self.wait_until(|p| state_of(p) == Some(state), timeout)
             .await
     }
+
+    /// Waits for `canCommit`, commits, and waits for COMMITTED with `canWrite` (each wait up to
+    /// `timeout`); returns the last `/progress`.
+    pub async fn commit_and_wait(&self, timeout: Duration) -> Value {
+        self.wait_until(|p| p["progress"]["canCommit"] == true, timeout)
+            .await;
+        let (code, v) = self.post("commit", serde_json::json!({})).await;
+        assert_eq!(code, 200, "commit refused: {v}");
+        let p = self.wait_state("COMMITTED", timeout).await;
+        assert_eq!(p["progress"]["canWrite"], true, "{p}");
+        p
+    }
 }
 
 fn show(v: &Result<Value, String>) -> String {

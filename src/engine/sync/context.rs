@@ -77,6 +77,25 @@ impl Ctx {
         .await
     }
 
+    /// [`Self::build_indexes`] from a source index listing already read.
+    pub async fn build_listed_indexes(
+        &self,
+        src: &[bson::Document],
+        db: &str,
+        coll: &str,
+    ) -> mongodb::error::Result<usize> {
+        catalog::build_listed_indexes(
+            src,
+            &self.destination,
+            db,
+            coll,
+            self.options.build_indexes,
+            None,
+            self.tuning.index_batch,
+        )
+        .await
+    }
+
     /// Copies a whole collection that already exists (empty or partial) on the destination.
     pub async fn copy_whole(&self, spec: &catalog::CollSpec) -> mongodb::error::Result<()> {
         if spec.kind == CollKind::View {

@@ -187,53 +187,67 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
         .filter(|s| s.kind != CollKind::View)
         .cloned()
         .collect();
-    futures::stream::iter(colls)
-        .map(|spec| async move {
-            ctx.fenced()?;
-            catalog::create_for_copy(&ctx.destination, &spec).await?;
-            if before {
-                ctx.build_indexes(&spec.db, &spec.name, None).await?;
+    // The destination's catalog and the source's sizing touch different servers: side by
+    // side (at 10,000 collections each took seconds, one after the other).
+    let create = async {
+        let t = std::time::Instant::now();
+        futures::stream::iter(colls)
+            .map(|spec| async move {
+                ctx.fenced()?;
+                catalog::create_for_copy(&ctx.destination, &spec).await?;
+                if before {
+                    ctx.build_indexes(&spec.db, &spec.name, None).await?;
+                }
+                Ok::<(), JobError>(())
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        if !ctx.options.pre_existing_destination_data {
+            for spec in specs.iter().filter(|s| s.kind == CollKind::View) {
+                ctx.fenced()?;
+                catalog::create_for_copy(&ctx.destination, spec).await?;
             }
-            Ok::<(), JobError>(())
-        })
-        .buffer_unordered(8)
-        .try_collect::<Vec<()>>()
+        }
+        tracing::info!(
+            took_ms = t.elapsed().as_millis() as u64,
+            "destination catalog created"
+        );
+        Ok::<(), JobError>(())
+    };
+    let planning = async {
+        // Sizing and sampling cost the source a round trip or two per collection (a scan on some
+        // servers): a database small enough as a whole has its collections copied whole without
+        // asking, the others are planned concurrently.
+        let small = small_databases(ctx, &specs).await?;
+        let plans: Vec<(Vec<PartitionDoc>, i64)> = futures::stream::iter(specs.iter().cloned().map(|spec| {
+            let natural = ctx.options.copy_in_natural_order.iter().any(|e| {
+                e.database == spec.db
+                    && (e.collections.is_empty() || e.collections.contains(&spec.name))
+            });
+            // The database's size shared out over its collections: the progress total stays the
+            // database's size, and each share is under the small-partition size.
+            let size = small.get(&spec.db).map(|(bytes, colls)| (bytes / (*colls).max(1), 0));
+            async move {
+                let t = std::time::Instant::now();
+                let plan = copy::plan(
+                    &ctx.source,
+                    &spec,
+                    natural,
+                    ctx.options.detect_random_id,
+                    &ctx.tuning,
+                    size,
+                ).await?;
+                tracing::debug!(ns = %spec.ns(), took_ms = t.elapsed().as_millis() as u64, partitions = plan.0.len(), "planned");
+                Ok::<_, mongodb::error::Error>(plan)
+            }
+        }))
+        .buffered(ctx.tuning.concurrency.max(1))
+        .try_collect()
         .await?;
-    if !ctx.options.pre_existing_destination_data {
-        for spec in specs.iter().filter(|s| s.kind == CollKind::View) {
-            ctx.fenced()?;
-            catalog::create_for_copy(&ctx.destination, spec).await?;
-        }
-    }
-    // Sizing and sampling cost the source a round trip or two per collection (a scan on some
-    // servers): a database small enough as a whole has its collections copied whole without
-    // asking, the others are planned concurrently.
-    let small = small_databases(ctx, &specs).await?;
-    let plans: Vec<(Vec<PartitionDoc>, i64)> = futures::stream::iter(specs.iter().cloned().map(|spec| {
-        let natural = ctx.options.copy_in_natural_order.iter().any(|e| {
-            e.database == spec.db
-                && (e.collections.is_empty() || e.collections.contains(&spec.name))
-        });
-        // The database's size shared out over its collections: the progress total stays the
-        // database's size, and each share is under the small-partition size.
-        let size = small.get(&spec.db).map(|(bytes, colls)| (bytes / (*colls).max(1), 0));
-        async move {
-            let t = std::time::Instant::now();
-            let plan = copy::plan(
-                &ctx.source,
-                &spec,
-                natural,
-                ctx.options.detect_random_id,
-                &ctx.tuning,
-                size,
-            ).await?;
-            tracing::debug!(ns = %spec.ns(), took_ms = t.elapsed().as_millis() as u64, partitions = plan.0.len(), "planned");
-            Ok::<_, mongodb::error::Error>(plan)
-        }
-    }))
-    .buffered(ctx.tuning.concurrency.max(1))
-    .try_collect()
-    .await?;
+        Ok::<_, JobError>(plans)
+    };
+    let ((), plans) = tokio::try_join!(create, planning)?;
     let total: i64 = plans.iter().map(|(_, bytes)| bytes).sum();
     let parts: Vec<PartitionDoc> = plans.into_iter().flat_map(|(p, _)| p).collect();
     tracing::info!(
@@ -407,11 +421,11 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     let publish = |p: IndexBuilding| ctx.status.lock().indexes = Some(p);
     publish(*progress.lock().unwrap_or_else(|e| e.into_inner()));
     futures::stream::iter(with.into_iter().zip(counts))
-        .map(|((spec, _), n)| {
+        .map(|((spec, src), n)| {
             let progress = &progress;
             async move {
                 ctx.fenced()?;
-                ctx.build_indexes(&spec.db, &spec.name, None).await?;
+                ctx.build_listed_indexes(&src, &spec.db, &spec.name).await?;
                 let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 p.indexes_built = (p.indexes_built + n).min(p.total_indexes_to_build);
                 p.collections_finished += 1;
@@ -541,17 +555,18 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
         .collect();
     // The commit waits on what follows: only collections with indexes besides `_id` have
     // anything to build, restore or convert.
-    let indexed: Vec<catalog::CollSpec> = with_secondary_indexes(ctx, colls)
-        .await?
-        .into_iter()
-        .map(|(spec, _)| spec)
-        .collect();
+    let listed = with_secondary_indexes(ctx, colls).await?;
+    let indexed: Vec<catalog::CollSpec> = listed.iter().map(|(spec, _)| spec.clone()).collect();
     if ctx.options.build_indexes != BuildIndexes::Never {
-        each_collection(ctx, &indexed, |spec| async move {
-            ctx.build_indexes(&spec.db, &spec.name, None).await?;
-            Ok(())
-        })
-        .await?;
+        futures::stream::iter(listed)
+            .map(|(spec, src)| async move {
+                ctx.fenced()?;
+                ctx.build_listed_indexes(&src, &spec.db, &spec.name).await?;
+                Ok::<(), JobError>(())
+            })
+            .buffer_unordered(INDEX_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
     }
     // Once `canWrite` is out, the destination belongs to the application: the final
     // comparison runs before, and only then.
