@@ -143,9 +143,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_engine(src, dst, start_extra):
+def run_engine(src, dst, start_extra, name="engine"):
+    """`name`: the engine's log is kept as DIR/NAME.log."""
     port = free_port()
-    log = open(os.path.join(DIR, "engine.log"), "w")
+    log = open(os.path.join(DIR, f"{name}.log"), "w")
     engine = subprocess.Popen([binary(), "engine", "--cluster0", src, "--cluster1", dst, "--port", str(port),
                                "--verbosity", "INFO"], stdout=log, stderr=log)
     try:
@@ -306,9 +307,10 @@ def bench(shape, runs):
             elif run == "durable":
                 secs = naive(src, dst, durable=True)
             elif run == "default":
-                secs, cpu, rss, commit, split = run_engine(src, dst, {})
+                secs, cpu, rss, commit, split = run_engine(src, dst, {}, f"engine-{'-'.join(shape)}-{run}")
             elif run == "noverify":
-                secs, cpu, rss, commit, split = run_engine(src, dst, {"verification": {"enabled": False}})
+                secs, cpu, rss, commit, split = run_engine(src, dst, {"verification": {"enabled": False}},
+                                                               f"engine-{'-'.join(shape)}-{run}")
             else:
                 raise SystemExit(f"unknown run {run!r} (raw, naive, durable, default, noverify)")
         rows[run] = (secs, docs, cpu, rss, commit, split, note)

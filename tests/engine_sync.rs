@@ -1016,4 +1016,33 @@ async fn a_collection_left_half_made_is_finished_when_created_again() {
         1,
         "the documents are kept"
     );
+
+    // The copy's own path over a half-made collection that already holds documents (killed
+    // after writing some): kept, values set by collMod.
+    shop.run_command(doc! { "create": "held", "collation": { "locale": "en", "strength": 2 } })
+        .await
+        .unwrap();
+    shop.run_command(doc! { "collMod": "held", "validator": { "qty": { "$gte": 0 } } })
+        .await
+        .unwrap();
+    dest.database("shop")
+        .run_command(doc! { "create": "held", "collation": { "locale": "en", "strength": 2 } })
+        .await
+        .unwrap();
+    let held = dest.database("shop").collection::<Document>("held");
+    held.insert_one(doc! { "_id": 7, "qty": 1 }).await.unwrap();
+    let source = spec_of(&src, "held").await;
+    catalog::create_for_copy(&dest, &source).await.unwrap();
+    let made = spec_of(&dest, "held").await;
+    assert_eq!(
+        made.options.get("validator"),
+        source.options.get("validator"),
+        "{:?}",
+        made.options
+    );
+    assert_eq!(
+        held.find_one(doc! { "_id": 7 }).await.unwrap(),
+        Some(doc! { "_id": 7, "qty": 1 }),
+        "the documents are kept"
+    );
 }
