@@ -951,36 +951,38 @@ async fn a_collection_left_half_made_is_finished_when_created_again() {
     let (a, b) = tokio::join!(Server::start(), Server::start());
     let src = a.client().await;
     let dest = b.client().await;
-    let shop = src.database("shop");
-    // Validation set after the create, so the source lists it after the collation.
-    shop.run_command(doc! { "create": "orders", "collation": { "locale": "en", "strength": 2 } })
-        .await
-        .unwrap();
-    shop.run_command(doc! { "collMod": "orders", "validator": { "qty": { "$gte": 0 } }, "validationLevel": "strict", "validationAction": "error" })
-        .await
-        .unwrap();
-    for name in ["orders", "filled"] {
-        if name == "filled" {
-            shop.run_command(
-                doc! { "create": "filled", "collation": { "locale": "en", "strength": 2 } },
-            )
-            .await
-            .unwrap();
-            shop.run_command(doc! { "collMod": "filled", "validator": { "qty": { "$gte": 0 } } })
-                .await
-                .unwrap();
+    // Validation set after the create, so the source lists it after the collation; on the
+    // destination, what the killed engine left: the collection without its validation
+    // options, holding `held` (if any) already.
+    let half_made = |name: &'static str, validator: Document, held: Option<Document>| {
+        let (src, dest) = (src.clone(), dest.clone());
+        async move {
+            let collation = doc! { "locale": "en", "strength": 2 };
+            for (client, with_validator) in [(&src, true), (&dest, false)] {
+                let shop = client.database("shop");
+                shop.run_command(doc! { "create": name, "collation": collation.clone() })
+                    .await
+                    .unwrap();
+                if with_validator {
+                    let mut cmd = doc! { "collMod": name };
+                    cmd.extend(validator.clone());
+                    shop.run_command(cmd).await.unwrap();
+                }
+            }
+            if let Some(d) = held {
+                dest.database("shop")
+                    .collection::<Document>(name)
+                    .insert_one(d)
+                    .await
+                    .unwrap();
+            }
         }
-        // What the killed engine left: the collection without its validation options.
-        dest.database("shop")
-            .run_command(doc! { "create": name, "collation": { "locale": "en", "strength": 2 } })
-            .await
-            .unwrap();
-    }
-    dest.database("shop")
-        .collection::<Document>("filled")
-        .insert_one(doc! { "_id": 1, "qty": 3 })
-        .await
-        .unwrap();
+    };
+    let qty = doc! { "validator": { "qty": { "$gte": 0 } } };
+    let mut strict = qty.clone();
+    strict.extend(doc! { "validationLevel": "strict", "validationAction": "error" });
+    half_made("orders", strict, None).await;
+    half_made("filled", qty.clone(), Some(doc! { "_id": 1, "qty": 3 })).await;
     let order =
         |spec: &catalog::CollSpec| -> Vec<String> { spec.options.keys().cloned().collect() };
     let source = spec_of(&src, "orders").await;
@@ -1019,18 +1021,8 @@ async fn a_collection_left_half_made_is_finished_when_created_again() {
 
     // The copy's own path over a half-made collection that already holds documents (killed
     // after writing some): kept, values set by collMod.
-    shop.run_command(doc! { "create": "held", "collation": { "locale": "en", "strength": 2 } })
-        .await
-        .unwrap();
-    shop.run_command(doc! { "collMod": "held", "validator": { "qty": { "$gte": 0 } } })
-        .await
-        .unwrap();
-    dest.database("shop")
-        .run_command(doc! { "create": "held", "collation": { "locale": "en", "strength": 2 } })
-        .await
-        .unwrap();
+    half_made("held", qty, Some(doc! { "_id": 7, "qty": 1 })).await;
     let held = dest.database("shop").collection::<Document>("held");
-    held.insert_one(doc! { "_id": 7, "qty": 1 }).await.unwrap();
     let source = spec_of(&src, "held").await;
     catalog::create_for_copy(&dest, &source).await.unwrap();
     let made = spec_of(&dest, "held").await;
