@@ -60,6 +60,22 @@ impl Fence {
         }
     }
 
+    /// [`Self::check`], waiting up to `within` while the lease is only unproven (the renewal
+    /// is late, not refused). For a write that follows long read-only work: failing there
+    /// made the job start its phase again, and the commit's final comparison (17 s at a
+    /// million documents, on a busy destination that also delayed the renewal) ran four times.
+    pub async fn proven_within(&self, within: Duration) -> Result<(), Fenced> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.check() {
+                Err(Fenced::Unproven(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn is_lost(&self) -> bool {
         lk(&self.inner).lost.is_some()
     }
@@ -98,5 +114,35 @@ mod tests {
         f.lose("taken".into());
         f.proven(Instant::now(), Duration::from_secs(10));
         assert_eq!(f.check(), Err(Fenced::Lost("taken".into())));
+    }
+
+    #[tokio::test]
+    async fn a_late_renewal_is_waited_for_and_a_lost_lease_is_not() {
+        let f = Arc::new(Fence::default());
+        let renewer = {
+            let f = f.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                f.proven(Instant::now(), Duration::from_secs(10));
+            })
+        };
+        assert_eq!(f.proven_within(Duration::from_secs(5)).await, Ok(()));
+        renewer.await.unwrap();
+        // Never renewed: unproven once the wait is over.
+        let g = Fence::default();
+        let t = Instant::now();
+        assert!(matches!(
+            g.proven_within(Duration::from_millis(300)).await,
+            Err(Fenced::Unproven(_))
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        // Lost: at once, however long the wait could be.
+        f.lose("taken".into());
+        let t = Instant::now();
+        assert_eq!(
+            f.proven_within(Duration::from_secs(5)).await,
+            Err(Fenced::Lost("taken".into()))
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }

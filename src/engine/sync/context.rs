@@ -48,6 +48,15 @@ impl Ctx {
         Ok(self.fence.check()?)
     }
 
+    /// [`Self::fenced`], waiting for a late renewal up to the lease's duration: for writes
+    /// that follow long read-only work, which a failure here would make the job repeat.
+    pub async fn fenced_after_reading(&self) -> Result<(), JobError> {
+        Ok(self
+            .fence
+            .proven_within(crate::engine::lease::LEASE_DURATION)
+            .await?)
+    }
+
     pub fn blocking(&self) -> Sequence<'_> {
         Sequence {
             blocker: self.blocker.as_ref(),

@@ -258,7 +258,9 @@ async fn catalog_phase(ctx: &Ctx) -> Result<(), JobError> {
         bytes = total,
         "copy planned"
     );
-    ctx.fenced()?;
+    // Planning only read (a scan per collection on some servers): a late renewal is waited
+    // for rather than planning again.
+    ctx.fenced_after_reading().await?;
     ctx.store.replace_partitions(&parts).await?;
     ctx.store
         .set_phase(Phase::Copy, doc! { "estimatedTotalBytes": total })
@@ -577,7 +579,9 @@ async fn finalize_phase(ctx: &Ctx) -> Result<(), JobError> {
     }
     // Unique indexes end exactly as the source defines them: converted in place after
     // `canWrite` where the server's conversion leaves no trace, else rebuilt before it.
-    ctx.fenced()?;
+    // The final comparison only read: a late renewal is waited for rather than comparing
+    // again.
+    ctx.fenced_after_reading().await?;
     let rebuild_unique = catalog::unique_conversion_leaves_traces(&ctx.destination).await?;
     if rebuild_unique {
         tracing::info!("the destination's unique-index conversion leaves traces in the index definition; unique indexes are rebuilt before canWrite instead");
