@@ -127,7 +127,112 @@ async fn clean_sync_verifies_equal_with_live_writes() {
     assert_eq!(verification(&p)["verified"], true, "{p}");
     let log = engine.log_contents();
     assert!(log.contains("final verification finished"), "{log}");
-    assert!(log.contains("verifier initial pass finished"), "{log}");
+    // `items` was not written after the copy read it: its first comparison used the digest
+    // the copy took, and read only the destination.
+    assert!(
+        initial_pass_fields(&log)
+            .iter()
+            .any(|f| f["source_from_copy"].as_u64() >= Some(1)),
+        "{log}"
+    );
+}
+
+/// The fields of each "verifier initial pass finished" line of an engine's JSON log.
+fn initial_pass_fields(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "verifier initial pass finished")
+        .map(|v| v["fields"].clone())
+        .collect()
+}
+
+/// The copy's digest of what it read stands for the source in the first comparison, so the
+/// destination must prove equal to it: a destination document changed while the copy runs
+/// (before the verifier watches the destination) is still found, and source documents
+/// changed after the copy read them still end equal.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_on_either_side_during_the_copy_are_caught_by_the_first_comparison() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    let dst = b.client().await;
+    seed(&src, 30_000).await;
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    engine.start_sync(c0c1()).await;
+    let on = |c: &mongodb::Client, coll: &str| c.database("shop").collection::<Document>(coll);
+    // As soon as the copy has written them: one destination document changed behind the
+    // engine's back, and source documents the copy has read changed.
+    let deadline = std::time::Instant::now() + LONG;
+    while on(&dst, "items")
+        .find_one(doc! { "_id": 5 })
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never wrote items 5"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    on(&dst, "items")
+        .update_one(doc! { "_id": 5 }, doc! { "$set": { "name": "tampered" } })
+        .await
+        .unwrap();
+    while on(&dst, "orders")
+        .find_one(doc! { "_id": 100 })
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never wrote orders 100"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    on(&src, "orders")
+        .update_many(
+            doc! { "_id": { "$lt": 100 } },
+            doc! { "$set": { "changed": true } },
+        )
+        .await
+        .unwrap();
+    let p = engine.progress().await;
+    assert_eq!(
+        p["progress"]["info"], "collection copy",
+        "the copy finished before the writes; this test needs a longer copy: {p}"
+    );
+    let p = engine
+        .wait_until(
+            |p| mismatch_text(p).contains("shop.items: _id 5 different content (fields: name)"),
+            LONG,
+        )
+        .await;
+    assert_eq!(p["progress"]["canCommit"], false, "{p}");
+    assert_eq!(
+        verification(&p)["mismatchCount"],
+        1,
+        "only the tampered one: {p}"
+    );
+    // Repaired, the sync verifies equal and commits.
+    let original = on(&src, "items")
+        .find_one(doc! { "_id": 5 })
+        .await
+        .unwrap()
+        .unwrap();
+    on(&dst, "items")
+        .replace_one(doc! { "_id": 5 }, original)
+        .await
+        .unwrap();
+    engine
+        .wait_until(|p| p["progress"]["canCommit"] == true, LONG)
+        .await;
+    let p = engine.commit_and_wait(LONG).await;
+    assert_eq!(verification(&p)["verified"], true, "{p}");
+    let diffs = common::compare::compare_clusters_exact(&src, &dst)
+        .await
+        .unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::filter::METADATA_DB;
 use crate::contract::options::StartOptions;
 use crate::contract::state::{DurableState, Phase};
+use crate::verify::digest::Digest;
 
 const MIGRATION_ID: &str = "migration";
 
@@ -124,6 +125,12 @@ pub struct PartitionDoc {
     /// Its share of the collection's estimated size when planned (0 when not known).
     #[serde(default, rename = "estimatedBytes")]
     pub estimated_bytes: i64,
+    /// The digest of the source documents the copy read for this partition (of those up to
+    /// `resume_from` while unfinished): the verifier's initial pass compares the destination
+    /// with it instead of reading the source again. Absent where it is not known whole (a
+    /// partition resumed from a checkpoint recorded without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
 }
 
 /// See [`MigrationDoc::final_verification`].
@@ -349,17 +356,26 @@ impl Store {
         })
     }
 
-    /// Records partitions as copied (`id`, bytes, documents), in one command.
-    pub async fn finish_partitions(&self, done: &[(&str, i64, i64)]) -> mongodb::error::Result<()> {
+    /// Records partitions as copied (`id`, bytes, documents, digest of what was read), in one
+    /// command.
+    pub async fn finish_partitions(
+        &self,
+        done: &[(&str, i64, i64, Option<Digest>)],
+    ) -> mongodb::error::Result<()> {
         if done.is_empty() {
             return Ok(());
         }
         let updates: Vec<Document> = done
             .iter()
-            .map(|(id, bytes, docs)| {
+            .map(|(id, bytes, docs, digest)| {
                 doc! {
                     "q": { "_id": *id },
-                    "u": { "$set": { "done": true, "copiedBytes": *bytes, "copiedDocs": *docs } },
+                    "u": { "$set": {
+                        "done": true,
+                        "copiedBytes": *bytes,
+                        "copiedDocs": *docs,
+                        "digest": digest_bson(digest.as_ref()),
+                    } },
                 }
             })
             .collect();
@@ -382,11 +398,17 @@ impl Store {
         resume_from: &Bson,
         bytes: i64,
         docs: i64,
+        digest: Option<&Digest>,
     ) -> mongodb::error::Result<()> {
         self.partitions
             .update_one(
                 doc! { "_id": id, "done": false },
-                doc! { "$set": { "resumeFrom": resume_from.clone(), "copiedBytes": bytes, "copiedDocs": docs } },
+                doc! { "$set": {
+                    "resumeFrom": resume_from.clone(),
+                    "copiedBytes": bytes,
+                    "copiedDocs": docs,
+                    "digest": digest_bson(digest),
+                } },
             )
             .await
             .map(|_| ())
@@ -456,4 +478,11 @@ impl Store {
             .await
             .map(|_| ())
     }
+}
+
+/// A partition's digest as stored (`null` when unknown, which also clears an older one).
+fn digest_bson(digest: Option<&Digest>) -> Bson {
+    digest
+        .and_then(|d| bson::to_bson(d).ok())
+        .unwrap_or(Bson::Null)
 }

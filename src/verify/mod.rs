@@ -18,7 +18,7 @@ pub mod order;
 pub mod report;
 pub mod walk;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -114,6 +114,11 @@ pub struct VerifyOptions {
     /// a documents-only pass then costs no listing per collection unless its documents
     /// differ (the walk reads by the `_id` index).
     pub definitions: bool,
+    /// Source digests known without reading the source (the engine's copy hashed what it
+    /// read), by namespace: the destination is read first, and the source only when the two
+    /// digests differ. The caller vouches that a source document changed since is compared
+    /// apart.
+    pub source_digests: Option<Arc<BTreeMap<String, digest::Digest>>>,
 }
 
 /// How a namespace's documents are compared.
@@ -135,6 +140,9 @@ pub enum DocumentCheck {
 pub struct ScanProgress {
     pub source: SideProgress,
     pub destination: SideProgress,
+    /// Namespaces whose source side was a known digest that the destination matched (see
+    /// [`VerifyOptions::source_digests`]): the source was not read for them.
+    pub source_reads_saved: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -180,6 +188,7 @@ impl Default for VerifyOptions {
             progress: None,
             describe: true,
             definitions: true,
+            source_digests: None,
         }
     }
 }

@@ -109,10 +109,15 @@ impl Engine {
         doc.can_write = false;
         doc.can_write_ts = None;
         doc.lease_token = Some(self.lease.me.token.clone());
-        let parts = old_store
+        let mut parts = old_store
             .partitions()
             .await
             .map_err(|e| self.store_error(e))?;
+        // What the old direction's copy read says nothing of the new source: its digests must
+        // not stand for it in the reversed verifier's first comparison.
+        for p in &mut parts {
+            p.digest = None;
+        }
         self.blocking(options, mode)
             .on_start()
             .await

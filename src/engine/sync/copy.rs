@@ -14,6 +14,7 @@ use crate::engine::fence::Fence;
 use crate::engine::store::{CopyOrder, PartitionDoc, Store};
 use crate::mongo::catalog::{self, CollKind, CollSpec};
 use crate::mongo::{codes, error_code};
+use crate::verify::digest::Digest;
 
 /// Knobs for the copy; `loadLevel` picks the concurrency.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +101,7 @@ fn single_partition(spec: &CollSpec, order: CopyOrder, recreate: bool) -> Partit
         copied_docs: 0,
         resume_from: None,
         estimated_bytes: 0,
+        digest: None,
     }
 }
 
@@ -244,6 +246,7 @@ pub async fn plan(
             copied_docs: 0,
             resume_from: None,
             estimated_bytes: bytes / wanted.max(1),
+            digest: None,
         });
         lo = hi;
     }
@@ -375,33 +378,52 @@ fn checkpoint_interval() -> Duration {
     })
 }
 
+/// One batch read, as the frontier keeps it until it is part of the finished prefix.
+#[derive(Debug)]
+struct ReadBatch {
+    last_id: Bson,
+    bytes: i64,
+    docs: i64,
+    digest: Digest,
+    written: bool,
+}
+
 /// The batches of one partition, in read order, as their writes finish (in any order): the
 /// `_id` up to which every document is written is the last one of the longest finished
 /// prefix.
 #[derive(Debug, Default)]
 struct Frontier {
-    /// Batches read and not yet part of the finished prefix: (last `_id`, bytes, docs, written).
-    pending: std::collections::VecDeque<(Bson, i64, i64, bool)>,
+    /// Batches read and not yet part of the finished prefix.
+    pending: std::collections::VecDeque<ReadBatch>,
     /// Sequence number of `pending`'s first batch.
     first: u64,
-    /// The finished prefix: its last `_id`, and the bytes and documents up to it.
+    /// The finished prefix: its last `_id`, and the bytes, documents and digest up to it (no
+    /// digest when the prefix was copied before a restart that did not record one).
     safe: Option<Bson>,
     bytes: i64,
     docs: i64,
+    digest: Option<Digest>,
 }
 
 impl Frontier {
-    fn starting_at(bytes: i64, docs: i64) -> Self {
+    fn starting_at(bytes: i64, docs: i64, digest: Option<Digest>) -> Self {
         Self {
             bytes,
             docs,
+            digest,
             ..Self::default()
         }
     }
 
     /// A batch read: its sequence number.
-    fn read(&mut self, last_id: Bson, bytes: i64, docs: i64) -> u64 {
-        self.pending.push_back((last_id, bytes, docs, false));
+    fn read(&mut self, last_id: Bson, bytes: i64, docs: i64, digest: Digest) -> u64 {
+        self.pending.push_back(ReadBatch {
+            last_id,
+            bytes,
+            docs,
+            digest,
+            written: false,
+        });
         self.first + self.pending.len() as u64 - 1
     }
 
@@ -411,15 +433,18 @@ impl Frontier {
             .checked_sub(self.first)
             .and_then(|i| self.pending.get_mut(i as usize))
         {
-            b.3 = true;
+            b.written = true;
         }
         let mut grew = false;
-        while self.pending.front().is_some_and(|b| b.3) {
-            let (id, bytes, docs, _) = self.pending.pop_front().expect("front");
+        while self.pending.front().is_some_and(|b| b.written) {
+            let b = self.pending.pop_front().expect("front");
             self.first += 1;
-            self.safe = Some(id);
-            self.bytes += bytes;
-            self.docs += docs;
+            self.safe = Some(b.last_id);
+            self.bytes += b.bytes;
+            self.docs += b.docs;
+            if let Some(d) = &mut self.digest {
+                d.merge(&b.digest);
+            }
             grew = true;
         }
         grew
@@ -494,9 +519,13 @@ impl Shared {
     }
 }
 
+/// What a partition's copy read: bytes, documents, and the digest of the documents (`None`
+/// when part of them was copied before a restart that recorded no digest).
+pub type CopiedPartition = (i64, i64, Option<Digest>);
+
 /// Copies one partition, from its checkpoint if it has one. `copied` is bumped as batches
-/// land so `/progress` moves smoothly. Returns the bytes and documents of the whole partition
-/// (those copied before a restart included).
+/// land so `/progress` moves smoothly. Returns what the whole partition read (before a
+/// restart included).
 #[tracing::instrument(skip_all, fields(collection = %format_args!("{}.{}", part.db, part.coll), partition = part.index))]
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_partition(
@@ -508,7 +537,7 @@ pub async fn copy_partition(
     shared: &Shared,
     fence: &Fence,
     checkpoints: Option<Checkpoints<'_>>,
-) -> mongodb::error::Result<(i64, i64)> {
+) -> mongodb::error::Result<CopiedPartition> {
     // A closed fence travels as a driver error, which the job turns back into a lease error.
     let fenced = || fence.check().map_err(mongodb::error::Error::custom);
     let small = part.estimated_bytes < SMALL_PARTITION_BYTES;
@@ -522,7 +551,7 @@ pub async fn copy_partition(
         tracing::debug!(
             "collection renamed or dropped since the copy was planned; change events carry it"
         );
-        return Ok((0, 0));
+        return Ok((0, 0, None));
     };
     if part.recreate {
         fenced()?;
@@ -544,9 +573,9 @@ pub async fn copy_partition(
         (CopyOrder::Id, Some(id)) if !part.recreate => Some(id.clone()),
         _ => None,
     };
-    let (start_bytes, start_docs) = match resume {
-        Some(_) => (part.copied_bytes, part.copied_docs),
-        None => (0, 0),
+    let (start_bytes, start_docs, start_digest) = match resume {
+        Some(_) => (part.copied_bytes, part.copied_docs, part.digest),
+        None => (0, 0, Some(Digest::new())),
     };
     if resume.is_some() {
         tracing::info!(
@@ -581,7 +610,7 @@ pub async fn copy_partition(
     drop(permit);
     let mut cursor = match cursor {
         Ok(c) => c,
-        Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => return Ok((0, 0)),
+        Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => return Ok((0, 0, None)),
         Err(e) => return Err(e),
     };
     let opened = t.elapsed();
@@ -593,7 +622,8 @@ pub async fn copy_partition(
     let (tx, rx) = mpsc::channel::<(u64, Vec<RawDocumentBuf>)>(writers);
     let rx = tokio::sync::Mutex::new(rx);
     let checkpoints = checkpoints.filter(|_| part.order == CopyOrder::Id && !part.recreate);
-    let frontier = std::sync::Mutex::new(Frontier::starting_at(start_bytes, start_docs));
+    let frontier =
+        std::sync::Mutex::new(Frontier::starting_at(start_bytes, start_docs, start_digest));
     // Held while a checkpoint is written, and when the last one was.
     let last_checkpoint = tokio::sync::Mutex::new(Instant::now());
     let checkpoint = || async {
@@ -606,16 +636,16 @@ pub async fn copy_partition(
         if last.elapsed() < checkpoint_interval() {
             return Ok(());
         }
-        let (id, bytes, docs) = {
+        let (id, bytes, docs, digest) = {
             let f = frontier.lock().unwrap_or_else(|p| p.into_inner());
             match &f.safe {
-                Some(id) => (id.clone(), f.bytes, f.docs),
+                Some(id) => (id.clone(), f.bytes, f.docs, f.digest),
                 None => return Ok(()),
             }
         };
         fenced()?;
         cp.store
-            .checkpoint_partition(&part.id, &id, bytes, docs)
+            .checkpoint_partition(&part.id, &id, bytes, docs, digest.as_ref())
             .await?;
         *last = Instant::now();
         Ok::<(), mongodb::error::Error>(())
@@ -650,7 +680,7 @@ pub async fn copy_partition(
         Ok::<Duration, mongodb::error::Error>(times.into_iter().sum())
     };
     // Numbers a batch for the frontier, by its last `_id`.
-    let number = |batch: &[RawDocumentBuf], bytes: usize| {
+    let number = |batch: &[RawDocumentBuf], bytes: usize, digest: Digest| {
         let last_id = batch
             .last()
             .and_then(|d| d.get("_id").ok().flatten())
@@ -660,12 +690,16 @@ pub async fn copy_partition(
             last_id,
             bytes as i64,
             batch.len() as i64,
+            digest,
         )
     };
     let reader = async {
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
+        // Hashed as read, for the verifier: the source's side of its first comparison.
+        let mut batch_digest = Digest::new();
         let (mut total_bytes, mut total_docs) = (start_bytes, start_docs);
+        let mut total_digest = start_digest;
         let mut skip = resume
             .clone()
             .and_then(|id| bson::RawBson::try_from(id).ok());
@@ -686,11 +720,16 @@ pub async fn copy_partition(
             if !batch.is_empty()
                 && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs)
             {
-                let seq = number(&batch, batch_bytes);
+                let seq = number(&batch, batch_bytes, std::mem::take(&mut batch_digest));
                 if tx.send((seq, std::mem::take(&mut batch))).await.is_err() {
                     break;
                 }
                 batch_bytes = 0;
+            }
+            let hash = crate::verify::digest::hash_document(&doc);
+            batch_digest.add_hash(hash);
+            if let Some(d) = &mut total_digest {
+                d.add_hash(hash);
             }
             batch_bytes += len;
             total_bytes += len as i64;
@@ -698,15 +737,15 @@ pub async fn copy_partition(
             batch.push(doc);
         }
         if !batch.is_empty() {
-            let seq = number(&batch, batch_bytes);
+            let seq = number(&batch, batch_bytes, batch_digest);
             let _ = tx.send((seq, batch)).await;
         }
         drop(tx);
-        Ok::<_, mongodb::error::Error>((total_bytes, total_docs, reading))
+        Ok::<_, mongodb::error::Error>((total_bytes, total_docs, total_digest, reading))
     };
     // try_join: a failed write must also end the reader, which would otherwise wait forever
     // to hand a batch to writers that have stopped (and the other way round).
-    let ((bytes, docs, reading), writing) = tokio::try_join!(reader, writer)?;
+    let ((bytes, docs, digest, reading), writing) = tokio::try_join!(reader, writer)?;
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,
         open_ms = opened.as_millis() as u64,
@@ -715,13 +754,16 @@ pub async fn copy_partition(
         docs,
         "partition copied"
     );
-    Ok((bytes, docs))
+    Ok((bytes, docs, digest))
 }
 
 /// Finished partitions are recorded in groups of at most this many, or this often: one
 /// journaled write per partition cost a round trip each, during which the copy stood still.
 const DONE_GROUP: usize = 64;
 const DONE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A finished partition and what its copy read.
+pub type Finished = (PartitionDoc, CopiedPartition);
 
 /// Copies `parts`, `tuning.concurrency` large partitions and [`SMALL_CONCURRENCY`] small ones
 /// at a time, recording finished ones through `done` (in groups, each soon after it lands).
@@ -737,7 +779,7 @@ pub async fn copy_all<F, Fut>(
     done: F,
 ) -> mongodb::error::Result<()>
 where
-    F: Fn(Vec<(PartitionDoc, i64, i64)>) -> Fut,
+    F: Fn(Vec<Finished>) -> Fut,
     Fut: std::future::Future<Output = mongodb::error::Result<()>>,
 {
     let shared = Shared::new(tuning.concurrency, true);
@@ -745,7 +787,7 @@ where
     // The copier and the recorder run side by side: a partition's future holds a pooled
     // connection between its polls, so recording while the copier's stream stood unpolled
     // could wait for a connection that only the copier would give back.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(PartitionDoc, i64, i64)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
     let copier = async move {
         let mut results = futures::stream::iter(parts.into_iter().map(|p| async move {
             let r = copy_partition(
@@ -763,9 +805,8 @@ where
         }))
         .buffer_unordered(tuning.concurrency.max(1) + SMALL_CONCURRENCY);
         while let Some((part, result)) = results.next().await {
-            let (bytes, docs) = result?;
             // The recorder only stops early on an error, which ends this copy anyway.
-            let _ = tx.send((part, bytes, docs));
+            let _ = tx.send((part, result?));
         }
         Ok::<(), mongodb::error::Error>(())
     };
@@ -818,25 +859,49 @@ mod tests {
 
     #[test]
     fn the_frontier_is_the_longest_written_prefix() {
-        let mut f = Frontier::starting_at(100, 10);
-        let a = f.read(Bson::Int32(5), 50, 5);
-        let b = f.read(Bson::Int32(9), 40, 4);
-        let c = f.read(Bson::Int32(12), 30, 3);
+        let hashed = |n: u64| {
+            let mut d = Digest::new();
+            d.add_hash(n);
+            d
+        };
+        let mut f = Frontier::starting_at(100, 10, Some(hashed(1)));
+        let a = f.read(Bson::Int32(5), 50, 5, hashed(2));
+        let b = f.read(Bson::Int32(9), 40, 4, hashed(3));
+        let c = f.read(Bson::Int32(12), 30, 3, hashed(4));
         // Written out of order: nothing is safe until the first batch is.
         assert!(!f.written(c));
         assert!(!f.written(b));
         assert_eq!(f.safe, None);
         assert_eq!((f.bytes, f.docs), (100, 10));
+        assert_eq!(f.digest, Some(hashed(1)));
         assert!(f.written(a));
         assert_eq!(f.safe, Some(Bson::Int32(12)));
         assert_eq!((f.bytes, f.docs), (220, 22));
+        // The checkpoint's digest covers exactly the prefix it records.
+        let mut all = Digest::new();
+        for n in 1..=4 {
+            all.add_hash(n);
+        }
+        assert_eq!(f.digest, Some(all));
         // Later batches carry on the numbering; a repeated or unknown one changes nothing.
-        let d = f.read(Bson::Int32(20), 1, 1);
+        let d = f.read(Bson::Int32(20), 1, 1, hashed(5));
         assert_eq!(d, 3);
         assert!(!f.written(a));
         assert!(!f.written(99));
         assert!(f.written(d));
         assert_eq!(f.safe, Some(Bson::Int32(20)));
+    }
+
+    #[test]
+    fn a_prefix_copied_without_a_digest_leaves_the_partition_without_one() {
+        let mut f = Frontier::starting_at(100, 10, None);
+        let a = f.read(Bson::Int32(5), 50, 5, Digest::new());
+        assert!(f.written(a));
+        assert_eq!((f.bytes, f.docs), (150, 15));
+        assert_eq!(
+            f.digest, None,
+            "half a digest would compare unequal to everything"
+        );
     }
 
     #[test]

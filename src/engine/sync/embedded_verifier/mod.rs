@@ -40,9 +40,11 @@ use bson::{Bson, Timestamp};
 
 use crate::contract::progress::VerifierPhase;
 use crate::engine::status::VerificationStatus;
+use crate::engine::store::PartitionDoc;
 use crate::engine::sync::context::{Clusters, Ctx, JobError};
 use crate::mongo;
 use crate::mongo::catalog::{self, CollKind, CollSpec};
+use crate::verify::digest::Digest;
 use crate::verify::{self, DocumentCheck, IndexForm, ScanProgress, VerifyOptions};
 use queue::Queue;
 use store::{Queued, Recheck, Side, VerifierState, VerifierStore};
@@ -135,14 +137,14 @@ impl<'a> Verifier<'a> {
         let store = VerifierStore::new(&ctx.destination);
         let state = match store.load().await? {
             Some(s) if s.run == run => s,
-            _ => Self::fresh_state(ctx, &store, run).await?,
+            _ => Self::fresh_state(ctx, &store, run, StreamsFrom::CopyStart).await?,
         };
         let streams = match Self::open_streams(ctx, &state).await {
             Ok(s) => s,
             Err(e) if stream::history_lost(&e) => {
                 tracing::warn!("the verifier's change streams cannot resume (the oplog moved on); verification starts over");
                 // The job retries, and opens the verifier again from the fresh state.
-                Self::fresh_state(ctx, &store, run).await?;
+                Self::fresh_state(ctx, &store, run, StreamsFrom::Now).await?;
                 return Err(e.into());
             }
             Err(e) => return Err(e.into()),
@@ -179,11 +181,16 @@ impl<'a> Verifier<'a> {
         ctx: &Ctx,
         store: &VerifierStore,
         run: Timestamp,
+        from: StreamsFrom,
     ) -> Result<VerifierState, JobError> {
         let (s, d) = tokio::try_join!(
             mongo::cluster_time(&ctx.source),
             mongo::cluster_time(&ctx.destination)
         )?;
+        let s = match from {
+            StreamsFrom::CopyStart => run,
+            StreamsFrom::Now => s,
+        };
         let state = VerifierState::new(run, s, d);
         store.reset(&state).await?;
         ctx.status.lock().verification = Some(VerificationStatus::default());
@@ -214,6 +221,7 @@ impl<'a> Verifier<'a> {
             // The documents found differing are queued, and their rechecks say what differs.
             describe: false,
             definitions: true,
+            source_digests: None,
         }
     }
 
@@ -256,6 +264,7 @@ impl<'a> Verifier<'a> {
                 scanned: self.state.scanned.iter().cloned().collect(),
                 options,
                 wait_for_applier: true,
+                source_since_copy: self.state.source_since_copy(),
             },
             Follow { v: self },
         )
@@ -472,7 +481,8 @@ impl<'a> Verifier<'a> {
                         "the verifier's change stream fell off the oplog; verification starts over"
                     );
                     // The job retries, and opens the verifier again from the fresh state.
-                    Self::fresh_state(self.ctx, &self.store, self.state.run).await?;
+                    Self::fresh_state(self.ctx, &self.store, self.state.run, StreamsFrom::Now)
+                        .await?;
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
@@ -748,6 +758,18 @@ struct StreamsRead {
     full: bool,
 }
 
+/// Where a fresh verifier's source stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamsFrom {
+    /// Where the copy started: every source document changed since the copy read it is
+    /// queued for a comparison of its own, so the digests of what the copy read stand for
+    /// the source's other documents (see [`copier_digests`]).
+    CopyStart,
+    /// Now, when the source's history no longer reaches back to the copy (the oplog moved
+    /// on): the initial pass then reads the source again.
+    Now,
+}
+
 /// The initial pass: every collection not yet compared, compared once.
 struct InitialPass<'c> {
     ctx: &'c Ctx,
@@ -759,6 +781,9 @@ struct InitialPass<'c> {
     /// During the sync, a collection compared again waits for the applier to pass the
     /// previous comparison; at commit everything is applied already.
     wait_for_applier: bool,
+    /// Whether the source stream reaches back to the copy's start, which makes the digests
+    /// the copy recorded usable in place of reading the source.
+    source_since_copy: bool,
 }
 
 impl InitialPass<'_> {
@@ -777,7 +802,14 @@ impl InitialPass<'_> {
                 .collect()
         };
         let (src, dst) = (with_docs(&src), with_docs(&dst));
-        let src_counts = copied_counts(ctx).await?;
+        let partitions = ctx.store.partitions().await?;
+        let src_counts = copied_counts(&partitions);
+        let known = if self.source_since_copy {
+            copier_digests(&partitions, &src)
+        } else {
+            Default::default()
+        };
+        let known = Arc::new(known);
         let dst_counts = src_counts.clone();
         let (src_estimate, dst_estimate) = (
             src_counts.values().sum::<u64>(),
@@ -831,6 +863,9 @@ impl InitialPass<'_> {
                 let small = docs / (left.len() as u64).max(1) < SMALL_COLLECTION_DOCS;
                 let options = VerifyOptions {
                     only: Some(left.clone()),
+                    // Where a comparison with the copy's digest found a difference, the
+                    // source was read then: a second round reads both sides again.
+                    source_digests: (attempt == 1).then(|| known.clone()),
                     concurrency: if small {
                         SMALL_CONCURRENCY
                     } else {
@@ -883,6 +918,10 @@ impl InitialPass<'_> {
         }
         tracing::info!(
             collections = todo.len(),
+            // Compared with the digest the copy took of what it read, the source not read.
+            source_from_copy = self.options.progress.as_ref().map_or(0, |p| p
+                .source_reads_saved
+                .load(std::sync::atomic::Ordering::Relaxed)),
             took_ms = started.elapsed().as_millis() as u64,
             "verifier initial pass finished"
         );
@@ -909,16 +948,50 @@ async fn wait_for_applier(ctx: &Ctx, until: Timestamp) {
     }
 }
 
-/// Documents per namespace as the copy counted them (its partitions, one read): they size the
-/// initial pass's rounds and are the estimated counts `/progress` shows. Asking both servers
-/// for every collection's count cost two round trips per collection (4,000 for 2,000
-/// collections); a collection created since the copy counts as empty here.
-async fn copied_counts(ctx: &Ctx) -> Result<std::collections::BTreeMap<String, u64>, JobError> {
+/// Documents per namespace as the copy counted them (its partitions): they size the initial
+/// pass's rounds and are the estimated counts `/progress` shows. Asking both servers for every
+/// collection's count cost two round trips per collection (4,000 for 2,000 collections); a
+/// collection created since the copy counts as empty here.
+fn copied_counts(partitions: &[PartitionDoc]) -> std::collections::BTreeMap<String, u64> {
     let mut counts = std::collections::BTreeMap::new();
-    for p in ctx.store.partitions().await? {
+    for p in partitions {
         *counts.entry(format!("{}.{}", p.db, p.coll)).or_default() += p.copied_docs.max(0) as u64;
     }
-    Ok(counts)
+    counts
+}
+
+/// The source digests the copy recorded, by namespace, for collections (`source`, as listed
+/// now) it copied whole in this run: every partition finished with a digest, under the UUID
+/// the collection still has. Time series (whose documents are buckets) and capped collections
+/// (not compared) are left out.
+///
+/// Sound only with the source stream read from the copy's start: a document changed since
+/// the copy read it has its own comparison queued, so the digest stands for the others, and
+/// the destination is equal where its digest matches. A digest that does not match proves
+/// nothing and the source is read after all.
+fn copier_digests(
+    partitions: &[PartitionDoc],
+    source: &[CollSpec],
+) -> std::collections::BTreeMap<String, Digest> {
+    let uuids: std::collections::HashMap<String, &bson::Binary> = source
+        .iter()
+        .filter(|s| s.kind == CollKind::Collection && !s.is_capped())
+        .filter_map(|s| Some((s.ns(), s.uuid.as_ref()?)))
+        .collect();
+    let mut out: std::collections::BTreeMap<String, Option<Digest>> = Default::default();
+    for p in partitions {
+        let ns = format!("{}.{}", p.db, p.coll);
+        let usable =
+            p.done && !p.recreate && p.uuid.is_some() && p.uuid.as_ref() == uuids.get(&ns).copied();
+        let entry = out.entry(ns).or_insert(Some(Digest::new()));
+        match (entry.as_mut(), p.digest.filter(|_| usable)) {
+            (Some(total), Some(d)) => total.merge(&d),
+            _ => *entry = None,
+        }
+    }
+    out.into_iter()
+        .filter_map(|(ns, d)| Some((ns, d?)))
+        .collect()
 }
 
 /// `todo` in rounds of at most [`INITIAL_CHUNK_COLLECTIONS`] namespaces and, beyond the first,
@@ -1024,6 +1097,72 @@ impl Follow<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(name: &str, uuid: u8, options: bson::Document) -> CollSpec {
+        CollSpec {
+            db: "db".into(),
+            name: name.into(),
+            kind: CollKind::Collection,
+            options,
+            uuid: Some(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Uuid,
+                bytes: vec![uuid; 16],
+            }),
+        }
+    }
+
+    fn part(spec: &CollSpec, index: i32, hash: Option<u64>) -> PartitionDoc {
+        PartitionDoc {
+            index,
+            done: true,
+            digest: hash.map(|h| {
+                let mut d = Digest::new();
+                d.add_hash(h);
+                d
+            }),
+            ..crate::engine::sync::copy::whole_collection(spec)
+        }
+    }
+
+    #[test]
+    fn the_copy_digest_stands_for_a_collection_only_when_it_is_whole_and_still_the_same() {
+        let whole = spec("whole", 1, bson::doc! {});
+        let unfinished = spec("unfinished", 2, bson::doc! {});
+        let unhashed = spec("unhashed", 3, bson::doc! {});
+        let recreated = spec("recreated", 4, bson::doc! {});
+        let capped = spec("capped", 5, bson::doc! { "capped": true, "size": 4096 });
+        let listed = vec![
+            whole.clone(),
+            unfinished.clone(),
+            unhashed.clone(),
+            // Dropped and made again since the copy: another UUID.
+            spec("recreated", 9, bson::doc! {}),
+            capped.clone(),
+        ];
+        let mut parts = vec![
+            part(&whole, 0, Some(1)),
+            part(&whole, 1, Some(2)),
+            part(&unfinished, 0, Some(1)),
+            PartitionDoc {
+                done: false,
+                ..part(&unfinished, 1, Some(2))
+            },
+            part(&unhashed, 0, Some(1)),
+            part(&unhashed, 1, None),
+            part(&recreated, 0, Some(1)),
+            part(&capped, 0, Some(1)),
+        ];
+        // Renamed away since: not listed at all.
+        parts.push(part(&spec("gone", 6, bson::doc! {}), 0, Some(1)));
+        let known = copier_digests(&parts, &listed);
+        let mut both = Digest::new();
+        both.add_hash(1);
+        both.add_hash(2);
+        assert_eq!(
+            known.into_iter().collect::<Vec<_>>(),
+            vec![("db.whole".to_string(), both)]
+        );
+    }
 
     #[test]
     fn rounds_hold_many_small_collections_and_few_large_ones() {

@@ -57,6 +57,12 @@ impl VerifierState {
             scanned: Vec::new(),
         }
     }
+
+    /// Whether the source stream reads from the copy's start (see `StreamsFrom`): state
+    /// written before it did, or started over after the oplog moved on, reads from later.
+    pub fn source_since_copy(&self) -> bool {
+        self.source.start_at <= self.run
+    }
 }
 
 /// Which side a stream or a read is on.
