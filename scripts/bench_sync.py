@@ -125,6 +125,41 @@ def cpu_of(pid):
         return 0.0
 
 
+def server_pid(uri):
+    """The test server listening on `uri`'s port (one process each)."""
+    port = re.search(r":(\d+)/", uri).group(1)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--port" in argv and argv.index(b"--port") + 1 < len(argv) and argv[argv.index(b"--port") + 1] == port.encode():
+            return int(pid)
+    return None
+
+
+class Servers:
+    """CPU seconds the source and destination servers spend between `start()` and `stop()`:
+    where the time of a run goes (on 2 cores, a run whose servers keep both busy can only
+    get faster by asking less of them)."""
+
+    def __init__(self, src, dst):
+        self.pids = (server_pid(src), server_pid(dst))
+        self.start()
+
+    def start(self):
+        self.t0, self.at = time.time(), [cpu_of(p) if p else 0.0 for p in self.pids]
+
+    def stop(self):
+        wall = time.time() - self.t0
+        self.cpu = [cpu_of(p) - a if p else 0.0 for p, a in zip(self.pids, self.at)]
+        self.wall = wall
+        return self.cpu
+
+
 def rss_peak(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -143,8 +178,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_engine(src, dst, start_extra, name="engine"):
-    """`name`: the engine's log is kept as DIR/NAME.log."""
+def run_engine(src, dst, start_extra, name="engine", servers=None):
+    """`name`: the engine's log is kept as DIR/NAME.log; `servers` (a `Servers`) is started
+    at /start and stopped at canCommit."""
     port = free_port()
     log = open(os.path.join(DIR, f"{name}.log"), "w")
     engine = subprocess.Popen([binary(), "engine", "--cluster0", src, "--cluster1", dst, "--port", str(port),
@@ -158,6 +194,8 @@ def run_engine(src, dst, start_extra, name="engine"):
                 pass
             time.sleep(0.05)
         t0 = time.time()
+        if servers:
+            servers.start()
         post(port, "start", {"source": "cluster0", "destination": "cluster1", **start_extra})
         while True:
             p = progress(port)
@@ -167,6 +205,9 @@ def run_engine(src, dst, start_extra, name="engine"):
                 raise SystemExit(f"sync stopped: {p['syncError']}")
             time.sleep(0.05)
         secs = time.time() - t0
+        cpu = cpu_of(engine.pid)
+        if servers:
+            servers.stop()
         # The cutover: /commit to COMMITTED is the window in which the application waits.
         t1 = time.time()
         post(port, "commit", {})
@@ -178,7 +219,7 @@ def run_engine(src, dst, start_extra, name="engine"):
                 raise SystemExit(f"commit stopped: {p['syncError']}")
             time.sleep(0.05)
         commit = time.time() - t1
-        return secs, cpu_of(engine.pid), rss_peak(engine.pid), commit, phases(log.name)
+        return secs, cpu, rss_peak(engine.pid), commit, phases(log.name)
     finally:
         engine.kill()
         engine.wait()
@@ -296,27 +337,38 @@ def bench(shape, runs):
     print(f"shape {':'.join(shape)}; engine {binary()}; {os.cpu_count()} cores; SecantusDB on loopback", flush=True)
     rows = {}
     for run in runs:
-        commit, split, cpu, rss, note = None, "", 0.0, 0.0, ""
+        commit, split, cpu, rss, note, servers = None, "", 0.0, 0.0, "", None
         if run == "raw":
             secs, docs, streams = raw(shape)
             note = f"{streams} stream(s)"
         else:
             src, dst, docs = seeded_pair(shape)
-            if run == "naive":
-                secs = naive(src, dst)
-            elif run == "durable":
-                secs = naive(src, dst, durable=True)
+            servers = Servers(src, dst)
+            if run in ("naive", "durable"):
+                own = resource.getrusage(resource.RUSAGE_SELF)
+                secs = naive(src, dst, durable=run == "durable")
+                servers.stop()
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                # The script's own CPU, in the engine's column.
+                cpu = after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime
             elif run == "default":
-                secs, cpu, rss, commit, split = run_engine(src, dst, {}, f"engine-{'-'.join(shape)}-{run}")
+                secs, cpu, rss, commit, split = run_engine(src, dst, {}, f"engine-{'-'.join(shape)}-{run}", servers)
             elif run == "noverify":
                 secs, cpu, rss, commit, split = run_engine(src, dst, {"verification": {"enabled": False}},
-                                                               f"engine-{'-'.join(shape)}-{run}")
+                                                               f"engine-{'-'.join(shape)}-{run}", servers)
             else:
                 raise SystemExit(f"unknown run {run!r} (raw, naive, durable, default, noverify)")
-        rows[run] = (secs, docs, cpu, rss, commit, split, note)
+        rows[run] = (secs, docs, cpu, rss, commit, split, note, servers and servers.cpu)
+        busy = ""
+        if servers:
+            s_cpu, d_cpu = servers.cpu
+            # Share of the machine's cores busy over the run (servers, and the engine or script).
+            busy = (f"  CPU s: source {s_cpu:.1f}, destination {d_cpu:.1f}, "
+                    f"{'engine' if commit is not None else 'script'} {cpu:.1f} "
+                    f"({(s_cpu + d_cpu + cpu) / (secs * os.cpu_count()) * 100:.0f}% of {os.cpu_count()} cores)")
         print(f"  {NAMES[run]:47s} {secs:8.2f} s  {docs / secs:9.0f} docs/s"
-              + (f"  engine CPU {cpu:6.2f} s  peak RSS {rss:6.1f} MB  commit {commit:.2f} s  phases: {split}"
-                 if commit is not None else f"  {note}"), flush=True)
+              + (f"  peak RSS {rss:6.1f} MB  commit {commit:.2f} s  phases: {split}"
+                 if commit is not None else f"  {note}") + busy, flush=True)
     testbed("stop", os.path.join(DIR, "pair"))
     return rows
 
@@ -361,6 +413,24 @@ def main():
         shape = shape.split(":")
         results.append((shape, bench(shape, own.split(",") if own else runs)))
     summary(results)
+    profile(results)
+
+
+def profile(results):
+    """Where each run's time went: CPU seconds of the source server, the destination server
+    and the engine (or script), against the run's wall time on this machine's cores."""
+    print()
+    print("| shape | run | wall s | source server CPU s | destination server CPU s | engine/script CPU s | "
+          "cores busy |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for shape, rows in results:
+        for run, row in rows.items():
+            secs, cpu, servers = row[0], row[2], row[7]
+            if not servers:
+                continue
+            s_cpu, d_cpu = servers
+            print(f"| `{':'.join(shape)}` | {run} | {secs:.2f} | {s_cpu:.2f} | {d_cpu:.2f} | {cpu:.2f} | "
+                  f"{(s_cpu + d_cpu + cpu) / secs:.2f} of {os.cpu_count()} |")
 
 
 if __name__ == "__main__":

@@ -694,8 +694,29 @@ fn end_to_end(shapes: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{text}");
+    let table = |columns: usize| -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("| `") && l.split('|').count() == columns + 2)
+            .collect()
+    };
+    // Where the time went: for each shape, every run but raw ingest with both servers' CPU.
+    let profile = table(7);
+    assert_eq!(
+        profile.len(),
+        4 * shapes.split_whitespace().count(),
+        "{text}"
+    );
+    for row in profile {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // Wall time, then the source's, the destination's and the engine's or script's CPU.
+        for i in [3, 4, 5, 6] {
+            let v: f64 = cells[i].parse().unwrap_or(-1.0);
+            assert!(v > 0.0, "column {i}: {row}");
+        }
+        assert!(cells[7].contains(" of "), "{row}");
+    }
     // The summary: one row per shape.
-    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| `")).collect();
+    let rows = table(13);
     assert_eq!(rows.len(), shapes.split_whitespace().count(), "{text}");
     for row in rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
