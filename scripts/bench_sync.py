@@ -16,7 +16,9 @@ Runs, each on a fresh server pair whose source holds the same data:
             timed), then unordered insert_many of 5,000 from 1 stream and from 4 (the better
             is reported)
   naive     a script that lists every collection and copies it with find/insert_many
-  durable   the same with the engine's write concern (w: majority, j: true)
+  durable   the same with every batch journaled (w: majority, j: true), as a script must
+            write to count a batch as copied across a destination crash (the engine journals
+            only the records of what it copied, each after the documents it covers)
   default   clustersync engine, default /start to canCommit (embedded verifier on)
   noverify  the same with "verification": {"enabled": false}
 The source is seeded once per shape and copied from a stopped server's storage for each run.
@@ -248,8 +250,8 @@ def phases(path):
 
 
 def naive(src, dst, durable=False):
-    """`durable`: the destination writes acknowledged as the engine's are (w:majority, j:true),
-    so that a destination crash loses nothing the script counts as copied."""
+    """`durable`: every batch acknowledged w:majority, j:true, so that a destination crash
+    loses nothing the script counts as copied."""
     t0 = time.time()
     s = MongoClient(src, document_class=RawBSONDocument)
     d = MongoClient(dst, w="majority", journal=True) if durable else MongoClient(dst)

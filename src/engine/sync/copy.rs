@@ -314,20 +314,20 @@ fn same_type_cmp(a: &Bson, b: &Bson) -> Option<std::cmp::Ordering> {
     }
 }
 
-/// Copied documents are written journaled: a partition is recorded as done (a journaled write)
-/// only after its documents are, so a destination that crashes right after cannot have lost
-/// documents the engine no longer copies. MongoDB journals majority writes anyway
-/// (`writeConcernMajorityJournalDefault`); not every server does.
+/// Copied documents are written with `w: majority`, not journaled one by one: a partition is
+/// recorded as copied (its checkpoint, or its end) only by a later write that is majority and
+/// journaled, and a journal is one sequential log, so that write's flush carries every
+/// document acknowledged before it. A destination that crashes earlier loses only documents
+/// the engine has not recorded, which it copies again. Majority keeps them through a failover
+/// (a document on a rolled-back primary only would make a later record a lie). On `mongod`
+/// majority writes are journaled anyway (`writeConcernMajorityJournalDefault`); the test
+/// server flushes its journal for each `j: true` batch (a naive copy of 200,000 documents
+/// took 31.0 s with it, 27.0 s without).
 fn destination_collection(client: &Client, db: &str, coll: &str) -> Collection<RawDocumentBuf> {
     client.database(db).collection_with_options(
         coll,
         mongodb::options::CollectionOptions::builder()
-            .write_concern(
-                WriteConcern::builder()
-                    .w(Acknowledgment::Majority)
-                    .journal(true)
-                    .build(),
-            )
+            .write_concern(WriteConcern::builder().w(Acknowledgment::Majority).build())
             .build(),
     )
 }
