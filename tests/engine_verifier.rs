@@ -561,3 +561,40 @@ async fn an_empty_collection_made_without_a_change_event_does_not_hold_the_commi
     let names = dst.database("shop").list_collection_names().await.unwrap();
     assert!(names.contains(&"ghost".to_string()), "{names:?}");
 }
+
+/// A new user's run: writes to thousands of different documents while the sync follows,
+/// then quiet. Every changed document is queued for a comparison of its own, and on a server
+/// that finds a document-valued `_id` by reading the whole collection, saving a queue of
+/// thousands took minutes per checkpoint: the verifier's lag froze and `canCommit` never
+/// came. It must come, and the commit must verify equal.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_writes_to_thousands_of_documents_the_sync_becomes_committable() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    let dst = b.client().await;
+    seed(&src, 6_000).await;
+    let engine = Engine::spawn_between(&a.uri(), &b.uri(), &[]);
+    engine.start_sync(c0c1()).await;
+    engine
+        .wait_until(
+            |p| p["progress"]["info"] == "change event application",
+            LONG,
+        )
+        .await;
+    for round in 0..2 {
+        for coll in ["orders", "items"] {
+            src.database("shop")
+                .collection::<Document>(coll)
+                .update_many(doc! {}, doc! { "$set": { "round": round } })
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let p = engine.commit_and_wait(LONG).await;
+    assert_eq!(verification(&p)["verified"], true, "{p}");
+    let diffs = common::compare::compare_clusters_exact(&src, &dst)
+        .await
+        .unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
