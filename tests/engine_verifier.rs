@@ -162,34 +162,29 @@ async fn changes_on_either_side_during_the_copy_are_caught_by_the_first_comparis
     // As soon as the copy has written them: one destination document changed behind the
     // engine's back, and source documents the copy has read changed.
     let deadline = std::time::Instant::now() + LONG;
-    while on(&dst, "items")
-        .find_one(doc! { "_id": 5 })
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the copy never wrote items 5"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let written = |coll: &'static str, id: i32| {
+        let dst = dst.clone();
+        async move {
+            while on(&dst, coll)
+                .find_one(doc! { "_id": id })
+                .await
+                .unwrap()
+                .is_none()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the copy never wrote {coll} {id}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    written("items", 5).await;
     on(&dst, "items")
         .update_one(doc! { "_id": 5 }, doc! { "$set": { "name": "tampered" } })
         .await
         .unwrap();
-    while on(&dst, "orders")
-        .find_one(doc! { "_id": 100 })
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the copy never wrote orders 100"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    written("orders", 100).await;
     on(&src, "orders")
         .update_many(
             doc! { "_id": { "$lt": 100 } },

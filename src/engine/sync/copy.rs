@@ -707,7 +707,6 @@ pub async fn copy_partition(
         // Hashed as read, for the verifier: the source's side of its first comparison.
         let mut batch_digest = Digest::new();
         let (mut total_bytes, mut total_docs) = (start_bytes, start_docs);
-        let mut total_digest = start_digest;
         let mut skip = resume
             .clone()
             .and_then(|id| bson::RawBson::try_from(id).ok());
@@ -734,11 +733,7 @@ pub async fn copy_partition(
                 }
                 batch_bytes = 0;
             }
-            let hash = crate::verify::digest::hash_document(&doc);
-            batch_digest.add_hash(hash);
-            if let Some(d) = &mut total_digest {
-                d.add_hash(hash);
-            }
+            batch_digest.add(&doc);
             batch_bytes += len;
             total_bytes += len as i64;
             total_docs += 1;
@@ -749,11 +744,13 @@ pub async fn copy_partition(
             let _ = tx.send((seq, batch)).await;
         }
         drop(tx);
-        Ok::<_, mongodb::error::Error>((total_bytes, total_docs, total_digest, reading))
+        Ok::<_, mongodb::error::Error>((total_bytes, total_docs, reading))
     };
     // try_join: a failed write must also end the reader, which would otherwise wait forever
     // to hand a batch to writers that have stopped (and the other way round).
-    let ((bytes, docs, digest, reading), writing) = tokio::try_join!(reader, writer)?;
+    let ((bytes, docs, reading), writing) = tokio::try_join!(reader, writer)?;
+    // Every batch is written now: the frontier's digest covers the whole partition.
+    let digest = frontier.lock().unwrap_or_else(|p| p.into_inner()).digest;
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,
         open_ms = opened.as_millis() as u64,

@@ -259,15 +259,15 @@ impl VerifierStore {
         let db = self.scanned.client().database(METADATA_DB);
         for chunk in namespaces.chunks(1000) {
             let documents: Vec<Document> = chunk.iter().map(|ns| doc! { "_id": ns }).collect();
-            let reply = db
-                .run_command(doc! {
-                    "insert": self.scanned.name(),
-                    "documents": documents,
-                    "ordered": false,
-                    "writeConcern": { "w": "majority", "j": true },
-                })
-                .await?;
-            write_errors(reply, &[DUPLICATE_KEY])?;
+            write_command(
+                &db,
+                "insert",
+                self.scanned.name(),
+                "documents",
+                documents,
+                &[DUPLICATE_KEY],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -312,15 +312,15 @@ impl VerifierStore {
                     doc! { "q": { "_id": { "$in": ids } }, "limit": 0 }
                 })
                 .collect();
-            let reply = db
-                .run_command(doc! {
-                    "delete": self.raw_rechecks.name(),
-                    "deletes": deletes,
-                    "ordered": false,
-                    "writeConcern": { "w": "majority", "j": true },
-                })
-                .await?;
-            write_errors(reply, &[])?;
+            write_command(
+                &db,
+                "delete",
+                self.raw_rechecks.name(),
+                "deletes",
+                deletes,
+                &[],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -370,18 +370,32 @@ impl VerifierStore {
             return Ok(());
         }
         let db = self.raw_rechecks.client().database(METADATA_DB);
-        db.run_command(doc! {
-            "update": collection,
-            "updates": updates,
-            "ordered": false,
-            "writeConcern": { "w": "majority", "j": true },
-        })
-        .await
-        .and_then(|reply| write_errors(reply, &[]))
+        write_command(&db, "update", collection, "updates", updates, &[]).await
     }
 }
 
 const DUPLICATE_KEY: i32 = 11000;
+
+/// One unordered, majority-journaled write command (`insert`, `update` or `delete` with its
+/// statements under `field`), its failed statements an error unless their code is expected.
+async fn write_command(
+    db: &mongodb::Database,
+    command: &str,
+    collection: &str,
+    field: &str,
+    statements: Vec<Document>,
+    expected: &[i32],
+) -> mongodb::error::Result<()> {
+    let reply = db
+        .run_command(doc! {
+            command: collection,
+            field: statements,
+            "ordered": false,
+            "writeConcern": { "w": "majority", "j": true },
+        })
+        .await?;
+    write_errors(reply, expected)
+}
 
 /// The most values one `$in` names (see [`VerifierStore::remove`]).
 const IN_MAX: usize = 100;
