@@ -8,6 +8,7 @@
 pub mod errors;
 pub mod filter;
 pub mod options;
+pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod state;

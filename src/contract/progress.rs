@@ -75,6 +75,13 @@ pub struct Progress {
         skip_serializing_if = "Option::is_none"
     )]
     pub estimated_seconds_to_cea_catchup: Option<i64>,
+    /// Not in mongosync: during the collection copy, seconds until it is done at the rate
+    /// measured over the last minute; absent until that rate has enough signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_seconds_to_copy_complete: Option<i64>,
+    /// Not in mongosync: where each namespace is (see [`Namespaces`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Namespaces>,
     /// Index builds after the copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_building: Option<IndexBuilding>,
@@ -119,6 +126,8 @@ impl Progress {
             lag_time_seconds: None,
             total_events_applied: None,
             estimated_seconds_to_cea_catchup: None,
+            estimated_seconds_to_copy_complete: None,
+            namespaces: None,
             collection_copy: None,
             index_building: None,
             direction_mapping: None,
@@ -185,6 +194,101 @@ impl CollectionCopy {
             )
         })
     }
+}
+
+/// Not in mongosync: `namespaces`, the copy per namespace. `collections` lists at most
+/// [`Namespaces::LISTED`] namespaces, those with the most left to do first (copying, then
+/// waiting, building indexes, re-copying; done ones only while there is room); `counts` covers
+/// them all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Namespaces {
+    /// How many namespaces are in each phase.
+    pub counts: PhaseCounts,
+    /// The copy's rate over the last minute, in bytes per second, once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_bytes_per_second: Option<f64>,
+    /// The namespaces, most left to do first.
+    #[serde(default)]
+    pub collections: Vec<NamespaceProgress>,
+    /// Namespaces left out of `collections`.
+    #[serde(default)]
+    pub omitted: u64,
+}
+
+impl Namespaces {
+    /// At most this many namespaces are listed.
+    pub const LISTED: usize = 100;
+}
+
+/// How many namespaces are in each phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseCounts {
+    /// Not started.
+    pub waiting: u64,
+    /// Being copied.
+    pub copying: u64,
+    /// Copied; indexes being built.
+    pub building_indexes: u64,
+    /// Copied (and indexed).
+    pub done: u64,
+    /// Being copied again whole, because a DDL change overtook the copy.
+    pub recopying: u64,
+}
+
+/// Where one namespace is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NamespacePhase {
+    /// Being copied.
+    Copying,
+    /// Being copied again whole.
+    Recopying,
+    /// Not started.
+    Waiting,
+    /// Copied; indexes being built.
+    BuildingIndexes,
+    /// Done.
+    Done,
+}
+
+impl NamespacePhase {
+    /// The phase in words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamespacePhase::Copying => "copying",
+            NamespacePhase::Recopying => "re-copying",
+            NamespacePhase::Waiting => "waiting",
+            NamespacePhase::BuildingIndexes => "building indexes",
+            NamespacePhase::Done => "done",
+        }
+    }
+}
+
+/// One namespace's copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceProgress {
+    /// `db.collection`.
+    pub namespace: String,
+    /// Where it is.
+    pub phase: NamespacePhase,
+    /// Documents copied.
+    pub copied_documents: i64,
+    /// Documents to copy, as estimated when the copy was planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_documents: Option<i64>,
+    /// Bytes copied.
+    pub copied_bytes: i64,
+    /// Bytes to copy, as estimated when the copy was planned.
+    pub total_bytes: i64,
+    /// Its copy rate since it started, once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<f64>,
+    /// Seconds until it is copied, at that rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_seconds_remaining: Option<i64>,
 }
 
 /// `indexBuilding`.

@@ -169,6 +169,7 @@ impl EngineSpec {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lagSeconds"}"#,
     printcolumn = r#"{"name":"Copied","type":"string","jsonPath":".status.copiedPercent"}"#,
+    printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.eta"}"#,
     printcolumn = r#"{"name":"CanCommit","type":"boolean","jsonPath":".status.canCommit"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -260,6 +261,22 @@ pub struct ClusterSyncStatus {
     /// Names of the Deployment, Service and token Secret running the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_workload: Option<String>,
+    /// Seconds until the current stage is done: the collection copy while it runs, catching up
+    /// with the source after it. Absent until the engine has measured a rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+    /// `etaSeconds` in words, e.g. "4m10s" (the ETA printer column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+    /// How many namespaces are waiting, copying, building indexes, done or being re-copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_counts: Option<NamespaceCounts>,
+    /// The namespaces with the most left to do (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slowest_collections: Vec<CollectionStatus>,
+    /// What `clustersync plan` found, run by the engine while `spec.mode` is Idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
     /// The engine's embedded verifier; absent when verification is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationStatus>,
@@ -267,6 +284,102 @@ pub struct ClusterSyncStatus {
     /// Verified, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// How many namespaces are in each phase of the copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceCounts {
+    /// Not started.
+    #[serde(default)]
+    pub waiting: i64,
+    /// Being copied.
+    #[serde(default)]
+    pub copying: i64,
+    /// Copied; indexes being built.
+    #[serde(default)]
+    pub building_indexes: i64,
+    /// Done.
+    #[serde(default)]
+    pub done: i64,
+    /// Being copied again whole.
+    #[serde(default)]
+    pub recopying: i64,
+}
+
+/// One namespace's copy, as `/progress` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionStatus {
+    /// `db.collection`.
+    pub namespace: String,
+    /// waiting, copying, building indexes, done or re-copying.
+    pub phase: String,
+    /// Bytes copied.
+    #[serde(default)]
+    pub copied_bytes: i64,
+    /// Bytes to copy, as estimated when the copy was planned.
+    #[serde(default)]
+    pub total_bytes: i64,
+    /// Copy progress, e.g. "42%".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_percent: Option<String>,
+    /// Seconds until it is copied, at its measured rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+}
+
+/// A summary of the engine's plan (`POST /api/v1/plan`), for `kubectl get -o yaml` and
+/// `kubectl describe` before the sync is started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// False when a risk blocks the sync (also the PlanSafe condition).
+    #[serde(default)]
+    pub safe: bool,
+    /// Databases in scope.
+    #[serde(default)]
+    pub databases: i64,
+    /// Collections in scope (views apart).
+    #[serde(default)]
+    pub collections: i64,
+    /// Views in scope.
+    #[serde(default)]
+    pub views: i64,
+    /// Documents in scope.
+    #[serde(default)]
+    pub documents: i64,
+    /// Uncompressed bytes the copy moves.
+    #[serde(default)]
+    pub data_bytes: i64,
+    /// On-disk index bytes on the source.
+    #[serde(default)]
+    pub index_bytes: i64,
+    /// Indexes to build.
+    #[serde(default)]
+    pub indexes: i64,
+    /// Seconds the whole sync should take to become committable (copy, index builds,
+    /// catch-up).
+    #[serde(default)]
+    pub estimated_seconds: i64,
+    /// The same in words, with its parts, e.g. "12m (copy 9m, indexes 2m, catch-up 1m)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<String>,
+    /// How the rates behind the estimate were measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// Each risk, "blocking: ..." or "warning: ...", with what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<String>,
+    /// The largest namespaces (at most 10), "db.coll: N documents, X MiB".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub largest_namespaces: Vec<String>,
+    /// The spec generation the plan was made for (a changed spec is planned again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_generation: Option<i64>,
+    /// When it was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_at: Option<String>,
 }
 
 /// What the embedded verifier reports.
