@@ -1038,3 +1038,123 @@ async fn a_collection_left_half_made_is_finished_when_created_again() {
         "the documents are kept"
     );
 }
+
+/// Issue 17: the copy's ETA, per namespace and overall, against a destination slowed on
+/// purpose (every byte the engine sends it passes a 300 KB/s link), in the default
+/// configuration. The user's question is "when will the copy be done": the first ETA
+/// `/progress` gives once a third of the copy is done must land within 25% of the real finish.
+/// Before that it must not guess: no ETA while the measured window is under 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_copy_eta_on_a_slowed_destination_lands_within_a_quarter_of_the_finish() {
+    let (a, b) = tokio::join!(Server::start(), Server::start());
+    let src = a.client().await;
+    let pad = "e".repeat(1000);
+    for (coll, n) in [("big", 8000), ("mid", 3000), ("small", 600)] {
+        let docs: Vec<Document> = (0..n)
+            .map(|i| doc! { "_id": i, "pad": &pad, "i": i })
+            .collect();
+        for chunk in docs.chunks(2000) {
+            src.database("eta")
+                .collection::<Document>(coll)
+                .insert_many(chunk.to_vec())
+                .await
+                .unwrap();
+        }
+    }
+    let proxy =
+        common::proxy::ThrottledProxy::start(format!("127.0.0.1:{}", b.port), 300_000).await;
+    let engine = Engine::spawn_between(&a.uri(), &common::uri_for_port(proxy.port), &[]);
+    engine.wait_ready().await;
+    engine.start_sync(c0c1()).await;
+
+    // When `/progress` first showed the copy's size.
+    let mut copy_began: Option<Instant> = None;
+    // (when, predicted finish, fraction copied then)
+    let mut prediction: Option<(Instant, Instant, f64)> = None;
+    let mut saw_namespace_eta = false;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let finished = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not finish in 240 s"
+        );
+        let p = engine.progress().await;
+        let now = Instant::now();
+        let copy = &p["progress"]["collectionCopy"];
+        let copied = copy["estimatedCopiedBytes"].as_f64().unwrap_or(0.0);
+        let total = copy["estimatedTotalBytes"].as_f64().unwrap_or(1.0).max(1.0);
+        let eta = p["progress"]["estimatedSecondsToCopyComplete"].as_i64();
+        let ns = &p["progress"]["namespaces"];
+        if std::env::var("ETA_DEBUG").is_ok() {
+            eprintln!(
+                "{:?} copied {copied} of {total} eta {eta:?} rate {} info {}",
+                now, ns["copyBytesPerSecond"], p["progress"]["info"]
+            );
+        }
+        if total > 1.0 && copy_began.is_none() {
+            copy_began = Some(now);
+        }
+        if let (Some(t), Some(e)) = (copy_began, eta) {
+            assert!(
+                now.duration_since(t) >= Duration::from_secs(10),
+                "an ETA ({e} s) {:?} into the copy: too early to be honest",
+                now.duration_since(t)
+            );
+        }
+        if let Some(list) = ns["collections"].as_array() {
+            saw_namespace_eta |= list.iter().any(|c| {
+                c["phase"] == "copying" && c["estimatedSecondsRemaining"].as_i64().is_some()
+            });
+        }
+        if prediction.is_none() && copied >= total / 3.0 {
+            if let Some(e) = eta {
+                prediction = Some((now, now + Duration::from_secs(e as u64), copied / total));
+            } else {
+                assert!(
+                    copied < total * 2.0 / 3.0,
+                    "two thirds copied and still no ETA: {p}"
+                );
+            }
+        }
+        let counts = &ns["counts"];
+        if counts["done"].as_u64() == Some(3)
+            || (prediction.is_some() && p["progress"]["info"] != "collection copy")
+        {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (at, predicted, fraction) = prediction.expect("an ETA once a third was copied");
+    let real = finished.duration_since(at).as_secs_f64();
+    let said = predicted.duration_since(at).as_secs_f64();
+    eprintln!(
+        "ETA at {:.0}% copied: {said:.1} s; the copy finished {real:.1} s later",
+        fraction * 100.0
+    );
+    assert!(
+        (said - real).abs() <= 0.25 * real,
+        "the ETA said {said:.1} s, the copy took {real:.1} s more"
+    );
+    assert!(
+        saw_namespace_eta,
+        "no namespace ever showed an ETA while copying"
+    );
+    let p = engine.progress().await;
+    let ns = &p["progress"]["namespaces"];
+    assert_eq!(ns["counts"]["done"], 3, "{ns}");
+    let listed: Vec<&str> = ns["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for c in ns["collections"].as_array().unwrap() {
+        assert_eq!(c["copiedBytes"], c["totalBytes"], "{c}");
+    }
+    assert_eq!(
+        p["progress"]["estimatedSecondsToCopyComplete"],
+        Value::Null,
+        "no copy ETA once the copy is done"
+    );
+}

@@ -397,10 +397,29 @@ impl VerifierPhase {
     }
 }
 
+/// `secs` in words for a printer column: "45s", "4m10s", "2h05m", "3d4h".
+pub fn short_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short_duration(45), "45s");
+        assert_eq!(short_duration(250), "4m10s");
+        assert_eq!(short_duration(7500), "2h05m");
+        assert_eq!(short_duration(3 * 86_400 + 4 * 3600 + 5), "3d4h");
+    }
 
     #[test]
     fn idle_is_all_nulls_but_state_and_can_commit() {

@@ -126,7 +126,7 @@ impl Collector for StatusCollector {
             ),
             (
                 "collection_copied_documents",
-                "Documents of each collection copied by finished partitions",
+                "Documents of each collection copied so far",
                 |c| c.copied_docs,
             ),
         ];
@@ -299,6 +299,7 @@ mod tests {
                 partitions_done: 1,
                 copied_bytes: 10,
                 copied_docs: 3,
+                ..Default::default()
             },
         );
         let reg = registry(status.clone());

@@ -9,6 +9,7 @@ mod control;
 pub mod fence;
 pub mod lease;
 pub mod metrics;
+pub mod rate;
 pub mod status;
 pub mod store;
 pub mod sync;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bson::Timestamp;
 #[cfg(test)]
@@ -11,10 +12,11 @@ use serde_json::Value;
 
 use crate::contract::options::StartOptions;
 use crate::contract::progress::{
-    self, CeaStage, CollectionCopy, DirectionMapping, IndexBuilding, Lag, Ping, Progress,
-    ProgressReply, VerifierPhase,
+    self, CeaStage, CollectionCopy, DirectionMapping, IndexBuilding, Lag, NamespacePhase,
+    NamespaceProgress, Namespaces, Ping, Progress, ProgressReply, VerifierPhase,
 };
 use crate::contract::state::{Phase, State};
+use crate::engine::rate::{self, RateWindow};
 
 /// `canCommit` needs lag at or under this, as in mongosync 1.21+.
 pub const COMMIT_LAG_LIMIT_SECS: i64 = 30;
@@ -37,15 +39,118 @@ pub struct Counters {
     pub collections_recopied: AtomicU64,
     /// Copy progress by namespace, from the planned partitions and those finished.
     pub collections: Mutex<BTreeMap<String, CollectionProgress>>,
+    /// When the copy's first insert in this process was sent, and the copied bytes then: where
+    /// the copy's rate window starts. Bytes land in lumps (a batch at a time, several in
+    /// flight); counting from the first lump would credit the window with bytes sent before it.
+    pub copy_flowing: Mutex<Option<(Instant, i64)>>,
+    /// When the copy's latest batch landed, and the copied bytes then.
+    pub copy_landed: Mutex<Option<(Instant, i64)>>,
 }
 
-/// One collection's copy, for the per-collection metrics.
+/// One collection's copy, for `/progress.namespaces` and the per-collection metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CollectionProgress {
     pub partitions: u64,
     pub partitions_done: u64,
+    /// Bytes on the destination: finished partitions, checkpoints, and batches landed since.
     pub copied_bytes: i64,
     pub copied_docs: i64,
+    /// The planned partitions' estimated size.
+    pub total_bytes: i64,
+    /// When its first batch landed in this process, and what was copied before it.
+    pub started: Option<(Instant, i64)>,
+    /// Copied; its indexes are being built.
+    pub indexes_pending: bool,
+    /// Being copied again whole (a DDL change overtook its copy).
+    pub recopying: bool,
+}
+
+impl CollectionProgress {
+    /// Where it is.
+    pub fn phase(&self) -> NamespacePhase {
+        if self.recopying {
+            NamespacePhase::Recopying
+        } else if self.indexes_pending {
+            NamespacePhase::BuildingIndexes
+        } else if self.partitions_done >= self.partitions {
+            NamespacePhase::Done
+        } else if self.started.is_some() || self.copied_bytes > 0 {
+            NamespacePhase::Copying
+        } else {
+            NamespacePhase::Waiting
+        }
+    }
+
+    /// Records a batch that landed.
+    fn landed(&mut self, bytes: i64, docs: i64, now: Instant) {
+        self.started.get_or_insert((now, self.copied_bytes));
+        self.copied_bytes += bytes;
+        self.copied_docs += docs;
+    }
+
+    /// Its pace since its first batch in this process (5 s of it at least).
+    fn per_second(&self, now: Instant) -> Option<f64> {
+        let (at, before) = self.started?;
+        rate::since(
+            at,
+            now,
+            self.copied_bytes - before,
+            std::time::Duration::from_secs(5),
+        )
+    }
+}
+
+/// Told as each batch of a copy lands on the destination, so that progress moves smoothly.
+pub trait Landed: Sync {
+    /// A batch is about to be sent.
+    fn sending(&self) {}
+    fn landed(&self, db: &str, coll: &str, bytes: i64, docs: i64);
+}
+
+/// The overall count alone.
+impl Landed for AtomicI64 {
+    fn landed(&self, _db: &str, _coll: &str, bytes: i64, _docs: i64) {
+        self.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The initial copy: the overall count and the namespace's.
+impl Landed for Counters {
+    fn sending(&self) {
+        let mut f = self.copy_flowing.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some((Instant::now(), self.copied_bytes.load(Ordering::Relaxed)));
+        }
+    }
+
+    fn landed(&self, db: &str, coll: &str, bytes: i64, docs: i64) {
+        let now = Instant::now();
+        let total = self.copied_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        {
+            let mut l = self.copy_landed.lock().unwrap_or_else(|p| p.into_inner());
+            if l.is_none_or(|(_, t)| total > t) {
+                *l = Some((now, total));
+            }
+        }
+        self.collections()
+            .entry(format!("{db}.{coll}"))
+            .or_default()
+            .landed(bytes, docs, Instant::now());
+    }
+}
+
+/// A collection copied again whole after the copy: its namespace's count only (the overall
+/// copied bytes are the initial copy's, as in mongosync).
+pub struct Recopy<'a>(pub &'a Counters);
+
+impl Landed for Recopy<'_> {
+    fn landed(&self, db: &str, coll: &str, bytes: i64, docs: i64) {
+        self.0
+            .collections()
+            .entry(format!("{db}.{coll}"))
+            .or_default()
+            .landed(bytes, docs, Instant::now());
+    }
 }
 
 /// The kinds of change event counted apart.
@@ -218,6 +323,8 @@ pub struct Snapshot {
     pub start_ts: Option<Timestamp>,
     /// When the copy phase began (this process), for the copy-rate estimate.
     pub copy_started: Option<std::time::Instant>,
+    /// The copied bytes over the last minute, sampled by the monitor while the copy runs.
+    pub copy_rate: RateWindow,
     /// By cluster label index: `None` not measured, `Some(-1)` failed.
     pub ping_ms: [Option<i64>; 2],
     pub warnings: BTreeMap<String, String>,
@@ -249,6 +356,7 @@ impl Default for Snapshot {
             catchup_rate: None,
             start_ts: None,
             copy_started: None,
+            copy_rate: RateWindow::default(),
             ping_ms: [None, None],
             warnings: BTreeMap::new(),
             fatal: None,
@@ -268,17 +376,32 @@ impl Snapshot {
         Some(needed.time.saturating_sub(first) as u64)
     }
 
-    /// Seconds the copy still needs at its measured rate, while it runs.
-    pub fn copy_time_remaining_secs(&self, copied: i64) -> Option<u64> {
-        if self.phase != Some(Phase::Copy) {
+    /// Seconds the copy still needs at the rate measured over the last minute, while it runs
+    /// (`estimatedSecondsToCopyComplete`). Absent until that rate has enough signal.
+    ///
+    /// Work lands in lumps, a batch at a time with several in flight. The finish is predicted
+    /// when the latest lump landed (`landed`: when, and the copied bytes then), from the rate up
+    /// to then, and counted down from there: measured at any other moment, the rate would
+    /// sag between lumps and jump at each. Once that prediction has run out the copy is
+    /// slower than it was, and the rate up to now takes over.
+    pub fn copy_time_remaining_secs(
+        &self,
+        copied: i64,
+        landed: Option<(Instant, i64)>,
+    ) -> Option<u64> {
+        if self.phase != Some(Phase::Copy) || self.state != State::Running {
             return None;
         }
-        let elapsed = self.copy_started?.elapsed().as_secs_f64();
-        if elapsed < 5.0 || copied <= 0 {
-            return None;
-        }
-        let rate = copied as f64 / elapsed;
-        Some(((self.total_bytes - copied).max(0) as f64 / rate) as u64)
+        let now = Instant::now();
+        let remaining = self.total_bytes - copied;
+        let predicted = landed.and_then(|(at, value)| {
+            let eta = rate::eta_secs(remaining, self.copy_rate.per_second_at(at, value))?;
+            let left = eta - now.saturating_duration_since(at).as_secs() as i64;
+            (left > 0).then_some(left)
+        });
+        predicted
+            .or_else(|| rate::eta_secs(remaining, self.copy_rate.per_second_at(now, copied)))
+            .map(|s| s as u64)
     }
 
     pub fn lag_secs(&self) -> Option<i64> {
@@ -381,6 +504,28 @@ impl StatusCell {
             }
             Some(_) => {}
             None => s.lag_sample = Some((now, lag)),
+        }
+    }
+
+    /// Samples the copied bytes (the monitor calls this every few seconds), for the copy's
+    /// ETA. Outside a running copy the window is emptied: a pause is no pace.
+    pub fn sample_copy(&self) {
+        let copied = self.counters.copied_bytes.load(Ordering::Relaxed);
+        let flowing = *self
+            .counters
+            .copy_flowing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut s = self.lock();
+        match flowing {
+            // Nothing sent yet: opening cursors and creating collections are not its pace.
+            Some((at, base)) if s.phase == Some(Phase::Copy) && s.state == State::Running => {
+                if s.copy_rate.is_empty() {
+                    s.copy_rate.sample(at, base);
+                }
+                s.copy_rate.sample(Instant::now(), copied);
+            }
+            _ => s.copy_rate.clear(),
         }
     }
 
@@ -524,6 +669,23 @@ pub fn progress_reply(
         estimated_total_bytes: total,
         estimated_copied_bytes: copied,
     });
+    let landed = *counters
+        .copy_landed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if snap.state == State::Running {
+        p.estimated_seconds_to_copy_complete = snap
+            .copy_time_remaining_secs(copied, landed)
+            .map(|s| s as i64);
+    }
+    let now = Instant::now();
+    p.namespaces = namespaces(
+        &counters.collections(),
+        snap.copy_rate
+            .per_second_at(now, copied)
+            .filter(|_| snap.phase == Some(Phase::Copy)),
+        now,
+    );
     if let Some(i) = snap.indexes {
         if in_cea || snap.phase == Some(Phase::IndexBuild) {
             p.index_building = Some(i);
@@ -552,8 +714,8 @@ pub fn progress_reply(
             crate::preflight::checks::human_duration,
         ));
         // The oplog must outlast what is left to do: the copy, then catching up.
-        let needed =
-            snap.copy_time_remaining_secs(copied).unwrap_or(0) + lag.unwrap_or(0).max(0) as u64;
+        let needed = snap.copy_time_remaining_secs(copied, landed).unwrap_or(0)
+            + lag.unwrap_or(0).max(0) as u64;
         if let Some(r) = remaining {
             if snap.oplog_rolled_over && r < needed + OPLOG_MARGIN_SECS {
                 warnings.push(format!(
@@ -570,6 +732,70 @@ pub fn progress_reply(
         progress: p,
         success: true,
     }
+}
+
+/// `/progress.namespaces`: every namespace counted by phase, the ones with the most left to do
+/// listed first. `None` when no copy was planned in this process.
+pub fn namespaces(
+    colls: &BTreeMap<String, CollectionProgress>,
+    copy_rate: Option<f64>,
+    now: Instant,
+) -> Option<Namespaces> {
+    if colls.is_empty() {
+        return None;
+    }
+    let mut out = Namespaces {
+        copy_bytes_per_second: copy_rate,
+        ..Namespaces::default()
+    };
+    let mut listed: Vec<NamespaceProgress> = Vec::with_capacity(colls.len());
+    for (ns, c) in colls {
+        let phase = c.phase();
+        let n = &mut out.counts;
+        *match phase {
+            NamespacePhase::Waiting => &mut n.waiting,
+            NamespacePhase::Copying => &mut n.copying,
+            NamespacePhase::BuildingIndexes => &mut n.building_indexes,
+            NamespacePhase::Done => &mut n.done,
+            NamespacePhase::Recopying => &mut n.recopying,
+        } += 1;
+        let copying = matches!(phase, NamespacePhase::Copying | NamespacePhase::Recopying);
+        let per_second = c.per_second(now).filter(|_| copying);
+        // Once copied, what was copied is the size (as for the overall count, as in
+        // mongosync); a recopy's size is not planned: what it has copied is all that is known.
+        let total = if c.partitions_done >= c.partitions && !c.recopying {
+            c.copied_bytes
+        } else {
+            c.total_bytes.max(c.copied_bytes)
+        };
+        listed.push(NamespaceProgress {
+            namespace: ns.clone(),
+            phase,
+            copied_documents: c.copied_docs,
+            total_documents: None,
+            copied_bytes: c.copied_bytes,
+            total_bytes: total,
+            bytes_per_second: per_second,
+            estimated_seconds_remaining: rate::eta_secs(total - c.copied_bytes, per_second)
+                .filter(|_| phase == NamespacePhase::Copying),
+        });
+    }
+    // Most left to do first: by phase (copying, re-copying, waiting, building indexes, done),
+    // then the longest ETA, then the most bytes left.
+    listed.sort_by(|a, b| {
+        a.phase
+            .cmp(&b.phase)
+            .then(
+                b.estimated_seconds_remaining
+                    .cmp(&a.estimated_seconds_remaining),
+            )
+            .then((b.total_bytes - b.copied_bytes).cmp(&(a.total_bytes - a.copied_bytes)))
+            .then(a.namespace.cmp(&b.namespace))
+    });
+    out.omitted = listed.len().saturating_sub(Namespaces::LISTED) as u64;
+    listed.truncate(Namespaces::LISTED);
+    out.collections = listed;
+    Some(out)
 }
 
 /// Slack kept between the oplog's remaining time and the work left.

@@ -115,6 +115,7 @@ impl Engine {
                     }
                 }
                 engine.status.sample_lag();
+                engine.status.sample_copy();
                 drop(engine);
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }

@@ -116,7 +116,7 @@ impl Ctx {
             &self.destination,
             &part,
             &self.tuning,
-            &std::sync::atomic::AtomicI64::new(0),
+            &crate::engine::status::Recopy(&self.status.counters),
             &copy::Shared::new(1, false),
             &self.fence,
             None,

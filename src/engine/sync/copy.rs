@@ -1,7 +1,7 @@
 //! The initial copy: collections split into `_id` ranges (resumable units), each copied as raw
 //! BSON in byte-bounded batches of unordered inserts, many units at a time.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
@@ -11,6 +11,7 @@ use mongodb::{Client, Collection};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::engine::fence::Fence;
+use crate::engine::status::Landed;
 use crate::engine::store::{CopyOrder, PartitionDoc, Store};
 use crate::mongo::catalog::{self, CollKind, CollSpec};
 use crate::mongo::{codes, error_code};
@@ -360,6 +361,34 @@ async fn insert_batch(
     }
 }
 
+/// An insert that takes longer than this halves the partition's next batches; one that takes
+/// under a quarter of it doubles them (up to the tuning's size). On a slow destination a
+/// batch of several megabytes takes many seconds to land, and nothing shows for it until it
+/// has: progress, its ETA and checkpoints move in lumps of that size. Bounding a batch's time
+/// keeps them moving every second or so, at no cost on a fast destination, where batches stay
+/// at full size.
+const BATCH_TARGET: Duration = Duration::from_secs(1);
+/// The smallest batch the adjustment goes down to: a few hundred documents of common sizes
+/// per insert, so that round trips stay a small part of the work.
+const MIN_BATCH_BYTES: usize = 256 << 10;
+/// A partition's first batch: small, so that its first bytes land soon whatever the
+/// destination's speed; the following ones grow while they land quickly (a fast destination
+/// reaches full-size batches within a few).
+const FIRST_BATCH_BYTES: usize = MIN_BATCH_BYTES;
+
+/// The next batch size after an insert of a batch of `limit` bytes took `took`.
+fn next_batch_limit(limit: usize, took: Duration, max: usize) -> usize {
+    let floor = MIN_BATCH_BYTES.min(max);
+    if took > BATCH_TARGET {
+        (limit / 2).max(floor)
+    } else if took < BATCH_TARGET / 4 {
+        limit.saturating_mul(2).min(max)
+    } else {
+        limit
+    }
+    .clamp(floor, max)
+}
+
 /// How often an `_id`-ordered partition records how far it has been copied: a crashed engine
 /// redoes at most this much of each partition in flight (one small update per partition).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
@@ -531,8 +560,8 @@ impl Shared {
 /// when part of them was copied before a restart that recorded no digest).
 pub type CopiedPartition = (i64, i64, Option<Digest>);
 
-/// Copies one partition, from its checkpoint if it has one. `copied` is bumped as batches
-/// land so `/progress` moves smoothly. Returns what the whole partition read (before a
+/// Copies one partition, from its checkpoint if it has one. `copied` is told of each batch as
+/// it lands, so that `/progress` moves smoothly. Returns what the whole partition read (before a
 /// restart included).
 #[tracing::instrument(skip_all, fields(collection = %format_args!("{}.{}", part.db, part.coll), partition = part.index))]
 #[allow(clippy::too_many_arguments)]
@@ -541,7 +570,7 @@ pub async fn copy_partition(
     destination: &Client,
     part: &PartitionDoc,
     tuning: &CopyTuning,
-    copied: &AtomicI64,
+    copied: &dyn Landed,
     shared: &Shared,
     fence: &Fence,
     checkpoints: Option<Checkpoints<'_>>,
@@ -658,6 +687,8 @@ pub async fn copy_partition(
         *last = Instant::now();
         Ok::<(), mongodb::error::Error>(())
     };
+    // The batch size the reader fills to, adjusted by the writers (see BATCH_TARGET).
+    let batch_limit = AtomicUsize::new(FIRST_BATCH_BYTES.min(tuning.batch_bytes));
     // Time spent waiting on each side says which server a partition waits for.
     let started = Instant::now();
     let writer = || async {
@@ -667,12 +698,20 @@ pub async fn copy_partition(
                 break;
             };
             let bytes: usize = batch.iter().map(|d| d.as_bytes().len()).sum();
+            let docs = batch.len();
             let t = Instant::now();
             // Checked per batch: an engine that lost its lease stops within one batch.
             fenced()?;
+            copied.sending();
             insert_batch(&dst, batch).await?;
-            writing += t.elapsed();
-            copied.fetch_add(bytes as i64, Ordering::Relaxed);
+            let took = t.elapsed();
+            writing += took;
+            let limit = batch_limit.load(Ordering::Relaxed);
+            batch_limit.store(
+                next_batch_limit(limit, took, tuning.batch_bytes),
+                Ordering::Relaxed,
+            );
+            copied.landed(&part.db, &part.coll, bytes as i64, docs as i64);
             let grew = frontier
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -725,7 +764,8 @@ pub async fn copy_partition(
             }
             let len = doc.as_bytes().len();
             if !batch.is_empty()
-                && (batch_bytes + len > tuning.batch_bytes || batch.len() >= tuning.batch_docs)
+                && (batch_bytes + len > batch_limit.load(Ordering::Relaxed)
+                    || batch.len() >= tuning.batch_docs)
             {
                 let seq = number(&batch, batch_bytes, std::mem::take(&mut batch_digest));
                 if tx.send((seq, std::mem::take(&mut batch))).await.is_err() {
@@ -778,7 +818,7 @@ pub async fn copy_all<F, Fut>(
     destination: &Client,
     parts: Vec<PartitionDoc>,
     tuning: CopyTuning,
-    copied: &AtomicI64,
+    copied: &dyn Landed,
     fence: &Fence,
     checkpoints: Checkpoints<'_>,
     done: F,
@@ -920,5 +960,20 @@ mod tests {
         assert!(!ids_are_random(&mixed));
         let few: Vec<Bson> = [3, 1, 2].into_iter().map(Bson::Int32).collect();
         assert!(!ids_are_random(&few), "too few to judge");
+    }
+
+    #[test]
+    fn batches_shrink_while_they_land_slowly_and_grow_back_while_fast() {
+        let max = 5 << 20;
+        let slow = Duration::from_secs(3);
+        let fast = Duration::from_millis(50);
+        let ok = Duration::from_millis(600);
+        assert_eq!(next_batch_limit(1 << 20, slow, max), 512 << 10);
+        assert_eq!(next_batch_limit(300 << 10, slow, max), MIN_BATCH_BYTES);
+        assert_eq!(next_batch_limit(1 << 20, ok, max), 1 << 20);
+        assert_eq!(next_batch_limit(1 << 20, fast, max), 2 << 20);
+        assert_eq!(next_batch_limit(4 << 20, fast, max), max);
+        // A tuning smaller than the floor is kept as it is.
+        assert_eq!(next_batch_limit(100 << 10, slow, 100 << 10), 100 << 10);
     }
 }

@@ -324,16 +324,29 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         .counters
         .copied_bytes
         .store(done_bytes, Ordering::Relaxed);
+    // The rate window starts again with this copy's first insert.
+    let counters = &ctx.status.counters;
+    *counters
+        .copy_flowing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = None;
+    *counters
+        .copy_landed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = None;
     {
         let mut colls = ctx.status.counters.collections();
         colls.clear();
         for p in &parts {
             let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
             c.partitions += 1;
+            c.total_bytes += p.estimated_bytes;
+            // Finished partitions, and unfinished ones as far as their checkpoint: batches
+            // landed from here on are added as they land.
+            c.copied_bytes += p.copied_bytes;
+            c.copied_docs += p.copied_docs;
             if p.done {
                 c.partitions_done += 1;
-                c.copied_bytes += p.copied_bytes;
-                c.copied_docs += p.copied_docs;
             }
         }
     }
@@ -346,7 +359,7 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         &ctx.destination,
         todo,
         ctx.tuning,
-        &ctx.status.counters.copied_bytes,
+        &ctx.status.counters,
         &ctx.fence,
         copy::Checkpoints { store: &ctx.store },
         |group: Vec<copy::Finished>| {
@@ -362,15 +375,14 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
                 store.finish_partitions(&marks).await?;
                 let counters = &status.counters;
                 let mut colls = counters.collections();
-                for (p, (bytes, docs, _)) in &group {
+                for (p, (_, docs, _)) in &group {
                     counters
                         .copied_docs
                         .fetch_add(*docs as u64, Ordering::Relaxed);
                     counters.partitions_copied.fetch_add(1, Ordering::Relaxed);
+                    // Its bytes and documents were counted as its batches landed.
                     let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
                     c.partitions_done += 1;
-                    c.copied_bytes += bytes;
-                    c.copied_docs += docs;
                 }
                 Ok(())
             }
@@ -427,12 +439,26 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     });
     let publish = |p: IndexBuilding| ctx.status.lock().indexes = Some(p);
     publish(*progress.lock().unwrap_or_else(|e| e.into_inner()));
+    let indexing = |spec: &catalog::CollSpec, on: bool| {
+        if let Some(c) = ctx
+            .status
+            .counters
+            .collections()
+            .get_mut(&format!("{}.{}", spec.db, spec.name))
+        {
+            c.indexes_pending = on;
+        }
+    };
+    for (spec, _) in &with {
+        indexing(spec, true);
+    }
     futures::stream::iter(with.into_iter().zip(counts))
         .map(|((spec, src), n)| {
             let progress = &progress;
             async move {
                 ctx.fenced()?;
                 ctx.build_listed_indexes(&src, &spec.db, &spec.name).await?;
+                indexing(&spec, false);
                 let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 p.indexes_built = (p.indexes_built + n).min(p.total_indexes_to_build);
                 p.collections_finished += 1;

@@ -211,7 +211,18 @@ pub async fn recopy_pending(ctx: &Ctx) -> Result<(), JobError> {
             tracing::warn!(ns = %ns, "copying a collection again whole: a rename or drop on the source overtook its copy, or the changes to some of its documents were made to a collection renamed since");
             catalog::drop_collection(&ctx.destination, db, coll).await?;
             catalog::create(&ctx.destination, &spec).await?;
-            ctx.copy_whole(&spec).await?;
+            let recopying = |on: bool| {
+                let mut colls = ctx.status.counters.collections();
+                let c = colls.entry(ns.clone()).or_default();
+                c.recopying = on;
+                if on {
+                    (c.copied_bytes, c.copied_docs, c.started) = (0, 0, None);
+                }
+            };
+            recopying(true);
+            let copied = ctx.copy_whole(&spec).await;
+            recopying(false);
+            copied?;
             if spec.kind != CollKind::View && ctx.options.build_indexes != BuildIndexes::Never {
                 ctx.build_indexes(db, coll, None).await?;
             }
