@@ -442,4 +442,29 @@ mod tests {
             .unwrap();
         assert_eq!(e.exit_code(), 2);
     }
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure(message, "Forbidden").with_code(code),
+        ))
+    }
+
+    /// A refusal names what to ask for; a missing ClusterSync is named as such, not as a 404.
+    #[test]
+    fn api_errors_say_what_is_missing() {
+        let forbidden = failed("list", "pods", "shop", None)(api_error(403, "no"));
+        let text = forbidden.to_string();
+        assert!(
+            text.starts_with("forbidden: you may not list pods in namespace shop;")
+                && text.contains("ClusterRole clustersync-user"),
+            "{text}"
+        );
+        let missing = failed("get", CLUSTERSYNCS, "shop", Some("orders"))(api_error(404, "x"));
+        assert_eq!(
+            missing.to_string(),
+            "clustersync orders not found in namespace shop"
+        );
+        let other = failed("patch", CLUSTERSYNCS, "shop", Some("orders"))(api_error(422, "frozen"));
+        assert!(other.to_string().contains("frozen (422)"), "{other}");
+    }
 }
