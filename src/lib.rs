@@ -3,7 +3,7 @@
 //! The map of the crate, top to bottom (a module uses only those below it; `tests/layout.rs`
 //! keeps it so):
 //!
-//! - [`cli`]: the `clustersync` binary's subcommands (`engine`, `check`, `verify`,
+//! - [`cli`]: the `clustersync` binary's subcommands (`engine`, `check`, `verify`, `kubectl`,
 //!   `operator`, `crd`), one file each, with their renderers.
 //! - [`operator`]: the Kubernetes operator. It observes ClusterSyncs, decides in pure functions
 //!   ([`operator::decide`], [`operator::actions`], [`operator::validate`],

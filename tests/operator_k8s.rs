@@ -12,18 +12,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::doc;
-use clustersync::operator::controller::Settings;
 use clustersync::operator::crd::{ClusterSync, ClusterSyncStatus};
 use clustersync::operator::engine_api::StaticLocator;
 use clustersync::operator::leader::LeaseConfig;
-use clustersync::operator::RunOptions;
 use common::k8s::{path_str, ControlPlane};
 use common::kubelet_real::{Kubelet, RUNNABLE_IMAGE};
+use common::operator::{
+    installed, root, serve_engines, Operator, OPERATOR_NS, OPERATOR_SA, SA_USER,
+};
 use common::Server;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -31,141 +30,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::{oneshot, Mutex};
-
-const OPERATOR_NS: &str = "clustersync-system";
-const OPERATOR_SA: &str = "clustersync-operator";
-const SA_USER: &str = "system:serviceaccount:clustersync-system:clustersync-operator";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,clustersync=info".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-/// The shared control plane with the CRD and `deploy/install.yaml` applied (once).
-async fn installed() -> &'static ControlPlane {
-    static ONCE: Mutex<bool> = Mutex::const_new(false);
-    let cp = tokio::task::spawn_blocking(ControlPlane::shared)
-        .await
-        .unwrap();
-    let mut done = ONCE.lock().await;
-    if !*done {
-        cp.apply_crd();
-        cp.apply(&root().join("deploy/install.yaml"));
-        *done = true;
-    }
-    cp
-}
-
-/// An operator running in this process as the manifests' ServiceAccount.
-struct Operator {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), clustersync::operator::RunError>>,
-    telemetry: u16,
-}
-
-impl Operator {
-    /// An operator watching the test's namespace `lease` names (`lease-<namespace>`): tests
-    /// share the control plane, and each operator must act on its own test's syncs only.
-    fn start(client: Client, locator: &StaticLocator, lease: &str, identity: &str) -> Operator {
-        let ns = lease.strip_prefix("lease-").expect("lease-<namespace>");
-        Self::start_with(
-            client,
-            locator,
-            lease,
-            identity,
-            vec![ns.to_string()],
-            OPERATOR_NS,
-        )
-    }
-
-    fn start_with(
-        client: Client,
-        locator: &StaticLocator,
-        lease: &str,
-        identity: &str,
-        namespaces: Vec<String>,
-        lease_ns: &str,
-    ) -> Operator {
-        init_logs();
-        let mut settings = Settings::new(RUNNABLE_IMAGE.into(), Arc::new(locator.clone()));
-        settings.poll = Duration::from_millis(1000);
-        settings.preflight_retry = Duration::from_secs(2);
-        settings.preflight_timeout = Duration::from_secs(20);
-        settings.operator_namespace = Some(OPERATOR_NS.into());
-        let telemetry = common::free_port();
-        let mut lease = LeaseConfig::new(lease_ns.into(), lease.into(), identity.into());
-        lease.lease_duration = Duration::from_secs(6);
-        lease.renew_deadline = Duration::from_secs(4);
-        lease.retry_every = Duration::from_secs(1);
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(clustersync::operator::run(
-            client,
-            settings,
-            RunOptions {
-                namespaces,
-                telemetry_bind: Some(([127, 0, 0, 1], telemetry).into()),
-                lease: Some(lease),
-            },
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        Operator {
-            stop: Some(tx),
-            task,
-            telemetry,
-        }
-    }
-
-    /// An operator for the test namespace `ns`, as the ServiceAccount the manifests create.
-    async fn as_service_account(
-        cp: &ControlPlane,
-        locator: &StaticLocator,
-        ns: &str,
-        identity: &str,
-    ) -> Operator {
-        let sa = cp.service_account_client(OPERATOR_NS, OPERATOR_SA).await;
-        Self::start(sa, locator, &format!("lease-{ns}"), identity)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let r = tokio::time::timeout(Duration::from_secs(20), &mut self.task)
-            .await
-            .expect("the operator stops within 20 s")
-            .expect("the operator task does not panic");
-        r.expect("the operator stops cleanly");
-    }
-
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.telemetry))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-/// A test kubelet serving engine Pods in `ns`, and where it registers their addresses.
-async fn serve_engines(admin: &Client, ns: &str) -> (StaticLocator, Kubelet) {
-    let locator = StaticLocator::default();
-    let kubelet = Kubelet::start(admin.clone(), vec![ns.to_string()], locator.clone()).await;
-    (locator, kubelet)
-}
 
 /// The Secrets and ClusterSyncs of `ns`, as the cluster admin (the user) sees them.
 fn apis(admin: &Client, ns: &str) -> (Api<Secret>, Api<ClusterSync>) {

@@ -10,6 +10,8 @@
 //! - `crd` (`crd.rs`): prints the ClusterSync CustomResourceDefinition.
 //! - `check` (`check.rs`): every preflight check, without starting a sync.
 //! - `verify` (`verify.rs`): compares two clusters.
+//! - `kubectl` (`kubectl/`): the kubectl plugin (`kubectl clustersync status|plan|pause|resume|
+//!   commit|logs NAME`), also run when the binary is invoked as `kubectl-clustersync`.
 //!
 //! Exit codes: 0 on success, 2 on bad usage (a flag, a config file, a connection string), 1 on
 //! any other failure (a check that did not pass, clusters that differ, an engine or operator
@@ -48,6 +50,7 @@ macro_rules! out {
 mod check;
 mod crd;
 mod engine;
+mod kubectl;
 mod operator;
 mod verify;
 
@@ -88,6 +91,10 @@ enum Command {
     /// documents byte for byte, collection options, indexes and views. Exits 0 when they are
     /// equal, 1 when they differ, 2 on bad usage or a cluster that cannot be reached.
     Verify(verify::VerifyArgs),
+    /// The kubectl plugin (`kubectl clustersync …` once the binary is on the PATH as
+    /// `kubectl-clustersync`): status, plan, pause, resume, commit and logs of a ClusterSync,
+    /// through the API server with your own kubeconfig.
+    Kubectl(kubectl::KubectlArgs),
 }
 
 /// Invoked as `mongosync` (a symlink, or the image's `mongosync` entry), the binary is the
@@ -114,7 +121,11 @@ fn invoked_as_mongosync(argv0: Option<std::ffi::OsString>) -> bool {
 
 /// The `clustersync` binary: parses the command line and runs the subcommand it names.
 pub fn main() -> ExitCode {
-    if invoked_as_mongosync(std::env::args_os().next()) {
+    let argv0 = std::env::args_os().next();
+    if kubectl::invoked_as_plugin(argv0.as_deref()) {
+        return kubectl::run(kubectl::PluginCli::parse().args);
+    }
+    if invoked_as_mongosync(argv0) {
         return engine::run(MongosyncCli::parse().args, true);
     }
     let cli = Cli::parse();
@@ -124,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Operator(args) => operator::run(args),
         Command::Crd => crd::run(),
+        Command::Kubectl(args) => kubectl::run(args),
     }
 }
 
@@ -207,7 +219,10 @@ mod tests {
     fn every_subcommand_is_named_as_before() {
         let cmd = Cli::command();
         let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
-        assert_eq!(names, ["engine", "operator", "crd", "check", "verify"]);
+        assert_eq!(
+            names,
+            ["engine", "operator", "crd", "check", "verify", "kubectl"]
+        );
         assert_eq!(cmd.get_name(), "clustersync");
     }
 }

@@ -9,11 +9,14 @@
 //! (ImagePullBackOff); a container that exits is restarted with a backoff
 //! (CrashLoopBackOff after the second exit); a Secret that is missing leaves the container
 //! unstarted (CreateContainerConfigError); a Pod being deleted is stopped and then removed.
+//! What it serves: the containers' logs on the Node's kubelet port
+//! (`common::kubelet_logs`), so that `kubectl logs` and the pods/log subresource work.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use clustersync::operator::credentials::value_of;
@@ -39,6 +42,20 @@ struct Running {
     backoff_until: Option<Instant>,
 }
 
+/// Every kubelet of this process, for the log endpoint (which serves them all).
+static KUBELETS: Mutex<Vec<Weak<Mutex<State>>>> = Mutex::new(Vec::new());
+
+/// The log file of pod `ns/name`, if a kubelet of this process runs it.
+fn log_file(ns: &str, name: &str) -> Option<PathBuf> {
+    let all = KUBELETS.lock().unwrap();
+    all.iter().filter_map(Weak::upgrade).find_map(|st| {
+        let st = st.lock().unwrap();
+        st.pods
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|r| r.dir.path().join("engine.log"))
+    })
+}
+
 #[derive(Default)]
 struct State {
     /// By (namespace, pod name).
@@ -54,8 +71,13 @@ pub struct Kubelet {
 impl Kubelet {
     /// Starts serving pods in `namespaces` (labelled as the operator's).
     pub async fn start(client: Client, namespaces: Vec<String>, locator: StaticLocator) -> Kubelet {
-        register_node(&client).await;
         let state = Arc::new(Mutex::new(State::default()));
+        {
+            let mut all = KUBELETS.lock().unwrap();
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&state));
+        }
+        register_node(&client, super::kubelet_logs::port(log_file)).await;
         let task = {
             let state = state.clone();
             tokio::spawn(async move {
@@ -136,7 +158,7 @@ fn deployment_of_name(pod: &str) -> &str {
     rs.rsplit_once('-').map(|(a, _)| a).unwrap_or(rs)
 }
 
-async fn register_node(client: &Client) {
+async fn register_node(client: &Client, kubelet_port: u16) {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "metadata": { "name": NODE, "labels": { "kubernetes.io/hostname": NODE, "pool": "sync" } },
@@ -153,6 +175,8 @@ async fn register_node(client: &Client) {
         "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }],
         "capacity": { "cpu": "64", "memory": "256Gi", "pods": "110" },
         "allocatable": { "cpu": "64", "memory": "256Gi", "pods": "110" },
+        // Where the API server sends pods/log (and exec, port-forward: not served).
+        "daemonEndpoints": { "kubeletEndpoint": { "Port": kubelet_port } },
     }});
     nodes
         .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
