@@ -12,6 +12,7 @@ pub mod types {
     pub const IN_SYNC: &str = "InSync";
     pub const COMMITTED: &str = "Committed";
     pub const VERIFIED: &str = "Verified";
+    pub const PLAN_SAFE: &str = "PlanSafe";
 }
 
 /// Sets (or adds) a condition. The transition time moves only when the status changes;

@@ -27,7 +27,7 @@ use super::credentials::{self, Resolved};
 use super::engine_api::{self, CallError, EngineApi, EngineLocator, Verb};
 use super::preflight::{self, Verdict};
 use super::telemetry::{Metrics, SyncSeen};
-use super::{decide, mirror, pods, workload};
+use super::{decide, mirror, plan, pods, workload};
 use crate::contract::errors::ErrorName;
 use crate::contract::options::StartOptions;
 use crate::contract::progress::{self, Progress, VerifierPhase};
@@ -57,6 +57,8 @@ pub struct Settings {
     pub operator_namespace: Option<String>,
     /// Also admitted to the engines' port by their NetworkPolicy: a metrics scraper.
     pub metrics_scraper: Option<workload::Scraper>,
+    /// How long the engine's plan may take (the engine bounds it at 120 s itself).
+    pub plan_timeout: Duration,
 }
 
 impl Settings {
@@ -74,6 +76,7 @@ impl Settings {
             operator_namespace: std::env::var("POD_NAMESPACE").ok(),
             engine_defaults: Default::default(),
             metrics_scraper: None,
+            plan_timeout: Duration::from_secs(150),
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct Context {
     recorder: Recorder,
     pub metrics: Arc<Metrics>,
     preflights: Mutex<HashMap<String, CachedVerdict>>,
+    /// Per ClusterSync: when its last plan failed (not asked again before `preflight_retry`).
+    plan_failures: Mutex<HashMap<String, Instant>>,
     failures: Mutex<HashMap<String, u32>>,
     /// The watched Deployments, Services and engine Pods (set when the controller starts).
     pub caches: OnceLock<super::Caches>,
@@ -111,6 +116,7 @@ impl Context {
             http: super::engine_api::http_client(),
             metrics,
             preflights: Mutex::new(HashMap::new()),
+            plan_failures: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             caches: OnceLock::new(),
             applied: Mutex::new(HashMap::new()),
@@ -122,6 +128,7 @@ impl Context {
         let key = key_of(cs);
         lock(&self.applied).remove(&key);
         lock(&self.preflights).remove(&key);
+        lock(&self.plan_failures).remove(&key);
         if let Some(uid) = &cs.metadata.uid {
             lock(&self.tokens).remove(uid);
         }
@@ -481,6 +488,7 @@ async fn drive(
         events,
     )
     .await;
+    make_plan(cs, ctx, &api, &options, state, conds, events).await;
     let mut blocker = stopped(&progress, conds, events);
 
     let verb = decide::engine_call(
@@ -682,6 +690,78 @@ async fn check_roles(
     }
     conds.set(types::ROLES_VERIFIED, verdict.passed(), reason, message);
     verdict.passed()
+}
+
+/// While the sync is Idle (spec and engine), asks the engine for a plan once per generation and
+/// again when it grows stale, and writes its summary to `status.plan` with the PlanSafe
+/// condition (and a Warning Event when a risk blocks the sync). A failed plan is an Event and
+/// is asked for again after `preflight_retry`; it never blocks anything.
+#[allow(clippy::too_many_arguments)]
+async fn make_plan(
+    cs: &ClusterSync,
+    ctx: &Context,
+    api: &EngineApi,
+    options: &StartOptions,
+    state: Option<EngineState>,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<Event>,
+) {
+    let idle = cs.spec.mode == super::crd::Mode::Idle && state == Some(EngineState::Idle);
+    let age = conds
+        .status
+        .plan
+        .as_ref()
+        .and_then(|p| p.planned_at.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t)).ok());
+    if !plan::wanted(
+        idle,
+        conds.status.plan.as_ref(),
+        cs.metadata.generation,
+        age,
+    ) {
+        return;
+    }
+    let key = key_of(cs);
+    if lock(&ctx.plan_failures)
+        .get(&key)
+        .is_some_and(|at| at.elapsed() < ctx.settings.preflight_retry)
+    {
+        return;
+    }
+    let why = match tokio::time::timeout(ctx.settings.plan_timeout, api.plan(options)).await {
+        Ok(Ok(p)) => {
+            lock(&ctx.plan_failures).remove(&key);
+            let (ok, reason, message) = plan::condition(&p);
+            tracing::info!(safe = ok, risks = p.risks.len(), "plan");
+            if !ok && !conds.is_false(types::PLAN_SAFE) {
+                events.push(event(EventType::Warning, reason, "Plan", message.clone()));
+            }
+            conds.status.plan = Some(plan::summarize(
+                &p,
+                cs.metadata.generation,
+                Timestamp::now().to_string(),
+            ));
+            conds.set(types::PLAN_SAFE, ok, reason, message);
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "the engine's plan did not answer within {} s",
+            ctx.settings.plan_timeout.as_secs()
+        ),
+    };
+    tracing::warn!(error = %why, "plan failed");
+    lock(&ctx.plan_failures).insert(key, Instant::now());
+    events.push(event(
+        EventType::Warning,
+        "PlanFailed",
+        "Plan",
+        format!(
+            "{why}; it is asked for again in {} s (the sync can be started without it)",
+            ctx.settings.preflight_retry.as_secs()
+        ),
+    ));
 }
 
 /// A sync the engine reports stopped for good blocks every call, with a Warning Event the

@@ -280,8 +280,8 @@ pub struct ClusterSyncStatus {
     /// The engine's embedded verifier; absent when verification is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationStatus>,
-    /// Ready, CredentialsResolved, RolesVerified, EngineAvailable, InSync, Committed and
-    /// Verified, each with a reason and a message.
+    /// Ready, CredentialsResolved, RolesVerified, EngineAvailable, InSync, Committed, Verified
+    /// and PlanSafe, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod engine_api;
 pub mod leader;
 pub mod mirror;
+pub mod plan;
 pub mod pods;
 pub mod preflight;
 pub mod telemetry;
