@@ -9,6 +9,7 @@
 //!   into engines it runs and drives.
 //! - `crd` (`crd.rs`): prints the ClusterSync CustomResourceDefinition.
 //! - `check` (`check.rs`): every preflight check, without starting a sync.
+//! - `plan` (`plan.rs`): what a sync would carry, how long it should take, what may go wrong.
 //! - `verify` (`verify.rs`): compares two clusters.
 //!
 //! Exit codes: 0 on success, 2 on bad usage (a flag, a config file, a connection string), 1 on
@@ -46,9 +47,12 @@ macro_rules! out {
 }
 
 mod check;
+mod clusters;
 mod crd;
 mod engine;
 mod operator;
+mod plan;
+mod progress;
 mod verify;
 
 use std::process::ExitCode;
@@ -84,6 +88,10 @@ enum Command {
     /// Run every preflight check without starting a sync: reachability, versions, topology,
     /// the connection users' roles, an empty destination, the source's oplog window.
     Check(check::CheckArgs),
+    /// Plan a sync without starting it: every namespace in scope and how its indexes will be
+    /// built, the time it should take (from a short measured probe), and the risks, each with
+    /// what to do. Exits 0 when nothing blocks the sync, 1 when something does, 2 on bad usage.
+    Plan(plan::PlanArgs),
     /// Compare two clusters (cluster0 the source, cluster1 the destination): every namespace's
     /// documents byte for byte, collection options, indexes and views. Exits 0 when they are
     /// equal, 1 when they differ, 2 on bad usage or a cluster that cannot be reached.
@@ -121,6 +129,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Engine(args) => engine::run(args, false),
         Command::Check(args) => check::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Operator(args) => operator::run(args),
         Command::Crd => crd::run(),
@@ -207,7 +216,10 @@ mod tests {
     fn every_subcommand_is_named_as_before() {
         let cmd = Cli::command();
         let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
-        assert_eq!(names, ["engine", "operator", "crd", "check", "verify"]);
+        assert_eq!(
+            names,
+            ["engine", "operator", "crd", "check", "plan", "verify"]
+        );
         assert_eq!(cmd.get_name(), "clustersync");
     }
 }

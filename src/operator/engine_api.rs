@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::workload::API_PORT;
 use crate::contract::errors::ErrorName;
 use crate::contract::options::StartOptions;
+use crate::contract::plan::{Plan, PlanReply};
 use crate::contract::preflight::PreflightReply;
 use crate::contract::progress::{Progress, ProgressReply};
 
@@ -171,6 +172,33 @@ impl EngineApi {
             verb: "preflight",
             status,
         })
+    }
+
+    /// `POST /api/v1/plan` with the `/start` body: what the sync would carry, how long it
+    /// should take and what may go wrong. The engine bounds it (two minutes); the client's own
+    /// timeout must allow for that.
+    pub async fn plan(&self, options: &StartOptions) -> Result<Plan, CallError> {
+        let url = format!("{}/api/v1/plan", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(options)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(refused_or_protocol(&url, "plan", status, &body));
+        }
+        serde_json::from_value::<PlanReply>(body)
+            .map(|r| r.plan)
+            .map_err(|_| CallError::Protocol {
+                url,
+                verb: "plan",
+                status,
+            })
     }
 
     /// `POST /api/v1/<verb>` with `body` (`{}` when the verb takes none).

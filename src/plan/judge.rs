@@ -431,8 +431,12 @@ pub fn judge(facts: Facts) -> Plan {
         let span = w.span_secs() as f64;
         let resize = oplog_rate
             .map(|r| {
-                let mb = ((r * total_seconds * OPLOG_WARN_FACTOR) / 1e6).ceil().max(990.0);
-                format!(" (e.g. db.adminCommand({{replSetResizeOplog: 1, size: {mb:.0}}}), size in MB)")
+                let mb = ((r * total_seconds * OPLOG_WARN_FACTOR) / 1e6)
+                    .ceil()
+                    .max(990.0);
+                format!(
+                    " (e.g. db.adminCommand({{replSetResizeOplog: 1, size: {mb:.0}}}), size in MB)"
+                )
             })
             .unwrap_or_default();
         if w.rolled_over && span < total_seconds {
@@ -513,12 +517,13 @@ pub fn judge(facts: Facts) -> Plan {
         .collect();
     if !lacking.is_empty() {
         let who = lacking.join(" and ");
+        let does = if lacking.len() == 1 { "does" } else { "do" };
         risks.push(if explicit {
             risk(
                 RiskKind::WriteBlocking,
                 Severity::Blocking,
                 format!(
-                    "{who} does not support setUserWriteBlockMode, and enableUserWriteBlocking {} was asked for: /start will refuse; start with enableUserWriteBlocking \"none\" and stop application writes yourself",
+                    "{who} {does} not support setUserWriteBlockMode, and enableUserWriteBlocking {} was asked for: /start will refuse; start with enableUserWriteBlocking \"none\" and stop application writes yourself",
                     mode.as_str()
                 ),
             )
@@ -527,7 +532,7 @@ pub fn judge(facts: Facts) -> Plan {
                 RiskKind::WriteBlocking,
                 Severity::Warning,
                 format!(
-                    "{who} does not support setUserWriteBlockMode, so the sync will run without write blocking: nothing stops applications writing to the source after /commit or to the destination before canWrite; stop writes to the source yourself before /commit, and keep them off the destination until canWrite"
+                    "{who} {does} not support setUserWriteBlockMode, so the sync will run without write blocking: nothing stops applications writing to the source after /commit or to the destination before canWrite; stop writes to the source yourself before /commit, and keep them off the destination until canWrite"
                 ),
             )
         });
@@ -546,9 +551,15 @@ pub fn judge(facts: Facts) -> Plan {
             let disk_full = {
                 let t = e.to_string().to_ascii_lowercase();
                 matches!(e, ProbeError::Write { .. })
-                    && ["no space", "disk full", "enospc", "outofdiskspace", "out of disk"]
-                        .iter()
-                        .any(|w| t.contains(w))
+                    && [
+                        "no space",
+                        "disk full",
+                        "enospc",
+                        "outofdiskspace",
+                        "out of disk",
+                    ]
+                    .iter()
+                    .any(|w| t.contains(w))
             };
             risks.push(if disk_full {
                 risk(
@@ -824,7 +835,11 @@ mod tests {
         .unwrap();
         assert!(
             ttl.note.as_deref().unwrap().contains("2147483647")
-                && ttl.note.as_deref().unwrap().contains("expireAfterSeconds 60 restored"),
+                && ttl
+                    .note
+                    .as_deref()
+                    .unwrap()
+                    .contains("expireAfterSeconds 60 restored"),
             "{ttl:?}"
         );
         let refused = BTreeMap::from([("text".to_string(), "no text here".to_string())]);
@@ -861,7 +876,12 @@ mod tests {
 
     #[test]
     fn catch_up_follows_the_oplog_rate() {
-        let mut f = facts(vec![ns("big", NamespaceKind::Collection, 100_000_000, vec![])]);
+        let mut f = facts(vec![ns(
+            "big",
+            NamespaceKind::Collection,
+            100_000_000,
+            vec![],
+        )]);
         // 1 MB/s of oplog against 5 MB/s of writes: 20 s * 1 / (5 - 1).
         f.source.oplog_rate = Some(OplogRate {
             entries: 1000,
@@ -880,7 +900,12 @@ mod tests {
 
     #[test]
     fn a_rolled_over_oplog_shorter_than_the_sync_blocks() {
-        let mut f = facts(vec![ns("big", NamespaceKind::Collection, 100_000_000, vec![])]);
+        let mut f = facts(vec![ns(
+            "big",
+            NamespaceKind::Collection,
+            100_000_000,
+            vec![],
+        )]);
         let mut s = cluster("cluster0", "a:1");
         s.oplog = Some(OplogWindow {
             first_secs: 1000,
@@ -913,13 +938,20 @@ mod tests {
     #[test]
     fn disk_space_short_close_and_unknown() {
         // 50 MB of data and 10 MB of indexes on disk: 75 MB needed with the margin.
-        let mut f = facts(vec![ns("big", NamespaceKind::Collection, 100_000_000, vec![])]);
+        let mut f = facts(vec![ns(
+            "big",
+            NamespaceKind::Collection,
+            100_000_000,
+            vec![],
+        )]);
         f.destination.fs_total = Some(100_000_000);
         f.destination.fs_used = Some(50_000_000);
         let plan = judge(f.clone());
         assert!(!plan.safe);
         assert_eq!(plan.risks[0].kind, RiskKind::DiskSpace);
-        assert!(plan.risks[0].message.contains("free space on the destination"));
+        assert!(plan.risks[0]
+            .message
+            .contains("free space on the destination"));
         assert_eq!(plan.destination.free_bytes, Some(50_000_000));
         f.destination.fs_used = Some(10_000_000);
         let plan = judge(f.clone());
@@ -929,7 +961,11 @@ mod tests {
         f.destination.fs_total = None;
         let plan = judge(f);
         assert!(plan.safe);
-        assert!(plan.risks[0].message.contains("fsTotalSize"), "{:?}", plan.risks);
+        assert!(
+            plan.risks[0].message.contains("fsTotalSize"),
+            "{:?}",
+            plan.risks
+        );
     }
 
     #[test]
@@ -958,17 +994,17 @@ mod tests {
         let plan = judge(f.clone());
         let kinds: Vec<(RiskKind, Severity)> =
             plan.risks.iter().map(|r| (r.kind, r.severity)).collect();
-        assert!(kinds.contains(&(RiskKind::Roles, Severity::Blocking)), "{kinds:?}");
+        assert!(
+            kinds.contains(&(RiskKind::Roles, Severity::Blocking)),
+            "{kinds:?}"
+        );
         assert!(kinds.contains(&(RiskKind::Unsupported, Severity::Blocking)));
         assert!(kinds.contains(&(RiskKind::WriteBlocking, Severity::Warning)));
         assert!(plan
             .risks
             .iter()
             .any(|r| r.message.contains("grantRolesToUser(\"syncer\"")));
-        assert_eq!(
-            plan.namespaces[0].indexes[0].build,
-            IndexBuild::Unsupported
-        );
+        assert_eq!(plan.namespaces[0].indexes[0].build, IndexBuild::Unsupported);
         // Asked for explicitly, write blocking the destination lacks blocks.
         f.intent.write_blocking = (Mode::DestinationOnly, true);
         let plan = judge(f);
@@ -982,7 +1018,13 @@ mod tests {
         let mut c = ns("capped", NamespaceKind::Capped, 10, vec![]);
         c.options = doc! { "capped": true, "size": 4096, "max": 10, "validator": { "a": { "$type": "int" } }, "collation": { "locale": "fr" } };
         let n = notes(&c).join("\n");
-        for want in ["size 4096", "max 10", "validator", "bypasses", "\"locale\":\"fr\""] {
+        for want in [
+            "size 4096",
+            "max 10",
+            "validator",
+            "bypasses",
+            "\"locale\":\"fr\"",
+        ] {
             assert!(n.contains(want), "{want} in {n}");
         }
         let mut v = ns("v", NamespaceKind::View, 0, vec![]);

@@ -164,7 +164,14 @@ pub async fn run(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Measured, ProbeError> {
     let result = measure(
-        source, destination, candidates, kinds, scratch, budget, scrub, progress,
+        source,
+        destination,
+        candidates,
+        kinds,
+        scratch,
+        budget,
+        scrub,
+        progress,
     )
     .await;
     let cleanup = drop_scratch(destination, scratch).await.err();
@@ -241,6 +248,8 @@ async fn measure(
         reason: describe(&e),
     };
     let started = Instant::now();
+    // Bytes written per scratch collection: what a timed index build there indexes.
+    let mut written = vec![0u64; candidates.len()];
     'write: for (i, docs) in &read {
         let coll = db.collection_with_options::<RawDocumentBuf>(
             &format!("c{i}"),
@@ -260,6 +269,7 @@ async fn measure(
                 .await
                 .map_err(write_failed)?;
             m.written_bytes += bytes;
+            written[*i] += bytes;
             m.written_documents += n;
             progress(&format!(
                 "probe: wrote {:.1} MB to the destination",
@@ -269,18 +279,14 @@ async fn measure(
     }
     m.write_seconds = started.elapsed().as_secs_f64();
     // One index build on what was written, timed.
-    if let Some((i, spec)) = read
+    if let Some((i, spec)) = written
         .iter()
-        .find(|(_, docs)| !docs.is_empty())
-        .and_then(|(i, _)| candidates[*i].index.clone().map(|s| (*i, s)))
+        .position(|&b| b > 0)
+        .and_then(|i| candidates[i].index.clone().map(|s| (i, s)))
     {
         progress("probe: building an index on the copy");
         let keys = spec.get_document("key").cloned().unwrap_or_default();
-        let bytes: u64 = read[..]
-            .iter()
-            .find(|(j, _)| *j == i)
-            .map(|(_, d)| d.iter().map(|d| d.as_bytes().len() as u64).sum())
-            .unwrap_or(0);
+        let bytes = written[i];
         let t = Instant::now();
         match db
             .run_command(doc! { "createIndexes": format!("c{i}"), "indexes": [spec] })
@@ -288,7 +294,9 @@ async fn measure(
         {
             Ok(_) => {
                 m.index = Some(IndexTiming {
-                    keys: bson::Bson::Document(keys).into_relaxed_extjson().to_string(),
+                    keys: bson::Bson::Document(keys)
+                        .into_relaxed_extjson()
+                        .to_string(),
                     seconds: t.elapsed().as_secs_f64(),
                     bytes,
                 })
@@ -343,7 +351,9 @@ mod tests {
     #[test]
     fn batches_split_by_bytes_and_keep_every_document() {
         let docs: Vec<RawDocumentBuf> = (0..10)
-            .map(|i| RawDocumentBuf::from_document(&doc! { "_id": i, "s": "x".repeat(90) }).unwrap())
+            .map(|i| {
+                RawDocumentBuf::from_document(&doc! { "_id": i, "s": "x".repeat(90) }).unwrap()
+            })
             .collect();
         let size = docs[0].as_bytes().len();
         let b = batches(&docs, size * 3);
