@@ -98,8 +98,8 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
                 progress.clear();
                 // The probe may have been writing: its scratch database goes.
                 let dropped = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    plan::probe::drop_scratch(d.0, &options.scratch_db),
+                    plan::probe::ABANDONED_CLEANUP + std::time::Duration::from_secs(5),
+                    plan::probe::drop_abandoned_scratch(d.0, &options.scratch_db),
                 )
                 .await;
                 match dropped {

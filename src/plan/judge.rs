@@ -547,34 +547,21 @@ pub fn judge(facts: Facts) -> Plan {
         source.oplog_rate,
     );
     match &probe {
-        Err(e) => {
-            let disk_full = {
-                let t = e.to_string().to_ascii_lowercase();
-                matches!(e, ProbeError::Write { .. })
-                    && [
-                        "no space",
-                        "disk full",
-                        "enospc",
-                        "outofdiskspace",
-                        "out of disk",
-                    ]
-                    .iter()
-                    .any(|w| t.contains(w))
-            };
-            risks.push(if disk_full {
-                risk(
-                    RiskKind::DiskSpace,
-                    Severity::Blocking,
-                    format!("the destination could not store even the probe's few megabytes: {e}; free space on the destination first"),
-                )
-            } else {
-                risk(
-                    RiskKind::Unreachable,
-                    Severity::Warning,
-                    format!("the probe could not measure: {e}; the estimate assumes {}/s", human_bytes(assumed)),
-                )
-            });
-        }
+        // A cluster that could not be examined is a risk of its own already.
+        Err(e @ ProbeError::Skipped(_)) => risks.push(risk(
+            RiskKind::Unreachable,
+            Severity::Warning,
+            format!(
+                "the probe could not measure: {e}; the estimate assumes {}/s",
+                human_bytes(assumed)
+            ),
+        )),
+        // The copy reads and writes as the probe does: it would fail the same way.
+        Err(e) => risks.push(risk(
+            RiskKind::Unreachable,
+            Severity::Blocking,
+            format!("{e}; the sync's copy reads and writes the same way and would fail too: fix this first (the estimate assumes {}/s)", human_bytes(assumed)),
+        )),
         Ok(m) => {
             if let Some(why) = &m.cleanup_failed {
                 risks.push(risk(

@@ -133,6 +133,38 @@ pub async fn drop_scratch(destination: &Client, name: &str) -> mongodb::error::R
     destination.database(name).drop().await
 }
 
+/// Drops the scratch database of a probe that was abandoned mid-way (a timeout, Ctrl-C): a
+/// batch it had sent is still being written by the server and would create the database
+/// again after a single drop, so it is dropped until it has stayed gone for a while (at
+/// most [`ABANDONED_CLEANUP`]).
+pub async fn drop_abandoned_scratch(
+    destination: &Client,
+    name: &str,
+) -> mongodb::error::Result<()> {
+    let deadline = Instant::now() + ABANDONED_CLEANUP;
+    let mut absent = 0;
+    loop {
+        drop_scratch(destination, name).await?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let present = destination
+            .list_database_names()
+            .await?
+            .iter()
+            .any(|d| d == name);
+        absent = if present { 0 } else { absent + 1 };
+        if absent >= 3 || Instant::now() >= deadline {
+            return if present {
+                drop_scratch(destination, name).await
+            } else {
+                Ok(())
+            };
+        }
+    }
+}
+
+/// How long [`drop_abandoned_scratch`] keeps at it.
+pub const ABANDONED_CLEANUP: Duration = Duration::from_secs(8);
+
 /// The kind of an index, when it is one a destination may lack.
 pub fn special_kind(spec: &Document) -> Option<&'static str> {
     let key = spec.get_document("key").ok()?;

@@ -39,8 +39,11 @@ impl Engine {
             Err(_) => {
                 // The probe may have been writing when it was abandoned.
                 let destination = self.client(options.destination);
-                if let Err(e) =
-                    crate::plan::probe::drop_scratch(destination, &plan_options.scratch_db).await
+                if let Err(e) = crate::plan::probe::drop_abandoned_scratch(
+                    destination,
+                    &plan_options.scratch_db,
+                )
+                .await
                 {
                     tracing::warn!(scratch = %plan_options.scratch_db, error = %self.scrub(&crate::mongo::describe(&e)), "the plan's scratch database could not be dropped");
                 }
