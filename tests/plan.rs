@@ -287,6 +287,56 @@ async fn plan_names_every_kind_and_how_each_index_is_built() {
     assert!(!report.contains("other.c"));
     assert!(scratch_dbs(&dest).await.is_empty());
 
+    // On a terminal (under script(1)) plan and verify show one updating progress line; piped,
+    // verify shows none either.
+    let on_tty = |cmd: String| async move {
+        tokio::task::spawn_blocking(move || {
+            Command::new("script")
+                .args(["-qec", &cmd, "/dev/null"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run script(1)")
+        })
+        .await
+        .unwrap()
+    };
+    let exe = env!("CARGO_BIN_EXE_clustersync");
+    let shown = on_tty(format!(
+        "{exe} plan --cluster0 '{}' --cluster1 '{}' --include-namespaces '{filter}' >/dev/null",
+        source.uri(),
+        destination.uri()
+    ))
+    .await;
+    let tty = text(&shown.stdout);
+    assert!(
+        tty.contains("\rprobe: "),
+        "no progress line on a terminal: {tty:?}"
+    );
+    let shown = on_tty(format!(
+        "{exe} verify --cluster0 '{}' --cluster1 '{}' >/dev/null",
+        source.uri(),
+        destination.uri()
+    ))
+    .await;
+    assert!(
+        text(&shown.stdout).contains("\rverifying: "),
+        "{:?}",
+        text(&shown.stdout)
+    );
+    let piped = tokio::task::spawn_blocking({
+        let (a, b) = (source.uri(), destination.uri());
+        move || {
+            bin()
+                .args(["verify", "--cluster0", &a, "--cluster1", &b])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(piped.status.code(), Some(1), "the clusters differ");
+    assert!(!text(&piped.stderr).contains('\r'));
+
     // The engine's endpoint, through the operator's typed client, in the engine's IDLE state.
     let engine = Engine::spawn_between(&source.uri(), &destination.uri(), &[]);
     engine.wait_ready().await;

@@ -103,7 +103,6 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
         let progress = Progress::on_terminal();
         let ticker = async {
             loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
                 progress.show(&format!(
                     "verifying: cluster0 {} documents hashed, {} namespaces done; cluster1 {} documents hashed, {} namespaces done",
                     scan.source.hashed(),
@@ -111,6 +110,7 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
                     scan.destination.hashed(),
                     scan.destination.scanned()
                 ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
         let compared = tokio::select! {
