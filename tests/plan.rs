@@ -363,6 +363,28 @@ async fn plan_names_every_kind_and_how_each_index_is_built() {
     assert_eq!(names(&served), names(&plan));
     assert!(served.safe, "{:#?}", served.risks);
     assert!(scratch_dbs(&dest).await.is_empty());
+    // While a sync runs (its destination then holds the data, which the plan says), the plan
+    // answers too, and its probe's scratch database is not synced.
+    engine
+        .start_sync(serde_json::json!({
+            "source": "cluster0", "destination": "cluster1",
+            "includeNamespaces": [{ "database": "shop" }],
+        }))
+        .await;
+    engine.wait_state("RUNNING", Duration::from_secs(60)).await;
+    let running = api
+        .plan(&options)
+        .await
+        .expect("POST /api/v1/plan while RUNNING");
+    assert_eq!(names(&running), names(&plan));
+    assert!(
+        running
+            .blocking()
+            .any(|r| r.kind == RiskKind::DestinationNotEmpty),
+        "{:#?}",
+        running.risks
+    );
+    assert!(scratch_dbs(&dest).await.is_empty());
     // A body /start would refuse is refused the same way.
     let (code, v) = engine
         .post(
