@@ -140,12 +140,11 @@ pub async fn run(
     );
     let probe = match (&namespaces, source_seen && destination_seen) {
         (Ok(n), true) => {
-            let (candidates, kinds) = probe_targets(n, options.intent.build_indexes);
+            let targets = probe_targets(n, options.intent.build_indexes);
             probe::run(
                 source.client,
                 destination.client,
-                &candidates,
-                &kinds,
+                &targets,
                 &options.scratch_db,
                 options.budget,
                 scrub,
@@ -175,12 +174,12 @@ pub async fn run(
 pub fn probe_targets(
     namespaces: &[gather::NamespaceFacts],
     mode: crate::contract::options::BuildIndexes,
-) -> (Vec<probe::Candidate>, Vec<(String, bson::Document)>) {
+) -> probe::Targets {
     let mut by_size: Vec<&gather::NamespaceFacts> = namespaces
         .iter()
         .filter(|n| n.kind != NamespaceKind::View && n.documents > 0)
         .collect();
-    by_size.sort_by(|a, b| b.data_bytes.cmp(&a.data_bytes));
+    by_size.sort_by_key(|n| std::cmp::Reverse(n.data_bytes));
     let candidates = by_size
         .iter()
         .take(PROBE_COLLECTIONS)
@@ -206,5 +205,5 @@ pub fn probe_targets(
             }
         }
     }
-    (candidates, kinds)
+    probe::Targets { candidates, kinds }
 }

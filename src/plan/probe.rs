@@ -48,6 +48,16 @@ pub struct Candidate {
     pub index: Option<Document>,
 }
 
+/// What the probe reads and tries: the collections to read (largest first) and one index of
+/// each special kind the source uses, in the form the sync would build it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Targets {
+    /// Collections to read from.
+    pub candidates: Vec<Candidate>,
+    /// `(kind, sync-form index)` pairs to try on the destination.
+    pub kinds: Vec<(String, Document)>,
+}
+
 /// One index kind tried on the destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KindTrial {
@@ -183,13 +193,12 @@ pub fn special_kind(spec: &Document) -> Option<&'static str> {
 
 /// Reads, writes, builds and tries as described above, then drops the scratch database
 /// `scratch` (whatever happened). `kinds` holds one sync-form index per special kind the
-/// source uses. `scrub` takes connection strings out of server messages.
+/// source uses (see [`Targets`]). `scrub` takes connection strings out of server messages.
 #[tracing::instrument(skip_all, fields(scratch = %scratch))]
 pub async fn run(
     source: &Client,
     destination: &Client,
-    candidates: &[Candidate],
-    kinds: &[(String, Document)],
+    targets: &Targets,
     scratch: &str,
     budget: Budget,
     scrub: &(dyn Fn(&str) -> String + Sync),
@@ -198,8 +207,7 @@ pub async fn run(
     let result = measure(
         source,
         destination,
-        candidates,
-        kinds,
+        targets,
         scratch,
         budget,
         scrub,
@@ -216,17 +224,16 @@ pub async fn run(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn measure(
     source: &Client,
     destination: &Client,
-    candidates: &[Candidate],
-    kinds: &[(String, Document)],
+    targets: &Targets,
     scratch: &str,
     budget: Budget,
     scrub: &(dyn Fn(&str) -> String + Sync),
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Measured, ProbeError> {
+    let (candidates, kinds) = (&targets.candidates, &targets.kinds);
     let mut m = Measured {
         scratch_db: scratch.to_string(),
         ..Default::default()
@@ -259,7 +266,7 @@ async fn measure(
                     m.read_bytes += d.as_bytes().len() as u64;
                     m.documents += 1;
                     docs.push(d);
-                    if m.documents % 256 == 0 {
+                    if m.documents.is_multiple_of(256) {
                         progress(&format!(
                             "probe: read {:.1} MB from the source",
                             m.read_bytes as f64 / 1e6
