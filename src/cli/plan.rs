@@ -132,6 +132,15 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
     }
 }
 
+/// `1 view`, `2 views`, `3 indexes`.
+fn count(n: u64, word: &str) -> String {
+    match (n, word) {
+        (1, _) => format!("1 {word}"),
+        (_, "index") => format!("{n} indexes"),
+        _ => format!("{n} {word}s"),
+    }
+}
+
 fn kind_name(k: NamespaceKind) -> &'static str {
     match k {
         NamespaceKind::Collection => "collection",
@@ -206,15 +215,15 @@ pub(super) fn text(plan: &Plan) -> String {
     let t = &plan.totals;
     let _ = writeln!(
         o,
-        "\nIn scope: {} databases, {} collections, {} views, {} documents, {} of data ({} on disk, {} of indexes), {} indexes to build",
-        t.databases,
-        t.collections,
-        t.views,
-        t.documents,
+        "\nIn scope: {}, {}, {}, {}, {} of data ({} on disk, {} of indexes), {} to build",
+        count(t.databases, "database"),
+        count(t.collections, "collection"),
+        count(t.views, "view"),
+        count(t.documents, "document"),
         human_bytes(t.data_bytes as f64),
         human_bytes(t.storage_bytes as f64),
         human_bytes(t.index_bytes as f64),
-        t.indexes
+        count(t.indexes, "index")
     );
     if !plan.namespaces.is_empty() {
         let mut largest: Vec<_> = plan.namespaces.iter().collect();

@@ -209,20 +209,9 @@ pub fn notes(n: &NamespaceFacts) -> Vec<String> {
     out
 }
 
-/// Bytes as a person reads them.
+/// Bytes as a person reads them (as the disk check words them).
 pub fn human_bytes(n: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n.max(0.0);
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    disk::human_bytes(n.max(0.0) as u64)
 }
 
 /// Seconds as a person reads them.
@@ -669,31 +658,10 @@ mod tests {
     use super::*;
     use crate::plan::gather::OplogRate;
     use crate::plan::probe::{IndexTiming, KindTrial};
-    use crate::preflight::checks::{ClusterFacts, OplogWindow, Topology};
-    use crate::preflight::roles::{Deployment, SyncKind, UserRoles};
+    use crate::preflight::checks::{ClusterFacts, OplogWindow};
+    use crate::preflight::roles::{SyncKind, UserRoles};
 
-    fn cluster(label: &str, hosts: &str) -> ClusterFacts {
-        ClusterFacts {
-            label: label.into(),
-            hosts: hosts.into(),
-            deployment: Deployment::SelfManaged,
-            unreachable: None,
-            version: Some("8.0.4".into()),
-            fcv: Some("8.0".into()),
-            topology: Some(Topology::ReplicaSet { name: "rs".into() }),
-            members: vec![hosts.into()],
-            replica_set_id: None,
-            user: Some(UserRoles {
-                user: Some("u".into()),
-                user_db: Some("admin".into()),
-                roles: vec!["root".into()],
-                actions: vec![],
-            }),
-            oplog: None,
-            user_namespaces: vec![],
-            data_bytes: 0,
-        }
-    }
+    use crate::preflight::checks::tests::facts as cluster;
 
     fn report(source: ClusterFacts, destination: ClusterFacts) -> Report {
         checks::judge(
