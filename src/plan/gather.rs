@@ -14,6 +14,8 @@ use crate::mongo::{codes, error_code};
 
 /// Oplog entries read (newest first) to measure the source's write rate.
 pub const OPLOG_SAMPLE: i64 = 1000;
+/// Bytes of oplog entries read at most for that measurement.
+pub const OPLOG_SAMPLE_BYTES: usize = 16 << 20;
 
 /// One source namespace in scope.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,20 +187,30 @@ pub async fn write_blocking_supported(client: &Client) -> Option<bool> {
     }
 }
 
-/// The source's newest [`OPLOG_SAMPLE`] oplog entries, measured.
+/// The source's newest [`OPLOG_SAMPLE`] oplog entries (at most [`OPLOG_SAMPLE_BYTES`]),
+/// measured.
 pub async fn oplog_rate(client: &Client) -> Option<OplogRate> {
     let oplog = client
         .database("local")
         .collection::<RawDocumentBuf>("oplog.rs");
-    let entries: Vec<RawDocumentBuf> = oplog
+    let mut cursor = oplog
         .find(doc! {})
         .sort(doc! { "$natural": -1 })
         .limit(OPLOG_SAMPLE)
         .await
-        .ok()?
-        .try_collect()
-        .await
         .ok()?;
+    // Entries can be large (a 16 MB document's insert): the sample stops at a byte bound too.
+    let mut entries: Vec<RawDocumentBuf> = Vec::new();
+    let mut read = 0usize;
+    while read < OPLOG_SAMPLE_BYTES {
+        match cursor.try_next().await.ok()? {
+            Some(e) => {
+                read += e.as_bytes().len();
+                entries.push(e);
+            }
+            None => break,
+        }
+    }
     let ts = |d: &RawDocumentBuf| d.get_timestamp("ts").ok().map(|t| t.time);
     let newest = ts(entries.first()?)?;
     let oldest = ts(entries.last()?)?;
