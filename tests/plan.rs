@@ -218,6 +218,17 @@ async fn plan_names_every_kind_and_how_each_index_is_built() {
             ("loc_geo", (IndexBuild::AsDefined, r#"{"loc":"2dsphere"}"#)),
         ])
     );
+    let geo = ns("shop.orders")
+        .indexes
+        .iter()
+        .find(|i| i.name == "loc_geo")
+        .unwrap();
+    assert!(
+        geo.note
+            .as_deref()
+            .is_some_and(|n| n.contains("2dsphere: the destination built one")),
+        "the probe tried the 2dsphere kind on the destination: {geo:?}"
+    );
     assert!(
         ns("shop.sessions").indexes.is_empty(),
         "the clustered index is no index to build"

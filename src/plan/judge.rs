@@ -62,12 +62,12 @@ pub struct Facts {
 }
 
 /// How one source index will be built; `None` for the `_id` index and a clustered
-/// collection's clustered index, which every collection has. `refused` maps the special
-/// index kinds the destination refused in the probe to its answer.
+/// collection's clustered index, which every collection has. `tried` maps each special index
+/// kind the probe tried on the destination to its refusal (`None`: it built one).
 pub fn index_plan(
     spec: &Document,
     mode: BuildIndexes,
-    refused: &BTreeMap<String, String>,
+    tried: &BTreeMap<String, Option<String>>,
 ) -> Option<IndexPlan> {
     let name = spec.get_str("name").unwrap_or_default().to_string();
     if name == "_id_" || spec.get_bool("clustered").unwrap_or(false) {
@@ -92,7 +92,7 @@ pub fn index_plan(
         );
     }
     let kind = special_kind(spec);
-    if let Some(why) = kind.and_then(|k| refused.get(k)) {
+    if let Some(why) = kind.and_then(|k| tried.get(k)?.as_ref()) {
         return plan(
             IndexBuild::Unsupported,
             Some(format!(
@@ -129,6 +129,11 @@ pub fn index_plan(
         return plan(IndexBuild::Hashed, None);
     }
     let mut notes = Vec::new();
+    let built_in_probe;
+    if let Some(k) = kind.filter(|k| tried.contains_key(*k)) {
+        built_in_probe = format!("{k}: the destination built one when the plan tried");
+        notes.push(built_in_probe.as_str());
+    }
     if spec.contains_key("partialFilterExpression") {
         notes.push("partial: its partialFilterExpression is kept");
     }
@@ -301,12 +306,12 @@ pub fn judge(facts: Facts) -> Plan {
             vec![]
         }
     };
-    let refused: BTreeMap<String, String> = probe
+    let tried: BTreeMap<String, Option<String>> = probe
         .as_ref()
         .map(|m| {
             m.kinds
                 .iter()
-                .filter_map(|k| k.refused.clone().map(|r| (k.kind.clone(), r)))
+                .map(|k| (k.kind.clone(), k.refused.clone()))
                 .collect()
         })
         .unwrap_or_default();
@@ -338,7 +343,7 @@ pub fn judge(facts: Facts) -> Plan {
         } else {
             n.indexes
                 .iter()
-                .filter_map(|s| index_plan(s, intent.build_indexes, &refused))
+                .filter_map(|s| index_plan(s, intent.build_indexes, &tried))
                 .collect()
         };
         if n.kind == NamespaceKind::View {
@@ -797,9 +802,15 @@ mod tests {
                     .contains("expireAfterSeconds 60 restored"),
             "{ttl:?}"
         );
-        let refused = BTreeMap::from([("text".to_string(), "no text here".to_string())]);
-        let t = index_plan(&idx(doc! { "body": "text" }, doc! {}), m, &refused).unwrap();
+        let tried = BTreeMap::from([
+            ("text".to_string(), Some("no text here".to_string())),
+            ("2dsphere".to_string(), None),
+        ]);
+        let t = index_plan(&idx(doc! { "body": "text" }, doc! {}), m, &tried).unwrap();
         assert_eq!(t.build, IndexBuild::Unsupported);
+        let geo = index_plan(&idx(doc! { "loc": "2dsphere" }, doc! {}), m, &tried).unwrap();
+        assert_eq!(geo.build, IndexBuild::AsDefined);
+        assert!(geo.note.unwrap().contains("the destination built one"));
         assert!(t.note.unwrap().contains("no text here"));
     }
 
