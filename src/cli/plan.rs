@@ -242,7 +242,7 @@ pub(super) fn text(plan: &Plan) -> String {
         let _ = writeln!(
             o,
             "\n{:<width$}  {:<11}  {:>10}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}",
-            "NAMESPACE", "KIND", "DOCUMENTS", "DATA", "STORAGE", "INDEXES", "INDEXES", "COPY"
+            "NAMESPACE", "KIND", "DOCUMENTS", "DATA", "STORAGE", "IDX SIZE", "INDEXES", "COPY"
         );
         for n in largest.iter().take(SHOWN) {
             let _ = writeln!(
