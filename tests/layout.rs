@@ -1051,7 +1051,7 @@ fn the_operator_never_talks_to_mongodb() {
         "the operator must ask the engine, not connect to the clusters",
         |e| {
             in_subtree(&e.from, "operator")
-                && ["mongo", "preflight", "verify"]
+                && ["mongo", "preflight", "plan", "verify"]
                     .iter()
                     .any(|m| in_subtree(&e.to, m))
         },
@@ -1171,7 +1171,7 @@ fn outside_crates_stay_in_their_layers() {
         for (module, name, line) in outside_uses(crates) {
             if in_subtree(&module, layer)
                 || (layer == "engine"
-                    && ["mongo", "preflight", "verify"]
+                    && ["mongo", "preflight", "plan", "verify"]
                         .iter()
                         .any(|m| in_subtree(&module, m)))
             {
@@ -1183,11 +1183,13 @@ fn outside_crates_stay_in_their_layers() {
 }
 
 #[test]
-fn preflight_and_verify_sit_below_the_engine_and_the_operator() {
+fn preflight_plan_and_verify_sit_below_the_engine_and_the_operator() {
     assert_no_edges(
-        "preflight and verify must not use the engine, the operator or the CLI",
+        "preflight, plan and verify must not use the engine, the operator or the CLI",
         |e| {
-            (in_subtree(&e.from, "preflight") || in_subtree(&e.from, "verify"))
+            (in_subtree(&e.from, "preflight")
+                || in_subtree(&e.from, "plan")
+                || in_subtree(&e.from, "verify"))
                 && ["engine", "operator", "cli"]
                     .iter()
                     .any(|m| in_subtree(&e.to, m))

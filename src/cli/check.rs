@@ -13,24 +13,14 @@
 
 use std::process::ExitCode;
 
-use crate::engine::config::{EngineArgs, EngineConfig};
+use super::clusters::{ClusterArgs, Connected, Output};
 use crate::engine::StartupError;
 use crate::preflight::{self, report, Intent, SyncKind};
 
 #[derive(clap::Args)]
 pub(super) struct CheckArgs {
-    /// Connection string of the first cluster.
-    #[arg(long = "cluster0", value_name = "URI")]
-    cluster0: Option<String>,
-    /// Connection string of the second cluster.
-    #[arg(long = "cluster1", value_name = "URI")]
-    cluster1: Option<String>,
-    /// YAML file with cluster0 and cluster1 (the engine's --config file works).
-    #[arg(long = "config", value_name = "FILE")]
-    config: Option<std::path::PathBuf>,
-    /// Which cluster is the source.
-    #[arg(long = "source", value_enum, default_value = "cluster0")]
-    source: Label,
+    #[command(flatten)]
+    clusters: ClusterArgs,
     /// Check for a reversible sync (more roles on both sides).
     #[arg(long = "reversible")]
     reversible: bool,
@@ -45,27 +35,8 @@ pub(super) struct CheckArgs {
     output: Output,
 }
 
-// No doc comments on these enums' variants: clap would print them beside the possible values
-// in `--help`.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Label {
-    Cluster0,
-    Cluster1,
-}
-
 pub(super) fn run(args: CheckArgs) -> ExitCode {
-    let config = match EngineConfig::from_args(EngineArgs {
-        cluster0: args.cluster0,
-        cluster1: args.cluster1,
-        config: args.config,
-        ..Default::default()
-    }) {
+    let config = match args.clusters.config() {
         Ok(c) => c,
         Err(e) => {
             errln!("error: {e}");
@@ -76,8 +47,7 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
-        let c0 = crate::mongo::build_client("--cluster0", &config.cluster0).await?;
-        let c1 = crate::mongo::build_client("--cluster1", &config.cluster1).await?;
+        let connected = Connected::new(config).await?;
         let kind = SyncKind::of(args.reversible, args.dual_write_blocking);
         let intent = Intent {
             kind,
@@ -85,14 +55,8 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
             copy_rate: preflight::checks::DEFAULT_COPY_RATE,
             measure: true,
         };
-        let scrub = |t: &str| config.cluster1.scrub(&config.cluster0.scrub(t));
-        let a = (&c0, "cluster0", config.cluster0.hosts());
-        let b = (&c1, "cluster1", config.cluster1.hosts());
-        let (source, destination) = if args.source == Label::Cluster0 {
-            (a, b)
-        } else {
-            (b, a)
-        };
+        let scrub = |t: &str| connected.scrub(t);
+        let (source, destination) = connected.sides(args.clusters.source);
         Ok::<_, StartupError>(preflight::run(source, destination, intent, &scrub).await)
     });
     match result {

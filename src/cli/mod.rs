@@ -9,6 +9,7 @@
 //!   into engines it runs and drives.
 //! - `crd` (`crd.rs`): prints the ClusterSync CustomResourceDefinition.
 //! - `check` (`check.rs`): every preflight check, without starting a sync.
+//! - `plan` (`plan.rs`): what a sync would carry, how long it should take, what may go wrong.
 //! - `verify` (`verify.rs`): compares two clusters.
 //! - `kubectl` (`kubectl/`): the kubectl plugin (`kubectl clustersync status|plan|pause|resume|
 //!   commit|logs NAME`), also run when the binary is invoked as `kubectl-clustersync`.
@@ -48,10 +49,13 @@ macro_rules! out {
 }
 
 mod check;
+mod clusters;
 mod crd;
 mod engine;
 mod kubectl;
 mod operator;
+mod plan;
+mod progress;
 mod verify;
 
 use std::process::ExitCode;
@@ -87,6 +91,10 @@ enum Command {
     /// Run every preflight check without starting a sync: reachability, versions, topology,
     /// the connection users' roles, an empty destination, the source's oplog window.
     Check(check::CheckArgs),
+    /// Plan a sync without starting it: every namespace in scope and how its indexes will be
+    /// built, the time it should take (from a short measured probe), and the risks, each with
+    /// what to do. Exits 0 when nothing blocks the sync, 1 when something does, 2 on bad usage.
+    Plan(plan::PlanArgs),
     /// Compare two clusters (cluster0 the source, cluster1 the destination): every namespace's
     /// documents byte for byte, collection options, indexes and views. Exits 0 when they are
     /// equal, 1 when they differ, 2 on bad usage or a cluster that cannot be reached.
@@ -132,6 +140,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Engine(args) => engine::run(args, false),
         Command::Check(args) => check::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Operator(args) => operator::run(args),
         Command::Crd => crd::run(),
@@ -221,7 +230,7 @@ mod tests {
         let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
         assert_eq!(
             names,
-            ["engine", "operator", "crd", "check", "verify", "kubectl"]
+            ["engine", "operator", "crd", "check", "plan", "verify", "kubectl"]
         );
         assert_eq!(cmd.get_name(), "clustersync");
     }

@@ -5,15 +5,21 @@
 //! line); this module reads the flags, connects, and prints the report: as JSON (`--json`) or
 //! as the table `Report::text` draws.
 //!
+//! On a terminal, stderr shows one updating line of how far each side's scan has come; piped,
+//! nothing but the report and errors is written.
+//!
 //! Exits 0 when the clusters are equal, 1 when they differ, 2 on bad usage (a connection string,
 //! a namespace filter), a cluster that cannot be reached, or an async runtime that cannot start:
 //! 1 always means a difference was found.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::contract::filter::NamespaceFilter;
+use super::progress::Progress;
+
 use crate::uri::ClusterUri;
-use crate::verify::{self, Cluster, VerifyOptions};
+use crate::verify::{self, Cluster, ScanProgress, VerifyOptions};
 
 #[derive(clap::Args)]
 pub(super) struct VerifyArgs {
@@ -50,14 +56,7 @@ pub(super) struct VerifyArgs {
 }
 
 pub(super) fn run(args: VerifyArgs) -> ExitCode {
-    let filters = |flag: &str, json: Option<&str>| -> Result<Vec<NamespaceFilter>, String> {
-        let Some(json) = json.map(str::trim).filter(|j| !j.is_empty()) else {
-            return Ok(Vec::new());
-        };
-        serde_json::from_str(json).map_err(|e| {
-            format!("{flag}: {e}; give a JSON array of filters as /api/v1/start takes them, e.g. [{{\"database\":\"sales\",\"collections\":[\"orders\"]}}]")
-        })
-    };
+    let filters = super::clusters::namespace_filters;
     let usage = |e: String| {
         errln!("error: {e}");
         ExitCode::from(2)
@@ -70,10 +69,13 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return usage(e),
     };
+    // Counters the progress line reads while the comparison runs.
+    let scan = Arc::new(ScanProgress::default());
     let options = VerifyOptions {
         include,
         exclude,
         max_mismatches: args.max_mismatches,
+        progress: Some(scan.clone()),
         ..Default::default()
     };
     if let Err(e) = options.scope() {
@@ -98,8 +100,25 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
             .map_err(|e| e.to_string())?;
         let source = Cluster::new("cluster0", uri0.clone(), c0);
         let destination = Cluster::new("cluster1", uri1.clone(), c1);
-        verify::verify(&source, &destination, &options)
-            .await
+        let progress = Progress::on_terminal();
+        let ticker = async {
+            loop {
+                progress.show(&format!(
+                    "verifying: cluster0 {} documents hashed, {} namespaces done; cluster1 {} documents hashed, {} namespaces done",
+                    scan.source.hashed(),
+                    scan.source.scanned(),
+                    scan.destination.hashed(),
+                    scan.destination.scanned()
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let compared = tokio::select! {
+            r = verify::verify(&source, &destination, &options) => r,
+            _ = ticker => unreachable!("the progress ticker never ends"),
+        };
+        progress.clear();
+        compared
             .map_err(|e| match e.cluster() {
                 Some(label) => format!(
                     "{e}\n(the {label} connection string comes from --{label} or CLUSTERSYNC_{})",

@@ -9,9 +9,15 @@ use serde::{Deserialize, Serialize};
 /// Database holding the engine's own persisted state on the destination.
 pub const METADATA_DB: &str = "clustersync_reserved_for_internal_use";
 
+/// Prefix of the scratch databases `clustersync plan` writes its probe to on a destination
+/// (and drops again): never synced, so that a plan run beside a sync, or a probe left by a
+/// plan killed outright, is never copied anywhere.
+pub const PLAN_PROBE_DB_PREFIX: &str = "__clustersync_plan_probe_";
+
 /// Databases never synced: the server's own, ours, and other tools' metadata.
 pub fn is_internal_db(db: &str) -> bool {
     matches!(db, "admin" | "local" | "config" | METADATA_DB)
+        || db.starts_with(PLAN_PROBE_DB_PREFIX)
         || db.starts_with("__mdb_internal")
         || db.starts_with("mongosync_reserved_for")
         || db.starts_with("mongosync_internal_")

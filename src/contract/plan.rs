@@ -153,6 +153,9 @@ pub enum IndexBuild {
     Hashed,
     /// Not supported by the sync or by the destination: the plan says what to do.
     Unsupported,
+    /// Not built at all, as asked: `buildIndexes: never`, or a hashed index under
+    /// `excludeHashed*`.
+    Skipped,
 }
 
 /// One index.
@@ -195,6 +198,10 @@ pub struct Probe {
     pub source_read_bytes_per_second: f64,
     /// Bytes per second written to the destination.
     pub destination_write_bytes_per_second: f64,
+    /// Bytes of documents per second indexed by one index build on the destination, when
+    /// measured (an index built on the probe's scratch copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_build_bytes_per_second: Option<f64>,
     /// Source oplog bytes per second lately (its write rate), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_oplog_bytes_per_second: Option<f64>,

@@ -249,6 +249,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/commit", post(commit))
         .route("/api/v1/reverse", post(reverse))
         .route("/api/v1/preflight", post(preflight))
+        .route("/api/v1/plan", post(plan))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside the token check: a caller without the token gets no body read.
@@ -721,11 +722,23 @@ async fn preflight(
     Ok(Json(engine.check(options).await?).into_response())
 }
 
+/// Ours: what a sync with the `/start` body's options would carry, how long it should take and
+/// what may go wrong (`{"plan": {...}, "success": true}`), in any state.
+async fn plan(AxState(engine): AxState<Arc<Engine>>, body: Bytes) -> Result<Response, Refusal> {
+    let options = parse_body::<StartOptions>("plan", &body)?;
+    let plan = engine.plan(options).await?;
+    Ok(Json(crate::contract::plan::PlanReply {
+        plan,
+        success: true,
+    })
+    .into_response())
+}
+
 async fn not_found(uri: Uri) -> Refusal {
     Refusal::new(
             ErrorName::NotFound,
         format!(
-            "no endpoint at {}; the API is GET /api/v1/progress and POST /api/v1/start, pause, resume, commit, reverse, preflight",
+            "no endpoint at {}; the API is GET /api/v1/progress and POST /api/v1/start, pause, resume, commit, reverse, preflight, plan",
             uri.path()
         ),
     )

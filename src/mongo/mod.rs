@@ -28,6 +28,8 @@ pub mod codes {
     pub const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
     /// The server does not know the command.
     pub const COMMAND_NOT_FOUND: i32 = 59;
+    /// The user lacks the privilege for the command.
+    pub const UNAUTHORIZED: i32 = 13;
     /// A unique index refused a duplicate.
     pub const DUPLICATE_KEY: i32 = 11000;
     /// The index already exists.

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::workload::API_PORT;
 use crate::contract::errors::ErrorName;
 use crate::contract::options::StartOptions;
+use crate::contract::plan::{Plan, PlanReply};
 use crate::contract::preflight::PreflightReply;
 use crate::contract::progress::{Progress, ProgressReply};
 
@@ -150,9 +151,13 @@ impl EngineApi {
             })
     }
 
-    /// `POST /api/v1/preflight` with the `/start` body: the engine's checks, reported.
-    pub async fn preflight(&self, options: &StartOptions) -> Result<PreflightReply, CallError> {
-        let url = format!("{}/api/v1/preflight", self.base);
+    /// `POST /api/v1/<verb>` with the `/start` body `options`, answered 200 with a `T`.
+    async fn post_options<T: serde::de::DeserializeOwned>(
+        &self,
+        verb: &'static str,
+        options: &StartOptions,
+    ) -> Result<T, CallError> {
+        let url = format!("{}/api/v1/{verb}", self.base);
         let resp = self
             .http
             .post(&url)
@@ -164,13 +169,23 @@ impl EngineApi {
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status != 200 {
-            return Err(refused_or_protocol(&url, "preflight", status, &body));
+            return Err(refused_or_protocol(&url, verb, status, &body));
         }
-        serde_json::from_value(body).map_err(|_| CallError::Protocol {
-            url,
-            verb: "preflight",
-            status,
-        })
+        serde_json::from_value(body).map_err(|_| CallError::Protocol { url, verb, status })
+    }
+
+    /// `POST /api/v1/preflight` with the `/start` body: the engine's checks, reported.
+    pub async fn preflight(&self, options: &StartOptions) -> Result<PreflightReply, CallError> {
+        self.post_options("preflight", options).await
+    }
+
+    /// `POST /api/v1/plan` with the `/start` body: what the sync would carry, how long it
+    /// should take and what may go wrong. The engine bounds it (two minutes); the client's own
+    /// timeout must allow for that.
+    pub async fn plan(&self, options: &StartOptions) -> Result<Plan, CallError> {
+        self.post_options::<PlanReply>("plan", options)
+            .await
+            .map(|r| r.plan)
     }
 
     /// `POST /api/v1/<verb>` with `body` (`{}` when the verb takes none).

@@ -217,6 +217,9 @@ mod tests {
         assert!(message.contains("enlarge it") && !message.contains("write blocking"));
         let (ok, _, message) = condition(&plan(vec![]));
         assert!(ok);
-        assert!(message.contains("0 warnings") && message.contains("12m01s"), "{message}");
+        assert!(
+            message.contains("0 warnings") && message.contains("12m01s"),
+            "{message}"
+        );
     }
 }

@@ -488,10 +488,12 @@ pub fn human_duration(secs: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn facts(label: &str, hosts: &str) -> ClusterFacts {
+    /// A reachable self-managed replica set on 8.0 whose user is `root`: what every rule
+    /// passes; the plan's tests start from it too.
+    pub(crate) fn facts(label: &str, hosts: &str) -> ClusterFacts {
         ClusterFacts {
             label: label.into(),
             hosts: hosts.into(),

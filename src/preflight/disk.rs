@@ -52,7 +52,8 @@ pub fn shortage_message(needed: u64, free: u64) -> String {
     )
 }
 
-fn human_bytes(n: u64) -> String {
+/// Bytes in binary units (`1.5 GiB`).
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

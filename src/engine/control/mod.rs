@@ -2,6 +2,7 @@
 //! an `impl Engine` block over the handle in `engine/mod.rs`.
 
 mod lifecycle;
+mod plan;
 mod preflight;
 mod restore;
 mod reverse;
