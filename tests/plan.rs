@@ -385,6 +385,17 @@ async fn plan_names_every_kind_and_how_each_index_is_built() {
         }))
         .await;
     engine.wait_state("RUNNING", Duration::from_secs(60)).await;
+    // RUNNING can come before the first collection is created on the destination.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dest
+        .list_database_names()
+        .await
+        .unwrap()
+        .contains(&"shop".to_string())
+    {
+        assert!(Instant::now() < deadline, "the sync created nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let running = api
         .plan(&options)
         .await
