@@ -224,13 +224,52 @@ async fn a_user_drives_a_sync_with_kubectl_clustersync() {
     ] {
         assert!(screen.contains(want), "{want:?} missing from:\n{screen}");
     }
-    let (code, out, _) = alice.run(&["plan", "move"]);
-    if out.contains("No plan yet") {
+    // The operator asks the engine for a plan while Idle and writes it to the status: what the
+    // user reads before starting. Until it has, the plugin says plainly there is none.
+    let deadline = Instant::now() + long;
+    let plan = loop {
+        let (code, out, _) = alice.run(&["plan", "move"]);
+        if !out.contains("No plan yet") {
+            break (code, out);
+        }
         assert_eq!(code, 1, "no plan is not a go-ahead");
-    } else {
-        let safe = out.contains("SAFE to start");
-        assert_eq!(code, if safe { 0 } else { 1 }, "{out}");
+        assert!(
+            Instant::now() < deadline,
+            "no plan in status within {long:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (code, out) = plan;
+    eprintln!("kubectl clustersync plan move:\n{out}");
+    // The test servers cannot block writes (no setUserWriteBlockMode) nor report their free
+    // disk space: warnings, not blocking risks. Nothing else stands in the way.
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "Plan for clustersync move",
+        "SAFE to start",
+        "1 databases, 1 collections, 0 views, 300 documents",
+        "Estimate:",
+        "Measured by:",
+        "warning: ",
+        "shop.orders: 300 documents",
+    ] {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
     }
+    let described = cp.kubectl_ok(&["-n", &ns, "describe", "clustersync", "move"]);
+    assert!(
+        described.contains("PlanSafe") && described.contains("NoBlockingRisk"),
+        "{described}"
+    );
+    let columns = cp.kubectl_ok(&["-n", &ns, "get", "clustersync", "move"]);
+    assert!(
+        columns.lines().next().unwrap_or("").contains("ETA"),
+        "{columns}"
+    );
+    let screen = alice.wait_status("move", &["State: IDLE", "Plan ("], long);
+    assert!(
+        screen.contains("safe: 1 collections in 1 databases"),
+        "{screen}"
+    );
     let (code, _, err) = alice.run(&["commit", "move", "--yes"]);
     assert_eq!(code, 1);
     assert!(

@@ -188,14 +188,27 @@ impl ControlPlane {
     /// Applies the CRD from `crds/` (server-side), and waits until it is served.
     pub fn apply_crd(&self) {
         self.apply(&root().join("crds/clustersync.io_clustersyncs.yaml"));
-        self.kubectl_ok(&[
+        // `kubectl wait` fails at once ("accessor error: <nil>") on a CRD whose status has no
+        // conditions yet, as happens in the moment after a create: asked again, it waits.
+        let args = [
             "wait",
             "--for",
             "condition=Established",
             "--timeout",
             "60s",
             "crd/clustersyncs.clustersync.io",
-        ]);
+        ];
+        for _ in 0..20 {
+            let out = self.kubectl(&args);
+            if out.status.success() {
+                return;
+            }
+            if !String::from_utf8_lossy(&out.stderr).contains("accessor error") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        self.kubectl_ok(&args);
     }
 
     /// Audit log entries (one JSON object a line) from `offset` bytes on.
