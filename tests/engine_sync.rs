@@ -1041,7 +1041,8 @@ async fn a_collection_left_half_made_is_finished_when_created_again() {
 
 /// Issue 17: the copy's ETA, per namespace and overall, against a destination slowed on
 /// purpose (every byte the engine sends it passes a 300 KB/s link), in the default
-/// configuration. The user's question is "when will the copy be done": the first ETA
+/// configuration (16 MB in three collections: long enough that a third of it is past the
+/// copy's start-up). The user's question is "when will the copy be done": the first ETA
 /// `/progress` gives once a third of the copy is done must land within 25% of the real finish.
 /// Before that it must not guess: no ETA while the measured window is under 10 s.
 #[tokio::test(flavor = "multi_thread")]
@@ -1049,7 +1050,7 @@ async fn the_copy_eta_on_a_slowed_destination_lands_within_a_quarter_of_the_fini
     let (a, b) = tokio::join!(Server::start(), Server::start());
     let src = a.client().await;
     let pad = "e".repeat(1000);
-    for (coll, n) in [("big", 8000), ("mid", 3000), ("small", 600)] {
+    for (coll, n) in [("big", 12000), ("mid", 3000), ("small", 600)] {
         let docs: Vec<Document> = (0..n)
             .map(|i| doc! { "_id": i, "pad": &pad, "i": i })
             .collect();
@@ -1094,9 +1095,11 @@ async fn the_copy_eta_on_a_slowed_destination_lands_within_a_quarter_of_the_fini
         if total > 1.0 && copy_began.is_none() {
             copy_began = Some(now);
         }
+        // The copy may have begun up to a poll (0.5 s, and the request's own time) before a
+        // poll saw it: a second of slack.
         if let (Some(t), Some(e)) = (copy_began, eta) {
             assert!(
-                now.duration_since(t) >= Duration::from_secs(10),
+                now.duration_since(t) >= Duration::from_secs(9),
                 "an ETA ({e} s) {:?} into the copy: too early to be honest",
                 now.duration_since(t)
             );
@@ -1108,6 +1111,9 @@ async fn the_copy_eta_on_a_slowed_destination_lands_within_a_quarter_of_the_fini
         }
         if prediction.is_none() && copied >= total / 3.0 {
             if let Some(e) = eta {
+                if std::env::var("ETA_DEBUG").is_ok() {
+                    eprintln!("{}", serde_json::to_string_pretty(&p).unwrap());
+                }
                 prediction = Some((now, now + Duration::from_secs(e as u64), copied / total));
             } else {
                 assert!(
