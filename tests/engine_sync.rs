@@ -1108,6 +1108,10 @@ async fn the_copy_eta_on_a_slowed_destination_lands_within_a_quarter_of_the_fini
             saw_namespace_eta |= list.iter().any(|c| {
                 c["phase"] == "copying" && c["estimatedSecondsRemaining"].as_i64().is_some()
             });
+            // Sized when the copy was planned: documents of a total, not only a count.
+            for c in list.iter().filter(|c| c["namespace"] == "eta.big") {
+                assert_eq!(c["totalDocuments"], 12000, "{c}");
+            }
         }
         if prediction.is_none() && copied >= total / 3.0 {
             if let Some(e) = eta {
@@ -1157,6 +1161,13 @@ async fn the_copy_eta_on_a_slowed_destination_lands_within_a_quarter_of_the_fini
     assert_eq!(listed.len(), 3, "{listed:?}");
     for c in ns["collections"].as_array().unwrap() {
         assert_eq!(c["copiedBytes"], c["totalBytes"], "{c}");
+        let want = match c["namespace"].as_str() {
+            Some("eta.big") => 12000,
+            Some("eta.mid") => 3000,
+            _ => 600,
+        };
+        assert_eq!(c["copiedDocuments"], want, "{c}");
+        assert_eq!(c["totalDocuments"], want, "{c}");
     }
     assert_eq!(
         p["progress"]["estimatedSecondsToCopyComplete"],

@@ -57,6 +57,8 @@ pub struct CollectionProgress {
     pub copied_docs: i64,
     /// The planned partitions' estimated size.
     pub total_bytes: i64,
+    /// The planned partitions' estimated documents (0: not known).
+    pub total_docs: i64,
     /// When its first batch landed in this process, and what was copied before it.
     pub started: Option<(Instant, i64)>,
     /// Copied; its indexes are being built.
@@ -772,7 +774,11 @@ pub fn namespaces(
             namespace: ns.clone(),
             phase,
             copied_documents: c.copied_docs,
-            total_documents: None,
+            total_documents: if c.partitions_done >= c.partitions && !c.recopying {
+                Some(c.copied_docs)
+            } else {
+                (c.total_docs > 0).then(|| c.total_docs.max(c.copied_docs))
+            },
             copied_bytes: c.copied_bytes,
             total_bytes: total,
             bytes_per_second: per_second,

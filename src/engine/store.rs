@@ -125,6 +125,10 @@ pub struct PartitionDoc {
     /// Its share of the collection's estimated size when planned (0 when not known).
     #[serde(default, rename = "estimatedBytes")]
     pub estimated_bytes: i64,
+    /// Its share of the collection's document count when planned (0 when not known: a
+    /// collection of a small database, copied whole without being sized).
+    #[serde(default, rename = "estimatedDocs")]
+    pub estimated_docs: i64,
     /// The digest of the source documents the copy read for this partition (of those up to
     /// `resume_from` while unfinished): the verifier's initial pass compares the destination
     /// with it instead of reading the source again. Absent where it is not known whole (a

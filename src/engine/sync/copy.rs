@@ -102,6 +102,7 @@ fn single_partition(spec: &CollSpec, order: CopyOrder, recreate: bool) -> Partit
         copied_docs: 0,
         resume_from: None,
         estimated_bytes: 0,
+        estimated_docs: 0,
         digest: None,
     }
 }
@@ -174,6 +175,7 @@ pub async fn plan(
     };
     let single = |order, recreate| PartitionDoc {
         estimated_bytes: bytes,
+        estimated_docs: count,
         ..single_partition(spec, order, recreate)
     };
     match spec.kind {
@@ -247,6 +249,7 @@ pub async fn plan(
             copied_docs: 0,
             resume_from: None,
             estimated_bytes: bytes / wanted.max(1),
+            estimated_docs: count / wanted.max(1),
             digest: None,
         });
         lo = hi;

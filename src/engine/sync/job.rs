@@ -341,6 +341,7 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
             let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
             c.partitions += 1;
             c.total_bytes += p.estimated_bytes;
+            c.total_docs += p.estimated_docs;
             // Finished partitions, and unfinished ones as far as their checkpoint: batches
             // landed from here on are added as they land.
             c.copied_bytes += p.copied_bytes;
