@@ -276,15 +276,18 @@ async fn apply(cs: &ClusterSync, ctx: &Context) -> Result<Action, Error> {
     let (ready, reason, message) = readiness(conds.status, outcome.blocker.as_ref());
     conds.set(types::READY, ready, &reason, message);
     if old.state != status.state {
+        let (now, was) = (
+            status.state.as_deref().unwrap_or("unknown"),
+            old.state.as_deref().unwrap_or("not running"),
+        );
+        // The recorder folds events of one reason and action into one series that keeps its
+        // first note: with one action for every change, a COMMITTED sync would still read
+        // "the engine is INITIALIZING" (x7). One action per transition keeps them apart.
         events.push(event(
             EventType::Normal,
             "StateChanged",
-            "Observe",
-            format!(
-                "the engine is {} (was {})",
-                status.state.as_deref().unwrap_or("unknown"),
-                old.state.as_deref().unwrap_or("not running")
-            ),
+            &format!("Observe{}", transition(was, now)),
+            format!("the engine is {now} (was {was})"),
         ));
     }
     events.extend(verification_events(&old, &status));
@@ -367,6 +370,23 @@ fn status_patch(old: &ClusterSyncStatus, new: &ClusterSyncStatus) -> Value {
         }
     }
     json!({ "status": new })
+}
+
+/// `IDLE`, `RUNNING` → `IdleToRunning`: an Event action (CamelCase, as actions are written).
+fn transition(was: &str, now: &str) -> String {
+    let camel = |s: &str| -> String {
+        s.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let lower = w.to_ascii_lowercase();
+                let mut c = lower.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    format!("{}To{}", camel(was), camel(now))
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
@@ -1469,5 +1489,18 @@ mod tests {
     fn long_notes_are_cut_on_a_character_boundary() {
         let s = truncate("é".repeat(600), 1000);
         assert!(s.len() <= 1003 && s.ends_with('…'));
+    }
+
+    #[test]
+    fn each_state_transition_is_an_action_of_its_own() {
+        assert_eq!(transition("IDLE", "RUNNING"), "IdleToRunning");
+        assert_eq!(
+            transition("not running", "INITIALIZING"),
+            "NotRunningToInitializing"
+        );
+        assert_ne!(
+            transition("IDLE", "RUNNING"),
+            transition("PAUSED", "RUNNING")
+        );
     }
 }
