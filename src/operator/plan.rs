@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::contract::plan::{Plan, Severity};
-use crate::contract::progress::short_duration;
+use crate::contract::progress::{human_bytes, short_duration};
 
 use super::crd::PlanStatus;
 
@@ -81,7 +81,7 @@ pub fn summarize(plan: &Plan, generation: Option<i64>, planned_at: String) -> Pl
                     "{}: {} documents, {}",
                     n.namespace,
                     n.documents,
-                    mib(n.data_bytes)
+                    human_bytes(n.data_bytes as i64)
                 )
             })
             .collect(),
@@ -108,10 +108,6 @@ pub fn condition(plan: &Plan) -> (bool, &'static str, String) {
     } else {
         (false, "BlockingRisk", blocking.join("; "))
     }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 #[cfg(test)]
@@ -209,7 +205,7 @@ mod tests {
             ]
         );
         assert_eq!(s.largest_namespaces.len(), LARGEST);
-        assert!(s.largest_namespaces[0].starts_with("app.c11: 120 documents"));
+        assert!(s.largest_namespaces[0].starts_with("app.c11: 120 documents, 11.7 KiB"));
         assert_eq!(s.for_generation, Some(2));
         let (ok, reason, message) = condition(&p);
         assert!(!ok);

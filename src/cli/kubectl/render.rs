@@ -14,20 +14,9 @@ use crate::operator::crd::{ClusterSync, ClusterSyncStatus, Mode, PlanStatus};
 /// Events shown on the status screen: enough for the last few transitions, not a log.
 pub const MAX_EVENTS: usize = 10;
 
-/// `1536` → `1.5 KiB`: binary units, as `kubectl top` and the engine's logs use.
+/// `1536` → `1.5 KiB` (the contract's, shared with the operator's status).
 pub fn bytes(n: i64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n.max(0) as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    crate::contract::progress::human_bytes(n)
 }
 
 /// `250` → `4m10s`, `3700` → `1h1m`, `90000` → `1d1h`: the two largest units, as kubectl's
