@@ -397,14 +397,19 @@ impl VerifierPhase {
     }
 }
 
-/// `secs` in words for a printer column: "45s", "4m10s", "2h05m", "3d4h".
+/// `250` → `4m10s`, `3700` → `1h1m`, `90000` → `1d1h`: the two largest units, as kubectl's
+/// AGE column writes them (the ETA printer column, the plugin, the plan's summary).
 pub fn short_duration(secs: i64) -> String {
     let s = secs.max(0);
-    match s {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) if s == 0 => format!("{m}m"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h{m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d{h}h"),
     }
 }
 
@@ -438,10 +443,15 @@ mod tests {
 
     #[test]
     fn short_durations() {
+        assert_eq!(short_duration(0), "0s");
         assert_eq!(short_duration(45), "45s");
         assert_eq!(short_duration(250), "4m10s");
-        assert_eq!(short_duration(7500), "2h05m");
+        assert_eq!(short_duration(240), "4m");
+        assert_eq!(short_duration(3700), "1h1m");
+        assert_eq!(short_duration(7200), "2h");
+        assert_eq!(short_duration(90_000), "1d1h");
         assert_eq!(short_duration(3 * 86_400 + 4 * 3600 + 5), "3d4h");
+        assert_eq!(short_duration(-5), "0s");
     }
 
     #[test]

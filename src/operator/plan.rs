@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(s.estimated_seconds, 721);
         assert_eq!(
             s.estimate.as_deref(),
-            Some("12m01s (copy 9m01s, indexes 2m00s, catch-up 1m00s)")
+            Some("12m1s (copy 9m1s, indexes 2m, catch-up 1m)")
         );
         assert_eq!(
             s.risks,
@@ -214,7 +214,7 @@ mod tests {
         let (ok, _, message) = condition(&plan(vec![]));
         assert!(ok);
         assert!(
-            message.contains("0 warnings") && message.contains("12m01s"),
+            message.contains("0 warnings") && message.contains("12m1s"),
             "{message}"
         );
     }

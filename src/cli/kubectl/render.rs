@@ -19,20 +19,9 @@ pub fn bytes(n: i64) -> String {
     crate::contract::progress::human_bytes(n)
 }
 
-/// `250` → `4m10s`, `3700` → `1h1m`, `90000` → `1d1h`: the two largest units, as kubectl's
-/// AGE column writes them.
+/// `250` → `4m10s` (the contract's, shared with the operator's ETA column).
 pub fn duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) if s == 0 => format!("{m}m"),
-        (0, 0, _) => format!("{m}m{s}s"),
-        (0, _, 0) => format!("{h}h"),
-        (0, _, _) => format!("{h}h{m}m"),
-        (_, 0, _) => format!("{d}d"),
-        _ => format!("{d}d{h}h"),
-    }
+    crate::contract::progress::short_duration(secs)
 }
 
 /// `copied` of `total` as a whole percent, or the engine's own figure when it gave one.
