@@ -303,7 +303,17 @@ async fn a_user_drives_a_sync_with_kubectl_clustersync() {
         std::thread::sleep(Duration::from_millis(300));
     }
     eprintln!("a RUNNING commit blocker was named: {saw_blocker}");
-    alice.wait_status("move", &["Can commit:   yes", "Lag:"], long);
+    // The engine's per-namespace progress reaches the status through the operator: the one
+    // collection is copied.
+    alice.wait_status(
+        "move",
+        &[
+            "Can commit:   yes",
+            "Lag:",
+            "Namespaces:   0 waiting, 0 copying, 0 building indexes, 1 done, 0 re-copying",
+        ],
+        long,
+    );
 
     // Pause and resume.
     let (code, out, _) = alice.run(&["pause", "move"]);
