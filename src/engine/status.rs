@@ -1061,4 +1061,91 @@ mod tests {
         assert!(v["progress"]["lag"].is_null() && v["progress"]["lagTimeSeconds"].is_null());
         assert_eq!(v["progress"]["canCommit"], false);
     }
+
+    #[test]
+    fn namespaces_are_counted_by_phase_and_listed_most_left_to_do_first() {
+        let now = Instant::now();
+        let ago = |secs| now - std::time::Duration::from_secs(secs);
+        let mut colls = BTreeMap::new();
+        let c = |partitions, done, copied, total| CollectionProgress {
+            partitions,
+            partitions_done: done,
+            copied_bytes: copied,
+            total_bytes: total,
+            ..Default::default()
+        };
+        colls.insert("a.done".to_string(), c(2, 2, 900, 1000));
+        colls.insert("a.waiting".to_string(), c(1, 0, 0, 5000));
+        let mut slow = c(4, 1, 1000, 10_000);
+        slow.started = Some((ago(10), 0));
+        colls.insert("a.slow".to_string(), slow);
+        let mut fast = c(1, 0, 2000, 3000);
+        fast.started = Some((ago(10), 0));
+        colls.insert("a.fast".to_string(), fast);
+        let mut young = c(1, 0, 100, 3000);
+        young.started = Some((ago(2), 0));
+        colls.insert("a.young".to_string(), young);
+        colls.insert(
+            "a.indexing".to_string(),
+            CollectionProgress {
+                indexes_pending: true,
+                ..c(1, 1, 10, 10)
+            },
+        );
+        colls.insert(
+            "a.recopy".to_string(),
+            CollectionProgress {
+                recopying: true,
+                ..c(0, 0, 50, 0)
+            },
+        );
+        let n = namespaces(&colls, Some(123.0), now).unwrap();
+        assert_eq!(
+            (
+                n.counts.waiting,
+                n.counts.copying,
+                n.counts.building_indexes,
+                n.counts.done,
+                n.counts.recopying
+            ),
+            (1, 3, 1, 1, 1)
+        );
+        let order: Vec<&str> = n.collections.iter().map(|c| c.namespace.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "a.slow",
+                "a.fast",
+                "a.young",
+                "a.recopy",
+                "a.waiting",
+                "a.indexing",
+                "a.done"
+            ],
+            "copying (longest ETA first, then the most left), re-copying, waiting, indexing, done"
+        );
+        let by = |ns: &str| n.collections.iter().find(|c| c.namespace == ns).unwrap();
+        // 1,000 bytes in 10 s: 9,000 left take 90 s.
+        assert_eq!(by("a.slow").estimated_seconds_remaining, Some(90));
+        assert_eq!(by("a.fast").estimated_seconds_remaining, Some(5));
+        assert_eq!(
+            by("a.young").estimated_seconds_remaining,
+            None,
+            "under 5 s: no pace yet"
+        );
+        assert_eq!(by("a.waiting").estimated_seconds_remaining, None);
+        // Done: what was copied is the size.
+        assert_eq!(by("a.done").total_bytes, 900);
+        assert_eq!(by("a.recopy").total_bytes, 50);
+        assert_eq!(n.copy_bytes_per_second, Some(123.0));
+        assert_eq!(namespaces(&BTreeMap::new(), None, now), None);
+        // More than LISTED: the rest are counted, not listed.
+        let many: BTreeMap<String, CollectionProgress> = (0..Namespaces::LISTED + 7)
+            .map(|i| (format!("m.c{i}"), c(1, 1, 1, 1)))
+            .collect();
+        let n = namespaces(&many, None, now).unwrap();
+        assert_eq!(n.collections.len(), Namespaces::LISTED);
+        assert_eq!(n.omitted, 7);
+        assert_eq!(n.counts.done, Namespaces::LISTED as u64 + 7);
+    }
 }
