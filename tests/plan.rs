@@ -629,3 +629,71 @@ async fn bad_usage_exits_2_with_a_clear_message() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// Found by a new user's trial: planned with the same cluster on both sides, the plan said so
+/// (a blocking risk) but still wrote its probe into that cluster, the source, whose oplog then
+/// held thousands of the probe's entries (and every later plan's catch-up estimate grew). And
+/// a source that cannot be examined gave zero totals ("the source holds no documents"), read
+/// as facts. Neither may happen; no panic may reach the terminal either (a client dropped as
+/// the runtime stopped used to print one now and then).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_cluster_twice_is_not_probed_and_an_unknown_source_is_not_empty() {
+    let server = Server::start().await;
+    let client = server.client().await;
+    client
+        .database("shop")
+        .collection::<Document>("orders")
+        .insert_many((0..2000).map(|i| doc! { "_id": i, "pad": "x".repeat(200) }))
+        .await
+        .unwrap();
+    let probe_entries = || async {
+        client
+            .database("local")
+            .collection::<Document>("oplog.rs")
+            .count_documents(doc! { "ns": { "$regex": format!("^{PLAN_PROBE_DB_PREFIX}") } })
+            .await
+            .unwrap()
+    };
+    let before = probe_entries().await;
+    let out = plan_cmd(args(&server.uri(), &server.uri(), &["--output", "json"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let plan = parse(&out);
+    assert!(
+        plan.blocking().any(|r| r.message.contains("same cluster")),
+        "{:?}",
+        plan.risks
+    );
+    assert_eq!(
+        probe_entries().await,
+        before,
+        "the probe wrote into the cluster it was told is the source"
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let gone = "mongodb://127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=1000";
+    for output in ["json", "text"] {
+        let out = plan_cmd(args(gone, &server.uri(), &["--output", output])).await;
+        assert_eq!(out.status.code(), Some(1));
+        let stdout = text(&out.stdout);
+        assert!(
+            !text(&out.stderr).contains("panicked"),
+            "{}",
+            text(&out.stderr)
+        );
+        if output == "json" {
+            let plan = parse(&out);
+            assert!(plan.scope_unknown.is_some(), "{stdout}");
+            assert!(
+                !plan.estimate.probe.method.contains("holds no documents"),
+                "{stdout}"
+            );
+        } else {
+            assert!(stdout.contains("In scope: unknown"), "{stdout}");
+            assert!(stdout.contains("Estimate: unknown"), "{stdout}");
+        }
+    }
+}

@@ -57,7 +57,9 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
         };
         let scrub = |t: &str| connected.scrub(t);
         let (source, destination) = connected.sides(args.clusters.source);
-        Ok::<_, StartupError>(preflight::run(source, destination, intent, &scrub).await)
+        let report = preflight::run(source, destination, intent, &scrub).await;
+        connected.close().await;
+        Ok::<_, StartupError>(report)
     });
     match result {
         Ok(r) => {

@@ -96,6 +96,17 @@ impl Connected {
         }
     }
 
+    /// Closes both clients while the runtime still runs. A client dropped as the runtime stops
+    /// leaves the driver's session cleanup to a task that finds its connection pool gone,
+    /// and panics ("SendError" in connection_requester.rs) on the user's terminal.
+    pub(super) async fn close(self) {
+        let [a, b] = self.clients;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            tokio::join!(a.shutdown().immediate(true), b.shutdown().immediate(true))
+        })
+        .await;
+    }
+
     /// `text` without either connection string's secrets.
     pub(super) fn scrub(&self, text: &str) -> String {
         self.config
@@ -114,6 +125,6 @@ pub(super) fn namespace_filters(
         return Ok(Vec::new());
     };
     serde_json::from_str(json).map_err(|e| {
-        format!("{flag}: {e}; give a JSON array of filters as /api/v1/start takes them, e.g. [{{\"database\":\"sales\",\"collections\":[\"orders\"]}}]")
+        format!("{flag}: {e}; give a JSON array of filters as /api/v1/start takes them, e.g. [{{\"database\":\"sales\",\"collections\":[\"orders\"]}}] or, with regular expressions, [{{\"databaseRegex\":{{\"pattern\":\"^(shop|metrics)$\"}},\"collectionsRegex\":{{\"pattern\":\"^orders\",\"options\":\"i\"}}}}]")
     })
 }

@@ -86,7 +86,7 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
         let scrub = |t: &str| connected.scrub(t);
         let (s, d) = connected.sides(args.clusters.source);
         let show = |line: &str| progress.show(line);
-        tokio::select! {
+        let outcome = tokio::select! {
             plan = plan::run(
                 Side { client: s.0, label: s.1, hosts: s.2 },
                 Side { client: d.0, label: d.1, hosts: d.2 },
@@ -111,7 +111,9 @@ pub(super) fn run(args: PlanArgs) -> ExitCode {
                 }
                 Err(ExitCode::from(130))
             }
-        }
+        };
+        connected.close().await;
+        outcome
     });
     progress.clear();
     let plan = match result {
@@ -213,6 +215,12 @@ pub(super) fn text(plan: &Plan) -> String {
         yes_no(d.write_blocking_supported)
     );
     let t = &plan.totals;
+    if let Some(why) = &plan.scope_unknown {
+        let _ = writeln!(o, "\nIn scope: unknown: {why}");
+        let _ = writeln!(o, "\nEstimate: unknown");
+        risks_section(&mut o, plan);
+        return o;
+    }
     let _ = writeln!(
         o,
         "\nIn scope: {}, {}, {}, {}, {} of data ({} on disk, {} of indexes), {} to build",
@@ -335,6 +343,12 @@ pub(super) fn text(plan: &Plan) -> String {
             .unwrap_or_default()
     );
     let _ = writeln!(o, "  method: {}", e.probe.method);
+    risks_section(&mut o, plan);
+    o
+}
+
+/// The risks, and the verdict.
+fn risks_section(o: &mut String, plan: &Plan) {
     if plan.risks.is_empty() {
         let _ = writeln!(o, "\nRisks: none found");
     } else {
@@ -365,5 +379,4 @@ pub(super) fn text(plan: &Plan) -> String {
             )
         }
     );
-    o
 }

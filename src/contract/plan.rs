@@ -36,6 +36,10 @@ pub struct Plan {
     pub estimate: Estimate,
     /// What may go wrong, blocking ones first; each names the problem and what to do.
     pub risks: Vec<Risk>,
+    /// Set when the source's namespaces could not be learnt (it could not be examined): why.
+    /// `totals`, `namespaces` and `estimate` are then empty and mean nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_unknown: Option<String>,
 }
 
 impl Plan {

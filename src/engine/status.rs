@@ -61,7 +61,9 @@ pub struct CollectionProgress {
     pub total_docs: i64,
     /// When its first batch landed in this process, and what was copied before it.
     pub started: Option<(Instant, i64)>,
-    /// Copied; its indexes are being built.
+    /// Its indexes are built after the copy and are not built yet: once copied it is
+    /// "building indexes", not done (it would otherwise go back from done when the index
+    /// builds start).
     pub indexes_pending: bool,
     /// Being copied again whole (a DDL change overtook its copy).
     pub recopying: bool,
@@ -72,14 +74,16 @@ impl CollectionProgress {
     pub fn phase(&self) -> NamespacePhase {
         if self.recopying {
             NamespacePhase::Recopying
+        } else if self.partitions_done < self.partitions {
+            if self.started.is_some() || self.copied_bytes > 0 {
+                NamespacePhase::Copying
+            } else {
+                NamespacePhase::Waiting
+            }
         } else if self.indexes_pending {
             NamespacePhase::BuildingIndexes
-        } else if self.partitions_done >= self.partitions {
-            NamespacePhase::Done
-        } else if self.started.is_some() || self.copied_bytes > 0 {
-            NamespacePhase::Copying
         } else {
-            NamespacePhase::Waiting
+            NamespacePhase::Done
         }
     }
 

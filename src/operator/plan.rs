@@ -54,13 +54,16 @@ pub fn summarize(plan: &Plan, generation: Option<i64>, planned_at: String) -> Pl
         index_bytes: plan.totals.index_bytes as i64,
         indexes: plan.totals.indexes as i64,
         estimated_seconds: secs(e.total_seconds),
-        estimate: Some(format!(
-            "{} (copy {}, indexes {}, catch-up {})",
-            short_duration(secs(e.total_seconds)),
-            short_duration(secs(e.copy_seconds)),
-            short_duration(secs(e.index_build_seconds)),
-            short_duration(secs(e.catch_up_seconds)),
-        )),
+        estimate: Some(match &plan.scope_unknown {
+            Some(why) => format!("unknown: {why}"),
+            None => format!(
+                "{} (copy {}, indexes {}, catch-up {})",
+                short_duration(secs(e.total_seconds)),
+                short_duration(secs(e.copy_seconds)),
+                short_duration(secs(e.index_build_seconds)),
+                short_duration(secs(e.catch_up_seconds)),
+            ),
+        }),
         probe: Some(e.probe.method.clone()),
         risks: plan
             .risks
@@ -155,6 +158,7 @@ mod tests {
                 },
             },
             risks,
+            scope_unknown: None,
         }
     }
 

@@ -212,7 +212,13 @@ pub async fn oplog_rate(client: &Client) -> Option<OplogRate> {
         }
     }
     let ts = |d: &RawDocumentBuf| d.get_timestamp("ts").ok().map(|t| t.time);
-    let newest = ts(entries.first()?)?;
+    // Up to now, not up to the newest entry: a burst of writes minutes ago is not the source's
+    // write rate today.
+    let now = crate::mongo::cluster_time(client)
+        .await
+        .ok()
+        .map(|t| t.time);
+    let newest = ts(entries.first()?)?.max(now.unwrap_or(0));
     let oldest = ts(entries.last()?)?;
     Some(OplogRate {
         entries: entries.len() as u64,

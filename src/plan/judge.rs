@@ -295,15 +295,18 @@ pub fn judge(facts: Facts) -> Plan {
             ),
         ));
     }
-    let specs = match namespaces {
-        Ok(n) => n,
+    let source_unreachable = report.source.facts.unreachable.is_some();
+    let (specs, scope_unknown) = match namespaces {
+        Ok(n) => (n, None),
+        // The preflight's risk already says why the source could not be examined.
+        Err(why) if source_unreachable => (vec![], Some(why)),
         Err(why) => {
             risks.push(risk(
                 RiskKind::Unreachable,
                 Severity::Blocking,
                 format!("the source's namespaces could not be listed: {why}; check that the source is reachable and the user may list collections and read collStats"),
             ));
-            vec![]
+            (vec![], Some(why))
         }
     };
     let tried: BTreeMap<String, Option<String>> = probe
@@ -533,14 +536,19 @@ pub fn judge(facts: Facts) -> Plan {
     }
 
     // The probe.
-    let method = method(
-        &probe,
-        totals.data_bytes,
-        copy_rate,
-        index_rate,
-        source.oplog_rate,
-    );
+    let method = match &scope_unknown {
+        Some(why) => format!("Nothing was measured: {why}"),
+        None => method(
+            &probe,
+            totals.data_bytes,
+            copy_rate,
+            index_rate,
+            source.oplog_rate,
+        ),
+    };
     match &probe {
+        // Nothing to measure where nothing is known.
+        Err(ProbeError::Skipped(_)) if scope_unknown.is_some() => {}
         // A cluster that could not be examined is a risk of its own already.
         Err(e @ ProbeError::Skipped(_)) => risks.push(risk(
             RiskKind::Unreachable,
@@ -591,6 +599,7 @@ pub fn judge(facts: Facts) -> Plan {
             },
         },
         risks,
+        scope_unknown,
     }
 }
 

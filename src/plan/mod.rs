@@ -125,7 +125,7 @@ pub async fn run(
                     .await
                     .map_err(describe)
             } else {
-                Ok(vec![])
+                Err("the source could not be examined (see the risks)".to_string())
             }
         },
         async {
@@ -138,7 +138,16 @@ pub async fn run(
             }
         },
     );
+    // The probe writes to the destination: never when the destination is the source.
+    let same_cluster = report
+        .problems_of(crate::contract::preflight::ProblemKind::SameCluster)
+        .next()
+        .is_some();
     let probe = match (&namespaces, source_seen && destination_seen) {
+        _ if same_cluster => Err(probe::ProbeError::Skipped(
+            "source and destination are the same cluster, and the probe writes to the destination"
+                .into(),
+        )),
         (Ok(n), true) => {
             let targets = probe_targets(n, options.intent.build_indexes);
             probe::run(

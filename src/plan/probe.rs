@@ -268,8 +268,8 @@ async fn measure(
                     docs.push(d);
                     if m.documents.is_multiple_of(256) {
                         progress(&format!(
-                            "probe: read {:.1} MB from the source",
-                            m.read_bytes as f64 / 1e6
+                            "probe: read {} from the source",
+                            crate::contract::progress::human_bytes(m.read_bytes as i64)
                         ));
                     }
                 }
@@ -311,8 +311,8 @@ async fn measure(
             written[*i] += bytes;
             m.written_documents += n;
             progress(&format!(
-                "probe: wrote {:.1} MB to the destination",
-                m.written_bytes as f64 / 1e6
+                "probe: wrote {} to the destination",
+                crate::contract::progress::human_bytes(m.written_bytes as i64)
             ));
         }
     }

@@ -372,6 +372,14 @@ async fn logs(
         return Ok(ExitCode::FAILURE);
     };
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    // A pod that has not started has no log: the API server answers with nothing, which would
+    // read as an engine that wrote nothing.
+    if let Some(why) = render::no_log_yet(pod) {
+        errln!(
+            "error: the engine pod {pod_name} of clustersync {name} has no log yet: {why}; see kubectl clustersync status {name} -n {ns}"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let lp = LogParams {
         container: Some("engine".into()),
         follow,

@@ -444,6 +444,13 @@ pub fn decide_mode(cs: &ClusterSync, to: Mode) -> Result<Option<Mode>, String> {
     if cs.spec.mode == to {
         return Ok(None);
     }
+    // The operator does not start a sync to pause it: the mode would read Paused over a sync
+    // that never began.
+    if to == Mode::Paused && cs.spec.mode == Mode::Idle {
+        return Err(format!(
+            "clustersync {name} has not started (spec.mode Idle): there is nothing to pause; start it with kubectl clustersync resume {name}"
+        ));
+    }
     Ok(Some(to))
 }
 
@@ -477,10 +484,51 @@ pub fn pick_engine_pod(pods: &[Pod]) -> Option<&Pod> {
         .or_else(|| pods.first())
 }
 
+/// Why `pod` has no log to show yet (its engine container never started), if it has none.
+pub fn no_log_yet(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
+    let started = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.name == "engine"
+                    && (c.restart_count > 0
+                        || c.state
+                            .as_ref()
+                            .is_some_and(|st| st.running.is_some() || st.terminated.is_some()))
+            })
+        });
+    match phase {
+        "Running" | "Succeeded" | "Failed" => None,
+        _ if started => None,
+        "Pending" => Some("it is Pending (not scheduled or not started)".into()),
+        other => Some(format!("it is {other}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_pod_that_never_started_has_no_log() {
+        let pod = |status: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+        };
+        assert!(no_log_yet(&pod(json!({"phase": "Pending"})))
+            .unwrap()
+            .contains("Pending"));
+        assert_eq!(no_log_yet(&pod(json!({"phase": "Running"}))), None);
+        assert_eq!(
+            no_log_yet(&pod(json!({"phase": "Pending", "containerStatuses": [
+                {"name": "engine", "restartCount": 2, "ready": false, "image": "i", "imageID": "",
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}))),
+            None,
+            "a crash-looping container has logs from its earlier runs"
+        );
+    }
 
     fn cs(mode: &str, status: serde_json::Value) -> ClusterSync {
         serde_json::from_value(json!({
@@ -730,5 +778,14 @@ mod tests {
         assert_eq!(name(pick_engine_pod(&pods[2..])), Some("pending".into()));
         assert_eq!(name(pick_engine_pod(&pods[3..])), Some("going".into()));
         assert_eq!(name(pick_engine_pod(&[])), None);
+    }
+
+    #[test]
+    fn a_sync_that_never_started_cannot_be_paused() {
+        let idle = cs("Idle", json!({"state": "IDLE"}));
+        assert!(decide_mode(&idle, Mode::Paused)
+            .unwrap_err()
+            .contains("nothing to pause"));
+        assert_eq!(decide_mode(&idle, Mode::Running), Ok(Some(Mode::Running)));
     }
 }

@@ -337,8 +337,12 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
     {
         let mut colls = ctx.status.counters.collections();
         colls.clear();
+        // Indexes built after the copy: a copied collection waits for them (the index phase
+        // clears this for those with none).
+        let indexes_after = ctx.options.build_indexes.before_copy() == Some(false);
         for p in &parts {
             let c = colls.entry(format!("{}.{}", p.db, p.coll)).or_default();
+            c.indexes_pending = indexes_after;
             c.partitions += 1;
             c.total_bytes += p.estimated_bytes;
             c.total_docs += p.estimated_docs;
@@ -440,18 +444,25 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
     });
     let publish = |p: IndexBuilding| ctx.status.lock().indexes = Some(p);
     publish(*progress.lock().unwrap_or_else(|e| e.into_inner()));
-    let indexing = |spec: &catalog::CollSpec, on: bool| {
+    let indexed = |spec: &catalog::CollSpec| {
         if let Some(c) = ctx
             .status
             .counters
             .collections()
             .get_mut(&format!("{}.{}", spec.db, spec.name))
         {
-            c.indexes_pending = on;
+            c.indexes_pending = false;
         }
     };
-    for (spec, _) in &with {
-        indexing(spec, true);
+    // Those with nothing to build are done now; the others as their builds finish.
+    {
+        let building: std::collections::HashSet<String> = with
+            .iter()
+            .map(|(spec, _)| format!("{}.{}", spec.db, spec.name))
+            .collect();
+        for (ns, c) in ctx.status.counters.collections().iter_mut() {
+            c.indexes_pending = building.contains(ns);
+        }
     }
     futures::stream::iter(with.into_iter().zip(counts))
         .map(|((spec, src), n)| {
@@ -459,7 +470,7 @@ async fn index_phase(ctx: &Ctx) -> Result<(), JobError> {
             async move {
                 ctx.fenced()?;
                 ctx.build_listed_indexes(&src, &spec.db, &spec.name).await?;
-                indexing(&spec, false);
+                indexed(&spec);
                 let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 p.indexes_built = (p.indexes_built + n).min(p.total_indexes_to_build);
                 p.collections_finished += 1;
