@@ -118,6 +118,15 @@ pub(super) fn run(args: VerifyArgs) -> ExitCode {
             _ = ticker => unreachable!("the progress ticker never ends"),
         };
         progress.clear();
+        // Closed while the runtime runs: a client dropped as it stops leaves the driver's
+        // session cleanup to a task that can panic on the user's terminal.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(
+                source.client().clone().shutdown().immediate(true),
+                destination.client().clone().shutdown().immediate(true)
+            )
+        })
+        .await;
         compared
             .map_err(|e| match e.cluster() {
                 Some(label) => format!(
