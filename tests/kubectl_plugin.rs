@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use clustersync::operator::crd::ClusterSync;
 use common::k8s::ControlPlane;
-use common::operator::{installed, serve_engines, Operator};
+use common::operator::{cluster_sync, create_uri_secrets, installed, serve_engines, Operator};
 use common::Server;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
@@ -142,28 +142,9 @@ impl User<'_> {
 
 async fn create_sync(admin: &kube::Client, ns: &str, name: &str, source: &str, dest: &str) {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
-    let pp = PostParams::default();
-    for (side, uri) in [("source", source), ("destination", dest)] {
-        let s: Secret = serde_json::from_value(json!({
-            "metadata": { "name": format!("{name}-{side}"), "namespace": ns },
-            "stringData": { "uri": uri },
-        }))
-        .unwrap();
-        secrets.create(&pp, &s).await.unwrap();
-    }
-    let cs: ClusterSync = serde_json::from_value(json!({
-        "apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": {
-            "source": { "name": format!("{name}-source") },
-            "destination": { "name": format!("{name}-destination") },
-            "mode": "Idle",
-            "engine": { "loadLevel": 2 }
-        }
-    }))
-    .unwrap();
+    create_uri_secrets(&secrets, name, source, dest).await;
     Api::<ClusterSync>::namespaced(admin.clone(), ns)
-        .create(&pp, &cs)
+        .create(&PostParams::default(), &cluster_sync(ns, name, "Idle"))
         .await
         .unwrap();
 }

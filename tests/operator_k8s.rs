@@ -21,7 +21,8 @@ use clustersync::operator::leader::LeaseConfig;
 use common::k8s::{path_str, ControlPlane};
 use common::kubelet_real::{Kubelet, RUNNABLE_IMAGE};
 use common::operator::{
-    installed, root, serve_engines, Operator, OPERATOR_NS, OPERATOR_SA, SA_USER,
+    cluster_sync, create_uri_secrets, installed, root, serve_engines, Operator, OPERATOR_NS,
+    OPERATOR_SA, SA_USER,
 };
 use common::Server;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -37,43 +38,6 @@ fn apis(admin: &Client, ns: &str) -> (Api<Secret>, Api<ClusterSync>) {
         Api::namespaced(admin.clone(), ns),
         Api::namespaced(admin.clone(), ns),
     )
-}
-
-fn uri_secret(ns: &str, name: &str, uri: &str) -> Secret {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": name, "namespace": ns },
-        "stringData": { "uri": uri },
-    }))
-    .unwrap()
-}
-
-/// The two Secrets `cluster_sync(.., name, ..)` names.
-async fn create_uri_secrets(secrets: &Api<Secret>, name: &str, source: &str, destination: &str) {
-    let ns = secrets.namespace().expect("a namespaced Api").to_string();
-    for (side, uri) in [("source", source), ("destination", destination)] {
-        secrets
-            .create(
-                &PostParams::default(),
-                &uri_secret(&ns, &format!("{name}-{side}"), uri),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-fn cluster_sync(ns: &str, name: &str, mode: &str) -> ClusterSync {
-    serde_json::from_value(json!({
-        "apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": {
-            "source": { "name": format!("{name}-source") },
-            "destination": { "name": format!("{name}-destination") },
-            "mode": mode,
-            "engine": { "loadLevel": 2 }
-        }
-    }))
-    .unwrap()
 }
 
 async fn set_mode(api: &Api<ClusterSync>, name: &str, mode: &str) {

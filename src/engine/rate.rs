@@ -53,6 +53,7 @@ impl RateWindow {
     }
 
     /// Units per second over the window, once it spans [`MIN_SPAN`] and the count moved.
+    #[cfg(test)]
     pub fn per_second(&self) -> Option<f64> {
         let &(t1, v1) = self.samples.back()?;
         self.per_second_at(t1, v1)

@@ -200,6 +200,13 @@ impl EventKind {
 }
 
 impl Counters {
+    /// A copy starts (or starts again) in this process: its rate is measured from its own
+    /// first insert and landings.
+    pub fn copy_starts(&self) {
+        *self.copy_flowing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.copy_landed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     pub fn applied(&self, kind: EventKind, n: u64) {
         self.events_by_kind[kind as usize].fetch_add(n, Ordering::Relaxed);
         self.events_applied.fetch_add(n, Ordering::Relaxed);
@@ -327,8 +334,6 @@ pub struct Snapshot {
     pub oplog_rolled_over: bool,
     /// Source time the sync started from (the oldest entry it may still need).
     pub start_ts: Option<Timestamp>,
-    /// When the copy phase began (this process), for the copy-rate estimate.
-    pub copy_started: Option<std::time::Instant>,
     /// The copied bytes over the last minute, sampled by the monitor while the copy runs.
     pub copy_rate: RateWindow,
     /// By cluster label index: `None` not measured, `Some(-1)` failed.
@@ -361,7 +366,6 @@ impl Default for Snapshot {
             lag_sample: None,
             catchup_rate: None,
             start_ts: None,
-            copy_started: None,
             copy_rate: RateWindow::default(),
             ping_ms: [None, None],
             warnings: BTreeMap::new(),

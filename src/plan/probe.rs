@@ -214,12 +214,15 @@ pub async fn run(
         progress,
     )
     .await;
-    let cleanup = drop_scratch(destination, scratch).await.err();
+    let cleanup = drop_scratch(destination, scratch)
+        .await
+        .err()
+        .map(|e| scrub(&crate::mongo::describe(&e)));
     if let Some(e) = &cleanup {
-        tracing::warn!(error = %scrub(&crate::mongo::describe(e)), "the probe's scratch database could not be dropped");
+        tracing::warn!(error = %e, "the probe's scratch database could not be dropped");
     }
     result.map(|mut m| {
-        m.cleanup_failed = cleanup.map(|e| scrub(&crate::mongo::describe(&e)));
+        m.cleanup_failed = cleanup;
         m
     })
 }

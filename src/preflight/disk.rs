@@ -52,20 +52,9 @@ pub fn shortage_message(needed: u64, free: u64) -> String {
     )
 }
 
-/// Bytes in binary units (`1.5 GiB`).
+/// Bytes in binary units (`1.5 GiB`), as every report words them.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    crate::contract::progress::human_bytes(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn number(d: &Document, key: &str) -> Option<u64> {

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clustersync::operator::controller::Settings;
+use clustersync::operator::crd::ClusterSync;
 use clustersync::operator::engine_api::StaticLocator;
 use clustersync::operator::leader::LeaseConfig;
 use clustersync::operator::RunOptions;
-use kube::Client;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::json;
 use tokio::sync::{oneshot, Mutex};
 
 use super::k8s::ControlPlane;
@@ -149,4 +153,47 @@ pub async fn serve_engines(admin: &Client, ns: &str) -> (StaticLocator, Kubelet)
     let locator = StaticLocator::default();
     let kubelet = Kubelet::start(admin.clone(), vec![ns.to_string()], locator.clone()).await;
     (locator, kubelet)
+}
+
+/// A Secret holding a connection string under `uri`.
+pub fn uri_secret(ns: &str, name: &str, uri: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "stringData": { "uri": uri },
+    }))
+    .unwrap()
+}
+
+/// The two Secrets `cluster_sync(.., name, ..)` names.
+pub async fn create_uri_secrets(
+    secrets: &Api<Secret>,
+    name: &str,
+    source: &str,
+    destination: &str,
+) {
+    let ns = secrets.namespace().expect("a namespaced Api").to_string();
+    for (side, uri) in [("source", source), ("destination", destination)] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &uri_secret(&ns, &format!("{name}-{side}"), uri),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+pub fn cluster_sync(ns: &str, name: &str, mode: &str) -> ClusterSync {
+    serde_json::from_value(json!({
+        "apiVersion": "clustersync.io/v1alpha1", "kind": "ClusterSync",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "source": { "name": format!("{name}-source") },
+            "destination": { "name": format!("{name}-destination") },
+            "mode": mode,
+            "engine": { "loadLevel": 2 }
+        }
+    }))
+    .unwrap()
 }

@@ -9,20 +9,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::contract::progress::{human_bytes as bytes, short_duration as duration};
 use crate::operator::crd::{ClusterSync, ClusterSyncStatus, Mode, PlanStatus};
 
 /// Events shown on the status screen: enough for the last few transitions, not a log.
 pub const MAX_EVENTS: usize = 10;
-
-/// `1536` → `1.5 KiB` (the contract's, shared with the operator's status).
-pub fn bytes(n: i64) -> String {
-    crate::contract::progress::human_bytes(n)
-}
-
-/// `250` → `4m10s` (the contract's, shared with the operator's ETA column).
-pub fn duration(secs: i64) -> String {
-    crate::contract::progress::short_duration(secs)
-}
 
 /// `copied` of `total` as a whole percent, or the engine's own figure when it gave one.
 fn percent(given: Option<&str>, copied: i64, total: i64) -> String {

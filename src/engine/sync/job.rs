@@ -129,9 +129,6 @@ async fn run(ctx: &Ctx) -> Result<(), JobError> {
             if s.indexes.is_none() {
                 s.indexes = doc.index_building;
             }
-            if doc.phase == Phase::Copy && s.copy_started.is_none() {
-                s.copy_started = Some(std::time::Instant::now());
-            }
             // `/commit` may have landed between the load and here (it does not wait for the
             // job): a commit point already in memory is newer than the document read.
             if doc.commit_ts.is_some() {
@@ -325,15 +322,7 @@ async fn copy_phase(ctx: &Ctx) -> Result<(), JobError> {
         .copied_bytes
         .store(done_bytes, Ordering::Relaxed);
     // The rate window starts again with this copy's first insert.
-    let counters = &ctx.status.counters;
-    *counters
-        .copy_flowing
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = None;
-    *counters
-        .copy_landed
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = None;
+    ctx.status.counters.copy_starts();
     {
         let mut colls = ctx.status.counters.collections();
         colls.clear();
